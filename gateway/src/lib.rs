@@ -1,0 +1,11 @@
+//! egret-gateway: the egress NAT gateway.
+//!
+//! The crate is a pure core plus a thin I/O shell. Decisions (NAT, connection tracking,
+//! election) are plain structs driven with the current time passed in, so they run in unit
+//! tests, fuzzers and simulations without sockets or root.
+//!
+//! - [`config`]: the `gateway.toml` schema, parsing and validation.
+//! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
+
+pub mod config;
+pub mod nat;

@@ -1,0 +1,64 @@
+//! NAT and connection tracking: pure Rust, no I/O, the clock passed in.
+//!
+//! An *inside* flow (tunnel source node, pod address and port or ICMP identifier,
+//! destination, protocol, and the egress IP it was tunnelled to) maps to an *outside* flow
+//! (egress IP, NAT port, destination). Both directions are indexed, so a lookup is O(1)
+//! either way.
+
+use std::ops::RangeInclusive;
+
+use smoltcp::time::Duration;
+
+/// Idle timeouts per protocol and TCP state.
+///
+/// Defaults follow the NAT behaviour RFCs; see [`Timeouts::default`] for each value and
+/// where it deviates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP after the three-way handshake (RFC 5382 REQ-5: at least 2 h 4 min).
+    pub tcp_established: Duration,
+    /// TCP while opening or closing (RFC 5382 REQ-5: at least 4 min).
+    pub tcp_transitory: Duration,
+    /// TCP after both sides sent FIN (2 MSL; RFC 5382 counts it as transitory).
+    pub tcp_time_wait: Duration,
+    /// TCP after a RST. Not covered by RFC 5382; kept short, as Linux does, so a port held
+    /// by a reset connection is freed quickly while segments still in flight get through.
+    pub tcp_closed: Duration,
+    /// UDP mappings (RFC 4787 REQ-5: at least 2 min, 5 min recommended).
+    pub udp: Duration,
+    /// ICMP query (echo) mappings (RFC 5508 REQ-1: at least 60 s).
+    pub icmp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_established: Duration::from_secs(2 * 3600 + 4 * 60),
+            tcp_transitory: Duration::from_secs(4 * 60),
+            tcp_time_wait: Duration::from_secs(4 * 60),
+            tcp_closed: Duration::from_secs(10),
+            udp: Duration::from_secs(5 * 60),
+            icmp: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything the NAT core needs from `[nat]` in `gateway.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatParams {
+    /// NAT ports (and ICMP query identifiers) handed out on each egress IP.
+    pub port_range: RangeInclusive<u16>,
+    /// Live flows at most; new flows beyond it are refused and counted.
+    pub max_flows: u32,
+    pub timeouts: Timeouts,
+}
+
+impl Default for NatParams {
+    fn default() -> Self {
+        NatParams {
+            port_range: 16384..=65535,
+            max_flows: 1_000_000,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
