@@ -62,3 +62,88 @@ impl Default for NatParams {
         }
     }
 }
+
+pub mod checksum;
+mod flow;
+mod table;
+mod translate;
+
+pub use checksum::ChecksumDelta;
+pub use flow::{Direction, Flow, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
+pub use table::{FlowId, FlowTable, MAX_FLOWS_LIMIT, TableCounters, WHEEL_SLOTS};
+pub use translate::{Nat, Translated};
+
+/// Why the NAT refused a packet or a flow. Every variant is a drop reason in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum NatError {
+    #[error("truncated or inconsistent headers")]
+    Malformed,
+    #[error("not an IPv4 packet")]
+    NotIpv4,
+    #[error("bad IPv4 header checksum")]
+    BadChecksum,
+    #[error("IPv4 fragment")]
+    Fragment,
+    #[error("transport protocol not translated")]
+    UnsupportedProtocol,
+    #[error("ICMP message type not translated")]
+    UnsupportedIcmp,
+    #[error("TCP segment without a flow is not a SYN")]
+    NotSyn,
+    #[error("no flow for this packet")]
+    NoFlow,
+    #[error("no NAT port left towards this destination")]
+    PortsExhausted,
+    #[error("flow table full")]
+    TableFull,
+    #[error("flow clashes with a live flow")]
+    InstallConflict,
+    #[error("empty NAT port range")]
+    BadPortRange,
+    #[error("not enough memory for the flow table")]
+    OutOfMemory,
+}
+
+impl NatError {
+    /// Every variant, for metrics that list all reasons from the start.
+    pub const ALL: [NatError; 13] = [
+        NatError::Malformed,
+        NatError::NotIpv4,
+        NatError::BadChecksum,
+        NatError::Fragment,
+        NatError::UnsupportedProtocol,
+        NatError::UnsupportedIcmp,
+        NatError::NotSyn,
+        NatError::NoFlow,
+        NatError::PortsExhausted,
+        NatError::TableFull,
+        NatError::InstallConflict,
+        NatError::BadPortRange,
+        NatError::OutOfMemory,
+    ];
+
+    /// The `reason` label of the drop counter.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            NatError::Malformed => "malformed",
+            NatError::NotIpv4 => "not_ipv4",
+            NatError::BadChecksum => "bad_checksum",
+            NatError::Fragment => "fragment",
+            NatError::UnsupportedProtocol => "unsupported_protocol",
+            NatError::UnsupportedIcmp => "unsupported_icmp",
+            NatError::NotSyn => "tcp_not_syn",
+            NatError::NoFlow => "no_flow",
+            NatError::PortsExhausted => "ports_exhausted",
+            NatError::TableFull => "table_full",
+            NatError::InstallConflict => "install_conflict",
+            NatError::BadPortRange => "bad_port_range",
+            NatError::OutOfMemory => "out_of_memory",
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod properties;

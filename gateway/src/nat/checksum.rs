@@ -1,0 +1,143 @@
+//! Incremental Internet checksum updates (RFC 1624).
+//!
+//! NAT changes a few 16-bit words of a packet; recomputing a checksum over the whole payload
+//! would cost time in proportion to the packet size. RFC 1624 eqn. 3 instead adjusts the
+//! stored checksum: `HC' = ~(~HC + ~m + m')` for every changed word `m -> m'`.
+
+/// Sum of the changes to apply to one checksum. Collect every changed word, then
+/// [`apply`](ChecksumDelta::apply) once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumDelta(u32);
+
+impl ChecksumDelta {
+    /// Records that a 16-bit word changed from `old` to `new`.
+    #[inline]
+    pub fn word(&mut self, old: u16, new: u16) {
+        // At most a handful of words per packet: the u32 cannot overflow before `apply`
+        // folds it, but fold anyway so a long chain of updates stays correct.
+        self.0 = fold32(self.0 + u32::from(!old) + u32::from(new));
+    }
+
+    /// Records that a 32-bit value (an IPv4 address) changed.
+    #[inline]
+    pub fn addr(&mut self, old: [u8; 4], new: [u8; 4]) {
+        self.word(
+            u16::from_be_bytes([old[0], old[1]]),
+            u16::from_be_bytes([new[0], new[1]]),
+        );
+        self.word(
+            u16::from_be_bytes([old[2], old[3]]),
+            u16::from_be_bytes([new[2], new[3]]),
+        );
+    }
+
+    /// Adds another delta (a field covered by two checksums moves both).
+    #[inline]
+    pub fn merge(&mut self, other: ChecksumDelta) {
+        self.0 = fold32(self.0 + other.0);
+    }
+
+    /// Returns `checksum` adjusted for every recorded change.
+    #[inline]
+    pub fn apply(self, checksum: u16) -> u16 {
+        !(fold32(u32::from(!checksum) + self.0) as u16)
+    }
+
+    /// As [`apply`](Self::apply) for a UDP checksum: zero means "no checksum" (RFC 768) and
+    /// stays zero; a computed zero is sent as `0xffff`.
+    #[inline]
+    pub fn apply_udp(self, checksum: u16) -> u16 {
+        if checksum == 0 {
+            return 0;
+        }
+        match self.apply(checksum) {
+            0 => 0xffff,
+            c => c,
+        }
+    }
+}
+
+#[inline]
+fn fold32(mut sum: u32) -> u32 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    (sum & 0xffff) + (sum >> 16)
+}
+
+/// Reads the big-endian 16-bit word at `at`.
+#[inline]
+pub(crate) fn get16(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+/// Writes `value` big-endian at `at`.
+#[inline]
+pub(crate) fn set16(buf: &mut [u8], at: usize, value: u16) {
+    buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+/// Full one's-complement checksum over `data` (for tests and for the packets we build).
+pub fn full(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        sum = fold32(sum);
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(u16::from_be_bytes([*last, 0]));
+    }
+    !(fold32(sum) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1624_example() {
+        // RFC 1624 section 4: HC = 0xdd2f, m = 0x5555 -> m' = 0x3285, HC' = 0x0000.
+        let mut d = ChecksumDelta::default();
+        d.word(0x5555, 0x3285);
+        assert_eq!(d.apply(0xdd2f), 0x0000);
+    }
+
+    #[test]
+    fn incremental_matches_full_recompute() {
+        let mut data: Vec<u8> = (0u8..64).map(|b| b.wrapping_mul(37)).collect();
+        data[10] = 0;
+        data[11] = 0;
+        let c = full(&data);
+        data[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            full(&data),
+            0,
+            "a packet with its checksum in place sums to zero"
+        );
+
+        let old_addr = [data[20], data[21], data[22], data[23]];
+        let new_addr = [192, 168, 1, 100];
+        let old_port = get16(&data, 30);
+        let mut d = ChecksumDelta::default();
+        d.addr(old_addr, new_addr);
+        d.word(old_port, 40000);
+        data[20..24].copy_from_slice(&new_addr);
+        set16(&mut data, 30, 40000);
+        let updated = d.apply(get16(&data, 10));
+        set16(&mut data, 10, updated);
+        assert_eq!(full(&data), 0);
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero() {
+        let mut d = ChecksumDelta::default();
+        d.word(0x1234, 0x4321);
+        assert_eq!(d.apply_udp(0), 0);
+    }
+
+    #[test]
+    fn udp_computed_zero_becomes_ffff() {
+        let mut d = ChecksumDelta::default();
+        d.word(0x5555, 0x3285);
+        assert_eq!(d.apply_udp(0xdd2f), 0xffff);
+    }
+}

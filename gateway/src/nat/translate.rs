@@ -1,0 +1,825 @@
+//! Translating packets in place: parse → conntrack → rewrite.
+//!
+//! Input is one IPv4 packet (the inner packet of the tunnel on the way out, the packet from
+//! the outside world on the way back), borrowed mutably. Headers are read through
+//! `smoltcp::wire` views; addresses, ports and ICMP identifiers are rewritten in place and
+//! every checksum that covers them is patched incrementally (RFC 1624), so the cost does not
+//! depend on the payload size.
+//!
+//! What is not translated is refused with a [`NatError`], never a panic: the caller counts
+//! it by [`NatError::metric_label`] and drops the packet.
+//!
+//! - The IPv4 header checksum is verified; transport checksums are not (a bad one stays bad
+//!   after the incremental update, and the receiver drops the segment).
+//! - Fragments are refused: only the first fragment carries the ports.
+//! - ICMP errors about a flow (destination unreachable, including fragmentation needed, time
+//!   exceeded, parameter problem) are translated in both directions together with the
+//!   packet they quote (RFC 5508 REQ-3, REQ-4); they do not refresh the flow.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::time::Instant;
+use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+
+use super::checksum::{ChecksumDelta, get16, set16};
+use super::flow::{Direction, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
+use super::table::{FlowId, FlowTable};
+use super::{NatError, NatParams};
+
+/// Offsets inside an IPv4 header, for the quoted header of an ICMP error.
+const IP_CHECKSUM: usize = 10;
+const IP_SRC: usize = 12;
+const IP_DST: usize = 16;
+/// Offsets inside an ICMP message.
+const ICMP_CHECKSUM: usize = 2;
+const ICMP_ECHO_IDENT: usize = 4;
+const ICMP_ERROR_QUOTE: usize = 8;
+/// Bytes of the quoted transport header that RFC 792 guarantees.
+const QUOTED_L4_LEN: usize = 8;
+
+/// What happened to a packet that was translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translated {
+    pub flow: FlowId,
+    /// The node the flow came from: where a reply is tunnelled back to.
+    pub node: Ipv4Addr,
+    /// Whether this packet created the flow.
+    pub created: bool,
+}
+
+/// The NAT: a flow table and the packet translation around it.
+#[derive(Debug)]
+pub struct Nat {
+    table: FlowTable,
+}
+
+/// The parts of the IPv4 header the translation needs.
+struct Header {
+    ihl: usize,
+    total: usize,
+    proto: IpProtocol,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+fn parse_ipv4(packet: &[u8]) -> Result<Header, NatError> {
+    if packet.first().is_some_and(|b| b >> 4 != 4) {
+        return Err(NatError::NotIpv4);
+    }
+    let ip = Ipv4Packet::new_checked(packet).map_err(|_| NatError::Malformed)?;
+    if !ip.verify_checksum() {
+        return Err(NatError::BadChecksum);
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Err(NatError::Fragment);
+    }
+    Ok(Header {
+        ihl: usize::from(ip.header_len()),
+        total: usize::from(ip.total_len()),
+        proto: ip.next_header(),
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+    })
+}
+
+/// Which address of a packet the NAT rewrites.
+#[derive(Clone, Copy)]
+enum Side {
+    Src,
+    Dst,
+}
+
+impl Side {
+    fn ip_offset(self) -> usize {
+        match self {
+            Side::Src => IP_SRC,
+            Side::Dst => IP_DST,
+        }
+    }
+    fn port_offset(self) -> usize {
+        match self {
+            Side::Src => 0,
+            Side::Dst => 2,
+        }
+    }
+}
+
+/// Rewrites one address of an IPv4 header and patches its checksum. Returns the change,
+/// which the transport checksum's pseudo-header also needs.
+fn rewrite_ip(header: &mut [u8], side: Side, new: Ipv4Addr) -> ChecksumDelta {
+    let at = side.ip_offset();
+    let mut old = [0; 4];
+    old.copy_from_slice(&header[at..at + 4]);
+    let mut delta = ChecksumDelta::default();
+    delta.addr(old, new.octets());
+    header[at..at + 4].copy_from_slice(&new.octets());
+    let sum = delta.apply(get16(header, IP_CHECKSUM));
+    set16(header, IP_CHECKSUM, sum);
+    delta
+}
+
+fn tcp_flags<T: AsRef<[u8]>>(tcp: &TcpPacket<T>) -> TcpFlags {
+    TcpFlags {
+        syn: tcp.syn(),
+        ack: tcp.ack(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
+    }
+}
+
+impl Nat {
+    /// A NAT with an empty flow table; `seed` seeds its hashes and port choices.
+    pub fn new(params: &NatParams, seed: u64) -> Result<Nat, NatError> {
+        Ok(Nat {
+            table: FlowTable::new(params, seed)?,
+        })
+    }
+
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    pub fn table_mut(&mut self) -> &mut FlowTable {
+        &mut self.table
+    }
+
+    /// Translates a packet from a pod on its way out: its source becomes `egress` and a
+    /// NAT port. `node` is the tunnel's outer source, `egress` the floating IP the node
+    /// tunnelled to. A TCP flow is only created by a SYN.
+    pub fn outbound(
+        &mut self,
+        now: Instant,
+        node: Ipv4Addr,
+        egress: Ipv4Addr,
+        packet: &mut [u8],
+    ) -> Result<Translated, NatError> {
+        let h = parse_ipv4(packet)?;
+        let (header, rest) = packet.split_at_mut(h.ihl);
+        let l4 = &mut rest[..h.total - h.ihl];
+        let mut key = InsideKey {
+            node,
+            egress,
+            pod: h.src,
+            remote: h.dst,
+            pod_port: 0,
+            remote_port: 0,
+            proto: Proto::Udp,
+        };
+        match h.proto {
+            IpProtocol::Tcp => {
+                let mut tcp = TcpPacket::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
+                let flags = tcp_flags(&tcp);
+                key.proto = Proto::Tcp;
+                key.pod_port = tcp.src_port();
+                key.remote_port = tcp.dst_port();
+                let opens = flags.syn && !flags.ack && !flags.rst;
+                let t = self.track_outbound(
+                    now,
+                    key,
+                    |state| state.on_tcp(Direction::Outbound, flags),
+                    opens,
+                )?;
+                let mut delta = rewrite_ip(header, Side::Src, egress);
+                delta.word(key.pod_port, self.table.flow(t.flow).nat_port);
+                tcp.set_src_port(self.table.flow(t.flow).nat_port);
+                tcp.set_checksum(delta.apply(tcp.checksum()));
+                Ok(t)
+            }
+            IpProtocol::Udp => {
+                let mut udp = UdpPacket::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
+                key.pod_port = udp.src_port();
+                key.remote_port = udp.dst_port();
+                let t = self.track_outbound(now, key, |s| s, true)?;
+                let nat_port = self.table.flow(t.flow).nat_port;
+                let mut delta = rewrite_ip(header, Side::Src, egress);
+                delta.word(key.pod_port, nat_port);
+                udp.set_src_port(nat_port);
+                udp.set_checksum(delta.apply_udp(udp.checksum()));
+                Ok(t)
+            }
+            IpProtocol::Icmp => {
+                let mut icmp =
+                    Icmpv4Packet::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
+                match icmp.msg_type() {
+                    Icmpv4Message::EchoRequest => {
+                        key.proto = Proto::Icmp;
+                        key.pod_port = icmp.echo_ident();
+                        let t = self.track_outbound(now, key, |s| s, true)?;
+                        let nat_id = self.table.flow(t.flow).nat_port;
+                        let mut delta = ChecksumDelta::default();
+                        delta.word(key.pod_port, nat_id);
+                        icmp.set_echo_ident(nat_id);
+                        icmp.set_checksum(delta.apply(icmp.checksum()));
+                        rewrite_ip(header, Side::Src, egress);
+                        Ok(t)
+                    }
+                    msg if is_icmp_error(msg) => {
+                        // The pod reports a problem with a packet it got from the outside:
+                        // the quote carries remote -> pod, so the pod side is its destination.
+                        let q = parse_quote(l4)?;
+                        if q.dst != h.src {
+                            return Err(NatError::Malformed);
+                        }
+                        let key = InsideKey {
+                            node,
+                            egress,
+                            pod: q.dst,
+                            remote: q.src,
+                            pod_port: q.dst_port,
+                            remote_port: q.src_port,
+                            proto: q.proto,
+                        };
+                        let id = self.table.lookup_inside(&key).ok_or(NatError::NoFlow)?;
+                        if self.table.is_expired(id, now) {
+                            return Err(NatError::NoFlow);
+                        }
+                        let nat_port = self.table.flow(id).nat_port;
+                        rewrite_quote(l4, &q, Side::Dst, egress, nat_port);
+                        rewrite_ip(header, Side::Src, egress);
+                        Ok(Translated {
+                            flow: id,
+                            node,
+                            created: false,
+                        })
+                    }
+                    _ => Err(NatError::UnsupportedIcmp),
+                }
+            }
+            _ => Err(NatError::UnsupportedProtocol),
+        }
+    }
+
+    /// Translates a packet from the outside world addressed to an egress IP back to the pod
+    /// of its flow. Only replies to existing flows pass.
+    pub fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> Result<Translated, NatError> {
+        let h = parse_ipv4(packet)?;
+        let (header, rest) = packet.split_at_mut(h.ihl);
+        let l4 = &mut rest[..h.total - h.ihl];
+        let mut key = OutsideKey {
+            egress: h.dst,
+            remote: h.src,
+            nat_port: 0,
+            remote_port: 0,
+            proto: Proto::Udp,
+        };
+        match h.proto {
+            IpProtocol::Tcp => {
+                let mut tcp = TcpPacket::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
+                let flags = tcp_flags(&tcp);
+                key.proto = Proto::Tcp;
+                key.nat_port = tcp.dst_port();
+                key.remote_port = tcp.src_port();
+                let (id, pod, pod_port) =
+                    self.track_inbound(now, &key, |s| s.on_tcp(Direction::Inbound, flags))?;
+                let mut delta = rewrite_ip(header, Side::Dst, pod);
+                delta.word(key.nat_port, pod_port);
+                tcp.set_dst_port(pod_port);
+                tcp.set_checksum(delta.apply(tcp.checksum()));
+                Ok(self.translated(id))
+            }
+            IpProtocol::Udp => {
+                let mut udp = UdpPacket::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
+                key.nat_port = udp.dst_port();
+                key.remote_port = udp.src_port();
+                let (id, pod, pod_port) = self.track_inbound(now, &key, |s| s)?;
+                let mut delta = rewrite_ip(header, Side::Dst, pod);
+                delta.word(key.nat_port, pod_port);
+                udp.set_dst_port(pod_port);
+                udp.set_checksum(delta.apply_udp(udp.checksum()));
+                Ok(self.translated(id))
+            }
+            IpProtocol::Icmp => {
+                let mut icmp =
+                    Icmpv4Packet::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
+                match icmp.msg_type() {
+                    Icmpv4Message::EchoReply => {
+                        key.proto = Proto::Icmp;
+                        key.nat_port = icmp.echo_ident();
+                        let (id, pod, pod_id) = self.track_inbound(now, &key, |s| s)?;
+                        let mut delta = ChecksumDelta::default();
+                        delta.word(key.nat_port, pod_id);
+                        icmp.set_echo_ident(pod_id);
+                        icmp.set_checksum(delta.apply(icmp.checksum()));
+                        rewrite_ip(header, Side::Dst, pod);
+                        Ok(self.translated(id))
+                    }
+                    msg if is_icmp_error(msg) => {
+                        // The quote is our own translated packet: egress:nat -> remote.
+                        let q = parse_quote(l4)?;
+                        if q.src != h.dst {
+                            return Err(NatError::Malformed);
+                        }
+                        let key = OutsideKey {
+                            egress: q.src,
+                            remote: q.dst,
+                            nat_port: q.src_port,
+                            remote_port: q.dst_port,
+                            proto: q.proto,
+                        };
+                        let id = self.table.lookup_outside(&key).ok_or(NatError::NoFlow)?;
+                        if self.table.is_expired(id, now) {
+                            return Err(NatError::NoFlow);
+                        }
+                        let flow = *self.table.flow(id);
+                        rewrite_quote(l4, &q, Side::Src, flow.pod, flow.pod_port);
+                        rewrite_ip(header, Side::Dst, flow.pod);
+                        Ok(self.translated(id))
+                    }
+                    _ => Err(NatError::UnsupportedIcmp),
+                }
+            }
+            _ => Err(NatError::UnsupportedProtocol),
+        }
+    }
+
+    /// Finds or creates the flow of an outbound packet and records the packet.
+    #[inline]
+    fn track_outbound(
+        &mut self,
+        now: Instant,
+        key: InsideKey,
+        next_state: impl FnOnce(FlowState) -> FlowState,
+        may_create: bool,
+    ) -> Result<Translated, NatError> {
+        if let Some(id) = self.table.lookup_inside(&key) {
+            // An outbound packet revives a flow whose deadline passed but that the wheel
+            // has not reaped yet: the pod is clearly still using it.
+            let state = next_state(self.table.flow(id).state);
+            self.table.touch(id, now, state);
+            return Ok(Translated {
+                flow: id,
+                node: key.node,
+                created: false,
+            });
+        }
+        if !may_create {
+            return Err(NatError::NotSyn);
+        }
+        let first = match key.proto {
+            Proto::Tcp => FlowState::TcpSynSent,
+            Proto::Udp | Proto::Icmp => FlowState::Open,
+        };
+        let id = self.table.create(now, key, first)?;
+        Ok(Translated {
+            flow: id,
+            node: key.node,
+            created: true,
+        })
+    }
+
+    /// Finds the live flow of an inbound packet and records the packet. Returns the flow
+    /// and where the packet goes: pod address and port.
+    #[inline]
+    fn track_inbound(
+        &mut self,
+        now: Instant,
+        key: &OutsideKey,
+        next_state: impl FnOnce(FlowState) -> FlowState,
+    ) -> Result<(FlowId, Ipv4Addr, u16), NatError> {
+        let id = self.table.lookup_outside(key).ok_or(NatError::NoFlow)?;
+        if self.table.is_expired(id, now) {
+            return Err(NatError::NoFlow);
+        }
+        let flow = *self.table.flow(id);
+        self.table.touch(id, now, next_state(flow.state));
+        Ok((id, flow.pod, flow.pod_port))
+    }
+
+    fn translated(&self, id: FlowId) -> Translated {
+        Translated {
+            flow: id,
+            node: self.table.flow(id).node,
+            created: false,
+        }
+    }
+}
+
+fn is_icmp_error(msg: Icmpv4Message) -> bool {
+    matches!(
+        msg,
+        Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded | Icmpv4Message::ParamProblem
+    )
+}
+
+/// The packet quoted by an ICMP error: its header and the first 8 bytes of its transport
+/// header (RFC 792).
+struct Quote {
+    /// Offset of the quoted transport header inside the ICMP message.
+    l4_at: usize,
+    proto: Proto,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    /// Ports; for a quoted ICMP echo the identifier is the port of whichever side sent it.
+    src_port: u16,
+    dst_port: u16,
+}
+
+fn parse_quote(icmp: &[u8]) -> Result<Quote, NatError> {
+    let quoted = icmp.get(ICMP_ERROR_QUOTE..).ok_or(NatError::Malformed)?;
+    if quoted.len() < 20 || quoted[0] >> 4 != 4 {
+        return Err(NatError::Malformed);
+    }
+    // The quote is truncated by design: check lengths here instead of `new_checked`.
+    let ip = Ipv4Packet::new_unchecked(quoted);
+    let ihl = usize::from(ip.header_len());
+    if ihl < 20 || quoted.len() < ihl + QUOTED_L4_LEN {
+        return Err(NatError::Malformed);
+    }
+    if ip.frag_offset() != 0 {
+        return Err(NatError::Fragment);
+    }
+    let l4 = &quoted[ihl..];
+    let (proto, src_port, dst_port) = match ip.next_header() {
+        IpProtocol::Tcp => (Proto::Tcp, get16(l4, 0), get16(l4, 2)),
+        IpProtocol::Udp => (Proto::Udp, get16(l4, 0), get16(l4, 2)),
+        IpProtocol::Icmp => {
+            let ident = get16(l4, ICMP_ECHO_IDENT);
+            match Icmpv4Message::from(l4[0]) {
+                // Our echo request went out from the egress side ...
+                Icmpv4Message::EchoRequest => (Proto::Icmp, ident, 0),
+                // ... and a pod's reply to an echo reply names the pod side.
+                Icmpv4Message::EchoReply => (Proto::Icmp, 0, ident),
+                _ => return Err(NatError::UnsupportedIcmp),
+            }
+        }
+        _ => return Err(NatError::UnsupportedProtocol),
+    };
+    Ok(Quote {
+        l4_at: ICMP_ERROR_QUOTE + ihl,
+        proto,
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+        src_port,
+        dst_port,
+    })
+}
+
+/// Rewrites one side of the packet quoted in an ICMP error: its address (and the quoted
+/// header checksum), its port or echo identifier (and the quoted transport checksum when
+/// the quote holds it), then patches the ICMP checksum for every word that changed.
+fn rewrite_quote(icmp: &mut [u8], q: &Quote, side: Side, addr: Ipv4Addr, port: u16) {
+    let mut outer = ChecksumDelta::default();
+    let ip_at = ICMP_ERROR_QUOTE;
+
+    let old_ip_sum = get16(icmp, ip_at + IP_CHECKSUM);
+    let addr_at = ip_at + side.ip_offset();
+    let mut old_addr = [0; 4];
+    old_addr.copy_from_slice(&icmp[addr_at..addr_at + 4]);
+    let pseudo = {
+        let mut d = ChecksumDelta::default();
+        d.addr(old_addr, addr.octets());
+        d
+    };
+    icmp[addr_at..addr_at + 4].copy_from_slice(&addr.octets());
+    let new_ip_sum = pseudo.apply(old_ip_sum);
+    set16(icmp, ip_at + IP_CHECKSUM, new_ip_sum);
+    outer.merge(pseudo);
+    outer.word(old_ip_sum, new_ip_sum);
+
+    let (port_at, l4_sum_at) = match q.proto {
+        Proto::Tcp => (q.l4_at + side.port_offset(), Some(q.l4_at + 16)),
+        Proto::Udp => (q.l4_at + side.port_offset(), Some(q.l4_at + 6)),
+        Proto::Icmp => (q.l4_at + ICMP_ECHO_IDENT, Some(q.l4_at + ICMP_CHECKSUM)),
+    };
+    let old_port = get16(icmp, port_at);
+    set16(icmp, port_at, port);
+    outer.word(old_port, port);
+
+    let mut inner = ChecksumDelta::default();
+    if q.proto != Proto::Icmp {
+        inner.merge(pseudo);
+    }
+    inner.word(old_port, port);
+    // A TCP quote usually stops before the checksum (RFC 792 quotes 8 bytes).
+    if let Some(at) = l4_sum_at.filter(|&at| at + 2 <= icmp.len()) {
+        let old_sum = get16(icmp, at);
+        let new_sum = match q.proto {
+            Proto::Udp => inner.apply_udp(old_sum),
+            Proto::Tcp | Proto::Icmp => inner.apply(old_sum),
+        };
+        set16(icmp, at, new_sum);
+        outer.word(old_sum, new_sum);
+    }
+
+    let sum = outer.apply(get16(icmp, ICMP_CHECKSUM));
+    set16(icmp, ICMP_CHECKSUM, sum);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nat::Timeouts;
+    use crate::nat::checksum;
+    use crate::nat::fixtures::*;
+
+    const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 21);
+    const EGRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 100);
+    const POD: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 5);
+
+    fn nat() -> Nat {
+        nat_with(16384..=65535)
+    }
+
+    fn nat_with(ports: core::ops::RangeInclusive<u16>) -> Nat {
+        let params = NatParams {
+            port_range: ports,
+            max_flows: 1024,
+            timeouts: Timeouts::default(),
+        };
+        Nat::new(&params, 42).unwrap()
+    }
+
+    fn t(s: i64) -> Instant {
+        Instant::from_secs(s)
+    }
+
+    /// Verifies every checksum of a packet by full recomputation.
+    fn assert_checksums_valid(packet: &[u8]) {
+        let ip = Ipv4Packet::new_checked(packet).unwrap();
+        assert!(ip.verify_checksum(), "IPv4 header checksum");
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let l4 = ip.payload();
+        match ip.next_header() {
+            IpProtocol::Tcp => assert!(
+                TcpPacket::new_checked(l4)
+                    .unwrap()
+                    .verify_checksum(&src.into(), &dst.into())
+            ),
+            IpProtocol::Udp => {
+                let udp = UdpPacket::new_checked(l4).unwrap();
+                assert!(
+                    udp.checksum() == 0 || udp.verify_checksum(&src.into(), &dst.into()),
+                    "UDP checksum"
+                );
+            }
+            IpProtocol::Icmp => assert_eq!(checksum::full(l4), 0, "ICMP checksum"),
+            p => panic!("unexpected protocol {p}"),
+        }
+    }
+
+    #[test]
+    fn tcp_handshake_matches_scapy() {
+        let mut n = nat();
+        let mut p = TCP_SYN_OUT;
+        let out = n.outbound(t(0), NODE, EGRESS, &mut p).unwrap();
+        assert!(out.created);
+        assert_eq!(p, TCP_SYN_OUT_NAT);
+        assert_eq!(n.table().flow(out.flow).state, FlowState::TcpSynSent);
+
+        let mut p = TCP_SYNACK_IN;
+        let back = n.inbound(t(0), &mut p).unwrap();
+        assert_eq!(p, TCP_SYNACK_IN_NAT);
+        assert_eq!(back.flow, out.flow);
+        assert_eq!(back.node, NODE);
+        assert_eq!(n.table().flow(out.flow).state, FlowState::TcpSynReceived);
+
+        let mut p = TCP_ACK_DATA_OUT;
+        n.outbound(t(1), NODE, EGRESS, &mut p).unwrap();
+        assert_checksums_valid(&p);
+        assert_eq!(&p[12..16], &EGRESS.octets());
+        assert_eq!(n.table().flow(out.flow).state, FlowState::TcpEstablished);
+    }
+
+    #[test]
+    fn udp_and_its_port_unreachable_match_scapy() {
+        let mut n = nat();
+        let mut p = UDP_OUT;
+        n.outbound(t(0), NODE, EGRESS, &mut p).unwrap();
+        assert_eq!(p, UDP_OUT_NAT);
+        let mut p = PORT_UNREACH_IN;
+        let back = n.inbound(t(1), &mut p).unwrap();
+        assert_eq!(p, PORT_UNREACH_IN_NAT);
+        assert_eq!(back.node, NODE);
+    }
+
+    #[test]
+    fn udp_without_checksum_keeps_none() {
+        let mut n = nat();
+        let mut p = UDP_NOCSUM_OUT;
+        n.outbound(t(0), NODE, EGRESS, &mut p).unwrap();
+        assert_eq!(&p[26..28], &[0, 0], "zero UDP checksum stays zero");
+        assert_checksums_valid(&p);
+    }
+
+    #[test]
+    fn echo_and_reply_match_scapy() {
+        let mut n = nat();
+        let mut p = ECHO_OUT;
+        n.outbound(t(0), NODE, EGRESS, &mut p).unwrap();
+        assert_eq!(p, ECHO_OUT_NAT);
+        let mut p = ECHO_REPLY_IN;
+        n.inbound(t(0), &mut p).unwrap();
+        assert_eq!(p, ECHO_REPLY_IN_NAT);
+    }
+
+    #[test]
+    fn icmp_errors_from_outside_match_scapy() {
+        let mut n = nat();
+        n.outbound(t(0), NODE, EGRESS, &mut TCP_SYN_OUT.clone())
+            .unwrap();
+        n.outbound(t(0), NODE, EGRESS, &mut ECHO_OUT.clone())
+            .unwrap();
+        for (input, expected) in [
+            (&FRAG_NEEDED_IN[..], &FRAG_NEEDED_IN_NAT[..]),
+            (&TCP_LONG_QUOTE_IN[..], &TCP_LONG_QUOTE_IN_NAT[..]),
+            (&TTL_EXCEEDED_ECHO_IN[..], &TTL_EXCEEDED_ECHO_IN_NAT[..]),
+        ] {
+            let mut p = input.to_vec();
+            let back = n.inbound(t(1), &mut p).unwrap();
+            assert_eq!(p, expected);
+            assert_eq!(back.node, NODE);
+        }
+    }
+
+    #[test]
+    fn icmp_errors_do_not_refresh_the_flow() {
+        let mut n = nat();
+        let out = n
+            .outbound(t(0), NODE, EGRESS, &mut UDP_OUT.clone())
+            .unwrap();
+        let before = n.table().remaining(out.flow, t(100));
+        n.inbound(t(100), &mut PORT_UNREACH_IN.clone()).unwrap();
+        assert_eq!(n.table().remaining(out.flow, t(100)), before);
+    }
+
+    #[test]
+    fn pod_icmp_error_goes_out_translated() {
+        let mut n = nat();
+        n.outbound(t(0), NODE, EGRESS, &mut UDP_OUT.clone())
+            .unwrap();
+        let mut p = POD_PORT_UNREACH_OUT;
+        n.outbound(t(1), NODE, EGRESS, &mut p).unwrap();
+        assert_eq!(p, POD_PORT_UNREACH_OUT_NAT);
+    }
+
+    #[test]
+    fn a_port_outside_the_range_is_replaced_and_checksums_hold() {
+        let mut n = nat_with(50000..=50010);
+        for fixture in [&UDP_OUT[..], &TCP_SYN_OUT[..], &ECHO_OUT[..]] {
+            let mut p = fixture.to_vec();
+            let out = n.outbound(t(0), NODE, EGRESS, &mut p).unwrap();
+            let nat_port = n.table().flow(out.flow).nat_port;
+            assert!((50000..=50010).contains(&nat_port));
+            assert_checksums_valid(&p);
+        }
+        // The reply to the rewritten UDP flow finds its way back, byte for byte.
+        let udp = n.table().lookup_inside(&InsideKey {
+            node: NODE,
+            egress: EGRESS,
+            pod: POD,
+            remote: Ipv4Addr::new(198, 51, 100, 7),
+            pod_port: 40001,
+            remote_port: 53,
+            proto: Proto::Udp,
+        });
+        let nat_port = n.table().flow(udp.unwrap()).nat_port;
+        let mut err = PORT_UNREACH_IN;
+        // Make the quote name the rewritten port, as the outside would see it.
+        let quoted_sport = ICMP_ERROR_QUOTE + 20 + 20;
+        let quoted_udp_sum = quoted_sport + 6;
+        let old = get16(&err, quoted_sport);
+        set16(&mut err, quoted_sport, nat_port);
+        let mut port = ChecksumDelta::default();
+        port.word(old, nat_port);
+        let old_udp_sum = get16(&err, quoted_udp_sum);
+        let new_udp_sum = port.apply_udp(old_udp_sum);
+        set16(&mut err, quoted_udp_sum, new_udp_sum);
+        let mut d = port;
+        d.word(old_udp_sum, new_udp_sum);
+        let icmp_sum = 20 + ICMP_CHECKSUM;
+        let sum = d.apply(get16(&err, icmp_sum));
+        set16(&mut err, icmp_sum, sum);
+        assert_checksums_valid(&err);
+        n.inbound(t(0), &mut err).unwrap();
+        assert_eq!(err, PORT_UNREACH_IN_NAT);
+    }
+
+    #[test]
+    fn tcp_without_a_flow_must_open_with_syn() {
+        let mut n = nat();
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut TCP_ACK_DATA_OUT.clone()),
+            Err(NatError::NotSyn)
+        );
+        assert!(n.table().is_empty());
+    }
+
+    #[test]
+    fn replies_without_a_flow_are_refused() {
+        let mut n = nat();
+        for fixture in [
+            &TCP_SYNACK_IN[..],
+            &ECHO_REPLY_IN[..],
+            &PORT_UNREACH_IN[..],
+            &FRAG_NEEDED_IN[..],
+        ] {
+            let mut p = fixture.to_vec();
+            assert_eq!(n.inbound(t(0), &mut p), Err(NatError::NoFlow));
+            assert_eq!(p, fixture, "a refused packet is left as it was");
+        }
+    }
+
+    #[test]
+    fn replies_after_expiry_are_refused() {
+        let mut n = nat();
+        n.outbound(t(0), NODE, EGRESS, &mut ECHO_OUT.clone())
+            .unwrap();
+        assert!(n.inbound(t(59), &mut ECHO_REPLY_IN.clone()).is_ok());
+        // The reply refreshed the flow at 59 s; 60 s of silence later it is gone.
+        assert_eq!(
+            n.inbound(t(119), &mut ECHO_REPLY_IN.clone()),
+            Err(NatError::NoFlow)
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_refused_without_panic() {
+        let fixtures: [&[u8]; 8] = [
+            &TCP_SYN_OUT,
+            &UDP_OUT,
+            &ECHO_OUT,
+            &PORT_UNREACH_IN,
+            &FRAG_NEEDED_IN,
+            &TTL_EXCEEDED_ECHO_IN,
+            &TCP_SYNACK_IN,
+            &POD_PORT_UNREACH_OUT,
+        ];
+        let mut n = nat();
+        n.outbound(t(0), NODE, EGRESS, &mut UDP_OUT.clone())
+            .unwrap();
+        for f in fixtures {
+            for len in 0..f.len() {
+                let mut p = f[..len].to_vec();
+                assert!(n.outbound(t(0), NODE, EGRESS, &mut p).is_err(), "len {len}");
+                let mut p = f[..len].to_vec();
+                assert!(n.inbound(t(0), &mut p).is_err(), "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_name_their_reason() {
+        let mut n = nat();
+        let mut bad_sum = UDP_OUT;
+        bad_sum[10] ^= 0xff;
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut bad_sum),
+            Err(NatError::BadChecksum)
+        );
+
+        let mut v6 = UDP_OUT;
+        v6[0] = 0x60;
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut v6),
+            Err(NatError::NotIpv4)
+        );
+
+        let mut bad_ihl = UDP_OUT;
+        bad_ihl[0] = 0x44;
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut bad_ihl),
+            Err(NatError::Malformed)
+        );
+
+        let mut frag = UDP_OUT;
+        frag[6] |= 0x20; // more fragments
+        let mut d = ChecksumDelta::default();
+        d.word(get16(&UDP_OUT, 6), get16(&frag, 6));
+        let sum = d.apply(get16(&frag, IP_CHECKSUM));
+        set16(&mut frag, IP_CHECKSUM, sum);
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut frag),
+            Err(NatError::Fragment)
+        );
+
+        let mut gre = UDP_OUT;
+        gre[9] = 47;
+        let mut d = ChecksumDelta::default();
+        d.word(get16(&UDP_OUT, 8), get16(&gre, 8));
+        let sum = d.apply(get16(&gre, IP_CHECKSUM));
+        set16(&mut gre, IP_CHECKSUM, sum);
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut gre),
+            Err(NatError::UnsupportedProtocol)
+        );
+
+        let mut timestamp = ECHO_OUT;
+        timestamp[20] = 13;
+        assert_eq!(
+            n.outbound(t(0), NODE, EGRESS, &mut timestamp),
+            Err(NatError::UnsupportedIcmp)
+        );
+        assert!(n.table().is_empty(), "no refused packet made a flow");
+    }
+
+    #[test]
+    fn trailing_padding_is_ignored_and_kept() {
+        // Ethernet pads short frames; the IPv4 total length says where the packet ends.
+        let mut n = nat();
+        let mut p = UDP_OUT.to_vec();
+        p.extend_from_slice(&[0xee; 6]);
+        n.outbound(t(0), NODE, EGRESS, &mut p).unwrap();
+        assert_eq!(&p[..UDP_OUT_NAT.len()], &UDP_OUT_NAT);
+        assert_eq!(&p[UDP_OUT_NAT.len()..], &[0xee; 6]);
+    }
+}
