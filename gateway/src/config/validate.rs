@@ -1,0 +1,1378 @@
+//! From the document as written ([`super::raw`]) to a [`Config`]: value rules, defaults, and
+//! the rules between values.
+//!
+//! Every check runs even after an earlier one failed, so one `check` run lists every
+//! problem; a [`Config`] is built only when none is an error. Checks that compare two values
+//! run only when both are valid, so one mistake is not reported twice.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use smoltcp::wire::Ipv4Cidr;
+use toml::Spanned;
+
+use super::diagnostic::Report;
+use super::raw::{
+    self, RawApi, RawConfig, RawElection, RawFloatingIp, RawGateway, RawKubernetes, RawNat,
+    RawPriority, RawSync, RawTunnel, Section, allowed,
+};
+use super::{
+    Api, Checked, Config, ConfigError, Election, FloatingIp, Gateway, HostFacts, Kubernetes, Nat,
+    Priority, StateSync, Tunnel, defaults, duration,
+};
+
+/// Shortest and longest VRRPv3 advert interval: 1 and 4095 centiseconds (a 12-bit field).
+const ADVERT_MIN: Duration = Duration::from_millis(10);
+const ADVERT_MAX: Duration = Duration::from_millis(40_950);
+const CENTISECOND_NANOS: u128 = 10_000_000;
+
+/// NAT timeouts below this would churn mappings of flows that merely paused.
+const TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// Far above any useful idle timeout, and far from overflowing the NAT core's clock.
+const TIMEOUT_MAX: Duration = Duration::from_secs(30 * 86_400);
+
+/// UDP ports of common CNI overlays. The agent's tunnel shares the node with the CNI, so
+/// reusing one of these would hand our replies to the CNI's socket.
+const CNI_PORTS: [(u16, &str); 3] = [
+    (4789, "the IANA VXLAN port, used by Calico's VXLAN mode"),
+    (8472, "the Linux VXLAN port, used by flannel and Cilium"),
+    (6081, "the Geneve port, used by Antrea and OVN-Kubernetes"),
+];
+
+pub(super) fn check(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
+    let mut report = Report::new(text);
+    let config = raw::parse(text, &mut report).and_then(|raw| {
+        Checker {
+            report: &mut report,
+            host,
+            interface: None,
+            tunnel_port: None,
+            port_range: None,
+        }
+        .config(&raw)
+    });
+    if config.is_none() && !report.has_errors() {
+        // Every path that yields no config reports why; keep that promise even if a
+        // future check forgets to.
+        report.error(
+            "document",
+            None,
+            "not a valid config",
+            "see the commented example in packaging/gateway.toml",
+        );
+    }
+    let valid = !report.has_errors();
+    let diagnostics = report.finish();
+    match config {
+        Some(config) if valid => Ok(Checked {
+            config,
+            warnings: diagnostics,
+        }),
+        _ => Err(ConfigError::Invalid(diagnostics)),
+    }
+}
+
+struct Checker<'r, 't, 'h> {
+    report: &'r mut Report<'t>,
+    host: &'h HostFacts,
+    /// `[gateway].interface` and its IPv4 networks, once it names an interface that has
+    /// some; the floating IPs and the next hop must lie inside.
+    interface: Option<(String, Vec<Ipv4Cidr>)>,
+    /// `[tunnel].port` and `[nat].port_range` once valid, even if their sections have
+    /// other errors, to check that they do not overlap.
+    tunnel_port: Option<u16>,
+    port_range: Option<RangeInclusive<u16>>,
+}
+
+impl Checker<'_, '_, '_> {
+    fn config(&mut self, raw: &RawConfig) -> Option<Config> {
+        let gateway = self.gateway(&raw.gateway);
+        let tunnel = self.tunnel(&raw.tunnel);
+        let election = self.election(&raw.election);
+        let floating_ips = self.floating_ips(&raw.floating_ips);
+        let nat = self.nat(&raw.nat);
+        let sync = self.sync(&raw.sync);
+        let api = self.api(&raw.api);
+        let kubernetes = self.kubernetes(&raw.kubernetes);
+        if let (Some(port), Some(range)) = (self.tunnel_port, self.port_range.clone()) {
+            self.tunnel_port_outside_nat_range(raw, port, &range);
+        }
+        Some(Config {
+            gateway: gateway?,
+            tunnel: tunnel?,
+            election: election?,
+            floating_ips: floating_ips?,
+            nat: nat?,
+            sync: sync?,
+            api: api?,
+            kubernetes: kubernetes?,
+        })
+    }
+
+    // ---- sections ------------------------------------------------------------------
+
+    fn gateway(&mut self, section: &Section<RawGateway>) -> Option<Gateway> {
+        let raw = self.required(section, "gateway")?;
+        let g = raw.get_ref();
+        let name = match &g.name {
+            Some(name) => self.non_empty("gateway.name", name),
+            None if self.host.hostname.is_empty() => {
+                self.report.error(
+                    "gateway.name",
+                    Some(raw.span()),
+                    "not set, and the host has no name to default to",
+                    allowed("gateway.name"),
+                );
+                None
+            }
+            None => Some(self.host.hostname.clone()),
+        };
+        let interface = self.interface(&g.interface);
+        let next_hop = match &g.next_hop {
+            None => Some(None),
+            Some(next_hop) => self.next_hop(next_hop).map(Some),
+        };
+        Some(Gateway {
+            name: name?,
+            interface: interface?,
+            next_hop: next_hop?,
+        })
+    }
+
+    fn tunnel(&mut self, section: &Section<RawTunnel>) -> Option<Tunnel> {
+        let t = self.required(section, "tunnel")?.get_ref();
+        let port = match &t.port {
+            None => Some(defaults::TUNNEL_PORT),
+            Some(port) => {
+                let value = self.int::<u16>("tunnel.port", port, 1..=65535);
+                if let Some((_, used_by)) = CNI_PORTS.iter().find(|(p, _)| Some(*p) == value) {
+                    self.report.warning(
+                        "tunnel.port",
+                        Some(port.span()),
+                        format!(
+                            "{} is {used_by}; nodes running that CNI cannot also use it for egret",
+                            port.get_ref()
+                        ),
+                        format!("a port no CNI uses, such as {}", defaults::TUNNEL_PORT),
+                    );
+                }
+                value
+            }
+        };
+        self.tunnel_port = port;
+        let vni = match &t.vni {
+            None => Some(defaults::TUNNEL_VNI),
+            Some(vni) => self.int::<u32>("tunnel.vni", vni, 0..=0xff_ffff),
+        };
+        let allowed_sources = self.allowed_sources(&t.allowed_sources);
+        Some(Tunnel {
+            port: port?,
+            vni: vni?,
+            allowed_sources: allowed_sources?,
+        })
+    }
+
+    fn election(&mut self, section: &Section<RawElection>) -> Option<Election> {
+        let absent = RawElection::default();
+        let e = self.optional(section)?.unwrap_or(&absent);
+        let priority = match &e.priority {
+            None => Some(defaults::PRIORITY),
+            Some(priority) => self.priority("election.priority", priority),
+        };
+        let advert_interval = match &e.advert_interval {
+            None => Some(defaults::ADVERT_INTERVAL),
+            Some(text) => self.advert_interval(text),
+        };
+        let peers = match &e.peers {
+            None => Some(Vec::new()),
+            Some(peers) => self.election_peers(peers),
+        };
+        Some(Election {
+            priority: priority?,
+            advert_interval: advert_interval?,
+            preempt: e.preempt.unwrap_or(defaults::PREEMPT),
+            peers: peers?,
+        })
+    }
+
+    fn floating_ips(
+        &mut self,
+        section: &Section<Vec<Option<Spanned<RawFloatingIp>>>>,
+    ) -> Option<Vec<FloatingIp>> {
+        let tables = self.required(section, "floating_ip")?;
+        if tables.get_ref().is_empty() {
+            self.report.error(
+                "floating_ip",
+                Some(tables.span()),
+                "no floating IP: the gateway would have nothing to serve",
+                allowed("floating_ip"),
+            );
+            return None;
+        }
+        let mut addresses = Seen::default();
+        let mut vrids = Seen::default();
+        let parsed: Vec<Option<FloatingIp>> = tables
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, table)| {
+                let table = table.as_ref()?.get_ref();
+                let address_key = format!("floating_ip[{i}].address");
+                let vrid_key = format!("floating_ip[{i}].vrid");
+                let address = self.floating_address(&address_key, &table.address);
+                let address = address.filter(|a| {
+                    self.unique(
+                        &mut addresses,
+                        *a,
+                        &address_key,
+                        &table.address,
+                        "an address no other [[floating_ip]] has",
+                    )
+                });
+                let vrid = self.int::<u8>(&vrid_key, &table.vrid, 1..=255).filter(|v| {
+                    self.unique(
+                        &mut vrids,
+                        *v,
+                        &vrid_key,
+                        &table.vrid,
+                        "a VRID 1..=255 no other [[floating_ip]] has",
+                    )
+                });
+                let priority = match &table.priority {
+                    None => Some(None),
+                    Some(p) => self
+                        .priority(&format!("floating_ip[{i}].priority"), p)
+                        .map(Some),
+                };
+                Some(FloatingIp {
+                    address: address?,
+                    vrid: vrid?,
+                    priority: priority?,
+                })
+            })
+            .collect();
+        parsed.into_iter().collect()
+    }
+
+    fn nat(&mut self, section: &Section<RawNat>) -> Option<Nat> {
+        let absent = RawNat::default();
+        let n = self.optional(section)?.unwrap_or(&absent);
+        let default = Nat::default();
+        let port_range = match &n.port_range {
+            None => Some(default.port_range.clone()),
+            Some(range) => self.port_range(range),
+        };
+        self.port_range.clone_from(&port_range);
+        let max_flows = match &n.max_flows {
+            None => Some(default.max_flows),
+            Some(max) => self.int::<u32>("nat.max_flows", max, 1..=i64::from(u32::MAX)),
+        };
+        const RFC5382: &str = "RFC 5382 REQ-5";
+        let tcp_established_timeout = self.timeout(
+            "nat.tcp_established_timeout",
+            n.tcp_established_timeout.as_ref(),
+            default.tcp_established_timeout,
+            Some((Duration::from_secs(2 * 3600 + 4 * 60), RFC5382)),
+        );
+        let tcp_transitory_timeout = self.timeout(
+            "nat.tcp_transitory_timeout",
+            n.tcp_transitory_timeout.as_ref(),
+            default.tcp_transitory_timeout,
+            Some((Duration::from_secs(4 * 60), RFC5382)),
+        );
+        // RFC 5382 counts a closing connection, TIME_WAIT included, as transitory.
+        let tcp_time_wait_timeout = self.timeout(
+            "nat.tcp_time_wait_timeout",
+            n.tcp_time_wait_timeout.as_ref(),
+            default.tcp_time_wait_timeout,
+            Some((Duration::from_secs(4 * 60), RFC5382)),
+        );
+        let tcp_closed_timeout = self.timeout(
+            "nat.tcp_closed_timeout",
+            n.tcp_closed_timeout.as_ref(),
+            default.tcp_closed_timeout,
+            None,
+        );
+        let udp_timeout = self.timeout(
+            "nat.udp_timeout",
+            n.udp_timeout.as_ref(),
+            default.udp_timeout,
+            Some((Duration::from_secs(2 * 60), "RFC 4787 REQ-5")),
+        );
+        let icmp_timeout = self.timeout(
+            "nat.icmp_timeout",
+            n.icmp_timeout.as_ref(),
+            default.icmp_timeout,
+            Some((Duration::from_secs(60), "RFC 5508 REQ-1")),
+        );
+        Some(Nat {
+            port_range: port_range?,
+            max_flows: max_flows?,
+            tcp_established_timeout: tcp_established_timeout?,
+            tcp_transitory_timeout: tcp_transitory_timeout?,
+            tcp_time_wait_timeout: tcp_time_wait_timeout?,
+            tcp_closed_timeout: tcp_closed_timeout?,
+            udp_timeout: udp_timeout?,
+            icmp_timeout: icmp_timeout?,
+        })
+    }
+
+    /// `Some(None)`: no `[sync]`, so no state sync; `None`: invalid.
+    fn sync(&mut self, section: &Section<RawSync>) -> Option<Option<StateSync>> {
+        let Some(s) = self.optional(section)? else {
+            return Some(None);
+        };
+        let listen = self.socket_addr("sync.listen", &s.listen);
+        let peers = if s.peers.get_ref().is_empty() {
+            self.report.error(
+                "sync.peers",
+                Some(s.peers.span()),
+                "empty: state would be sent nowhere",
+                "at least one peer gateway; remove [sync] to run without state sync",
+            );
+            None
+        } else {
+            let mut seen = Seen::default();
+            let parsed: Vec<Option<SocketAddr>> = s
+                .peers
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(i, peer)| {
+                    let key = format!("sync.peers[{i}]");
+                    let addr = self.socket_addr(&key, peer)?;
+                    if Some(addr) == listen {
+                        self.report.error(
+                            &key,
+                            Some(peer.span()),
+                            format!("{addr} is this gateway's own sync.listen"),
+                            "the address of another gateway",
+                        );
+                        return None;
+                    }
+                    self.unique(&mut seen, addr, &key, peer, "each peer once")
+                        .then_some(addr)
+                })
+                .collect();
+            parsed.into_iter().collect()
+        };
+        Some(Some(StateSync {
+            listen: listen?,
+            peers: peers?,
+        }))
+    }
+
+    fn api(&mut self, section: &Section<RawApi>) -> Option<Api> {
+        let absent = RawApi::default();
+        let a = self.optional(section)?.unwrap_or(&absent);
+        let listen = match &a.listen {
+            None => Some(defaults::API_LISTEN),
+            Some(listen) => self.socket_addr("api.listen", listen),
+        };
+        Some(Api { listen: listen? })
+    }
+
+    /// `Some(None)`: no `[kubernetes]`; `None`: invalid.
+    fn kubernetes(&mut self, section: &Section<RawKubernetes>) -> Option<Option<Kubernetes>> {
+        let Some(k) = self.optional(section)? else {
+            return Some(None);
+        };
+        let kubeconfig = match &k.kubeconfig {
+            None => Some(None),
+            Some(path) => self
+                .non_empty("kubernetes.kubeconfig", path)
+                .map(|p| Some(PathBuf::from(p))),
+        };
+        Some(Some(Kubernetes {
+            kubeconfig: kubeconfig?,
+        }))
+    }
+
+    /// The floating IPs' VXLAN port and their NAT ports share the same addresses.
+    fn tunnel_port_outside_nat_range(
+        &mut self,
+        raw: &RawConfig,
+        port: u16,
+        range: &RangeInclusive<u16>,
+    ) {
+        if !range.contains(&port) {
+            return;
+        }
+        let (lo, hi) = (range.start(), range.end());
+        let port_span = match &raw.tunnel {
+            Section::Present(t) => t.get_ref().port.as_ref().map(Spanned::span),
+            _ => None,
+        };
+        let range_span = match &raw.nat {
+            Section::Present(n) => n.get_ref().port_range.as_ref().map(Spanned::span),
+            _ => None,
+        };
+        match (port_span, range_span) {
+            // Only the range was written: it is the range that moved onto the port.
+            (None, Some(range_span)) => self.report.error(
+                "nat.port_range",
+                Some(range_span),
+                format!("{lo}-{hi} contains [tunnel].port {port} (the default)"),
+                format!("a range without {port}, such as \"16384-65535\""),
+            ),
+            (port_span, range_span) => {
+                let range_place = match range_span {
+                    Some(span) => format!("line {}", self.report.line_of(Some(span))),
+                    None => "the default".to_owned(),
+                };
+                self.report.error(
+                    "tunnel.port",
+                    port_span,
+                    format!("{port} is inside [nat].port_range {lo}-{hi} ({range_place})"),
+                    format!("a port outside {lo}-{hi}"),
+                )
+            }
+        }
+    }
+
+    // ---- values --------------------------------------------------------------------
+
+    fn interface(&mut self, raw: &Spanned<String>) -> Option<String> {
+        let name = raw.get_ref();
+        let span = Some(raw.span());
+        match self.host.interface(name) {
+            None => {
+                let known: Vec<&str> = self.host.interfaces.keys().map(String::as_str).collect();
+                self.report.error(
+                    "gateway.interface",
+                    span,
+                    format!("no interface {name:?} on this host"),
+                    if known.is_empty() {
+                        "an existing interface".to_owned()
+                    } else {
+                        format!("an existing interface: {}", known.join(", "))
+                    },
+                );
+                None
+            }
+            Some([]) => {
+                self.report.error(
+                    "gateway.interface",
+                    span,
+                    format!("interface {name:?} has no IPv4 address"),
+                    "an interface with an IPv4 address on the floating IPs' subnet",
+                );
+                None
+            }
+            Some(networks) => {
+                self.interface = Some((name.clone(), networks.to_vec()));
+                Some(name.clone())
+            }
+        }
+    }
+
+    fn next_hop(&mut self, raw: &Spanned<String>) -> Option<Ipv4Addr> {
+        let key = "gateway.next_hop";
+        let address = self.ipv4(key, raw)?;
+        if let Some(holder) = self.host.holder_of(address) {
+            self.report.error(
+                key,
+                Some(raw.span()),
+                format!("{address} is this host's own address (on {holder})"),
+                "the address of the router to send NAT traffic to",
+            );
+            return None;
+        }
+        if let Some((interface, networks)) = &self.interface
+            && !networks.iter().any(|n| n.contains_addr(&address))
+        {
+            self.report.error(
+                key,
+                Some(raw.span()),
+                format!(
+                    "{address} is not on {interface} ({}), so it cannot be a next hop",
+                    list(networks.iter().map(|n| n.network()))
+                ),
+                format!(
+                    "an address inside {}; leave next_hop out to use the default route",
+                    list(networks.iter().map(|n| n.network()))
+                ),
+            );
+            return None;
+        }
+        Some(address)
+    }
+
+    fn allowed_sources(&mut self, raw: &Spanned<Vec<Spanned<String>>>) -> Option<Vec<Ipv4Cidr>> {
+        if raw.get_ref().is_empty() {
+            self.report.error(
+                "tunnel.allowed_sources",
+                Some(raw.span()),
+                "empty: no node could use the gateway",
+                allowed("tunnel.allowed_sources"),
+            );
+            return None;
+        }
+        let parsed: Vec<Option<Ipv4Cidr>> = raw
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, source)| self.source_network(&format!("tunnel.allowed_sources[{i}]"), source))
+            .collect();
+        parsed.into_iter().collect()
+    }
+
+    fn source_network(&mut self, key: &str, raw: &Spanned<String>) -> Option<Ipv4Cidr> {
+        let cidr = match parse_cidr(raw.get_ref()) {
+            Ok(cidr) => cidr,
+            Err(problem) => {
+                self.report
+                    .error(key, Some(raw.span()), problem, allowed(key));
+                return None;
+            }
+        };
+        if cidr.network() != cidr {
+            self.report.error(
+                key,
+                Some(raw.span()),
+                format!("{cidr} has host bits set"),
+                format!("the network address: \"{}\"", cidr.network()),
+            );
+            return None;
+        }
+        Some(cidr)
+    }
+
+    fn advert_interval(&mut self, raw: &Spanned<String>) -> Option<Duration> {
+        let key = "election.advert_interval";
+        let interval = self.duration(key, raw)?;
+        let problem = if interval.as_nanos() % CENTISECOND_NANOS != 0 {
+            "is not a whole number of centiseconds, which VRRPv3 carries"
+        } else if interval < ADVERT_MIN || interval > ADVERT_MAX {
+            "is outside the 12-bit centisecond field of VRRPv3"
+        } else {
+            return Some(interval);
+        };
+        self.report.error(
+            key,
+            Some(raw.span()),
+            format!("{:?} {problem}", raw.get_ref()),
+            allowed(key),
+        );
+        None
+    }
+
+    fn election_peers(&mut self, raw: &[Spanned<String>]) -> Option<Vec<Ipv4Addr>> {
+        let mut seen = Seen::default();
+        let parsed: Vec<Option<Ipv4Addr>> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                let key = format!("election.peers[{i}]");
+                let address = self.ipv4(&key, peer)?;
+                let problem =
+                    if address.is_multicast() || address.is_broadcast() || address.is_unspecified()
+                    {
+                        format!("{address} is not a unicast address")
+                    } else if let Some(holder) = self.host.holder_of(address) {
+                        format!("{address} is this host's own address (on {holder})")
+                    } else {
+                        return self
+                            .unique(&mut seen, address, &key, peer, "each peer once")
+                            .then_some(address);
+                    };
+                self.report
+                    .error(&key, Some(peer.span()), problem, allowed(&key));
+                None
+            })
+            .collect();
+        parsed.into_iter().collect()
+    }
+
+    fn floating_address(&mut self, key: &str, raw: &Spanned<String>) -> Option<Ipv4Addr> {
+        let address = self.ipv4(key, raw)?;
+        let span = Some(raw.span());
+        if let Some(holder) = self.host.holder_of(address) {
+            self.report.error(
+                key,
+                span,
+                format!(
+                    "{address} is already an address of this host (on {holder}); \
+                     its kernel would answer in the gateway's place"
+                ),
+                "an address no host holds: the gateway owns floating IPs in user space",
+            );
+            return None;
+        }
+        let Some((interface, networks)) = &self.interface else {
+            // No usable interface: already reported under gateway.interface.
+            return Some(address);
+        };
+        let Some(network) = networks.iter().find(|n| n.contains_addr(&address)) else {
+            let subnets = list(networks.iter().map(|n| n.network()));
+            self.report.error(
+                key,
+                span,
+                format!("{address} is outside {interface}'s subnet ({subnets})"),
+                format!("an address inside {subnets}"),
+            );
+            return None;
+        };
+        let network = network.network();
+        let reserved = if address == network.address() && network.prefix_len() < 31 {
+            Some("network")
+        } else if Some(address) == network.broadcast() {
+            Some("broadcast")
+        } else {
+            None
+        };
+        if let Some(which) = reserved {
+            self.report.error(
+                key,
+                span,
+                format!("{address} is the {which} address of {network}"),
+                format!("a host address inside {network}"),
+            );
+            return None;
+        }
+        Some(address)
+    }
+
+    fn port_range(&mut self, raw: &Spanned<String>) -> Option<RangeInclusive<u16>> {
+        let key = "nat.port_range";
+        let text = raw.get_ref();
+        let problem = match text.split_once('-') {
+            None => format!("{text:?} is not of the form \"lo-hi\""),
+            Some((lo, hi)) => match (parse_port(lo), parse_port(hi)) {
+                (Some(lo), Some(hi)) if lo <= hi => return Some(lo..=hi),
+                (Some(lo), Some(hi)) => format!("{text:?} starts above its end ({lo} > {hi})"),
+                _ => format!("{text:?} has a bound that is not a port 1..=65535"),
+            },
+        };
+        self.report
+            .error(key, Some(raw.span()), problem, allowed(key));
+        None
+    }
+
+    fn timeout(
+        &mut self,
+        key: &str,
+        raw: Option<&Spanned<String>>,
+        default: Duration,
+        rfc_minimum: Option<(Duration, &str)>,
+    ) -> Option<Duration> {
+        let Some(raw) = raw else {
+            return Some(default);
+        };
+        let timeout = self.duration(key, raw)?;
+        if !(TIMEOUT_MIN..=TIMEOUT_MAX).contains(&timeout) {
+            self.report.error(
+                key,
+                Some(raw.span()),
+                format!("{:?} is outside 1s..=30d", raw.get_ref()),
+                allowed(key),
+            );
+            return None;
+        }
+        if let Some((minimum, rfc)) = rfc_minimum
+            && timeout < minimum
+        {
+            let minimum = duration::format(minimum);
+            self.report.warning(
+                key,
+                Some(raw.span()),
+                format!(
+                    "{:?} is below the {minimum} minimum of {rfc}; idle but live flows may lose their mapping",
+                    raw.get_ref()
+                ),
+                format!("at least {minimum} (default {})", duration::format(default)),
+            );
+        }
+        Some(timeout)
+    }
+
+    // ---- helpers -------------------------------------------------------------------
+
+    /// A required section's content; reports it when missing.
+    fn required<'s, T>(&mut self, section: &'s Section<T>, key: &str) -> Option<&'s Spanned<T>> {
+        match section {
+            Section::Present(value) => Some(value),
+            Section::Invalid => None,
+            Section::Absent => {
+                self.report
+                    .error(key, None, "missing required section", allowed(key));
+                None
+            }
+        }
+    }
+
+    /// An optional section's content: `Some(None)` when absent, `None` when invalid.
+    fn optional<'s, T>(&self, section: &'s Section<T>) -> Option<Option<&'s T>> {
+        match section {
+            Section::Present(value) => Some(Some(value.get_ref())),
+            Section::Absent => Some(None),
+            Section::Invalid => None,
+        }
+    }
+
+    fn non_empty(&mut self, key: &str, raw: &Spanned<String>) -> Option<String> {
+        if raw.get_ref().trim().is_empty() {
+            self.report
+                .error(key, Some(raw.span()), "empty", allowed(key));
+            return None;
+        }
+        Some(raw.get_ref().clone())
+    }
+
+    fn int<T: TryFrom<i64>>(
+        &mut self,
+        key: &str,
+        raw: &Spanned<i64>,
+        range: RangeInclusive<i64>,
+    ) -> Option<T> {
+        let value = *raw.get_ref();
+        if !range.contains(&value) {
+            self.report.error(
+                key,
+                Some(raw.span()),
+                format!("{value} is out of range"),
+                allowed(key),
+            );
+            return None;
+        }
+        T::try_from(value).ok()
+    }
+
+    fn ipv4(&mut self, key: &str, raw: &Spanned<String>) -> Option<Ipv4Addr> {
+        match raw.get_ref().parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.report.error(
+                    key,
+                    Some(raw.span()),
+                    format!("{:?} is not an IPv4 address", raw.get_ref()),
+                    allowed(key),
+                );
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, raw: &Spanned<String>) -> Option<SocketAddr> {
+        let problem = match raw.get_ref().parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => return Some(addr),
+            Ok(_) => format!("{:?} has port 0", raw.get_ref()),
+            Err(_) => format!("{:?} is not an address:port", raw.get_ref()),
+        };
+        self.report
+            .error(key, Some(raw.span()), problem, allowed(key));
+        None
+    }
+
+    fn duration(&mut self, key: &str, raw: &Spanned<String>) -> Option<Duration> {
+        match duration::parse(raw.get_ref()) {
+            Ok(d) => Some(d),
+            Err(problem) => {
+                self.report.error(
+                    key,
+                    Some(raw.span()),
+                    format!("{:?} is not a duration: {problem}", raw.get_ref()),
+                    allowed(key),
+                );
+                None
+            }
+        }
+    }
+
+    fn priority(&mut self, key: &str, raw: &Spanned<RawPriority>) -> Option<Priority> {
+        let problem = match raw.get_ref() {
+            RawPriority::Number(n) if (1..=254).contains(n) => {
+                return u8::try_from(*n).ok().map(Priority::Fixed);
+            }
+            RawPriority::Number(0) => {
+                "0 is out of range: VRRP uses it to say the master is leaving".to_owned()
+            }
+            RawPriority::Number(255) => {
+                "255 is out of range: VRRP reserves it for the owner of the address, \
+                 and the kernel of a gateway never owns a floating IP"
+                    .to_owned()
+            }
+            RawPriority::Number(n) => format!("{n} is out of range"),
+            RawPriority::Word(word) if word == "auto" => return Some(Priority::Auto),
+            RawPriority::Word(word) => format!("{word:?} is neither a number nor \"auto\""),
+        };
+        self.report
+            .error(key, Some(raw.span()), problem, allowed(key));
+        None
+    }
+
+    /// Records `value` at `key`; reports a duplicate (pointing at the first) and returns
+    /// false when it was seen before.
+    fn unique<T: Eq + Hash + std::fmt::Display>(
+        &mut self,
+        seen: &mut Seen<T>,
+        value: T,
+        key: &str,
+        raw: &Spanned<impl Sized>,
+        allowed: &str,
+    ) -> bool {
+        if let Some((first_key, first_span)) = seen.0.get(&value) {
+            let line = self.report.line_of(Some(first_span.clone()));
+            self.report.error(
+                key,
+                Some(raw.span()),
+                format!("{value} is already used by {first_key} (line {line})"),
+                allowed,
+            );
+            return false;
+        }
+        seen.0.insert(value, (key.to_owned(), raw.span()));
+        true
+    }
+}
+
+/// Values already seen, with the key and span of their first use.
+struct Seen<T>(HashMap<T, (String, Range<usize>)>);
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Seen(HashMap::new())
+    }
+}
+
+/// `"a.b.c.d/len"` or a bare address (a /32).
+fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
+    let (address, prefix_len) = match text.split_once('/') {
+        Some((address, prefix_len)) => (address, Some(prefix_len)),
+        None => (text, None),
+    };
+    let address: Ipv4Addr = address
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 CIDR"))?;
+    let prefix_len = match prefix_len {
+        None => 32,
+        Some(len) => len
+            .parse::<u8>()
+            .ok()
+            .filter(|len| *len <= 32)
+            .ok_or_else(|| format!("{text:?} has a prefix length outside 0..=32"))?,
+    };
+    Ok(Ipv4Cidr::new(address, prefix_len))
+}
+
+/// A port 1..=65535, digits only.
+fn parse_port(text: &str) -> Option<u16> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|port| *port != 0)
+}
+
+fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::{Config, Severity};
+    use super::*;
+
+    /// MINIMAL with `from` replaced by `to` (which must occur).
+    fn edit(from: &str, to: &str) -> String {
+        assert!(MINIMAL.contains(from), "{from:?} not in MINIMAL");
+        MINIMAL.replacen(from, to, 1)
+    }
+
+    fn with(extra: &str) -> String {
+        format!("{MINIMAL}\n{extra}")
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_the_valid_keys() {
+        let text = with("[nat]\nmax_flows = 10\nudp_timout = \"5m\"\n");
+        let e = assert_error(&text, "nat.udp_timout", "udp_timout");
+        assert_eq!(e.problem, "unknown key");
+        assert!(e.allowed.contains("`udp_timeout`"), "{}", e.allowed);
+        assert_eq!(e.column, 1);
+    }
+
+    #[test]
+    fn unknown_key_in_a_floating_ip_names_its_index() {
+        let text = edit("vrid = 11\n", "vrid = 11\nvird = 12\n");
+        assert_error(&text, "floating_ip[1].vird", "vird");
+    }
+
+    #[test]
+    fn unknown_section_is_refused() {
+        let text = with("[gatway]\nname = \"x\"\n");
+        let e = assert_error(&text, "gatway", "[gatway]");
+        assert!(e.allowed.contains("gateway"), "{}", e.allowed);
+    }
+
+    #[test]
+    fn wrong_type_is_refused_with_the_schema() {
+        let text = edit("[tunnel]\n", "[tunnel]\nport = \"4800\"\n");
+        let e = assert_error(&text, "tunnel.port", "\"4800\"");
+        assert!(e.problem.contains("invalid type"), "{}", e.problem);
+        assert!(e.allowed.contains("1..=65535"), "{}", e.allowed);
+        let text = with("[election]\npreempt = \"yes\"\n");
+        assert_error(&text, "election.preempt", "\"yes\"");
+    }
+
+    #[test]
+    fn wrong_type_in_a_list_names_the_element() {
+        let text = edit(
+            "allowed_sources = [\"192.168.1.0/24\"]",
+            "allowed_sources = [\n  \"192.168.1.0/24\",\n  24,\n]",
+        );
+        assert_error(&text, "tunnel.allowed_sources[1]", "24,");
+    }
+
+    #[test]
+    fn syntax_error_is_refused_with_its_line() {
+        let text = edit("vrid = 11", "vrid = = 11");
+        let diagnostics = refuse(&text);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert_eq!(diagnostics[0].line, line_of(&text, "= = 11"));
+    }
+
+    #[test]
+    fn floating_ip_outside_the_interface_subnet_is_refused() {
+        let text = edit("\"192.168.1.101\"", "\"192.168.2.101\"");
+        let e = assert_error(&text, "floating_ip[1].address", "192.168.2.101");
+        assert!(e.problem.contains("outside eth1's subnet"), "{}", e.problem);
+        assert!(e.allowed.contains("192.168.1.0/24"), "{}", e.allowed);
+    }
+
+    #[test]
+    fn floating_ip_the_host_holds_is_refused() {
+        let text = edit("\"192.168.1.101\"", "\"192.168.1.10\"");
+        let e = assert_error(&text, "floating_ip[1].address", "\"192.168.1.10\"");
+        assert!(e.problem.contains("address of this host"), "{}", e.problem);
+    }
+
+    #[test]
+    fn floating_ip_on_the_broadcast_address_is_refused() {
+        let text = edit("\"192.168.1.101\"", "\"192.168.1.255\"");
+        let e = assert_error(&text, "floating_ip[1].address", "192.168.1.255");
+        assert!(e.problem.contains("broadcast"), "{}", e.problem);
+    }
+
+    #[test]
+    fn floating_ip_that_is_not_an_address_is_refused() {
+        let text = edit("\"192.168.1.101\"", "\"192.168.1\"");
+        assert_error(&text, "floating_ip[1].address", "\"192.168.1\"");
+    }
+
+    #[test]
+    fn duplicate_vrids_are_refused() {
+        let text = edit("vrid = 11", "vrid = 10 # again");
+        let e = assert_error(&text, "floating_ip[1].vrid", "# again");
+        let first = line_of(&text, "vrid = 10");
+        assert!(
+            e.problem
+                .contains(&format!("floating_ip[0].vrid (line {first})")),
+            "{}",
+            e.problem
+        );
+    }
+
+    #[test]
+    fn duplicate_addresses_are_refused() {
+        let text = edit("\"192.168.1.101\"", "\"192.168.1.100\" # again");
+        let e = assert_error(&text, "floating_ip[1].address", "# again");
+        assert!(
+            e.problem.contains("floating_ip[0].address"),
+            "{}",
+            e.problem
+        );
+    }
+
+    #[test]
+    fn vrid_out_of_range_is_refused() {
+        let text = edit("vrid = 11", "vrid = 256");
+        let e = assert_error(&text, "floating_ip[1].vrid", "256");
+        assert!(e.allowed.contains("1..=255"), "{}", e.allowed);
+        let text = edit("vrid = 10", "vrid = 0");
+        assert_error(&text, "floating_ip[0].vrid", "vrid = 0");
+    }
+
+    #[test]
+    fn no_floating_ip_is_refused() {
+        let text =
+            "[gateway]\ninterface = \"eth1\"\n\n[tunnel]\nallowed_sources = [\"10.0.0.0/8\"]\n";
+        let diagnostics = refuse(text);
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.key == "floating_ip" && d.line == 1),
+            "{diagnostics:?}"
+        );
+        let text = format!("floating_ip = []\n{text}");
+        assert_error(&text, "floating_ip", "floating_ip = []");
+    }
+
+    #[test]
+    fn tunnel_port_inside_the_nat_port_range_is_refused() {
+        let text = with("[nat]\nport_range = \"1024-65535\"\n").replacen(
+            "[tunnel]\n",
+            "[tunnel]\nport = 5000\n",
+            1,
+        );
+        let e = assert_error(&text, "tunnel.port", "port = 5000");
+        let range_line = line_of(&text, "1024-65535");
+        assert!(
+            e.problem
+                .contains(&format!("1024-65535 (line {range_line})")),
+            "{}",
+            e.problem
+        );
+        assert_eq!(e.allowed, "a port outside 1024-65535");
+    }
+
+    #[test]
+    fn tunnel_port_inside_the_default_nat_range_is_refused() {
+        let text = edit("[tunnel]\n", "[tunnel]\nport = 20000\n");
+        let e = assert_error(&text, "tunnel.port", "port = 20000");
+        assert!(e.problem.contains("the default"), "{}", e.problem);
+    }
+
+    #[test]
+    fn nat_range_over_the_default_tunnel_port_is_refused() {
+        let text = with("[nat]\nport_range = \"1024-65535\"\n");
+        let e = assert_error(&text, "nat.port_range", "1024-65535");
+        assert!(e.problem.contains("[tunnel].port 4800"), "{}", e.problem);
+    }
+
+    #[test]
+    fn election_priority_out_of_range_is_refused() {
+        for bad in ["255", "0", "-3", "\"high\""] {
+            let text = with(&format!("[election]\npreempt = false\npriority = {bad}\n"));
+            let e = assert_error(&text, "election.priority", "priority = ");
+            assert!(e.allowed.contains("1..=254"), "{}", e.allowed);
+            assert!(e.allowed.contains("\"auto\""), "{}", e.allowed);
+        }
+    }
+
+    #[test]
+    fn floating_ip_priority_out_of_range_is_refused() {
+        let text = edit("vrid = 11\n", "vrid = 11\npriority = 300\n");
+        assert_error(&text, "floating_ip[1].priority", "priority = 300");
+    }
+
+    #[test]
+    fn auto_and_overrides_are_accepted() {
+        let text = with("[election]\npriority = \"auto\"\n").replacen(
+            "vrid = 11\n",
+            "vrid = 11\npriority = 254\n",
+            1,
+        );
+        let config = accept(&text).config;
+        assert_eq!(config.election.priority, Priority::Auto);
+        assert_eq!(config.floating_ips[1].priority, Some(Priority::Fixed(254)));
+        assert_eq!(
+            config.floating_ips[0].effective_priority(&config.election),
+            Priority::Auto
+        );
+    }
+
+    #[test]
+    fn interface_that_does_not_exist_is_refused() {
+        let text = edit("\"eth1\"", "\"eth9\"");
+        let e = assert_error(&text, "gateway.interface", "eth9");
+        assert!(e.problem.contains("no interface \"eth9\""), "{}", e.problem);
+        assert!(e.allowed.contains("eth1, eth2, lo"), "{}", e.allowed);
+    }
+
+    #[test]
+    fn interface_without_ipv4_is_refused() {
+        let text = edit("\"eth1\"", "\"eth2\"");
+        let e = assert_error(&text, "gateway.interface", "eth2");
+        assert!(e.problem.contains("no IPv4 address"), "{}", e.problem);
+    }
+
+    #[test]
+    fn missing_required_key_is_refused() {
+        let text = edit("interface = \"eth1\"\n", "name = \"gw1\"\n");
+        let e = assert_error(&text, "gateway.interface", "[gateway]");
+        assert_eq!(e.problem, "missing required key");
+    }
+
+    #[test]
+    fn missing_required_key_in_a_floating_ip_names_its_index() {
+        let text = edit(
+            "[[floating_ip]]\naddress = \"192.168.1.101\"\nvrid = 11\n",
+            "[[floating_ip]] # second\naddress = \"192.168.1.101\"\n",
+        );
+        assert_error(&text, "floating_ip[1].vrid", "[[floating_ip]] # second");
+    }
+
+    #[test]
+    fn bad_port_range_is_refused() {
+        for bad in ["100-50", "16384", "0-100", "1-65536", "a-b", "-5"] {
+            let text = with(&format!("[nat]\nmax_flows = 10\nport_range = \"{bad}\"\n"));
+            let e = assert_error(&text, "nat.port_range", "port_range");
+            assert!(e.allowed.contains("lo-hi"), "{bad}: {}", e.allowed);
+        }
+    }
+
+    #[test]
+    fn max_flows_out_of_range_is_refused() {
+        for bad in ["0", "4294967296"] {
+            let text = with(&format!("[nat]\nmax_flows = {bad}\n"));
+            assert_error(&text, "nat.max_flows", "max_flows");
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        for (key, bad) in [
+            ("udp_timeout", "5 minutes"),
+            ("icmp_timeout", "60"),
+            ("tcp_closed_timeout", "500ms"),
+            ("tcp_established_timeout", "31d"),
+        ] {
+            let text = with(&format!("[nat]\nmax_flows = 10\n{key} = \"{bad}\"\n"));
+            let e = assert_error(&text, &format!("nat.{key}"), bad);
+            assert!(e.allowed.contains("at least 1s"), "{}", e.allowed);
+        }
+    }
+
+    #[test]
+    fn advert_interval_not_in_centiseconds_is_refused() {
+        for bad in ["15ms", "5ms", "41s", "0s", "soon"] {
+            let text = with(&format!(
+                "[election]\npreempt = true\nadvert_interval = \"{bad}\"\n"
+            ));
+            let e = assert_error(&text, "election.advert_interval", "advert_interval");
+            assert!(e.allowed.contains("multiple of 10ms"), "{}", e.allowed);
+        }
+    }
+
+    #[test]
+    fn advert_interval_at_the_field_limits_is_accepted() {
+        for (text, centis) in [("10ms", 1), ("40.95s", 4095), ("100ms", 10)] {
+            let doc = with(&format!("[election]\nadvert_interval = \"{text}\"\n"));
+            assert_eq!(
+                accept(&doc).config.election.advert_interval_centis(),
+                centis
+            );
+        }
+    }
+
+    #[test]
+    fn vni_out_of_range_is_refused() {
+        let text = edit("[tunnel]\n", "[tunnel]\nvni = 16777216\n");
+        let e = assert_error(&text, "tunnel.vni", "16777216");
+        assert!(e.allowed.contains("0..=16777215"), "{}", e.allowed);
+        let text = edit("[tunnel]\n", "[tunnel]\nvni = 16777215\n");
+        assert_eq!(accept(&text).config.tunnel.vni, 16_777_215);
+    }
+
+    #[test]
+    fn empty_allowed_sources_is_refused() {
+        let text = edit("[\"192.168.1.0/24\"]", "[]");
+        let e = assert_error(&text, "tunnel.allowed_sources", "allowed_sources = []");
+        assert!(e.problem.contains("no node"), "{}", e.problem);
+    }
+
+    #[test]
+    fn allowed_source_with_host_bits_is_refused() {
+        let text = edit(
+            "[\"192.168.1.0/24\"]",
+            "[\"10.0.0.0/8\", \"192.168.1.7/24\"]",
+        );
+        let e = assert_error(&text, "tunnel.allowed_sources[1]", "192.168.1.7/24");
+        assert!(e.allowed.contains("192.168.1.0/24"), "{}", e.allowed);
+    }
+
+    #[test]
+    fn allowed_source_single_address_is_a_slash_32() {
+        let text = edit("[\"192.168.1.0/24\"]", "[\"192.168.1.7\"]");
+        assert_eq!(
+            accept(&text).config.tunnel.allowed_sources,
+            vec![cidr("192.168.1.7/32")]
+        );
+        let text = edit("[\"192.168.1.0/24\"]", "[\"192.168.1.0/33\"]");
+        assert_error(&text, "tunnel.allowed_sources[0]", "/33");
+    }
+
+    #[test]
+    fn next_hop_off_the_interface_subnet_is_refused() {
+        let text = edit(
+            "interface = \"eth1\"\n",
+            "interface = \"eth1\"\nnext_hop = \"10.1.1.1\"\n",
+        );
+        let e = assert_error(&text, "gateway.next_hop", "10.1.1.1");
+        assert!(e.allowed.contains("192.168.1.0/24"), "{}", e.allowed);
+        let text = edit(
+            "interface = \"eth1\"\n",
+            "interface = \"eth1\"\nnext_hop = \"192.168.1.1\"\n",
+        );
+        assert_eq!(
+            accept(&text).config.gateway.next_hop,
+            Some(Ipv4Addr::new(192, 168, 1, 1))
+        );
+    }
+
+    #[test]
+    fn election_peers_must_be_other_unicast_hosts() {
+        for (bad, problem) in [
+            ("192.168.1.10", "own address"),
+            ("224.0.0.18", "not a unicast"),
+            ("192.168.1.12\", \"192.168.1.12", "already used"),
+            ("gw2", "not an IPv4"),
+        ] {
+            let text = with(&format!(
+                "[election]\npreempt = true\npeers = [\"{bad}\"]\n"
+            ));
+            let diagnostics = refuse(&text);
+            let line = line_of(&text, "peers");
+            assert!(
+                diagnostics
+                    .iter()
+                    .any(|d| d.key.starts_with("election.peers[")
+                        && d.line == line
+                        && d.problem.contains(problem)),
+                "{bad}: {diagnostics:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sync_needs_a_listen_address_and_peers() {
+        let text = with("[sync]\nlisten = \"192.168.1.10:4801\"\npeers = []\n");
+        assert_error(&text, "sync.peers", "peers = []");
+        let text = with("[sync]\nlisten = \"192.168.1.10\"\npeers = [\"192.168.1.11:4801\"]\n");
+        assert_error(&text, "sync.listen", "listen");
+        let text =
+            with("[sync]\nlisten = \"192.168.1.10:4801\"\npeers = [\"192.168.1.10:4801\"]\n");
+        assert_error(&text, "sync.peers[0]", "peers");
+        let text = with("[sync]\npeers = [\"192.168.1.11:4801\"]\n");
+        assert_error(&text, "sync.listen", "[sync]");
+    }
+
+    #[test]
+    fn api_listen_must_be_a_socket_address() {
+        let text = with("[api]\nlisten = \"localhost:9477\"\n");
+        assert_error(&text, "api.listen", "localhost");
+        let text = with("[api]\nlisten = \"127.0.0.1:0\"\n");
+        assert_error(&text, "api.listen", "127.0.0.1:0");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_at_once() {
+        let text = r#"
+[gateway]
+interface = "eth9"
+
+[tunnel]
+vni = 16777216
+allowed_sources = ["192.168.1.0/24"]
+
+[election]
+priority = 255
+advert_interval = "15ms"
+
+[[floating_ip]]
+address = "192.168.1.100"
+vrid = 10
+
+[[floating_ip]]
+address = "192.168.1.100"
+vrid = 10
+
+[nat]
+port_range = "9-1"
+udp_timeout = "forever"
+"#;
+        let diagnostics = refuse(text);
+        let keys: Vec<&str> = diagnostics.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "gateway.interface",
+                "tunnel.vni",
+                "election.priority",
+                "election.advert_interval",
+                "floating_ip[1].address",
+                "floating_ip[1].vrid",
+                "nat.port_range",
+                "nat.udp_timeout",
+            ],
+            "{diagnostics:#?}"
+        );
+    }
+
+    #[test]
+    fn errors_in_several_sections_are_all_reported() {
+        // An unknown key stops only its own section.
+        let text =
+            with("[nat]\nbogus = 1\n\n[api]\nlisten = \"nowhere\"\n\n[election]\nwhat = 2\n");
+        let diagnostics = refuse(&text);
+        for key in ["nat.bogus", "api.listen", "election.what"] {
+            assert!(
+                diagnostics.iter().any(|d| d.key == key),
+                "{key}: {diagnostics:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_below_the_rfc_minimums_are_accepted_with_warnings() {
+        let text = with(
+            "[nat]\ntcp_established_timeout = \"1h\"\ntcp_transitory_timeout = \"1m\"\n\
+             tcp_time_wait_timeout = \"30s\"\nudp_timeout = \"30s\"\nicmp_timeout = \"10s\"\n\
+             tcp_closed_timeout = \"1s\"\n",
+        );
+        let checked = accept(&text);
+        let warned: Vec<(&str, usize)> = checked
+            .warnings
+            .iter()
+            .inspect(|w| assert_eq!(w.severity, Severity::Warning))
+            .map(|w| (w.key.as_str(), w.line))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                ("nat.tcp_established_timeout", line_of(&text, "\"1h\"")),
+                ("nat.tcp_transitory_timeout", line_of(&text, "\"1m\"")),
+                ("nat.tcp_time_wait_timeout", line_of(&text, "tcp_time_wait")),
+                ("nat.udp_timeout", line_of(&text, "udp_timeout")),
+                ("nat.icmp_timeout", line_of(&text, "icmp_timeout")),
+            ]
+        );
+        let rfcs: Vec<&str> = ["RFC 5382", "RFC 5382", "RFC 5382", "RFC 4787", "RFC 5508"].into();
+        for (warning, rfc) in checked.warnings.iter().zip(rfcs) {
+            assert!(warning.problem.contains(rfc), "{warning}");
+        }
+        assert_eq!(
+            checked.config.nat.tcp_established_timeout,
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn a_cni_tunnel_port_is_accepted_with_a_warning() {
+        let text = edit("[tunnel]\n", "[tunnel]\nport = 8472\n");
+        let checked = accept(&text);
+        assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+        assert_eq!(checked.warnings[0].key, "tunnel.port");
+        assert!(checked.warnings[0].problem.contains("flannel"));
+    }
+
+    #[test]
+    fn loopback_floating_ips_are_fine_for_a_dry_run() {
+        let text = MINIMAL
+            .replace("\"eth1\"", "\"lo\"")
+            .replace("192.168.1.0/24", "127.0.0.0/8")
+            .replace("192.168.1.1", "127.0.0.1");
+        let config = accept(&text).config;
+        assert_eq!(
+            config.floating_ips[0].address,
+            Ipv4Addr::new(127, 0, 0, 100)
+        );
+        assert!(Config::parse(&text, &HostFacts::new("h")).is_err());
+    }
+}
