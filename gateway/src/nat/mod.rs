@@ -65,13 +65,15 @@ impl Default for NatParams {
 
 pub mod checksum;
 mod flow;
+mod index;
+mod memory;
 mod table;
 mod translate;
 
 pub use checksum::ChecksumDelta;
 pub use flow::{Direction, Flow, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
-pub use table::{FlowId, FlowTable, MAX_FLOWS_LIMIT, TableCounters, WHEEL_SLOTS};
-pub use translate::{Nat, Translated};
+pub use table::{FlowId, FlowTable, MAX_FLOWS_LIMIT, Prefetch, TableCounters, WHEEL_SLOTS};
+pub use translate::{Nat, OutboundPacket, Translated};
 
 /// Why the NAT refused a packet or a flow. Every variant is a drop reason in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -143,6 +145,7 @@ impl NatError {
 }
 
 #[cfg(test)]
+#[rustfmt::skip]
 pub(crate) mod fixtures;
 
 #[cfg(test)]

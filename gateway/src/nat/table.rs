@@ -22,14 +22,15 @@
 //! - no two live flows share an outside key, so a reply always finds one flow;
 //! - the wheel slot a flow is linked into is not later than its deadline.
 
+use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
-use core::hash::BuildHasher;
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 use smoltcp::time::{Duration, Instant};
 
 use super::flow::{Flow, FlowState, InsideKey, OutsideKey, Proto};
+use super::index::{Index, prefetch};
+use super::memory::HugeVec;
 use super::{NatError, NatParams, Timeouts};
 
 /// Slots of the timer wheel, one second each. Timeouts longer than this are handled by
@@ -58,6 +59,13 @@ const DUMMY_FLOW: Flow = Flow {
     proto: Proto::Udp,
     state: FlowState::Open,
 };
+
+/// A lookup started by [`FlowTable::prefetch_inside`] or [`FlowTable::prefetch_outside`].
+#[derive(Debug, Clone, Copy)]
+pub struct Prefetch {
+    hash: u64,
+    outside: bool,
+}
 
 /// A flow's handle in the table. Valid until the flow is removed or expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,12 +154,12 @@ fn secs(now: Instant) -> u32 {
 
 /// The flow table. See the module documentation for its layout and invariants.
 pub struct FlowTable {
-    entries: Vec<Entry>,
+    entries: HugeVec<Entry>,
     free: u32,
     live: u32,
     max_flows: u32,
-    inside: HashTable<u32>,
-    outside: HashTable<u32>,
+    inside: Index,
+    outside: Index,
     hasher: FixedState,
     rng: Rng,
     port_lo: u16,
@@ -184,27 +192,17 @@ impl FlowTable {
         let mut rng = Rng(seed);
         let hasher = FixedState::with_seed(rng.next_u64());
 
-        let slab_len = WHEEL_SLOTS as usize + max_flows as usize;
-        let mut entries = Vec::new();
-        entries
-            .try_reserve_exact(slab_len)
-            .map_err(|_| NatError::OutOfMemory)?;
-        entries.extend((0..WHEEL_SLOTS).map(|i| Entry {
-            flow: DUMMY_FLOW,
-            deadline: 0,
-            prev: i,
-            next: i,
-        }));
-
-        let mut inside = HashTable::new();
-        let mut outside = HashTable::new();
-        // The hashers are never called on an empty table.
-        inside
-            .try_reserve(max_flows as usize, |_: &u32| 0)
-            .map_err(|_| NatError::OutOfMemory)?;
-        outside
-            .try_reserve(max_flows as usize, |_: &u32| 0)
-            .map_err(|_| NatError::OutOfMemory)?;
+        let mut entries = HugeVec::with_capacity(WHEEL_SLOTS as usize + max_flows as usize)?;
+        for i in 0..WHEEL_SLOTS {
+            entries.push(Entry {
+                flow: DUMMY_FLOW,
+                deadline: 0,
+                prev: i,
+                next: i,
+            });
+        }
+        let inside = Index::new(max_flows as usize)?;
+        let outside = Index::new(max_flows as usize)?;
 
         Ok(FlowTable {
             entries,
@@ -243,8 +241,8 @@ impl FlowTable {
     /// Bytes the table holds on the heap: slab and both indexes at their capacity.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * core::mem::size_of::<Entry>()
-            + self.inside.allocation_size()
-            + self.outside.allocation_size()
+            + self.inside.heap_bytes()
+            + self.outside.heap_bytes()
     }
 
     /// The flow behind `id`.
@@ -273,10 +271,10 @@ impl FlowTable {
     pub fn lookup_inside(&self, key: &InsideKey) -> Option<FlowId> {
         let entries = &self.entries;
         self.inside
-            .find(self.hasher.hash_one(key), |&i| {
+            .find(self.hasher.hash_one(key), |i| {
                 entries[i as usize].flow.inside_key() == *key
             })
-            .map(|&i| FlowId(i))
+            .map(FlowId)
     }
 
     /// Finds a flow by its outside key.
@@ -284,10 +282,48 @@ impl FlowTable {
     pub fn lookup_outside(&self, key: &OutsideKey) -> Option<FlowId> {
         let entries = &self.entries;
         self.outside
-            .find(self.hasher.hash_one(key), |&i| {
+            .find(self.hasher.hash_one(key), |i| {
                 entries[i as usize].flow.outside_key() == *key
             })
-            .map(|&i| FlowId(i))
+            .map(FlowId)
+    }
+
+    /// Starts fetching what a lookup of `key` reads first, its index bucket, and returns
+    /// the handle for [`prefetch_flow`](Self::prefetch_flow). Used to overlap
+    /// memory latency across a batch of packets.
+    #[inline]
+    pub fn prefetch_inside(&self, key: &InsideKey) -> Prefetch {
+        let hash = self.hasher.hash_one(key);
+        self.inside.prefetch(hash);
+        Prefetch {
+            hash,
+            outside: false,
+        }
+    }
+
+    /// As [`prefetch_inside`](Self::prefetch_inside) for an outside key.
+    #[inline]
+    pub fn prefetch_outside(&self, key: &OutsideKey) -> Prefetch {
+        let hash = self.hasher.hash_one(key);
+        self.outside.prefetch(hash);
+        Prefetch {
+            hash,
+            outside: true,
+        }
+    }
+
+    /// Starts fetching the flow the lookup will most likely find. Call once the index
+    /// bucket had time to arrive (after the other packets of a batch were started).
+    #[inline]
+    pub fn prefetch_flow(&self, p: Prefetch) {
+        let index = if p.outside {
+            &self.outside
+        } else {
+            &self.inside
+        };
+        if let Some(i) = index.likely(p.hash) {
+            prefetch(&self.entries[i as usize]);
+        }
     }
 
     /// Creates a flow for `key`: picks a NAT port and starts the flow in `state`.
@@ -453,23 +489,15 @@ impl FlowTable {
             id
         } else {
             let id = self.entries.len() as u32;
-            self.entries.push(entry);
+            // `live < max_flows` leaves a free slab entry or room to push one.
+            let pushed = self.entries.push(entry);
+            debug_assert!(pushed);
             id
         };
-        let FlowTable {
-            entries,
-            inside,
-            outside,
-            hasher,
-            ..
-        } = self;
-        let entries = &*entries;
-        inside.insert_unique(hasher.hash_one(flow.inside_key()), id, |&i| {
-            hasher.hash_one(entries[i as usize].flow.inside_key())
-        });
-        outside.insert_unique(hasher.hash_one(flow.outside_key()), id, |&i| {
-            hasher.hash_one(entries[i as usize].flow.outside_key())
-        });
+        self.inside
+            .insert(self.hasher.hash_one(flow.inside_key()), id);
+        self.outside
+            .insert(self.hasher.hash_one(flow.outside_key()), id);
         self.link(id, deadline);
         self.live += 1;
         FlowId(id)
@@ -478,18 +506,10 @@ impl FlowTable {
     /// Removes the flow from both indexes and returns it.
     fn drop_indexes(&mut self, id: u32) -> Flow {
         let flow = self.entries[id as usize].flow;
-        if let Ok(e) = self
-            .inside
-            .find_entry(self.hasher.hash_one(flow.inside_key()), |&i| i == id)
-        {
-            e.remove();
-        }
-        if let Ok(e) = self
-            .outside
-            .find_entry(self.hasher.hash_one(flow.outside_key()), |&i| i == id)
-        {
-            e.remove();
-        }
+        self.inside
+            .remove(self.hasher.hash_one(flow.inside_key()), id);
+        self.outside
+            .remove(self.hasher.hash_one(flow.outside_key()), id);
         flow
     }
 
