@@ -1,1 +1,209 @@
-fn main() {}
+//! `egret-agent`: the node agent's command line.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use egret_agent::ebpf::{Classifier, embedded_object};
+use egret_ebpf_common::{ClassifierStats, ParseError};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// egret node agent.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Diagnostic: attach the eBPF classifier to an interface for a while and print what it
+    /// counted.
+    ///
+    /// The classifier only counts packets (IPv4 packets and bytes, other frames, and frames it
+    /// could not parse, by reason), at ingress and egress. It does not select, change, redirect
+    /// or drop any traffic. It is detached when the duration ends or on Ctrl-C / SIGTERM.
+    /// Needs root (CAP_BPF and CAP_NET_ADMIN).
+    Probe {
+        /// Interface to attach to.
+        #[arg(long, short, value_name = "IF")]
+        interface: String,
+        /// How long to count, e.g. 500ms, 5s, 1m.
+        #[arg(long, short, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe {
+            interface,
+            duration,
+        } => probe(&interface, duration),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("egret-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(interface: &str, duration: Duration) -> anyhow::Result<()> {
+    raise_memlock_rlimit();
+    let classifier = Classifier::attach(embedded_object(), interface)
+        .with_context(|| format!("attaching the classifier to {interface}"))?;
+    eprintln!(
+        "counting on {interface} (ingress and egress) for {}; the classifier only counts, it \
+         does not select or change traffic",
+        humantime::format_duration(duration)
+    );
+    let interrupted = wait(duration)?;
+    let stats = classifier.stats();
+    classifier
+        .detach()
+        .with_context(|| format!("detaching the classifier from {interface}"))?;
+    if interrupted {
+        eprintln!("interrupted, counted until now");
+    }
+    print!("{}", report(&stats?));
+    Ok(())
+}
+
+/// Waits for `duration`, or until SIGINT or SIGTERM; returns whether a signal came first.
+fn wait(duration: Duration) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        tokio::select! {
+            () = tokio::time::sleep(duration) => Ok(false),
+            interrupt = tokio::signal::ctrl_c() => interrupt.context("handling SIGINT").map(|()| true),
+            _ = terminate.recv() => Ok(true),
+        }
+    })
+}
+
+/// `name value` lines, one counter each, error reasons prefixed with `error_`.
+fn report(stats: &ClassifierStats) -> String {
+    let counters: Vec<(String, u64)> = [
+        ("ipv4_packets", stats.ipv4_packets),
+        ("ipv4_bytes", stats.ipv4_bytes),
+        ("non_ipv4_packets", stats.non_ipv4_packets),
+    ]
+    .map(|(name, value)| (name.to_owned(), value))
+    .into_iter()
+    .chain(
+        ParseError::ALL.map(|reason| (format!("error_{}", reason.label()), stats.errors(reason))),
+    )
+    .collect();
+    let width = counters
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0);
+    counters
+        .iter()
+        .map(|(name, value)| format!("{name:width$} {value}\n"))
+        .collect()
+}
+
+/// Kernels before 5.11 charge eBPF maps and programs to RLIMIT_MEMLOCK, whose default is too low
+/// for them; newer kernels ignore it. Best effort: a failure shows up as a load error later.
+fn raise_memlock_rlimit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on a valid, initialised struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    if ret != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not remove the memlock limit"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn probe_help_says_it_only_counts() {
+        let mut cli = Cli::command();
+        let probe = cli
+            .find_subcommand_mut("probe")
+            .expect("probe subcommand")
+            .render_long_help()
+            .to_string();
+        assert!(probe.contains("only counts packets"), "{probe}");
+        assert!(probe.contains("does not select"), "{probe}");
+    }
+
+    #[test]
+    fn probe_takes_humane_durations() {
+        let cli =
+            Cli::try_parse_from(["egret-agent", "probe", "-i", "eth0", "--duration", "1m30s"])
+                .expect("valid command line");
+        let Command::Probe {
+            interface,
+            duration,
+        } = cli.command;
+        assert_eq!(interface, "eth0");
+        assert_eq!(duration, Duration::from_secs(90));
+
+        let default = Cli::try_parse_from(["egret-agent", "probe", "--interface", "eth0"])
+            .expect("valid command line");
+        let Command::Probe { duration, .. } = default.command;
+        assert_eq!(duration, Duration::from_secs(5));
+
+        assert!(Cli::try_parse_from(["egret-agent", "probe", "-i", "eth0", "-d", "5"]).is_err());
+        assert!(Cli::try_parse_from(["egret-agent", "probe"]).is_err());
+    }
+
+    #[test]
+    fn report_lists_every_counter() {
+        let mut stats = ClassifierStats::default();
+        stats.record_ipv4(98);
+        stats.record_non_ipv4();
+        stats.record_error(ParseError::BadIhl);
+        let report = report(&stats);
+        let lines: Vec<(&str, &str)> = report
+            .lines()
+            .map(|line| line.split_once(' ').map(|(k, v)| (k, v.trim())))
+            .collect::<Option<_>>()
+            .expect("name value lines");
+        assert_eq!(
+            lines,
+            [
+                ("ipv4_packets", "1"),
+                ("ipv4_bytes", "98"),
+                ("non_ipv4_packets", "1"),
+                ("error_truncated_ethernet", "0"),
+                ("error_truncated_ipv4", "0"),
+                ("error_bad_ip_version", "0"),
+                ("error_bad_ihl", "1"),
+            ]
+        );
+    }
+}
