@@ -36,7 +36,10 @@ fn answer(p: &mut [u8]) -> bool {
         }
         1 if l4[0] == 8 => {
             let mut d = ChecksumDelta::default();
-            d.word(u16::from_be_bytes([8, l4[1]]), u16::from_be_bytes([0, l4[1]]));
+            d.word(
+                u16::from_be_bytes([8, l4[1]]),
+                u16::from_be_bytes([0, l4[1]]),
+            );
             l4[0] = 0;
             let sum = d.apply(u16::from_be_bytes([l4[2], l4[3]]));
             l4[2..4].copy_from_slice(&sum.to_be_bytes());
@@ -65,8 +68,14 @@ fn fold_zero_checksums(p: &mut [u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let params = NatParams { port_range: 20000..=20063, max_flows: 64, ..NatParams::default() };
-    let Ok(mut nat) = Nat::new(&params, 1) else { return };
+    let params = NatParams {
+        port_range: 20000..=20063,
+        max_flows: 64,
+        ..NatParams::default()
+    };
+    let Ok(mut nat) = Nat::new(&params, 1) else {
+        return;
+    };
     let now = Instant::from_secs(1);
 
     // Replies with no flow behind them are refused, whatever they hold.
@@ -74,12 +83,19 @@ fuzz_target!(|data: &[u8]| {
     let _ = nat.inbound(now, &mut stray);
 
     let mut packet = data.to_vec();
-    let Ok(out) = nat.outbound(now, NODE, EGRESS, &mut packet) else { return };
+    let Ok(out) = nat.outbound(now, NODE, EGRESS, &mut packet) else {
+        return;
+    };
     if answer(&mut packet) {
         let mut expected = data.to_vec();
         answer(&mut expected);
-        let back = nat.inbound(now, &mut packet).expect("the answer to a translated packet translates back");
-        assert_eq!(back.flow, out.flow, "reverse lookup finds the forward entry");
+        let back = nat
+            .inbound(now, &mut packet)
+            .expect("the answer to a translated packet translates back");
+        assert_eq!(
+            back.flow, out.flow,
+            "reverse lookup finds the forward entry"
+        );
         assert_eq!(back.node, NODE);
         fold_zero_checksums(&mut packet);
         fold_zero_checksums(&mut expected);
