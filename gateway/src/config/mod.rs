@@ -170,16 +170,23 @@ pub struct Nat {
 }
 
 impl Default for Nat {
+    /// The NAT core's own defaults, so the two can never disagree.
     fn default() -> Self {
+        let NatParams {
+            port_range,
+            max_flows,
+            timeouts: t,
+        } = NatParams::default();
+        let std = |d: smoltcp::time::Duration| Duration::from_micros(d.total_micros());
         Nat {
-            port_range: 16384..=65535,
-            max_flows: 1_000_000,
-            tcp_established_timeout: Duration::from_secs(2 * 3600 + 4 * 60),
-            tcp_transitory_timeout: Duration::from_secs(4 * 60),
-            tcp_time_wait_timeout: Duration::from_secs(4 * 60),
-            tcp_closed_timeout: Duration::from_secs(10),
-            udp_timeout: Duration::from_secs(5 * 60),
-            icmp_timeout: Duration::from_secs(60),
+            port_range,
+            max_flows,
+            tcp_established_timeout: std(t.tcp_established),
+            tcp_transitory_timeout: std(t.tcp_transitory),
+            tcp_time_wait_timeout: std(t.tcp_time_wait),
+            tcp_closed_timeout: std(t.tcp_closed),
+            udp_timeout: std(t.udp),
+            icmp_timeout: std(t.icmp),
         }
     }
 }

@@ -23,7 +23,7 @@ use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPack
 
 use super::checksum::{ChecksumDelta, get16, set16};
 use super::flow::{Direction, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
-use super::table::{FlowId, FlowTable};
+use super::table::{FlowId, FlowTable, Prefetch};
 use super::{NatError, NatParams};
 
 /// Offsets inside an IPv4 header, for the quoted header of an ICMP error.
@@ -396,23 +396,14 @@ impl Nat {
         &mut self,
         now: Instant,
         batch: &mut [OutboundPacket<'_>],
-        mut done: impl FnMut(usize, Result<Translated, NatError>),
+        done: impl FnMut(usize, Result<Translated, NatError>),
     ) {
-        for (c, chunk) in batch.chunks_mut(PREFETCH_CHUNK).enumerate() {
-            let mut hashes = [None; PREFETCH_CHUNK];
-            for (h, p) in hashes.iter_mut().zip(chunk.iter()) {
-                *h = peek_inside(p).map(|k| self.table.prefetch_inside(&k));
-            }
-            for h in hashes.iter().flatten() {
-                self.table.prefetch_flow(*h);
-            }
-            for (i, p) in chunk.iter_mut().enumerate() {
-                done(
-                    c * PREFETCH_CHUNK + i,
-                    self.outbound(now, p.node, p.egress, p.packet),
-                );
-            }
-        }
+        self.batch(
+            batch,
+            |table, p| peek_inside(p).map(|k| table.prefetch_inside(&k)),
+            |nat, p| nat.outbound(now, p.node, p.egress, p.packet),
+            done,
+        );
     }
 
     /// Translates a batch of inbound packets exactly as [`inbound`](Self::inbound) would
@@ -421,18 +412,35 @@ impl Nat {
         &mut self,
         now: Instant,
         batch: &mut [&mut [u8]],
+        done: impl FnMut(usize, Result<Translated, NatError>),
+    ) {
+        self.batch(
+            batch,
+            |table, p| peek_outside(p).map(|k| table.prefetch_outside(&k)),
+            |nat, p| nat.inbound(now, p),
+            done,
+        );
+    }
+
+    /// Runs `translate` over a batch in chunks: first `start` fetches every packet's index
+    /// bucket, then every packet's flow is fetched, then the packets are translated in order.
+    fn batch<P>(
+        &mut self,
+        batch: &mut [P],
+        start: impl Fn(&FlowTable, &P) -> Option<Prefetch>,
+        mut translate: impl FnMut(&mut Nat, &mut P) -> Result<Translated, NatError>,
         mut done: impl FnMut(usize, Result<Translated, NatError>),
     ) {
         for (c, chunk) in batch.chunks_mut(PREFETCH_CHUNK).enumerate() {
-            let mut hashes = [None; PREFETCH_CHUNK];
-            for (h, p) in hashes.iter_mut().zip(chunk.iter()) {
-                *h = peek_outside(p).map(|k| self.table.prefetch_outside(&k));
+            let mut started = [None; PREFETCH_CHUNK];
+            for (s, p) in started.iter_mut().zip(chunk.iter()) {
+                *s = start(&self.table, p);
             }
-            for h in hashes.iter().flatten() {
-                self.table.prefetch_flow(*h);
+            for s in started.iter().flatten() {
+                self.table.prefetch_flow(*s);
             }
             for (i, p) in chunk.iter_mut().enumerate() {
-                done(c * PREFETCH_CHUNK + i, self.inbound(now, p));
+                done(c * PREFETCH_CHUNK + i, translate(self, p));
             }
         }
     }
