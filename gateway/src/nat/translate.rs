@@ -36,6 +36,9 @@ const ICMP_ECHO_IDENT: usize = 4;
 const ICMP_ERROR_QUOTE: usize = 8;
 /// Packets whose lookups a batch overlaps: enough to cover a memory latency.
 const PREFETCH_CHUNK: usize = 16;
+/// Below this many flows the table fits in the caches (about 70 bytes a flow against a few
+/// MiB of L2/L3), and batches skip fetching ahead.
+const PREFETCH_MIN_FLOWS: usize = 32 * 1024;
 /// Bytes of the quoted transport header that RFC 792 guarantees.
 const QUOTED_L4_LEN: usize = 8;
 
@@ -431,6 +434,13 @@ impl Nat {
         mut translate: impl FnMut(&mut Nat, &mut P) -> Result<Translated, NatError>,
         mut done: impl FnMut(usize, Result<Translated, NatError>),
     ) {
+        if self.table.len() < PREFETCH_MIN_FLOWS {
+            // A small table stays in the caches; fetching ahead would only cost time.
+            for (i, p) in batch.iter_mut().enumerate() {
+                done(i, translate(self, p));
+            }
+            return;
+        }
         for (c, chunk) in batch.chunks_mut(PREFETCH_CHUNK).enumerate() {
             let mut started = [None; PREFETCH_CHUNK];
             for (s, p) in started.iter_mut().zip(chunk.iter()) {
@@ -636,7 +646,7 @@ mod tests {
     fn nat_with(ports: core::ops::RangeInclusive<u16>) -> Nat {
         let params = NatParams {
             port_range: ports,
-            max_flows: 1024,
+            max_flows: 2 * PREFETCH_MIN_FLOWS as u32,
             timeouts: Timeouts::default(),
         };
         Nat::new(&params, 42).unwrap()
@@ -942,7 +952,24 @@ mod tests {
             &[0x45],
         ];
 
-        let mut single = nat();
+        // Enough other flows that batches take the fetch-ahead path.
+        let crowded = || {
+            let mut n = nat();
+            for i in 0..PREFETCH_MIN_FLOWS as u32 {
+                let key = InsideKey {
+                    node: NODE,
+                    egress: EGRESS,
+                    pod: Ipv4Addr::from_bits(0x0a14_0000 + i),
+                    remote: Ipv4Addr::new(198, 51, 100, 99),
+                    pod_port: 40000,
+                    remote_port: 53,
+                    proto: Proto::Udp,
+                };
+                n.table_mut().create(t(0), key, FlowState::Open).unwrap();
+            }
+            n
+        };
+        let mut single = crowded();
         let mut one_by_one = Vec::new();
         for p in outbound {
             let mut p = p.to_vec();
@@ -953,7 +980,7 @@ mod tests {
             one_by_one.push((single.inbound(t(0), &mut p), p));
         }
 
-        let mut batched = nat();
+        let mut batched = crowded();
         let mut out: Vec<Vec<u8>> = outbound.iter().map(|p| p.to_vec()).collect();
         let mut batch: Vec<OutboundPacket<'_>> = out
             .iter_mut()
