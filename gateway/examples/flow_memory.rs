@@ -84,15 +84,16 @@ fn main() {
     let per = |b: usize| b as f64 / f64::from(flows);
     println!("live flows:                 {}", nat.table().len());
     println!(
-        "table allocations:          {table} bytes = {:.1} bytes/flow",
+        "table mappings:             {table} bytes = {:.1} bytes/flow",
         per(table)
     );
     println!(
-        "heap live (counted):        {heap} bytes = {:.1} bytes/flow",
+        "other heap allocations:     {heap} bytes = {:.1} bytes/flow",
         per(heap)
     );
     println!(
         "resident set growth:        {rss} bytes = {:.1} bytes/flow",
         per(rss)
     );
+    println!("per flow, whole table:      {:.1} bytes", per(table + heap));
 }
