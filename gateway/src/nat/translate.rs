@@ -880,6 +880,15 @@ mod tests {
         }
     }
 
+    /// Sets a 16-bit word of the IPv4 header and keeps the header checksum valid.
+    fn set_header_word(packet: &mut [u8], at: usize, value: u16) {
+        let mut d = ChecksumDelta::default();
+        d.word(get16(packet, at), value);
+        set16(packet, at, value);
+        let sum = d.apply(get16(packet, IP_CHECKSUM));
+        set16(packet, IP_CHECKSUM, sum);
+    }
+
     #[test]
     fn refusals_name_their_reason() {
         let mut n = nat();
@@ -905,22 +914,14 @@ mod tests {
         );
 
         let mut frag = UDP_OUT;
-        frag[6] |= 0x20; // more fragments
-        let mut d = ChecksumDelta::default();
-        d.word(get16(&UDP_OUT, 6), get16(&frag, 6));
-        let sum = d.apply(get16(&frag, IP_CHECKSUM));
-        set16(&mut frag, IP_CHECKSUM, sum);
+        set_header_word(&mut frag, 6, get16(&UDP_OUT, 6) | 0x2000); // more fragments
         assert_eq!(
             n.outbound(t(0), NODE, EGRESS, &mut frag),
             Err(NatError::Fragment)
         );
 
         let mut gre = UDP_OUT;
-        gre[9] = 47;
-        let mut d = ChecksumDelta::default();
-        d.word(get16(&UDP_OUT, 8), get16(&gre, 8));
-        let sum = d.apply(get16(&gre, IP_CHECKSUM));
-        set16(&mut gre, IP_CHECKSUM, sum);
+        set_header_word(&mut gre, 8, get16(&UDP_OUT, 8) & 0xff00 | 47);
         assert_eq!(
             n.outbound(t(0), NODE, EGRESS, &mut gre),
             Err(NatError::UnsupportedProtocol)
