@@ -581,23 +581,11 @@ fn parse_quote(icmp: &[u8]) -> Result<Quote, NatError> {
 /// header checksum), its port or echo identifier (and the quoted transport checksum when
 /// the quote holds it), then patches the ICMP checksum for every word that changed.
 fn rewrite_quote(icmp: &mut [u8], q: &Quote, side: Side, addr: Ipv4Addr, port: u16) {
-    let mut outer = ChecksumDelta::default();
-    let ip_at = ICMP_ERROR_QUOTE;
-
-    let old_ip_sum = get16(icmp, ip_at + IP_CHECKSUM);
-    let addr_at = ip_at + side.ip_offset();
-    let mut old_addr = [0; 4];
-    old_addr.copy_from_slice(&icmp[addr_at..addr_at + 4]);
-    let pseudo = {
-        let mut d = ChecksumDelta::default();
-        d.addr(old_addr, addr.octets());
-        d
-    };
-    icmp[addr_at..addr_at + 4].copy_from_slice(&addr.octets());
-    let new_ip_sum = pseudo.apply(old_ip_sum);
-    set16(icmp, ip_at + IP_CHECKSUM, new_ip_sum);
-    outer.merge(pseudo);
-    outer.word(old_ip_sum, new_ip_sum);
+    let quoted = &mut icmp[ICMP_ERROR_QUOTE..];
+    let old_ip_sum = get16(quoted, IP_CHECKSUM);
+    let pseudo = rewrite_ip(quoted, side, addr);
+    let mut outer = pseudo;
+    outer.word(old_ip_sum, get16(quoted, IP_CHECKSUM));
 
     let (port_at, l4_sum_at) = match q.proto {
         Proto::Tcp => (q.l4_at + side.port_offset(), Some(q.l4_at + 16)),
