@@ -6,6 +6,8 @@
 //!
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
+//! - [`status`]: the counters and state the gateway reports.
 
 pub mod config;
 pub mod nat;
+pub mod status;

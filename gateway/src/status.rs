@@ -1,0 +1,104 @@
+//! What the gateway reports about itself: one [`Snapshot`] of counters and state.
+//!
+//! The data path owns plain counters and publishes a snapshot a few times a second; the API
+//! renders the latest one as Prometheus text (`GET /metrics`) or JSON (`GET /status`), and
+//! `egret-gateway status` prints the JSON readably. Nothing here touches a socket.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `/metrics` and `/status` show, as of `taken_unix_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// `[gateway].name`.
+    pub name: String,
+    /// `[gateway].interface`.
+    pub interface: String,
+    /// The interface's own primary address and MAC.
+    pub interface_address: Option<Ipv4Addr>,
+    pub interface_mac: String,
+    /// Wall-clock time of the snapshot, milliseconds since the Unix epoch.
+    pub taken_unix_ms: u64,
+    /// Seconds since the data path started.
+    pub uptime_seconds: f64,
+    /// One entry per `[[floating_ip]]`, in config order.
+    pub floating_ips: Vec<FloatingIpStatus>,
+    /// The next hop towards the outside world and whether its MAC is resolved.
+    pub next_hop: NextHopStatus,
+    /// Node → outside (decapsulated and SNATed) traffic.
+    pub outbound: Traffic,
+    /// Outside → node (DNATed and encapsulated) traffic.
+    pub inbound: Traffic,
+    pub flows: FlowStatus,
+    /// Refused packets by reason (`malformed`, `wrong_vni`, `disallowed_source`, …). Every
+    /// known reason is present from the start, with 0.
+    pub drops: BTreeMap<String, u64>,
+    /// Frames the gateway answered or generated itself.
+    pub control: ControlCounters,
+    /// Nodes that sent tunnelled traffic recently (outer source address), with their MACs.
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpStatus {
+    pub address: Ipv4Addr,
+    pub vrid: u8,
+    /// Election state: `master`, `backup` or `initialize`. Until election exists every
+    /// configured floating IP is `master`.
+    pub state: String,
+    /// Name of the gateway that owns the address, as far as this one knows.
+    pub master: String,
+    pub priority: u8,
+    /// Wall-clock time of the last state change, milliseconds since the Unix epoch.
+    pub last_transition_unix_ms: u64,
+    /// NAT ports in use on this address (distinct ports, counting a port once even when it
+    /// serves several destinations), and the size of `[nat].port_range`.
+    pub ports_in_use: u32,
+    pub port_range_size: u32,
+    /// Live flows whose egress address this is.
+    pub flows: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NextHopStatus {
+    pub address: Option<Ipv4Addr>,
+    /// `None` while unresolved.
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    /// IPv4 bytes of the translated packet (the inner packet, without tunnel headers).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStatus {
+    pub live: u64,
+    pub max: u64,
+    pub created: u64,
+    pub expired: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlCounters {
+    pub arp_requests_answered: u64,
+    pub arp_requests_sent: u64,
+    pub gratuitous_arps_sent: u64,
+    pub icmp_echo_replies_sent: u64,
+    /// ICMP errors the gateway generated itself (time exceeded, fragmentation needed).
+    pub icmp_errors_sent: u64,
+    /// Frames the kernel refused to send.
+    pub tx_errors: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub address: Ipv4Addr,
+    /// Outer MAC the node's traffic came from, and the inner MAC of its tunnel device.
+    pub mac: String,
+    pub tunnel_mac: String,
+}
