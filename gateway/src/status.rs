@@ -41,7 +41,7 @@ pub struct Snapshot {
     pub nodes: Vec<NodeStatus>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FloatingIpStatus {
     pub address: Ipv4Addr,
     pub vrid: u8,
@@ -95,7 +95,7 @@ pub struct ControlCounters {
     pub tx_errors: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub address: Ipv4Addr,
     /// Outer MAC the node's traffic came from, and the inner MAC of its tunnel device.
