@@ -102,3 +102,6 @@ pub struct NodeStatus {
     pub mac: String,
     pub tunnel_mac: String,
 }
+
+/// The latest snapshot, written by the data path and read by the API.
+pub type SharedSnapshot = std::sync::Arc<std::sync::Mutex<Snapshot>>;
