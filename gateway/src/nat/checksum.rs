@@ -43,6 +43,13 @@ impl ChecksumDelta {
         !(fold32(u32::from(!checksum) + self.0) as u16)
     }
 
+    /// Returns a partial checksum (the plain sum of a pseudo-header that a checksum offload
+    /// finishes later) adjusted for every recorded change.
+    #[inline]
+    pub fn apply_partial(self, partial: u16) -> u16 {
+        fold32(u32::from(partial) + self.0) as u16
+    }
+
     /// As [`apply`](Self::apply) for a UDP checksum: zero means "no checksum" (RFC 768) and
     /// stays zero; a computed zero is sent as `0xffff`.
     #[inline]
@@ -73,6 +80,19 @@ pub(crate) fn get16(buf: &[u8], at: usize) -> u16 {
 #[inline]
 pub(crate) fn set16(buf: &mut [u8], at: usize, value: u16) {
     buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+/// The plain (not complemented) folded sum of an IPv4 pseudo-header: what a partial TCP or
+/// UDP checksum field holds until the offload finishes it.
+pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) -> u16 {
+    let mut sum = u32::from(u16::from_be_bytes([src[0], src[1]]))
+        + u32::from(u16::from_be_bytes([src[2], src[3]]))
+        + u32::from(u16::from_be_bytes([dst[0], dst[1]]))
+        + u32::from(u16::from_be_bytes([dst[2], dst[3]]))
+        + u32::from(protocol)
+        + u32::from(l4_len);
+    sum = fold32(sum);
+    sum as u16
 }
 
 /// Full one's-complement checksum over `data` (for tests and for the packets we build).

@@ -73,7 +73,7 @@ mod translate;
 pub use checksum::ChecksumDelta;
 pub use flow::{Direction, Flow, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
 pub use table::{FlowId, FlowTable, MAX_FLOWS_LIMIT, Prefetch, TableCounters, WHEEL_SLOTS};
-pub use translate::{Nat, OutboundPacket, Translated};
+pub use translate::{L4Checksum, Nat, OutboundPacket, Translated};
 
 /// Why the NAT refused a packet or a flow. Every variant is a drop reason in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]

@@ -132,6 +132,47 @@ fn tcp_flags<T: AsRef<[u8]>>(tcp: &TcpPacket<T>) -> TcpFlags {
     }
 }
 
+/// The state of a packet's TCP or UDP checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// The checksum field holds the finished checksum.
+    Complete,
+    /// The sender's checksum offload has not run yet (Linux `CHECKSUM_PARTIAL`, a virtio-net
+    /// header with `NEEDS_CSUM`): the field holds the plain, not complemented, sum of the
+    /// pseudo-header, and whoever finishes it adds the transport header and payload. Only
+    /// the addresses are in that sum, so only their change is folded in; the ports are
+    /// summed later with the rest of the segment.
+    Partial,
+}
+
+impl L4Checksum {
+    /// The checksum after the address change `ip` and the port change `old -> new`.
+    #[inline]
+    fn patch(self, sum: u16, ip: ChecksumDelta, old: u16, new: u16) -> u16 {
+        match self {
+            L4Checksum::Complete => {
+                let mut delta = ip;
+                delta.word(old, new);
+                delta.apply(sum)
+            }
+            L4Checksum::Partial => ip.apply_partial(sum),
+        }
+    }
+
+    /// As [`patch`](Self::patch) for UDP, where a complete zero means "no checksum".
+    #[inline]
+    fn patch_udp(self, sum: u16, ip: ChecksumDelta, old: u16, new: u16) -> u16 {
+        match self {
+            L4Checksum::Complete => {
+                let mut delta = ip;
+                delta.word(old, new);
+                delta.apply_udp(sum)
+            }
+            L4Checksum::Partial => ip.apply_partial(sum),
+        }
+    }
+}
+
 /// One packet of an outbound batch, with where it came from.
 #[derive(Debug)]
 pub struct OutboundPacket<'a> {
@@ -212,6 +253,19 @@ impl Nat {
         egress: Ipv4Addr,
         packet: &mut [u8],
     ) -> Result<Translated, NatError> {
+        self.outbound_with(now, node, egress, packet, L4Checksum::Complete)
+    }
+
+    /// As [`outbound`](Self::outbound), for a packet whose TCP or UDP checksum may be left
+    /// for the sender's offload to finish (see [`L4Checksum`]).
+    pub fn outbound_with(
+        &mut self,
+        now: Instant,
+        node: Ipv4Addr,
+        egress: Ipv4Addr,
+        packet: &mut [u8],
+        l4sum: L4Checksum,
+    ) -> Result<Translated, NatError> {
         let h = parse_ipv4(packet)?;
         let (header, rest) = packet.split_at_mut(h.ihl);
         let l4 = &mut rest[..h.total - h.ihl];
@@ -238,10 +292,10 @@ impl Nat {
                     |state| state.on_tcp(Direction::Outbound, flags),
                     opens,
                 )?;
-                let mut delta = rewrite_ip(header, Side::Src, egress);
-                delta.word(key.pod_port, self.table.flow(t.flow).nat_port);
-                tcp.set_src_port(self.table.flow(t.flow).nat_port);
-                tcp.set_checksum(delta.apply(tcp.checksum()));
+                let nat_port = self.table.flow(t.flow).nat_port;
+                let ip = rewrite_ip(header, Side::Src, egress);
+                tcp.set_src_port(nat_port);
+                tcp.set_checksum(l4sum.patch(tcp.checksum(), ip, key.pod_port, nat_port));
                 Ok(t)
             }
             IpProtocol::Udp => {
@@ -250,10 +304,9 @@ impl Nat {
                 key.remote_port = udp.dst_port();
                 let t = self.track_outbound(now, key, |s| s, true)?;
                 let nat_port = self.table.flow(t.flow).nat_port;
-                let mut delta = rewrite_ip(header, Side::Src, egress);
-                delta.word(key.pod_port, nat_port);
+                let ip = rewrite_ip(header, Side::Src, egress);
                 udp.set_src_port(nat_port);
-                udp.set_checksum(delta.apply_udp(udp.checksum()));
+                udp.set_checksum(l4sum.patch_udp(udp.checksum(), ip, key.pod_port, nat_port));
                 Ok(t)
             }
             IpProtocol::Icmp => {
@@ -311,6 +364,17 @@ impl Nat {
     /// Translates a packet from the outside world addressed to an egress IP back to the pod
     /// of its flow. Only replies to existing flows pass.
     pub fn inbound(&mut self, now: Instant, packet: &mut [u8]) -> Result<Translated, NatError> {
+        self.inbound_with(now, packet, L4Checksum::Complete)
+    }
+
+    /// As [`inbound`](Self::inbound), for a packet whose TCP or UDP checksum may be left for
+    /// the sender's offload to finish (see [`L4Checksum`]).
+    pub fn inbound_with(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+        l4sum: L4Checksum,
+    ) -> Result<Translated, NatError> {
         let h = parse_ipv4(packet)?;
         let (header, rest) = packet.split_at_mut(h.ihl);
         let l4 = &mut rest[..h.total - h.ihl];
@@ -330,10 +394,9 @@ impl Nat {
                 key.remote_port = tcp.src_port();
                 let (id, pod, pod_port) =
                     self.track_inbound(now, &key, |s| s.on_tcp(Direction::Inbound, flags))?;
-                let mut delta = rewrite_ip(header, Side::Dst, pod);
-                delta.word(key.nat_port, pod_port);
+                let ip = rewrite_ip(header, Side::Dst, pod);
                 tcp.set_dst_port(pod_port);
-                tcp.set_checksum(delta.apply(tcp.checksum()));
+                tcp.set_checksum(l4sum.patch(tcp.checksum(), ip, key.nat_port, pod_port));
                 Ok(self.translated(id))
             }
             IpProtocol::Udp => {
@@ -341,10 +404,9 @@ impl Nat {
                 key.nat_port = udp.dst_port();
                 key.remote_port = udp.src_port();
                 let (id, pod, pod_port) = self.track_inbound(now, &key, |s| s)?;
-                let mut delta = rewrite_ip(header, Side::Dst, pod);
-                delta.word(key.nat_port, pod_port);
+                let ip = rewrite_ip(header, Side::Dst, pod);
                 udp.set_dst_port(pod_port);
-                udp.set_checksum(delta.apply_udp(udp.checksum()));
+                udp.set_checksum(l4sum.patch_udp(udp.checksum(), ip, key.nat_port, pod_port));
                 Ok(self.translated(id))
             }
             IpProtocol::Icmp => {
@@ -689,6 +751,66 @@ mod tests {
         assert_checksums_valid(&p);
         assert_eq!(&p[12..16], &EGRESS.octets());
         assert_eq!(n.table().flow(out.flow).state, FlowState::TcpEstablished);
+    }
+
+    /// Turns the finished checksum of a TCP or UDP packet into the partial one an offload
+    /// would be handed, and back: finishing sums the segment with the pseudo-header in place.
+    fn make_partial(packet: &mut [u8]) {
+        let ip = Ipv4Packet::new_checked(&*packet).unwrap();
+        let (ihl, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+        let at = ihl
+            + if ip.next_header() == IpProtocol::Tcp {
+                16
+            } else {
+                6
+            };
+        let sum = checksum::pseudo_header_sum(
+            ip.src_addr().octets(),
+            ip.dst_addr().octets(),
+            ip.next_header().into(),
+            (total - ihl) as u16,
+        );
+        set16(packet, at, sum);
+    }
+
+    fn finish_partial(packet: &mut [u8]) {
+        let ip = Ipv4Packet::new_checked(&*packet).unwrap();
+        let (ihl, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+        let at = ihl
+            + if ip.next_header() == IpProtocol::Tcp {
+                16
+            } else {
+                6
+            };
+        let sum = checksum::full(&packet[ihl..total]);
+        set16(packet, at, sum);
+    }
+
+    #[test]
+    fn partial_checksums_come_out_as_the_offload_expects() {
+        // The same packets as the scapy fixtures, handed over with the checksum left to the
+        // offload: once finished, the result must equal scapy's full recompute.
+        let cases: [(&[u8], &[u8], bool); 3] = [
+            (&TCP_SYN_OUT, &TCP_SYN_OUT_NAT, true),
+            (&UDP_OUT, &UDP_OUT_NAT, true),
+            (&TCP_SYNACK_IN, &TCP_SYNACK_IN_NAT, false),
+        ];
+        let mut n = nat();
+        for (input, expected, outbound) in cases {
+            let mut p = input.to_vec();
+            make_partial(&mut p);
+            if outbound {
+                n.outbound_with(t(0), NODE, EGRESS, &mut p, L4Checksum::Partial)
+                    .unwrap();
+            } else {
+                n.inbound_with(t(0), &mut p, L4Checksum::Partial).unwrap();
+            }
+            let mut want = expected.to_vec();
+            make_partial(&mut want);
+            assert_eq!(p, want, "partial sum of the translated pseudo-header");
+            finish_partial(&mut p);
+            assert_eq!(p, expected, "finished by the offload, as scapy computes it");
+        }
     }
 
     #[test]
