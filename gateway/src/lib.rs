@@ -4,10 +4,12 @@
 //! election) are plain structs driven with the current time passed in, so they run in unit
 //! tests, fuzzers and simulations without sockets or root.
 //!
+//! - [`api`]: the operations API (`GET /metrics`, `GET /status`) and its status client.
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
 //! - [`status`]: the counters and state the gateway reports.
 
+pub mod api;
 pub mod config;
 pub mod nat;
 pub mod status;

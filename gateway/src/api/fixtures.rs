@@ -1,0 +1,79 @@
+//! A snapshot with every field set, for the API's tests.
+
+use std::collections::BTreeMap;
+
+use crate::status::{
+    ControlCounters, FloatingIpStatus, FlowStatus, NextHopStatus, NodeStatus, Snapshot, Traffic,
+};
+
+/// Gateway gw1 owning 192.168.1.100 and backing up 192.168.1.101, with traffic, one
+/// non-zero drop reason and one node.
+pub(crate) fn snapshot() -> Snapshot {
+    let mut drops = BTreeMap::new();
+    drops.insert("malformed".to_owned(), 0);
+    drops.insert("disallowed_source".to_owned(), 7);
+    Snapshot {
+        name: "gw1".to_owned(),
+        interface: "eth1".to_owned(),
+        interface_address: Some("192.168.1.11".parse().expect("address")),
+        interface_mac: "02:00:00:00:00:11".to_owned(),
+        taken_unix_ms: 1_700_000_000_000,
+        uptime_seconds: 12.5,
+        floating_ips: vec![
+            FloatingIpStatus {
+                address: "192.168.1.100".parse().expect("address"),
+                vrid: 10,
+                state: "master".to_owned(),
+                master: "gw1".to_owned(),
+                priority: 100,
+                last_transition_unix_ms: 1_700_000_000_000,
+                ports_in_use: 3,
+                port_range_size: 49152,
+                flows: 4,
+            },
+            FloatingIpStatus {
+                address: "192.168.1.101".parse().expect("address"),
+                vrid: 11,
+                state: "backup".to_owned(),
+                master: "gw2".to_owned(),
+                priority: 90,
+                last_transition_unix_ms: 1_700_000_000_000,
+                ports_in_use: 0,
+                port_range_size: 49152,
+                flows: 0,
+            },
+        ],
+        next_hop: NextHopStatus {
+            address: Some("192.168.1.1".parse().expect("address")),
+            mac: Some("02:00:00:00:00:01".to_owned()),
+        },
+        outbound: Traffic {
+            packets: 10,
+            bytes: 1000,
+        },
+        inbound: Traffic {
+            packets: 9,
+            bytes: 900,
+        },
+        flows: FlowStatus {
+            live: 4,
+            max: 1_000_000,
+            created: 6,
+            expired: 2,
+        },
+        drops,
+        control: ControlCounters {
+            arp_requests_answered: 1,
+            arp_requests_sent: 2,
+            gratuitous_arps_sent: 3,
+            icmp_echo_replies_sent: 4,
+            icmp_errors_sent: 5,
+            tx_errors: 6,
+        },
+        nodes: vec![NodeStatus {
+            address: "192.168.1.21".parse().expect("address"),
+            mac: "02:00:00:00:00:21".to_owned(),
+            tunnel_mac: "02:00:00:00:01:21".to_owned(),
+        }],
+    }
+}

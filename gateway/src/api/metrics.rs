@@ -1,0 +1,520 @@
+//! `GET /metrics`: a [`Snapshot`] as Prometheus text exposition format 0.0.4.
+//!
+//! Every family is written with its `# HELP` and `# TYPE` lines exactly once, even when it
+//! has no samples (no floating IP configured, no drop reason known yet), so dashboards and
+//! alerts can rely on the names. Label values are escaped as the format requires; samples of
+//! one family are contiguous. Rendering is pure: the same snapshot gives the same text.
+
+use std::fmt::Write as _;
+
+use crate::status::{FloatingIpStatus, Snapshot};
+
+/// The content type of [`render_prometheus`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `s` as Prometheus text exposition format 0.0.4.
+pub fn render_prometheus(s: &Snapshot) -> String {
+    let mut out = Exposition::default();
+
+    out.family(
+        "egret_gateway_packets_total",
+        "counter",
+        "Packets translated; outbound is node to outside, inbound is outside to node.",
+    );
+    out.sample(&[("direction", "outbound")], s.outbound.packets);
+    out.sample(&[("direction", "inbound")], s.inbound.packets);
+
+    out.family(
+        "egret_gateway_bytes_total",
+        "counter",
+        "IPv4 bytes of translated packets, without tunnel headers; outbound is node to outside.",
+    );
+    out.sample(&[("direction", "outbound")], s.outbound.bytes);
+    out.sample(&[("direction", "inbound")], s.inbound.bytes);
+
+    out.family("egret_gateway_flows", "gauge", "Live NAT flows.");
+    out.sample(&[], s.flows.live);
+    out.family(
+        "egret_gateway_flows_max",
+        "gauge",
+        "Live NAT flows at most ([nat].max_flows); new flows beyond it are dropped.",
+    );
+    out.sample(&[], s.flows.max);
+    out.family(
+        "egret_gateway_flows_created_total",
+        "counter",
+        "NAT flows created.",
+    );
+    out.sample(&[], s.flows.created);
+    out.family(
+        "egret_gateway_flows_expired_total",
+        "counter",
+        "NAT flows removed after their idle timeout.",
+    );
+    out.sample(&[], s.flows.expired);
+
+    out.family(
+        "egret_gateway_drops_total",
+        "counter",
+        "Packets the gateway refused, by reason.",
+    );
+    for (reason, count) in &s.drops {
+        out.sample(&[("reason", reason)], *count);
+    }
+
+    // Per floating IP. Addresses are unique (the config refuses duplicates), so each family
+    // has at most one series per address.
+    let per_ip: [(&str, &str, PerIp); 3] = [
+        (
+            "egret_gateway_nat_ports_in_use",
+            "NAT ports in use on an egress IP, a port counted once however many destinations it serves.",
+            |ip| ip.ports_in_use.into(),
+        ),
+        (
+            "egret_gateway_nat_port_range_size",
+            "NAT ports available on an egress IP ([nat].port_range).",
+            |ip| ip.port_range_size.into(),
+        ),
+        (
+            "egret_gateway_nat_flows",
+            "Live NAT flows leaving through an egress IP.",
+            |ip| ip.flows,
+        ),
+    ];
+    for (name, help, value) in per_ip {
+        out.family(name, "gauge", help);
+        for ip in &s.floating_ips {
+            out.sample(&[("egress_ip", &ip.address.to_string())], value(ip));
+        }
+    }
+    out.family(
+        "egret_gateway_floating_ip_master",
+        "gauge",
+        "1 when this gateway is the election master of the floating IP, else 0.",
+    );
+    for ip in &s.floating_ips {
+        let (address, vrid) = (ip.address.to_string(), ip.vrid.to_string());
+        let master = u64::from(ip.state == "master");
+        out.sample(&[("address", &address), ("vrid", &vrid)], master);
+    }
+
+    let control = &s.control;
+    for (name, help, value) in [
+        (
+            "egret_gateway_arp_requests_answered_total",
+            "ARP requests for a floating IP answered.",
+            control.arp_requests_answered,
+        ),
+        (
+            "egret_gateway_arp_requests_sent_total",
+            "ARP requests sent, for the next hop or a node.",
+            control.arp_requests_sent,
+        ),
+        (
+            "egret_gateway_gratuitous_arps_sent_total",
+            "Gratuitous ARPs sent to announce a floating IP.",
+            control.gratuitous_arps_sent,
+        ),
+        (
+            "egret_gateway_icmp_echo_replies_total",
+            "ICMP echo requests to a floating IP answered.",
+            control.icmp_echo_replies_sent,
+        ),
+        (
+            "egret_gateway_icmp_errors_sent_total",
+            "ICMP errors the gateway generated itself (time exceeded, fragmentation needed).",
+            control.icmp_errors_sent,
+        ),
+        (
+            "egret_gateway_tx_errors_total",
+            "Frames the kernel refused to send.",
+            control.tx_errors,
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(&[], value);
+    }
+
+    out.family(
+        "egret_gateway_next_hop_resolved",
+        "gauge",
+        "1 when the next hop's MAC address is known, else 0.",
+    );
+    out.sample(&[], u64::from(s.next_hop.mac.is_some()));
+
+    out.family(
+        "egret_gateway_uptime_seconds",
+        "gauge",
+        "Seconds since the data path started.",
+    );
+    out.sample_f64(&[], s.uptime_seconds);
+
+    out.family(
+        "egret_gateway_info",
+        "gauge",
+        "Always 1; labels name the gateway, its interface and the egret version.",
+    );
+    out.sample(
+        &[
+            ("name", &s.name),
+            ("interface", &s.interface),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+        1u64,
+    );
+
+    out.text
+}
+
+/// Reads one per-floating-IP value.
+type PerIp = fn(&FloatingIpStatus) -> u64;
+
+/// The text being built and the family its samples belong to.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+    family: &'static str,
+}
+
+impl Exposition {
+    /// Starts a family; the samples written next belong to it.
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) {
+        self.family = name;
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<u64>) {
+        let value = value.into();
+        self.labels(labels);
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn sample_f64(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.labels(labels);
+        // The format spells the special values its own way; Rust's `inf` is not one of them.
+        let _ = match value {
+            v if v.is_nan() => writeln!(self.text, " NaN"),
+            v if v == f64::INFINITY => writeln!(self.text, " +Inf"),
+            v if v == f64::NEG_INFINITY => writeln!(self.text, " -Inf"),
+            v => writeln!(self.text, " {v}"),
+        };
+    }
+
+    /// Writes the family name and `{labels}` (nothing when there are none).
+    fn labels(&mut self, labels: &[(&str, &str)]) {
+        self.text.push_str(self.family);
+        if labels.is_empty() {
+            return;
+        }
+        self.text.push('{');
+        for (i, (name, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                self.text.push(',');
+            }
+            let _ = write!(self.text, "{name}=\"{}\"", escape_label_value(value));
+        }
+        self.text.push('}');
+    }
+}
+
+/// Escapes a label value: `\`, `"` and line feed, as format 0.0.4 requires.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes `# HELP` text: `\` and line feed (quotes need no escaping there).
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::api::fixtures::snapshot as sample_snapshot;
+
+    /// One parsed sample line: name, labels in order, value.
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    /// A strict reader of the subset of format 0.0.4 the renderer writes. Panics, naming the
+    /// line, on anything else.
+    fn parse(text: &str) -> (HashMap<String, (String, String)>, Vec<Sample>) {
+        assert!(text.ends_with('\n'), "the last line ends with a line feed");
+        let mut families: HashMap<String, (String, String)> = HashMap::new();
+        let mut helps: HashMap<String, String> = HashMap::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect(line);
+                assert!(
+                    helps.insert(name.to_owned(), help.to_owned()).is_none(),
+                    "HELP twice: {line}"
+                );
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect(line);
+                assert!(["counter", "gauge"].contains(&kind), "type: {line}");
+                assert!(helps.contains_key(name), "TYPE before HELP: {line}");
+                let help = helps[name].clone();
+                assert!(
+                    families
+                        .insert(name.to_owned(), (kind.to_owned(), help))
+                        .is_none(),
+                    "TYPE twice: {line}"
+                );
+            } else {
+                samples.push(parse_sample(line));
+            }
+        }
+        assert_eq!(helps.len(), families.len(), "every HELP has a TYPE");
+        (families, samples)
+    }
+
+    fn parse_sample(line: &str) -> Sample {
+        let name_end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .expect(line);
+        let name = &line[..name_end];
+        assert!(!name.is_empty(), "sample without a name: {line}");
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            rest = inner;
+            loop {
+                let (label, after) = rest.split_once("=\"").expect(line);
+                assert!(
+                    label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "label name: {line}"
+                );
+                let mut value = String::new();
+                let mut chars = after.char_indices();
+                let end = loop {
+                    let (i, c) = chars.next().expect(line);
+                    match c {
+                        '"' => break i,
+                        '\\' => match chars.next().expect(line).1 {
+                            '\\' => value.push('\\'),
+                            '"' => value.push('"'),
+                            'n' => value.push('\n'),
+                            other => panic!("bad escape \\{other}: {line}"),
+                        },
+                        '\n' => panic!("raw line feed: {line}"),
+                        c => value.push(c),
+                    }
+                };
+                labels.push((label.to_owned(), value));
+                rest = &after[end + 1..];
+                if let Some(more) = rest.strip_prefix(',') {
+                    rest = more;
+                } else {
+                    rest = rest.strip_prefix('}').expect(line);
+                    break;
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').expect(line);
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().expect(line),
+        };
+        (name.to_owned(), labels, value)
+    }
+
+    fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<f64> = samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && l.len() == labels.len()
+                    && l.iter().zip(labels).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+            })
+            .map(|s| s.2)
+            .collect();
+        assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
+        found[0]
+    }
+
+    #[test]
+    fn every_line_parses_and_every_family_is_declared_once() {
+        let text = render_prometheus(&sample_snapshot());
+        let (families, samples) = parse(&text);
+        for (name, _, _) in &samples {
+            let (kind, _) = families.get(name).expect(name);
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+        }
+        for name in families.keys() {
+            assert!(name.starts_with("egret_gateway_"), "{name}");
+        }
+        // Samples of one family are contiguous.
+        let mut seen = Vec::new();
+        for (name, _, _) in &samples {
+            if seen.last() != Some(name) {
+                assert!(!seen.contains(name), "{name} is split");
+                seen.push(name.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn required_families_carry_the_snapshot() {
+        let text = render_prometheus(&sample_snapshot());
+        let (families, samples) = parse(&text);
+        for name in [
+            "egret_gateway_packets_total",
+            "egret_gateway_bytes_total",
+            "egret_gateway_flows",
+            "egret_gateway_flows_max",
+            "egret_gateway_flows_created_total",
+            "egret_gateway_flows_expired_total",
+            "egret_gateway_drops_total",
+            "egret_gateway_nat_ports_in_use",
+            "egret_gateway_nat_port_range_size",
+            "egret_gateway_nat_flows",
+            "egret_gateway_floating_ip_master",
+            "egret_gateway_arp_requests_answered_total",
+            "egret_gateway_arp_requests_sent_total",
+            "egret_gateway_gratuitous_arps_sent_total",
+            "egret_gateway_icmp_echo_replies_total",
+            "egret_gateway_icmp_errors_sent_total",
+            "egret_gateway_tx_errors_total",
+            "egret_gateway_next_hop_resolved",
+            "egret_gateway_uptime_seconds",
+            "egret_gateway_info",
+        ] {
+            assert!(families.contains_key(name), "{name} missing");
+        }
+        let v = |name, labels: &[(&str, &str)]| value(&samples, name, labels);
+        assert_eq!(
+            v("egret_gateway_packets_total", &[("direction", "outbound")]),
+            10.0
+        );
+        assert_eq!(
+            v("egret_gateway_packets_total", &[("direction", "inbound")]),
+            9.0
+        );
+        assert_eq!(
+            v("egret_gateway_bytes_total", &[("direction", "outbound")]),
+            1000.0
+        );
+        assert_eq!(
+            v("egret_gateway_bytes_total", &[("direction", "inbound")]),
+            900.0
+        );
+        assert_eq!(v("egret_gateway_flows", &[]), 4.0);
+        assert_eq!(v("egret_gateway_flows_max", &[]), 1e6);
+        assert_eq!(v("egret_gateway_flows_created_total", &[]), 6.0);
+        assert_eq!(v("egret_gateway_flows_expired_total", &[]), 2.0);
+        // Zero reasons are present too: a rate() over them must not start from nothing.
+        assert_eq!(
+            v("egret_gateway_drops_total", &[("reason", "malformed")]),
+            0.0
+        );
+        assert_eq!(
+            v(
+                "egret_gateway_drops_total",
+                &[("reason", "disallowed_source")]
+            ),
+            7.0
+        );
+        let ip = [("egress_ip", "192.168.1.100")];
+        assert_eq!(v("egret_gateway_nat_ports_in_use", &ip), 3.0);
+        assert_eq!(v("egret_gateway_nat_port_range_size", &ip), 49152.0);
+        assert_eq!(v("egret_gateway_nat_flows", &ip), 4.0);
+        let master = |address, vrid| {
+            v(
+                "egret_gateway_floating_ip_master",
+                &[("address", address), ("vrid", vrid)],
+            )
+        };
+        assert_eq!(master("192.168.1.100", "10"), 1.0);
+        assert_eq!(master("192.168.1.101", "11"), 0.0);
+        assert_eq!(v("egret_gateway_arp_requests_answered_total", &[]), 1.0);
+        assert_eq!(v("egret_gateway_arp_requests_sent_total", &[]), 2.0);
+        assert_eq!(v("egret_gateway_gratuitous_arps_sent_total", &[]), 3.0);
+        assert_eq!(v("egret_gateway_icmp_echo_replies_total", &[]), 4.0);
+        assert_eq!(v("egret_gateway_icmp_errors_sent_total", &[]), 5.0);
+        assert_eq!(v("egret_gateway_tx_errors_total", &[]), 6.0);
+        assert_eq!(v("egret_gateway_next_hop_resolved", &[]), 1.0);
+        assert_eq!(v("egret_gateway_uptime_seconds", &[]), 12.5);
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            v(
+                "egret_gateway_info",
+                &[("name", "gw1"), ("interface", "eth1"), ("version", version)]
+            ),
+            1.0
+        );
+    }
+
+    #[test]
+    fn an_empty_snapshot_still_declares_every_family() {
+        let full = parse(&render_prometheus(&sample_snapshot())).0;
+        let (empty, samples) = parse(&render_prometheus(&Snapshot::default()));
+        let mut full: Vec<_> = full.keys().collect();
+        let mut empty: Vec<_> = empty.keys().collect();
+        full.sort();
+        empty.sort();
+        assert_eq!(full, empty);
+        assert_eq!(value(&samples, "egret_gateway_next_hop_resolved", &[]), 0.0);
+        assert!(
+            !samples
+                .iter()
+                .any(|(name, _, _)| name == "egret_gateway_nat_flows")
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = sample_snapshot();
+        let name = "g\"w\\1\nx";
+        s.name = name.to_owned();
+        s.drops.insert("odd \"reason\"\\\n".to_owned(), 1);
+        let text = render_prometheus(&s);
+        assert!(
+            text.contains(r#"name="g\"w\\1\nx""#),
+            "escaped name in:\n{text}"
+        );
+        let (_, samples) = parse(&text);
+        let info = samples
+            .iter()
+            .find(|(n, _, _)| n == "egret_gateway_info")
+            .expect("info");
+        assert_eq!(info.1[0], ("name".to_owned(), name.to_owned()));
+        assert_eq!(
+            value(
+                &samples,
+                "egret_gateway_drops_total",
+                &[("reason", "odd \"reason\"\\\n")]
+            ),
+            1.0
+        );
+    }
+
+    #[test]
+    fn special_float_values_use_the_format_spelling() {
+        let mut s = Snapshot {
+            uptime_seconds: f64::INFINITY,
+            ..Snapshot::default()
+        };
+        assert!(render_prometheus(&s).contains("\negret_gateway_uptime_seconds +Inf\n"));
+        s.uptime_seconds = f64::NAN;
+        assert!(render_prometheus(&s).contains("\negret_gateway_uptime_seconds NaN\n"));
+    }
+
+    #[test]
+    fn help_text_is_escaped() {
+        assert_eq!(escape_help("a\\b\nc\"d"), "a\\\\b\\nc\"d");
+    }
+}

@@ -1,0 +1,21 @@
+//! The operations API behind `[api].listen`, and the `egret-gateway status` client of it.
+//!
+//! Read-only: the data path publishes a [`Snapshot`](crate::status::Snapshot) into a
+//! [`SharedSnapshot`](crate::status::SharedSnapshot), and the API only ever clones the latest
+//! one. Nothing here can change the gateway's state, so nothing here needs authentication;
+//! keep `[api].listen` on a loopback or management address.
+//!
+//! - [`metrics`]: the snapshot as Prometheus text (`GET /metrics`).
+//! - [`http`]: the pure request → response function and the tokio server around it.
+//! - [`client`]: fetching `GET /status` with a blocking socket, and printing it readably.
+
+pub mod client;
+pub mod http;
+pub mod metrics;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use client::{ApiError, fetch_status, parse_status_response, render_text};
+pub use http::{Response, respond, serve};
+pub use metrics::render_prometheus;
