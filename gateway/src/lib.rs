@@ -6,10 +6,14 @@
 //!
 //! - [`api`]: the operations API (`GET /metrics`, `GET /status`) and its status client.
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
+//! - [`datapath`]: the packet path: ARP, VXLAN, NAT, encapsulation, as a pure core.
+//! - [`wire`]: our own wire formats (VXLAN).
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
 //! - [`status`]: the counters and state the gateway reports.
 
 pub mod api;
 pub mod config;
+pub mod datapath;
 pub mod nat;
 pub mod status;
+pub mod wire;

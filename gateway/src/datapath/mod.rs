@@ -1,0 +1,831 @@
+//! The gateway's packet path, as a pure core: frames in, frames out, no sockets, no clock.
+//!
+//! [`Datapath::handle`] takes one received Ethernet frame and rewrites it in place into
+//! the frame to send, or refuses it with a counted [`DropReason`]. A packet moves like this:
+//!
+//! ```text
+//! node ──VXLAN──▶ parse outer ─▶ check source, VNI ─▶ decapsulate ─▶ TTL ─▶ NAT outbound ─▶ next hop
+//! outside ──────▶ parse ─▶ TTL ─▶ NAT inbound (conntrack hit) ─▶ encapsulate ─▶ VXLAN to the node
+//! ```
+//!
+//! The gateway owns its floating IPs in user space: it answers ARP for them (on the LAN,
+//! and inside the tunnel as the nodes' router), sends gratuitous ARP when it starts owning
+//! them, and answers ICMP echo to them. Frames that are not addressed to a floating IP are
+//! [`Verdict::Ignore`]d: they belong to the host (its own address, VRRP, the API).
+//!
+//! Frames the gateway makes itself (ARP requests and gratuitous ARP, segments of a
+//! super-packet that must be tunnelled one by one) are queued in [`Datapath::generated`]
+//! for the I/O shell to send with the batch. [`Datapath::poll`] runs the timers: ARP for the
+//! next hop, repeated gratuitous ARP, flow expiry; [`Datapath::poll_at`] says when next.
+
+mod counters;
+pub mod encap;
+mod frame;
+mod neighbors;
+
+use std::net::Ipv4Addr;
+
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv4Message, IpProtocol, Ipv4Cidr,
+};
+
+pub use counters::{Counters, DROP_REASONS, DropReason, PortUse, Traffic};
+pub use frame::{Frame, Gso, GsoKind, Offload, PartialChecksum};
+pub use neighbors::{NextHop, Node, Nodes};
+
+use crate::nat::checksum::{ChecksumDelta, full};
+use crate::nat::{L4Checksum, Nat, NatError, NatParams};
+use crate::status;
+use encap::{ARP_FRAME_LEN, ENCAP_LEN, ETH_LEN, Outer, Segments};
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+/// Gratuitous ARPs sent when the gateway starts owning a floating IP, one a second.
+const GARP_COUNT: u32 = 3;
+const GARP_SPACING: Duration = Duration::from_secs(1);
+/// The TTL of packets the gateway originates.
+const OWN_TTL: u8 = 64;
+
+/// A floating IP this gateway owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloatingIp {
+    pub address: Ipv4Addr,
+    pub vrid: u8,
+    pub priority: u8,
+}
+
+/// What the data path needs to know: the config plus facts about the interface.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub name: String,
+    pub interface: String,
+    pub mac: EthernetAddress,
+    /// The interface's own primary address: the source of our ARP requests.
+    pub address: Ipv4Addr,
+    /// The interface's MTU: the largest IPv4 packet it carries.
+    pub mtu: u16,
+    pub next_hop: Ipv4Addr,
+    pub floating_ips: Vec<FloatingIp>,
+    pub tunnel_port: u16,
+    pub vni: u32,
+    pub allowed_sources: Vec<Ipv4Cidr>,
+    pub nat: NatParams,
+    /// Seed of the NAT's port allocator.
+    pub seed: u64,
+}
+
+/// What to do with a frame after [`Datapath::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame with its (adjusted) offload.
+    Transmit,
+    /// Refused and counted.
+    Drop(DropReason),
+    /// Handled; nothing to send in its place (what it produced, if anything, is in
+    /// [`Datapath::generated`]).
+    Consumed,
+    /// Not addressed to the gateway's floating IPs: the host's business.
+    Ignore,
+}
+
+/// A frame the gateway made itself, waiting to be sent.
+#[derive(Debug)]
+pub struct Generated {
+    pub frame: Vec<u8>,
+    pub offload: Offload,
+}
+
+/// Ownership of one floating IP.
+#[derive(Debug)]
+struct Owned {
+    ip: FloatingIp,
+    ports: PortUse,
+    garps_left: u32,
+    garp_at: Instant,
+    since: Instant,
+}
+
+/// The data path of one gateway interface.
+pub struct Datapath {
+    setup: Setup,
+    nat: Nat,
+    owned: Vec<Owned>,
+    next_hop: NextHop,
+    nodes: Nodes,
+    counters: Counters,
+    generated: Vec<Generated>,
+    spare: Vec<Vec<u8>>,
+    ip_id: u16,
+    started: Instant,
+}
+
+/// The parts of an outer IPv4 header the data path needs, checked.
+struct Ipv4 {
+    ihl: usize,
+    total: usize,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+}
+
+fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn mac_at(b: &[u8], at: usize) -> EthernetAddress {
+    EthernetAddress::from_bytes(&b[at..at + 6])
+}
+
+/// Checks an IPv4 header at the start of `b`: version, lengths, header checksum, no
+/// fragment. Trailing bytes after the total length (Ethernet padding) are allowed.
+fn parse_ipv4(b: &[u8]) -> Result<Ipv4, DropReason> {
+    let malformed = DropReason::Nat(NatError::Malformed);
+    if b.len() < 20 {
+        return Err(malformed);
+    }
+    if b[0] >> 4 != 4 {
+        return Err(DropReason::Nat(NatError::NotIpv4));
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    let total = usize::from(be16(b, 2));
+    if ihl < 20 || total < ihl || b.len() < total {
+        return Err(malformed);
+    }
+    if full(&b[..ihl]) != 0 {
+        return Err(DropReason::Nat(NatError::BadChecksum));
+    }
+    if be16(b, 6) & 0x3fff != 0 {
+        return Err(DropReason::Nat(NatError::Fragment));
+    }
+    Ok(Ipv4 {
+        ihl,
+        total,
+        proto: b[9],
+        src: ip_at(b, 12),
+        dst: ip_at(b, 16),
+        ttl: b[8],
+    })
+}
+
+/// Decrements the TTL of the IPv4 header at the start of `b` and patches its checksum.
+fn decrement_ttl(b: &mut [u8]) {
+    let mut delta = ChecksumDelta::default();
+    let old = be16(b, 8);
+    b[8] -= 1;
+    delta.word(old, be16(b, 8));
+    let sum = delta.apply(be16(b, 10));
+    b[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Finishes a partial checksum in software: what the offload would have done.
+fn finish_checksum(frame: &mut [u8], c: PartialChecksum) -> bool {
+    let start = usize::from(c.start);
+    let at = start + usize::from(c.offset);
+    if at + 2 > frame.len() {
+        return false;
+    }
+    let sum = full(&frame[start..]);
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    true
+}
+
+/// The checksum state of the transport header at `l4` (frame offset) of a packet: partial
+/// when the offload points exactly there, complete otherwise (after finishing it here when
+/// the offload points elsewhere).
+fn l4_checksum(frame: &mut Frame<'_>, l4: usize) -> Result<L4Checksum, DropReason> {
+    match frame.offload.checksum {
+        None => Ok(L4Checksum::Complete),
+        Some(c) if usize::from(c.start) == l4 => Ok(L4Checksum::Partial),
+        Some(c) => {
+            if frame.offload.gso.is_some() || !finish_checksum(frame.bytes_mut(), c) {
+                return Err(DropReason::Nat(NatError::Malformed));
+            }
+            frame.offload.checksum = None;
+            Ok(L4Checksum::Complete)
+        }
+    }
+}
+
+/// Segments on the wire of a packet: one, or as many as its super-packet is cut into.
+fn wire_packets(ip_total: usize, headers: usize, gso: Option<Gso>) -> u64 {
+    match gso {
+        Some(g) if g.size > 0 => ip_total
+            .saturating_sub(headers)
+            .div_ceil(usize::from(g.size))
+            .max(1) as u64,
+        _ => 1,
+    }
+}
+
+impl Datapath {
+    /// A data path owning every floating IP of `setup` from `now`.
+    pub fn new(setup: Setup, now: Instant) -> Result<Datapath, NatError> {
+        let nat = Nat::new(&setup.nat, setup.seed)?;
+        let owned = setup
+            .floating_ips
+            .iter()
+            .map(|ip| Owned {
+                ip: *ip,
+                ports: PortUse::default(),
+                garps_left: GARP_COUNT,
+                garp_at: now,
+                since: now,
+            })
+            .collect();
+        Ok(Datapath {
+            next_hop: NextHop::new(setup.next_hop, now),
+            setup,
+            nat,
+            owned,
+            nodes: Nodes::default(),
+            counters: Counters::default(),
+            generated: Vec::new(),
+            spare: Vec::new(),
+            ip_id: 0,
+            started: now,
+        })
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn nat(&self) -> &Nat {
+        &self.nat
+    }
+
+    pub fn next_hop(&self) -> &NextHop {
+        &self.next_hop
+    }
+
+    /// Counts a frame the I/O shell could not send.
+    pub fn count_tx_error(&mut self) {
+        self.counters.tx_errors += 1;
+    }
+
+    /// Counts a frame the receive ring cut short.
+    pub fn count_truncated(&mut self) {
+        self.counters.drop(DropReason::Truncated);
+    }
+
+    fn owner(&self, address: Ipv4Addr) -> Option<usize> {
+        self.owned.iter().position(|o| o.ip.address == address)
+    }
+
+    fn allowed(&self, source: Ipv4Addr) -> bool {
+        self.setup
+            .allowed_sources
+            .iter()
+            .any(|c| c.contains_addr(&source))
+    }
+
+    /// Handles one received frame.
+    pub fn handle(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
+        let b = frame.bytes();
+        if b.len() < ETH_LEN {
+            return Verdict::Ignore;
+        }
+        match be16(b, 12) {
+            ETHERTYPE_ARP => self.arp(now, frame),
+            ETHERTYPE_IPV4 => match self.ipv4(now, frame) {
+                Ok(v) => v,
+                Err(reason) => {
+                    self.counters.drop(reason);
+                    Verdict::Drop(reason)
+                }
+            },
+            _ => Verdict::Ignore,
+        }
+    }
+
+    /// ARP on the LAN: answer requests for our floating IPs, learn the next hop.
+    fn arp(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
+        let Ok(packet) = ArpPacket::new_checked(&frame.bytes()[ETH_LEN..]) else {
+            return Verdict::Ignore;
+        };
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        }) = ArpRepr::parse(&packet)
+        else {
+            return Verdict::Ignore;
+        };
+        if source_protocol_addr == self.next_hop.address {
+            self.next_hop.learn(now, source_hardware_addr);
+        }
+        if operation != ArpOperation::Request || self.owner(target_protocol_addr).is_none() {
+            return Verdict::Ignore;
+        }
+        let start = frame.start;
+        encap::write_arp(
+            &mut frame.buf[start..],
+            source_hardware_addr,
+            ArpOperation::Reply,
+            (self.setup.mac, target_protocol_addr),
+            (source_hardware_addr, source_protocol_addr),
+        );
+        frame.end = start + ARP_FRAME_LEN;
+        frame.offload = Offload::default();
+        self.counters.arp_requests_answered += 1;
+        Verdict::Transmit
+    }
+
+    fn ipv4(&mut self, now: Instant, frame: &mut Frame<'_>) -> Result<Verdict, DropReason> {
+        let b = frame.bytes();
+        if b.len() < ETH_LEN + 20 {
+            return Ok(Verdict::Ignore);
+        }
+        let dst = ip_at(b, ETH_LEN + 16);
+        let Some(owner) = self.owner(dst) else {
+            return Ok(Verdict::Ignore);
+        };
+        let ip = parse_ipv4(&b[ETH_LEN..])?;
+        let l4 = ETH_LEN + ip.ihl;
+        let end = ETH_LEN + ip.total;
+        if ip.proto == u8::from(IpProtocol::Udp)
+            && end >= l4 + 8
+            && be16(b, l4 + 2) == self.setup.tunnel_port
+        {
+            return self.node_packet(now, frame, &ip);
+        }
+        if ip.proto == u8::from(IpProtocol::Icmp)
+            && end > l4
+            && b[l4] == u8::from(Icmpv4Message::EchoRequest)
+        {
+            return self.echo_reply(frame, &ip);
+        }
+        self.outside_packet(now, frame, &ip, owner)
+    }
+
+    /// Answers an ICMP echo request to a floating IP, in place.
+    fn echo_reply(&mut self, frame: &mut Frame<'_>, ip: &Ipv4) -> Result<Verdict, DropReason> {
+        let l4 = ETH_LEN + ip.ihl;
+        let end = ETH_LEN + ip.total;
+        if end < l4 + 8 || frame.offload.gso.is_some() {
+            return Err(NatError::Malformed.into());
+        }
+        let src_mac = mac_at(frame.bytes(), 6);
+        let b = frame.bytes_mut();
+        if full(&b[l4..end]) != 0 {
+            return Err(NatError::BadChecksum.into());
+        }
+        encap::write_ethernet(
+            b,
+            src_mac,
+            self.setup.mac,
+            smoltcp::wire::EthernetProtocol::Ipv4,
+        );
+        b[ETH_LEN + 12..ETH_LEN + 16].copy_from_slice(&ip.dst.octets());
+        b[ETH_LEN + 16..ETH_LEN + 20].copy_from_slice(&ip.src.octets());
+        b[ETH_LEN + 8] = OWN_TTL;
+        b[ETH_LEN + 10..ETH_LEN + 12].fill(0);
+        let sum = full(&b[ETH_LEN..l4]);
+        b[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&sum.to_be_bytes());
+        let mut delta = ChecksumDelta::default();
+        delta.word(
+            be16(b, l4),
+            u16::from(u8::from(Icmpv4Message::EchoReply)) << 8 | u16::from(b[l4 + 1]),
+        );
+        b[l4] = Icmpv4Message::EchoReply.into();
+        let sum = delta.apply(be16(b, l4 + 2));
+        b[l4 + 2..l4 + 4].copy_from_slice(&sum.to_be_bytes());
+        frame.end = frame.start + end;
+        self.counters.icmp_echo_replies_sent += 1;
+        Ok(Verdict::Transmit)
+    }
+
+    /// VXLAN from a node: check, decapsulate, translate, send to the next hop.
+    fn node_packet(
+        &mut self,
+        now: Instant,
+        frame: &mut Frame<'_>,
+        outer: &Ipv4,
+    ) -> Result<Verdict, DropReason> {
+        if !self.allowed(outer.src) {
+            return Err(DropReason::DisallowedSource);
+        }
+        let malformed = DropReason::Nat(NatError::Malformed);
+        let vx = ETH_LEN + outer.ihl + 8;
+        let inner = vx + crate::wire::vxlan::HEADER_LEN;
+        let end = ETH_LEN + outer.total;
+        let b = frame.bytes();
+        if end < inner + ETH_LEN {
+            return Err(malformed);
+        }
+        let vxlan = crate::wire::VxlanPacket::new_unchecked(&b[vx..end]);
+        let repr = crate::wire::VxlanRepr::parse(&vxlan).map_err(|_| malformed)?;
+        if repr.vni != self.setup.vni {
+            return Err(DropReason::WrongVni);
+        }
+        let node = Node {
+            mac: mac_at(b, 6),
+            tunnel_mac: mac_at(b, inner + 6),
+        };
+        match be16(b, inner + 12) {
+            ETHERTYPE_IPV4 => {}
+            ETHERTYPE_ARP => return self.tunnel_arp(frame, outer, inner, end, node),
+            _ => return Err(NatError::NotIpv4.into()),
+        }
+        self.nodes.learn(outer.src, node);
+        let inner_ip = inner + ETH_LEN;
+        let ip = parse_ipv4(&b[inner_ip..end])?;
+        if ip.ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        let l4sum = l4_checksum(frame, inner_ip + ip.ihl)?;
+        let packet = &mut frame.bytes_mut()[inner_ip..inner_ip + ip.total];
+        let t = self
+            .nat
+            .outbound_with(now, outer.src, outer.dst, packet, l4sum)?;
+        decrement_ttl(packet);
+        let gso = frame.offload.gso;
+        let headers = ip.ihl
+            + if ip.proto == u8::from(IpProtocol::Tcp) {
+                20
+            } else {
+                8
+            };
+        if t.created {
+            let port = self.nat.table().flow(t.flow).nat_port;
+            if let Some(o) = self.owner(outer.dst) {
+                self.owned[o].ports.add(port);
+            }
+            self.counters.flows_created += 1;
+        }
+        let Some(hop) = self.next_hop.mac else {
+            return Err(DropReason::NoNeighbor);
+        };
+        let mac = self.setup.mac;
+        encap::write_ethernet(
+            &mut frame.bytes_mut()[inner..],
+            hop,
+            mac,
+            smoltcp::wire::EthernetProtocol::Ipv4,
+        );
+        frame.start += inner;
+        frame.end = frame.start + ETH_LEN + ip.total;
+        frame.offload = frame.offload.shifted(-(inner as isize));
+        self.counters.outbound.packets += wire_packets(ip.total, headers, gso);
+        self.counters.outbound.bytes += ip.total as u64;
+        Ok(Verdict::Transmit)
+    }
+
+    /// ARP inside the tunnel: the gateway is the node's router on the tunnel and answers
+    /// for any address, sending the reply back through the tunnel.
+    fn tunnel_arp(
+        &mut self,
+        frame: &mut Frame<'_>,
+        outer: &Ipv4,
+        inner: usize,
+        end: usize,
+        node: Node,
+    ) -> Result<Verdict, DropReason> {
+        let b = frame.bytes();
+        let packet = ArpPacket::new_checked(&b[inner + ETH_LEN..end])
+            .map_err(|_| DropReason::Nat(NatError::Malformed))?;
+        let Ok(ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        }) = ArpRepr::parse(&packet)
+        else {
+            return Ok(Verdict::Consumed);
+        };
+        if source_protocol_addr == target_protocol_addr {
+            // The node announcing itself: nothing to answer.
+            return Ok(Verdict::Consumed);
+        }
+        self.nodes.learn(outer.src, node);
+        // The reply replaces the request; a fresh outer header goes in front of it.
+        let at = frame.start + inner;
+        encap::write_arp(
+            &mut frame.buf[at..],
+            source_hardware_addr,
+            ArpOperation::Reply,
+            (self.setup.mac, target_protocol_addr),
+            (source_hardware_addr, source_protocol_addr),
+        );
+        // The node's own flow hash for this tunnel, echoed back.
+        let src_port = be16(frame.bytes(), ETH_LEN + outer.ihl);
+        let outer_hdr = self.outer(outer.dst, outer.src, node.mac, src_port);
+        let start = at - ENCAP_LEN;
+        encap::write_encap(&mut frame.buf[start..], &outer_hdr, ARP_FRAME_LEN);
+        frame.start = start;
+        frame.end = at + ARP_FRAME_LEN;
+        frame.offload = Offload::default();
+        self.counters.arp_requests_answered += 1;
+        Ok(Verdict::Transmit)
+    }
+
+    fn outer(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        dst_mac: EthernetAddress,
+        src_port: u16,
+    ) -> Outer {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        Outer {
+            src_mac: self.setup.mac,
+            dst_mac,
+            src,
+            dst,
+            src_port,
+            dst_port: self.setup.tunnel_port,
+            vni: self.setup.vni,
+            ip_id: self.ip_id,
+        }
+    }
+
+    /// A packet from the outside world to a floating IP: translate back to the pod and
+    /// tunnel it to the pod's node.
+    fn outside_packet(
+        &mut self,
+        now: Instant,
+        frame: &mut Frame<'_>,
+        ip: &Ipv4,
+        owner: usize,
+    ) -> Result<Verdict, DropReason> {
+        if ip.ttl <= 1 {
+            return Err(DropReason::TtlExpired);
+        }
+        let l4sum = l4_checksum(frame, ETH_LEN + ip.ihl)?;
+        let packet = &mut frame.bytes_mut()[ETH_LEN..ETH_LEN + ip.total];
+        let t = self.nat.inbound_with(now, packet, l4sum)?;
+        decrement_ttl(packet);
+        let Some(node) = self.nodes.get(t.node) else {
+            return Err(DropReason::UnknownNode);
+        };
+        let egress = self.owned[owner].ip.address;
+        let src_port = encap::entropy_port(packet);
+        let gso = frame.offload.gso;
+        let headers = ip.ihl
+            + if ip.proto == u8::from(IpProtocol::Tcp) {
+                20
+            } else {
+                8
+            };
+        let wire = wire_packets(ip.total, headers, gso);
+        if let Some(gso) = gso {
+            // A super-packet (GRO on the way in) must leave as a train of tunnelled
+            // segments: the kernel cannot segment a tunnel packet handed to a packet socket.
+            self.tunnel_segments(frame, ip, gso, egress, t.node, node, src_port)?;
+            self.counters.inbound.packets += wire;
+            self.counters.inbound.bytes += ip.total as u64;
+            return Ok(Verdict::Consumed);
+        }
+        if ip.total + ENCAP_LEN - ETH_LEN > usize::from(self.setup.mtu) {
+            return Err(DropReason::TooBig);
+        }
+        // The inner frame keeps its place; its Ethernet header is rewritten for the node's
+        // tunnel device and the outer headers go into the headroom in front.
+        let mac = self.setup.mac;
+        encap::write_ethernet(
+            frame.bytes_mut(),
+            node.tunnel_mac,
+            mac,
+            smoltcp::wire::EthernetProtocol::Ipv4,
+        );
+        let inner_len = ETH_LEN + ip.total;
+        let outer = self.outer(egress, t.node, node.mac, src_port);
+        if frame.start >= ENCAP_LEN {
+            let start = frame.start - ENCAP_LEN;
+            encap::write_encap(&mut frame.buf[start..], &outer, inner_len);
+            frame.start = start;
+            frame.end = start + ENCAP_LEN + inner_len;
+            frame.offload = frame.offload.shifted(ENCAP_LEN as isize);
+        } else {
+            let mut out = self.spare.pop().unwrap_or_default();
+            out.clear();
+            out.resize(ENCAP_LEN + inner_len, 0);
+            out[ENCAP_LEN..].copy_from_slice(&frame.bytes()[..inner_len]);
+            encap::write_encap(&mut out, &outer, inner_len);
+            self.generated.push(Generated {
+                frame: out,
+                offload: frame.offload.shifted(ENCAP_LEN as isize),
+            });
+            self.counters.inbound.packets += 1;
+            self.counters.inbound.bytes += ip.total as u64;
+            return Ok(Verdict::Consumed);
+        }
+        self.counters.inbound.packets += 1;
+        self.counters.inbound.bytes += ip.total as u64;
+        Ok(Verdict::Transmit)
+    }
+
+    /// Cuts a translated super-packet into segments, each tunnelled to the node with its
+    /// transport checksum left to the offload.
+    #[allow(clippy::too_many_arguments)]
+    fn tunnel_segments(
+        &mut self,
+        frame: &Frame<'_>,
+        ip: &Ipv4,
+        gso: Gso,
+        egress: Ipv4Addr,
+        node_ip: Ipv4Addr,
+        node: Node,
+        src_port: u16,
+    ) -> Result<(), DropReason> {
+        let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
+        let plan = Segments::plan(packet, gso).ok_or(DropReason::Truncated)?;
+        for i in 0..plan.count {
+            let ip_len = plan.len(i);
+            let inner_len = ETH_LEN + ip_len;
+            if ip_len + ENCAP_LEN - ETH_LEN > usize::from(self.setup.mtu) {
+                return Err(DropReason::TooBig);
+            }
+            let mut out = self.spare.pop().unwrap_or_default();
+            out.clear();
+            out.resize(ENCAP_LEN + inner_len, 0);
+            plan.write(packet, i, &mut out[ENCAP_LEN + ETH_LEN..]);
+            encap::write_ethernet(
+                &mut out[ENCAP_LEN..],
+                node.tunnel_mac,
+                self.setup.mac,
+                smoltcp::wire::EthernetProtocol::Ipv4,
+            );
+            let outer = self.outer(egress, node_ip, node.mac, src_port);
+            encap::write_encap(&mut out, &outer, inner_len);
+            let start = (ENCAP_LEN + ETH_LEN + plan.ihl()) as u16;
+            self.generated.push(Generated {
+                frame: out,
+                offload: Offload {
+                    checksum: Some(PartialChecksum {
+                        start,
+                        offset: plan.checksum_offset(),
+                    }),
+                    gso: None,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Frames the data path made itself, to send with the current batch.
+    pub fn generated(&self) -> &[Generated] {
+        &self.generated
+    }
+
+    /// Forgets the generated frames once sent, keeping their buffers for reuse.
+    pub fn clear_generated(&mut self) {
+        for g in self.generated.drain(..) {
+            if self.spare.len() < 4096 {
+                self.spare.push(g.frame);
+            }
+        }
+    }
+
+    fn generate_arp(
+        &mut self,
+        eth_dst: EthernetAddress,
+        op: ArpOperation,
+        source: (EthernetAddress, Ipv4Addr),
+        target: (EthernetAddress, Ipv4Addr),
+    ) {
+        let mut out = self.spare.pop().unwrap_or_default();
+        out.clear();
+        out.extend_from_slice(&encap::arp_frame(eth_dst, op, source, target));
+        self.generated.push(Generated {
+            frame: out,
+            offload: Offload::default(),
+        });
+    }
+
+    /// Runs the timers due at `now`: ARP for the next hop, gratuitous ARP, flow expiry.
+    pub fn poll(&mut self, now: Instant) {
+        if self.next_hop.due(now) {
+            let (mac, address, hop) = (self.setup.mac, self.setup.address, self.next_hop.address);
+            let eth_dst = self.next_hop.mac.unwrap_or(EthernetAddress::BROADCAST);
+            self.generate_arp(
+                eth_dst,
+                ArpOperation::Request,
+                (mac, address),
+                (EthernetAddress([0; 6]), hop),
+            );
+            self.counters.arp_requests_sent += 1;
+        }
+        for i in 0..self.owned.len() {
+            let o = &mut self.owned[i];
+            if o.garps_left == 0 || now < o.garp_at {
+                continue;
+            }
+            o.garps_left -= 1;
+            o.garp_at = now + GARP_SPACING;
+            let address = o.ip.address;
+            let mac = self.setup.mac;
+            // A gratuitous ARP request (RFC 5227 announcement): sender and target are the
+            // floating IP, so every host and switch on the LAN updates its tables.
+            self.generate_arp(
+                EthernetAddress::BROADCAST,
+                ArpOperation::Request,
+                (mac, address),
+                (EthernetAddress([0; 6]), address),
+            );
+            self.counters.gratuitous_arps_sent += 1;
+        }
+        let owned = &mut self.owned;
+        let expired = self.nat.table_mut().expire(now, |flow| {
+            if let Some(o) = owned.iter_mut().find(|o| o.ip.address == flow.egress) {
+                o.ports.remove(flow.nat_port);
+            }
+        });
+        self.counters.flows_expired += expired as u64;
+    }
+
+    /// When [`poll`](Self::poll) has work next.
+    pub fn poll_at(&self) -> Instant {
+        let mut at = self.next_hop.ask_at;
+        for o in &self.owned {
+            if o.garps_left > 0 {
+                at = at.min(o.garp_at);
+            }
+        }
+        if let Some(t) = self.nat.table().poll_at() {
+            at = at.min(t);
+        }
+        at
+    }
+
+    /// What `/status` and `/metrics` show. `wall_ms` maps `now` to wall-clock time.
+    pub fn snapshot(&self, now: Instant, wall_ms: u64) -> status::Snapshot {
+        let to_wall = |t: Instant| wall_ms.saturating_sub((now - t).total_millis());
+        let range = &self.setup.nat.port_range;
+        let range_size = u32::from(*range.end()) - u32::from(*range.start()) + 1;
+        let table = self.nat.table();
+        status::Snapshot {
+            name: self.setup.name.clone(),
+            interface: self.setup.interface.clone(),
+            interface_address: Some(self.setup.address),
+            interface_mac: self.setup.mac.to_string(),
+            taken_unix_ms: wall_ms,
+            uptime_seconds: (now - self.started).total_millis() as f64 / 1000.0,
+            floating_ips: self
+                .owned
+                .iter()
+                .map(|o| status::FloatingIpStatus {
+                    address: o.ip.address,
+                    vrid: o.ip.vrid,
+                    state: "master".into(),
+                    master: self.setup.name.clone(),
+                    priority: o.ip.priority,
+                    last_transition_unix_ms: to_wall(o.since),
+                    ports_in_use: o.ports.ports_in_use(),
+                    port_range_size: range_size,
+                    flows: o.ports.flows(),
+                })
+                .collect(),
+            next_hop: status::NextHopStatus {
+                address: Some(self.next_hop.address),
+                mac: self.next_hop.mac.map(|m| m.to_string()),
+            },
+            outbound: status::Traffic {
+                packets: self.counters.outbound.packets,
+                bytes: self.counters.outbound.bytes,
+            },
+            inbound: status::Traffic {
+                packets: self.counters.inbound.packets,
+                bytes: self.counters.inbound.bytes,
+            },
+            flows: status::FlowStatus {
+                live: table.len() as u64,
+                max: u64::from(table.max_flows()),
+                created: self.counters.flows_created,
+                expired: self.counters.flows_expired,
+            },
+            drops: DropReason::all()
+                .map(|r| (r.label().to_string(), self.counters.drops(r)))
+                .collect(),
+            control: status::ControlCounters {
+                arp_requests_answered: self.counters.arp_requests_answered,
+                arp_requests_sent: self.counters.arp_requests_sent,
+                gratuitous_arps_sent: self.counters.gratuitous_arps_sent,
+                icmp_echo_replies_sent: self.counters.icmp_echo_replies_sent,
+                icmp_errors_sent: self.counters.icmp_errors_sent,
+                tx_errors: self.counters.tx_errors,
+            },
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(address, n)| status::NodeStatus {
+                    address,
+                    mac: n.mac.to_string(),
+                    tunnel_mac: n.tunnel_mac.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

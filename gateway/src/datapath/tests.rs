@@ -1,0 +1,610 @@
+//! The data path end to end on byte frames: what leaves for each kind of frame that comes in.
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetFrame, Icmpv4Packet, Icmpv4Repr, IpAddress, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket,
+    UdpRepr,
+};
+
+use super::*;
+use crate::nat::{FlowState, Timeouts};
+
+const GW_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x11]);
+const ROUTER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x01]);
+const NODE_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x21]);
+const NODE_VX_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 1, 0x21]);
+const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 11);
+const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+const FIP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 100);
+const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 21);
+const STRANGER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 40);
+const POD: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 5);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+const PORT: u16 = 4800;
+const VNI: u32 = 1;
+/// Headroom the I/O shell leaves in front of every received frame.
+const HEADROOM: usize = 64;
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(ms as i64)
+}
+
+fn setup() -> Setup {
+    Setup {
+        name: "gw1".into(),
+        interface: "eth0".into(),
+        mac: GW_MAC,
+        address: GW,
+        mtu: 1500,
+        next_hop: ROUTER,
+        floating_ips: vec![FloatingIp {
+            address: FIP,
+            vrid: 10,
+            priority: 100,
+        }],
+        tunnel_port: PORT,
+        vni: VNI,
+        allowed_sources: vec![Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 16), 28)],
+        nat: NatParams {
+            port_range: 20000..=20001,
+            max_flows: 1024,
+            timeouts: Timeouts::default(),
+        },
+        seed: 1,
+    }
+}
+
+/// A data path whose next hop is already resolved.
+fn datapath() -> Datapath {
+    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    let mut arp = with_headroom(&encap::arp_frame(
+        GW_MAC,
+        ArpOperation::Reply,
+        (ROUTER_MAC, ROUTER),
+        (GW_MAC, GW),
+    ));
+    assert_eq!(dp.handle(t(0), &mut arp.frame()), Verdict::Ignore);
+    assert_eq!(dp.next_hop().mac, Some(ROUTER_MAC));
+    dp
+}
+
+struct Buf {
+    bytes: Vec<u8>,
+}
+
+impl Buf {
+    fn frame(&mut self) -> Frame<'_> {
+        Frame::new(&mut self.bytes, HEADROOM)
+    }
+}
+
+fn with_headroom(frame: &[u8]) -> Buf {
+    let mut bytes = vec![0xee; HEADROOM];
+    bytes.extend_from_slice(frame);
+    Buf { bytes }
+}
+
+fn ethernet(dst: EthernetAddress, src: EthernetAddress, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(dst.as_bytes());
+    f.extend_from_slice(src.as_bytes());
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let udp = UdpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src.0,
+        dst_addr: dst.0,
+        next_header: IpProtocol::Udp,
+        payload_len: 8 + payload.len(),
+        hop_limit: ttl,
+    };
+    let mut b = vec![0; ip.buffer_len() + 8 + payload.len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]), &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(&mut b[20..]),
+        &IpAddress::Ipv4(src.0),
+        &IpAddress::Ipv4(dst.0),
+        payload.len(),
+        |p| p.copy_from_slice(payload),
+        &caps,
+    );
+    b
+}
+
+fn echo_request(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident: 0x4242,
+        seq_no: 1,
+        data: b"abcdefgh",
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut b = vec![0; 20 + icmp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]), &caps);
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut b[20..]), &caps);
+    b
+}
+
+/// A node's VXLAN frame to the floating IP carrying `inner` (an Ethernet frame).
+fn vxlan_from(node: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0, 0, 0, 0, 0];
+    payload[4..7].copy_from_slice(&vni.to_be_bytes()[1..]);
+    payload.extend_from_slice(inner);
+    let outer = udp_packet((node, 51000), (FIP, PORT), 64, &payload);
+    ethernet(GW_MAC, NODE_MAC, ETHERTYPE_IPV4, &outer)
+}
+
+fn pod_packet(ttl: u8) -> Vec<u8> {
+    let ip = udp_packet((POD, 40000), (REMOTE, 53), ttl, b"query");
+    ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &ip)
+}
+
+fn assert_udp_valid(ip: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
+    let p = Ipv4Packet::new_checked(ip).unwrap();
+    assert!(p.verify_checksum(), "IPv4 header checksum");
+    let u = UdpPacket::new_checked(p.payload()).unwrap();
+    assert!(
+        u.checksum() == 0 || u.verify_checksum(&p.src_addr().into(), &p.dst_addr().into()),
+        "UDP checksum"
+    );
+    (p.src_addr(), p.dst_addr(), u.src_port(), u.dst_port())
+}
+
+/// Sends the pod's UDP packet out and returns the frame that left.
+fn go_out(dp: &mut Datapath, now: Instant) -> Vec<u8> {
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &pod_packet(64)));
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(now, &mut f), Verdict::Transmit);
+    f.bytes().to_vec()
+}
+
+#[test]
+fn arp_for_a_floating_ip_is_answered_and_others_are_left_to_the_host() {
+    let mut dp = datapath();
+    let request = encap::arp_frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (ROUTER_MAC, ROUTER),
+        (EthernetAddress([0; 6]), FIP),
+    );
+    let mut buf = with_headroom(&request);
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(1), &mut f), Verdict::Transmit);
+    assert_eq!(
+        f.bytes(),
+        encap::arp_frame(
+            ROUTER_MAC,
+            ArpOperation::Reply,
+            (GW_MAC, FIP),
+            (ROUTER_MAC, ROUTER)
+        )
+    );
+    let for_host = encap::arp_frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (ROUTER_MAC, ROUTER),
+        (EthernetAddress([0; 6]), GW),
+    );
+    assert_eq!(
+        dp.handle(t(1), &mut with_headroom(&for_host).frame()),
+        Verdict::Ignore
+    );
+    assert_eq!(dp.counters().arp_requests_answered, 1);
+}
+
+#[test]
+fn echo_to_a_floating_ip_is_answered() {
+    let mut dp = datapath();
+    let req = ethernet(GW_MAC, NODE_MAC, ETHERTYPE_IPV4, &echo_request(NODE, FIP));
+    let mut buf = with_headroom(&req);
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(1), &mut f), Verdict::Transmit);
+    let eth = EthernetFrame::new_checked(f.bytes()).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (NODE_MAC, GW_MAC));
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (FIP, NODE));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!(icmp.msg_type(), Icmpv4Message::EchoReply);
+    assert_eq!((icmp.echo_ident(), icmp.echo_seq_no()), (0x4242, 1));
+    assert_eq!(dp.counters().icmp_echo_replies_sent, 1);
+    // Echo to an address that is not ours is the host's business.
+    let other = ethernet(GW_MAC, NODE_MAC, ETHERTYPE_IPV4, &echo_request(NODE, GW));
+    assert_eq!(
+        dp.handle(t(1), &mut with_headroom(&other).frame()),
+        Verdict::Ignore
+    );
+}
+
+#[test]
+fn a_pod_packet_leaves_decapsulated_translated_and_one_hop_older() {
+    let mut dp = datapath();
+    let out = go_out(&mut dp, t(1));
+    let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (ROUTER_MAC, GW_MAC));
+    let (src, dst, sport, dport) = assert_udp_valid(eth.payload());
+    assert_eq!((src, dst, dport), (FIP, REMOTE, 53));
+    assert!((20000..=20001).contains(&sport));
+    assert_eq!(
+        Ipv4Packet::new_checked(eth.payload()).unwrap().hop_limit(),
+        63
+    );
+    assert_eq!(dp.counters().outbound.packets, 1);
+    assert_eq!(dp.counters().outbound.bytes, 20 + 8 + 5);
+    assert_eq!(dp.counters().flows_created, 1);
+    let s = dp.snapshot(t(1), 0);
+    assert_eq!(s.floating_ips[0].ports_in_use, 1);
+    assert_eq!(s.nodes.len(), 1);
+    assert_eq!(s.nodes[0].tunnel_mac, NODE_VX_MAC.to_string());
+}
+
+#[test]
+fn the_reply_is_translated_back_and_tunnelled_to_its_node() {
+    let mut dp = datapath();
+    let out = go_out(&mut dp, t(1));
+    let nat_port = UdpPacket::new_checked(&out[34..]).unwrap().src_port();
+    let reply = ethernet(
+        GW_MAC,
+        ROUTER_MAC,
+        ETHERTYPE_IPV4,
+        &udp_packet((REMOTE, 53), (FIP, nat_port), 60, b"answer"),
+    );
+    let mut buf = with_headroom(&reply);
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(2), &mut f), Verdict::Transmit);
+    let b = f.bytes();
+    let eth = EthernetFrame::new_checked(b).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (NODE_MAC, GW_MAC));
+    let (src, dst, _, dport) = assert_udp_valid(eth.payload());
+    assert_eq!((src, dst, dport), (FIP, NODE, PORT));
+    let inner = &b[ENCAP_LEN..];
+    assert_eq!(&b[ENCAP_LEN - 8..ENCAP_LEN - 4], &[8, 0, 0, 0]);
+    let ieth = EthernetFrame::new_checked(inner).unwrap();
+    assert_eq!(
+        (ieth.dst_addr(), ieth.src_addr()),
+        (NODE_VX_MAC, GW_MAC),
+        "the node's tunnel device only accepts frames to its own MAC"
+    );
+    let (src, dst, sport, dport) = assert_udp_valid(ieth.payload());
+    assert_eq!((src, dst, sport, dport), (REMOTE, POD, 53, 40000));
+    assert_eq!(
+        Ipv4Packet::new_checked(ieth.payload()).unwrap().hop_limit(),
+        59
+    );
+    assert_eq!(dp.counters().inbound.packets, 1);
+}
+
+#[test]
+fn refused_tunnel_traffic_is_counted_by_reason() {
+    let mut dp = datapath();
+    let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
+        (
+            "stranger",
+            vxlan_from(STRANGER, VNI, &pod_packet(64)),
+            DropReason::DisallowedSource,
+        ),
+        (
+            "wrong vni",
+            vxlan_from(NODE, 2, &pod_packet(64)),
+            DropReason::WrongVni,
+        ),
+        (
+            "no payload",
+            vxlan_from(NODE, VNI, &[]),
+            NatError::Malformed.into(),
+        ),
+        (
+            "inner IPv6",
+            vxlan_from(
+                NODE,
+                VNI,
+                &ethernet(GW_MAC, NODE_VX_MAC, 0x86dd, &[0x60; 40]),
+            ),
+            NatError::NotIpv4.into(),
+        ),
+        (
+            "inner TTL 1",
+            vxlan_from(NODE, VNI, &pod_packet(1)),
+            DropReason::TtlExpired,
+        ),
+        (
+            "inner truncated",
+            vxlan_from(NODE, VNI, &pod_packet(64)[..30]),
+            NatError::Malformed.into(),
+        ),
+    ];
+    for (name, frame, reason) in &cases {
+        let v = dp.handle(t(1), &mut with_headroom(frame).frame());
+        assert_eq!(v, Verdict::Drop(*reason), "{name}");
+    }
+    for (name, _, reason) in &cases {
+        let expected = cases.iter().filter(|c| c.2 == *reason).count() as u64;
+        assert_eq!(dp.counters().drops(*reason), expected, "{name}");
+    }
+    assert_eq!(dp.counters().outbound.packets, 0);
+}
+
+#[test]
+fn broken_outer_headers_are_counted_and_never_panic() {
+    let mut dp = datapath();
+    let good = vxlan_from(NODE, VNI, &pod_packet(64));
+    let mut bad_sum = good.clone();
+    bad_sum[14 + 10] ^= 0xff;
+    let v = dp.handle(t(1), &mut with_headroom(&bad_sum).frame());
+    assert_eq!(v, Verdict::Drop(NatError::BadChecksum.into()));
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    let v = dp.handle(t(1), &mut with_headroom(&bad_ihl).frame());
+    assert_eq!(v, Verdict::Drop(NatError::Malformed.into()));
+    // Every truncation of a valid frame: a drop or left to the host, never a panic.
+    for len in 0..good.len() {
+        let v = dp.handle(t(1), &mut with_headroom(&good[..len]).frame());
+        assert!(
+            matches!(v, Verdict::Drop(_) | Verdict::Ignore),
+            "{len}: {v:?}"
+        );
+    }
+    assert_eq!(dp.counters().outbound.packets, 0);
+}
+
+#[test]
+fn without_a_resolved_next_hop_packets_are_dropped_and_the_router_is_asked() {
+    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &pod_packet(64)));
+    let v = dp.handle(t(0), &mut buf.frame());
+    assert_eq!(v, Verdict::Drop(DropReason::NoNeighbor));
+    dp.poll(t(0));
+    let arp: Vec<_> = dp
+        .generated()
+        .iter()
+        .filter_map(|g| {
+            let eth = EthernetFrame::new_checked(&g.frame[..]).ok()?;
+            let repr = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()?;
+            Some((eth.dst_addr(), repr))
+        })
+        .collect();
+    assert!(arp.contains(&(
+        EthernetAddress::BROADCAST,
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: GW_MAC,
+            source_protocol_addr: GW,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: ROUTER,
+        }
+    )));
+    assert!(
+        arp.contains(&(
+            EthernetAddress::BROADCAST,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: GW_MAC,
+                source_protocol_addr: FIP,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: FIP,
+            }
+        )),
+        "a gratuitous ARP announces the floating IP"
+    );
+    dp.clear_generated();
+    assert!(dp.generated().is_empty());
+    assert!(dp.poll_at() <= t(1000));
+}
+
+#[test]
+fn gratuitous_arp_repeats_three_times_a_second_apart() {
+    let mut dp = datapath();
+    let mut sent = Vec::new();
+    for ms in (0..5000).step_by(100) {
+        dp.poll(t(ms));
+        let garps = dp
+            .generated()
+            .iter()
+            .filter(|g| g.frame.len() == ARP_FRAME_LEN && g.frame[28..32] == FIP.octets())
+            .count();
+        sent.extend(std::iter::repeat_n(ms, garps));
+        dp.clear_generated();
+    }
+    assert_eq!(sent, vec![0, 1000, 2000]);
+}
+
+#[test]
+fn the_node_resolves_its_router_through_the_tunnel() {
+    let mut dp = datapath();
+    let via = Ipv4Addr::new(169, 254, 100, 1);
+    let request = encap::arp_frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (NODE_VX_MAC, Ipv4Addr::new(169, 254, 100, 2)),
+        (EthernetAddress([0; 6]), via),
+    );
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &request));
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(1), &mut f), Verdict::Transmit);
+    let b = f.bytes();
+    let (src, dst, _, dport) = assert_udp_valid(&b[ETH_LEN..]);
+    assert_eq!((src, dst, dport), (FIP, NODE, PORT));
+    assert_eq!(
+        &b[ENCAP_LEN..],
+        encap::arp_frame(
+            NODE_VX_MAC,
+            ArpOperation::Reply,
+            (GW_MAC, via),
+            (NODE_VX_MAC, Ipv4Addr::new(169, 254, 100, 2)),
+        )
+    );
+}
+
+#[test]
+fn replies_without_a_flow_and_ports_running_out_are_counted() {
+    let mut dp = datapath();
+    let stray = ethernet(
+        GW_MAC,
+        ROUTER_MAC,
+        ETHERTYPE_IPV4,
+        &udp_packet((REMOTE, 53), (FIP, 20000), 60, b"x"),
+    );
+    let v = dp.handle(t(1), &mut with_headroom(&stray).frame());
+    assert_eq!(v, Verdict::Drop(NatError::NoFlow.into()));
+    // Two ports in the range, the pod's own port outside it: the third flow to the same
+    // destination finds none.
+    for sport in [1000, 1001, 1002] {
+        let ip = udp_packet((POD, sport), (REMOTE, 53), 64, b"q");
+        let frame = vxlan_from(
+            NODE,
+            VNI,
+            &ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &ip),
+        );
+        dp.handle(t(1), &mut with_headroom(&frame).frame());
+    }
+    assert_eq!(dp.counters().drops(NatError::PortsExhausted.into()), 1);
+    assert_eq!(dp.snapshot(t(1), 0).floating_ips[0].ports_in_use, 2);
+}
+
+#[test]
+fn expiry_frees_the_ports_in_the_status() {
+    let mut dp = datapath();
+    go_out(&mut dp, t(1));
+    assert_eq!(dp.snapshot(t(1), 0).flows.live, 1);
+    let later = t(1) + Timeouts::default().udp + Duration::from_secs(2);
+    dp.poll(later);
+    let s = dp.snapshot(later, 0);
+    assert_eq!((s.flows.live, s.flows.expired), (0, 1));
+    assert_eq!(s.floating_ips[0].ports_in_use, 0);
+}
+
+#[test]
+fn a_partial_checksum_follows_the_packet_through_decapsulation() {
+    let mut dp = datapath();
+    let frame = vxlan_from(NODE, VNI, &pod_packet(64));
+    let inner_l4 = ENCAP_LEN + ETH_LEN + 20;
+    // Make the inner UDP checksum partial, as the node's kernel hands it over.
+    let mut buf = with_headroom(&frame);
+    let at = HEADROOM + inner_l4 + 6;
+    let partial = crate::nat::checksum::pseudo_header_sum(POD.octets(), REMOTE.octets(), 17, 13);
+    buf.bytes[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+    let mut f = buf.frame();
+    f.offload.checksum = Some(PartialChecksum {
+        start: inner_l4 as u16,
+        offset: 6,
+    });
+    assert_eq!(dp.handle(t(1), &mut f), Verdict::Transmit);
+    let c = f.offload.checksum.unwrap();
+    assert_eq!(
+        usize::from(c.start),
+        ETH_LEN + 20,
+        "offsets follow the new frame start"
+    );
+    let mut out = f.bytes().to_vec();
+    assert!(finish_checksum(&mut out, c));
+    assert_udp_valid(&out[ETH_LEN..]);
+}
+
+#[test]
+fn a_tcp_super_packet_from_outside_leaves_as_tunnelled_segments() {
+    let mut dp = datapath();
+    // Open a TCP flow from the pod.
+    let mut syn = vec![0u8; 40];
+    syn[0] = 0x45;
+    syn[2..4].copy_from_slice(&40u16.to_be_bytes());
+    syn[8] = 64;
+    syn[9] = 6;
+    syn[12..16].copy_from_slice(&POD.octets());
+    syn[16..20].copy_from_slice(&REMOTE.octets());
+    let sum = full(&syn[..20]);
+    syn[10..12].copy_from_slice(&sum.to_be_bytes());
+    syn[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    syn[22..24].copy_from_slice(&5201u16.to_be_bytes());
+    syn[32] = 5 << 4;
+    syn[33] = 0x02;
+    let frame = vxlan_from(
+        NODE,
+        VNI,
+        &ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &syn),
+    );
+    let mut buf = with_headroom(&frame);
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(1), &mut f), Verdict::Transmit);
+    let nat_port = TcpPacket::new_checked(&f.bytes()[34..]).unwrap().src_port();
+    // 4000 bytes of data back, as one GRO super-packet with a partial checksum.
+    let payload: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+    let mut sp = vec![0u8; 40];
+    sp[0] = 0x45;
+    sp[2..4].copy_from_slice(&(40u16 + 4000).to_be_bytes());
+    sp[8] = 60;
+    sp[9] = 6;
+    sp[12..16].copy_from_slice(&REMOTE.octets());
+    sp[16..20].copy_from_slice(&FIP.octets());
+    let sum = full(&sp[..20]);
+    sp[10..12].copy_from_slice(&sum.to_be_bytes());
+    sp[20..22].copy_from_slice(&5201u16.to_be_bytes());
+    sp[22..24].copy_from_slice(&nat_port.to_be_bytes());
+    sp[32] = 5 << 4;
+    sp[33] = 0x12 | 0x08;
+    let partial = crate::nat::checksum::pseudo_header_sum(REMOTE.octets(), FIP.octets(), 6, 4020);
+    sp[36..38].copy_from_slice(&partial.to_be_bytes());
+    sp.extend_from_slice(&payload);
+    let mut buf = with_headroom(&ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &sp));
+    let mut f = buf.frame();
+    f.offload = Offload {
+        checksum: Some(PartialChecksum {
+            start: 34,
+            offset: 16,
+        }),
+        gso: Some(Gso {
+            kind: GsoKind::Tcpv4,
+            size: 1400,
+        }),
+    };
+    assert_eq!(dp.handle(t(2), &mut f), Verdict::Consumed);
+    assert_eq!(
+        dp.nat()
+            .table()
+            .flow(
+                dp.nat()
+                    .table()
+                    .lookup_outside(&crate::nat::OutsideKey {
+                        egress: FIP,
+                        remote: REMOTE,
+                        nat_port,
+                        remote_port: 5201,
+                        proto: crate::nat::Proto::Tcp,
+                    })
+                    .unwrap()
+            )
+            .state,
+        FlowState::TcpSynReceived
+    );
+    let mut stream = Vec::new();
+    assert_eq!(dp.generated().len(), 3);
+    for g in dp.generated() {
+        let mut seg = g.frame.clone();
+        assert!(seg.len() - ETH_LEN <= 1500);
+        assert!(finish_checksum(&mut seg, g.offload.checksum.unwrap()));
+        let inner = &seg[ENCAP_LEN + ETH_LEN..];
+        let ip = Ipv4Packet::new_checked(inner).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (REMOTE, POD));
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(&REMOTE.into(), &POD.into()));
+        assert_eq!(tcp.dst_port(), 40000);
+        stream.extend_from_slice(tcp.payload());
+    }
+    assert_eq!(stream, payload);
+    assert_eq!(dp.counters().inbound.packets, 3);
+}
