@@ -9,6 +9,10 @@
 //! the machine. Code that must run inside a namespace (loading eBPF, netlink) uses
 //! [`NetNs::run`], which runs a closure on a thread that has entered it.
 //!
+//! [`topology`] builds egret's own topology on top of these: a pod, its node, the gateway, a
+//! router and an outside server ([`GatewayLab`]), with the gateway process and the kernel
+//! NAT baseline to compare it with.
+//!
 //! The lab needs root. Lab tests call [`require_root`] first, which fails them with a clear
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
@@ -16,10 +20,12 @@ mod command;
 mod link;
 mod netns;
 mod packet;
+pub mod topology;
 
 pub use command::check_output;
 pub use link::{Link, veth_pair};
 pub use netns::{NetNs, reap_stale_namespaces, run_prefix};
+pub use topology::{GatewayLab, Mode};
 
 /// Fails the calling test unless it runs as root (effective uid 0).
 ///
