@@ -7,6 +7,7 @@
 //! - [`api`]: the operations API (`GET /metrics`, `GET /status`) and its status client.
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
 //! - [`datapath`]: the packet path: ARP, VXLAN, NAT, encapsulation, as a pure core.
+//! - [`io`]: the packet sockets, the kernel guard and the loop around the data path.
 //! - [`wire`]: our own wire formats (VXLAN).
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
 //! - [`status`]: the counters and state the gateway reports.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod datapath;
+pub mod io;
 pub mod nat;
 pub mod status;
 pub mod wire;

@@ -7,9 +7,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use egret_gateway::config::{self, Config, ConfigError, HostFacts};
+use egret_gateway::config::{self, Config, ConfigError, HostFacts, Priority};
+use egret_gateway::datapath::{Datapath, FloatingIp, Setup};
+use egret_gateway::io::{self, guard::KernelGuard, host::Interface, packet};
+use egret_gateway::{api, status};
 
 #[derive(Debug, Parser)]
 #[command(name = "egret-gateway", version, about = "egret egress NAT gateway")]
@@ -31,6 +39,27 @@ enum Command {
         #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Run the gateway: own the floating IPs on `[gateway].interface` and NAT the nodes'
+    /// tunnelled traffic until SIGTERM or SIGINT.
+    ///
+    /// Logs go to stderr; `RUST_LOG` sets the level (default `info`).
+    Run {
+        /// The gateway config file.
+        #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Ask the running gateway (at `[api].listen`) what it owns, its traffic and its drops.
+    Status {
+        /// The gateway config file, for `[api].listen`.
+        #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The API address, instead of reading it from the config.
+        #[arg(long, value_name = "ADDR:PORT")]
+        api: Option<SocketAddr>,
+        /// Print the raw JSON of `GET /status`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// An invalid config: already reported line by line, exits with 2.
@@ -40,6 +69,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Status { config, api, json } => status(&config, api, json),
     };
     match result {
         Ok(code) => code,
@@ -52,25 +83,194 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let host = HostFacts::from_system().context("cannot read this host's interfaces")?;
+    let config = match load(path, &host)? {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(config.to_toml().as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write the effective config")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the config, printing warnings, or every problem and exit code 2.
+fn load(path: &Path, host: &HostFacts) -> anyhow::Result<Result<Config, ExitCode>> {
     let file = path.display();
-    match Config::load(path, &host) {
+    match Config::load(path, host) {
         Ok(checked) => {
             for warning in &checked.warnings {
                 eprintln!("{file}:{warning}");
             }
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(checked.config.to_toml().as_bytes())
-                .and_then(|()| stdout.flush())
-                .context("cannot write the effective config")?;
-            Ok(ExitCode::SUCCESS)
+            Ok(Ok(checked.config))
         }
         Err(ConfigError::Invalid(diagnostics)) => {
             for diagnostic in &diagnostics {
                 eprintln!("{file}:{diagnostic}");
             }
-            Ok(ExitCode::from(EXIT_INVALID_CONFIG))
+            Ok(Err(ExitCode::from(EXIT_INVALID_CONFIG)))
         }
         Err(error @ ConfigError::Read { .. }) => Err(error.into()),
     }
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let host = HostFacts::from_system().context("cannot read this host's interfaces")?;
+    let config = match load(path, &host)? {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let ifname = &config.gateway.interface;
+    let interface =
+        Interface::read(ifname).with_context(|| format!("cannot read interface {ifname}"))?;
+    let Some(address) = host.interface(ifname).and_then(|a| a.first()) else {
+        bail!("interface {ifname} has no IPv4 address; the gateway's ARP and VRRP need one");
+    };
+    let next_hop = match config.gateway.next_hop {
+        Some(hop) => hop,
+        None => io::host::default_gateway(ifname)
+            .context("cannot read /proc/net/route")?
+            .with_context(|| {
+                format!(
+                    "no default route via {ifname}; set [gateway].next_hop or add a default route"
+                )
+            })?,
+    };
+    let floating_ips: Vec<FloatingIp> = config
+        .floating_ips
+        .iter()
+        .map(|f| FloatingIp {
+            address: f.address,
+            vrid: f.vrid,
+            priority: match f.effective_priority(&config.election) {
+                Priority::Fixed(p) => p,
+                Priority::Auto => 100,
+            },
+        })
+        .collect();
+    let addresses: Vec<_> = floating_ips.iter().map(|f| f.address).collect();
+    let setup = Setup {
+        name: config.gateway.name.clone(),
+        interface: ifname.clone(),
+        mac: interface.mac,
+        address: address.address(),
+        mtu: interface.mtu,
+        next_hop,
+        floating_ips,
+        tunnel_port: config.tunnel.port,
+        vni: config.tunnel.vni,
+        allowed_sources: config.tunnel.allowed_sources.clone(),
+        nat: config.nat_params(),
+        seed: seed(),
+    };
+    let rx = packet::RxRing::open(interface.index).with_context(|| {
+        format!("cannot open a packet ring on {ifname} (needs CAP_NET_RAW and CAP_IPC_LOCK)")
+    })?;
+    let tx = packet::Tx::open(interface.index)
+        .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
+    let guard = KernelGuard::install(ifname, &addresses).context(
+        "cannot keep the kernel out of the floating IPs' traffic (needs nft and CAP_NET_ADMIN)",
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.api.listen))
+        .with_context(|| format!("cannot listen on [api].listen = {}", config.api.listen))?;
+    let dp = Datapath::new(setup, smoltcp::time::Instant::ZERO)
+        .context("cannot allocate the flow table ([nat].max_flows)")?;
+    let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let datapath = {
+        let (stop, snapshot) = (stop.clone(), snapshot.clone());
+        std::thread::Builder::new()
+            .name("datapath".into())
+            .spawn(move || io::run(dp, rx, tx, stop, snapshot))
+            .context("cannot start the data path thread")?
+    };
+    tracing::info!(
+        name = %config.gateway.name,
+        interface = %ifname,
+        %next_hop,
+        floating_ips = ?addresses,
+        api = %config.api.listen,
+        "gateway running"
+    );
+    let mut term = {
+        let _runtime = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot handle SIGTERM")?
+    };
+    let stopped = stop.clone();
+    runtime.block_on(async move {
+        let shutdown = async {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+                _ = wait_for(&stopped) => {}
+            }
+        };
+        api::serve(listener, snapshot, shutdown).await;
+    });
+    stop.store(true, Ordering::Relaxed);
+    let result = datapath
+        .join()
+        .map_err(|_| anyhow::anyhow!("the data path thread panicked"))?;
+    guard
+        .remove()
+        .context("cannot remove the nftables table egret_gateway")?;
+    result.context("the data path failed")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves once the data path has stopped by itself (an I/O failure).
+async fn wait_for(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A seed for the NAT's port allocator, different at every start.
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+fn status(path: &Path, api: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
+    let addr = match api {
+        Some(addr) => addr,
+        None => {
+            let host = HostFacts::from_system().context("cannot read this host's interfaces")?;
+            match load(path, &host)? {
+                Ok(config) => config.api.listen,
+                Err(code) => return Ok(code),
+            }
+        }
+    };
+    let snapshot = api::fetch_status(addr, Duration::from_secs(5))?;
+    let text = if json {
+        serde_json::to_string_pretty(&snapshot).context("cannot print the status")? + "\n"
+    } else {
+        api::render_text(&snapshot)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write the status")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use smoltcp::wire::{
 };
 
 use super::frame::{Gso, GsoKind};
-use crate::nat::checksum::{full, pseudo_header_sum};
+use crate::nat::checksum::{fast_sum, full, pseudo_header_sum};
 use crate::wire::vxlan::{self, VxlanPacket};
 
 pub const ETH_LEN: usize = 14;
@@ -40,10 +40,22 @@ pub struct Outer {
 /// Ethernet frame at `buf[ENCAP_LEN..]`. The outer UDP checksum is zero, as RFC 7348 allows
 /// and Linux sends by default: the inner packet carries its own.
 pub fn write_encap(buf: &mut [u8], o: &Outer, inner_len: usize) {
-    let udp_len = UDP_LEN + vxlan::HEADER_LEN + inner_len;
+    write_outer(buf, o, vxlan::HEADER_LEN + inner_len);
+    VxlanPacket::new_unchecked(&mut buf[UDP_PAYLOAD..ENCAP_LEN]).set_header(o.vni);
+}
+
+/// Where the outer UDP payload (the VXLAN header) starts.
+pub const UDP_PAYLOAD: usize = ETH_LEN + IPV4_LEN + UDP_LEN;
+/// Where the outer UDP header starts.
+pub const OUTER_UDP: usize = ETH_LEN + IPV4_LEN;
+
+/// Writes the outer Ethernet, IPv4 and UDP headers for `udp_payload` bytes of UDP payload,
+/// with a zero UDP checksum.
+pub fn write_outer(buf: &mut [u8], o: &Outer, udp_payload: usize) {
+    let udp_len = UDP_LEN + udp_payload;
     let ip_len = IPV4_LEN + udp_len;
     write_ethernet(buf, o.dst_mac, o.src_mac, EthernetProtocol::Ipv4);
-    let ip = &mut buf[ETH_LEN..ETH_LEN + IPV4_LEN];
+    let ip = &mut buf[ETH_LEN..OUTER_UDP];
     ip[0] = 0x45;
     ip[1] = 0;
     ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
@@ -56,12 +68,11 @@ pub fn write_encap(buf: &mut [u8], o: &Outer, inner_len: usize) {
     ip[16..20].copy_from_slice(&o.dst.octets());
     let sum = full(ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let udp = &mut buf[ETH_LEN + IPV4_LEN..ETH_LEN + IPV4_LEN + UDP_LEN];
+    let udp = &mut buf[OUTER_UDP..UDP_PAYLOAD];
     udp[0..2].copy_from_slice(&o.src_port.to_be_bytes());
     udp[2..4].copy_from_slice(&o.dst_port.to_be_bytes());
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     udp[6..8].fill(0);
-    VxlanPacket::new_unchecked(&mut buf[ETH_LEN + IPV4_LEN + UDP_LEN..ENCAP_LEN]).set_header(o.vni);
 }
 
 /// Writes an Ethernet header.
@@ -190,8 +201,8 @@ impl Segments {
 
     /// Writes segment `i` of `ip` into `out[..self.len(i)]`: headers copied and adjusted
     /// (total length, IPv4 ID and checksum, TCP sequence number and flags, UDP length),
-    /// the transport checksum left partial for the offload to finish.
-    pub fn write(&self, ip: &[u8], i: usize, out: &mut [u8]) {
+    /// the transport checksum left partial for the offload to finish, or `complete`.
+    pub fn write(&self, ip: &[u8], i: usize, out: &mut [u8], complete: bool) {
         let len = self.len(i);
         let from = self.headers + i * self.size;
         out[..self.headers].copy_from_slice(&ip[..self.headers]);
@@ -230,6 +241,14 @@ impl Segments {
         let partial = pseudo_header_sum(src, dst, proto, (len - l4) as u16);
         let at = l4 + usize::from(self.checksum_offset());
         out[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+        if complete {
+            // The field holds the pseudo-header sum: summing the segment finishes it.
+            let sum = match !fast_sum(&out[l4..len]) {
+                0 if self.kind == GsoKind::Udpv4 => 0xffff,
+                s => s,
+            };
+            out[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        }
     }
 }
 
@@ -283,8 +302,10 @@ mod tests {
         let mut stream = Vec::new();
         for i in 0..plan.count {
             let mut seg = vec![0u8; plan.len(i)];
-            plan.write(&sp, i, &mut seg);
-            finish(&mut seg, 20 + 16);
+            plan.write(&sp, i, &mut seg, i == 1);
+            if i != 1 {
+                finish(&mut seg, 20 + 16);
+            }
             let ip = Ipv4Packet::new_checked(&seg[..]).unwrap();
             assert!(ip.verify_checksum());
             assert_eq!(usize::from(ip.total_len()), seg.len());
@@ -325,8 +346,10 @@ mod tests {
         assert_eq!(plan.count, 3);
         for i in 0..3 {
             let mut seg = vec![0u8; plan.len(i)];
-            plan.write(&p, i, &mut seg);
-            finish(&mut seg, 20 + 6);
+            plan.write(&p, i, &mut seg, i == 1);
+            if i != 1 {
+                finish(&mut seg, 20 + 6);
+            }
             let ip = Ipv4Packet::new_checked(&seg[..]).unwrap();
             let udp = UdpPacket::new_checked(ip.payload()).unwrap();
             assert_eq!(udp.len() as usize, 8 + [1000, 1000, 500][i]);

@@ -44,6 +44,9 @@ const ETHERTYPE_ARP: u16 = 0x0806;
 /// Gratuitous ARPs sent when the gateway starts owning a floating IP, one a second.
 const GARP_COUNT: u32 = 3;
 const GARP_SPACING: Duration = Duration::from_secs(1);
+/// Most segments Linux accepts in one UDP GSO super-packet (`UDP_MAX_SEGMENTS` is 64 on
+/// older kernels, 128 on newer).
+const UDP_GSO_MAX_SEGMENTS: usize = 64;
 /// The TTL of packets the gateway originates.
 const OWN_TTL: u8 = 64;
 
@@ -624,8 +627,14 @@ impl Datapath {
         Ok(Verdict::Transmit)
     }
 
-    /// Cuts a translated super-packet into segments, each tunnelled to the node with its
-    /// transport checksum left to the offload.
+    /// Cuts a translated super-packet into segments and tunnels them to the node.
+    ///
+    /// A packet socket cannot hand the kernel a super-packet of tunnelled TCP, but it can
+    /// hand it a UDP one (UDP GSO), which the kernel cuts at a fixed size. So each segment
+    /// is made a whole VXLAN payload of exactly that size (VXLAN header, inner Ethernet,
+    /// IPv4, TCP, data), with its inner checksum complete, and the train of them rides in
+    /// one outer UDP super-packet: one send, cut by the kernel (or the NIC) into ordinary
+    /// VXLAN packets, which the node's VXLAN device merges again with GRO.
     #[allow(clippy::too_many_arguments)]
     fn tunnel_segments(
         &mut self,
@@ -639,35 +648,63 @@ impl Datapath {
     ) -> Result<(), DropReason> {
         let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
         let plan = Segments::plan(packet, gso).ok_or(DropReason::Truncated)?;
-        for i in 0..plan.count {
-            let ip_len = plan.len(i);
-            let inner_len = ETH_LEN + ip_len;
-            if ip_len + ENCAP_LEN - ETH_LEN > usize::from(self.setup.mtu) {
-                return Err(DropReason::TooBig);
-            }
+        let vx = crate::wire::vxlan::HEADER_LEN;
+        let seg = |i: usize| vx + ETH_LEN + plan.len(i);
+        if encap::UDP_PAYLOAD - ETH_LEN + seg(0) > usize::from(self.setup.mtu) {
+            return Err(DropReason::TooBig);
+        }
+        let per_send = ((usize::from(u16::MAX) - (encap::UDP_PAYLOAD - ETH_LEN)) / seg(0))
+            .clamp(1, UDP_GSO_MAX_SEGMENTS);
+        let mut first = 0;
+        while first < plan.count {
+            let last = (first + per_send).min(plan.count);
+            let udp_payload: usize = (first..last).map(seg).sum();
             let mut out = self.spare.pop().unwrap_or_default();
             out.clear();
-            out.resize(ENCAP_LEN + inner_len, 0);
-            plan.write(packet, i, &mut out[ENCAP_LEN + ETH_LEN..]);
-            encap::write_ethernet(
-                &mut out[ENCAP_LEN..],
-                node.tunnel_mac,
-                self.setup.mac,
-                smoltcp::wire::EthernetProtocol::Ipv4,
-            );
+            out.resize(encap::UDP_PAYLOAD + udp_payload, 0);
+            let mut at = encap::UDP_PAYLOAD;
+            for i in first..last {
+                crate::wire::VxlanPacket::new_unchecked(&mut out[at..at + vx])
+                    .set_header(self.setup.vni);
+                encap::write_ethernet(
+                    &mut out[at + vx..],
+                    node.tunnel_mac,
+                    self.setup.mac,
+                    smoltcp::wire::EthernetProtocol::Ipv4,
+                );
+                plan.write(packet, i, &mut out[at + vx + ETH_LEN..at + seg(i)], true);
+                at += seg(i);
+            }
             let outer = self.outer(egress, node_ip, node.mac, src_port);
-            encap::write_encap(&mut out, &outer, inner_len);
-            let start = (ENCAP_LEN + ETH_LEN + plan.ihl()) as u16;
+            encap::write_outer(&mut out, &outer, udp_payload);
+            let offload = if last - first > 1 {
+                // UDP GSO needs the outer checksum to the offload: its field holds the
+                // pseudo-header sum over the whole super-packet's length.
+                let sum = crate::nat::checksum::pseudo_header_sum(
+                    egress.octets(),
+                    node_ip.octets(),
+                    IpProtocol::Udp.into(),
+                    (8 + udp_payload) as u16,
+                );
+                out[encap::OUTER_UDP + 6..encap::OUTER_UDP + 8].copy_from_slice(&sum.to_be_bytes());
+                Offload {
+                    checksum: Some(PartialChecksum {
+                        start: encap::OUTER_UDP as u16,
+                        offset: 6,
+                    }),
+                    gso: Some(Gso {
+                        kind: GsoKind::Udpv4,
+                        size: seg(first) as u16,
+                    }),
+                }
+            } else {
+                Offload::default()
+            };
             self.generated.push(Generated {
                 frame: out,
-                offload: Offload {
-                    checksum: Some(PartialChecksum {
-                        start,
-                        offset: plan.checksum_offset(),
-                    }),
-                    gso: None,
-                },
+                offload,
             });
+            first = last;
         }
         Ok(())
     }

@@ -591,17 +591,43 @@ fn a_tcp_super_packet_from_outside_leaves_as_tunnelled_segments() {
         FlowState::TcpSynReceived
     );
     let mut stream = Vec::new();
-    assert_eq!(dp.generated().len(), 3);
-    for g in dp.generated() {
-        let mut seg = g.frame.clone();
-        assert!(seg.len() - ETH_LEN <= 1500);
-        assert!(finish_checksum(&mut seg, g.offload.checksum.unwrap()));
-        let inner = &seg[ENCAP_LEN + ETH_LEN..];
-        let ip = Ipv4Packet::new_checked(inner).unwrap();
+    assert_eq!(
+        dp.generated().len(),
+        1,
+        "one UDP super-packet carries the train"
+    );
+    let g = &dp.generated()[0];
+    let gso = g.offload.gso.unwrap();
+    assert_eq!(gso.kind, GsoKind::Udpv4);
+    let c = g.offload.checksum.unwrap();
+    assert_eq!((c.start, c.offset), (34, 6));
+    let mut whole = g.frame.clone();
+    let (src, dst, _, dport) = {
+        // Finished as one datagram, the outer UDP checksum must hold: the kernel's
+        // segmentation starts from that.
+        assert!(finish_checksum(&mut whole, c));
+        assert_udp_valid(&whole[ETH_LEN..])
+    };
+    assert_eq!((src, dst, dport), (FIP, NODE, PORT));
+    // Cut it as the kernel will: every `gso.size` bytes of UDP payload is one VXLAN packet.
+    let payload_start = encap::UDP_PAYLOAD;
+    let segments: Vec<&[u8]> = g.frame[payload_start..]
+        .chunks(usize::from(gso.size))
+        .collect();
+    assert_eq!(segments.len(), 3);
+    for s in segments {
+        assert!(20 + 8 + s.len() <= 1500, "each cut fits the interface");
+        assert_eq!(&s[..8], &[8, 0, 0, 0, 0, 0, 1, 0]);
+        let ieth = EthernetFrame::new_checked(&s[8..]).unwrap();
+        assert_eq!(ieth.dst_addr(), NODE_VX_MAC);
+        let ip = Ipv4Packet::new_checked(ieth.payload()).unwrap();
         assert!(ip.verify_checksum());
         assert_eq!((ip.src_addr(), ip.dst_addr()), (REMOTE, POD));
         let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
-        assert!(tcp.verify_checksum(&REMOTE.into(), &POD.into()));
+        assert!(
+            tcp.verify_checksum(&REMOTE.into(), &POD.into()),
+            "inner checksum complete"
+        );
         assert_eq!(tcp.dst_port(), 40000);
         stream.extend_from_slice(tcp.payload());
     }

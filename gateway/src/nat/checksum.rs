@@ -95,6 +95,42 @@ pub fn pseudo_header_sum(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u16) 
     sum as u16
 }
 
+/// The one's-complement sum of `data` (starting at an even offset of the packet), folded to
+/// 16 bits and not complemented; `fast_sum(a) + fast_sum(b)` folds to the sum of `a ++ b`
+/// when `a` has even length. Adds eight bytes at a time: segmenting a 64 KiB super-packet
+/// sums every byte once.
+pub fn fast_sum(data: &[u8]) -> u16 {
+    // One's-complement addition commutes with byte swapping (RFC 1071 section 2(B)): sum
+    // native-endian 32-bit words with the carries kept in a u64, fold, then swap once.
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w & 0xffff_ffff) + (w >> 32);
+    }
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 8];
+    tail[..rest.len()].copy_from_slice(rest);
+    let w = u64::from_ne_bytes(tail);
+    acc += (w & 0xffff_ffff) + (w >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let mut s = (acc & 0xffff) + (acc >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    let s = s as u16;
+    if cfg!(target_endian = "little") {
+        s.swap_bytes()
+    } else {
+        s
+    }
+}
+
+/// Adds two folded sums.
+pub fn add_sums(a: u16, b: u16) -> u16 {
+    fold32(u32::from(a) + u32::from(b)) as u16
+}
+
 /// Full one's-complement checksum over `data` (for tests and for the packets we build).
 pub fn full(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -112,6 +148,25 @@ pub fn full(data: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_sum_matches_the_plain_sum_for_every_length_and_alignment() {
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in [0, 2, 4, 6] {
+            for len in 0..data.len() - start {
+                let d = &data[start..start + len];
+                assert_eq!(!fast_sum(d), full(d), "start {start} len {len}");
+            }
+        }
+        let all_ones = [0xffu8; 64];
+        assert_eq!(!fast_sum(&all_ones), full(&all_ones));
+        assert_eq!(
+            add_sums(fast_sum(&data[..100]), fast_sum(&data[100..])),
+            fast_sum(&data)
+        );
+    }
 
     #[test]
     fn rfc1624_example() {
