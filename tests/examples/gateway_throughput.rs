@@ -1,0 +1,368 @@
+//! Throughput of the pod's traffic through `egret-gateway` beside the kernel baseline
+//! (nftables masquerade in the gw namespace), measured in the same run on the same lab
+//! ([`egret_lab::GatewayLab`]). Run it through `tests/measure/gateway-throughput`, which
+//! builds the gateway first; needs root.
+//!
+//! For each of N rounds (default 3) it measures both modes, in alternating order, with iperf3
+//! from the pod to a server in the outside namespace:
+//!
+//! - small UDP packets: `-u -l 36 -b 0`, so the pod's IPv4 packets are 64 bytes (20 IPv4 +
+//!   8 UDP + 36 payload); packets per second **received** by the server. The same packets also
+//!   come from a plain `send` loop in this program ("udp64 blast", iperf3 adds a `select` per
+//!   packet), counted by a socket in the outside namespace; its sent rate shows whether the
+//!   sender or the path was the limit. Mind that the kernel forwards every hop of the lab
+//!   (node, bridge, router, and the gw in kernel mode) on the sending CPU, in the `send` call;
+//!   the gateway works on the other CPU;
+//! - one TCP stream pod → outside, Gbit/s received by the server;
+//! - one TCP stream outside → pod (`-R`), Gbit/s received by the pod.
+//!
+//! Then it prints every round, the medians, and egret/kernel per metric. The gateway runs
+//! only while egret mode is measured, so that the kernel baseline does not share the CPUs
+//! with it; nothing is pinned to a CPU.
+//!
+//! ```text
+//! gateway_throughput [ROUNDS] [SECONDS]      (env EGRET_ROUNDS, EGRET_SECONDS)
+//! ```
+
+use std::{
+    io,
+    net::UdpSocket,
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use egret_lab::{
+    GatewayLab, Mode,
+    topology::{
+        Background, OUTSIDE_ADDRESS, POD_ADDRESS, gateway_binary, run_with_timeout, wait_listening,
+    },
+};
+use serde_json::Value;
+
+/// UDP payload that makes a 64-byte IPv4 packet: 64 - 20 (IPv4) - 8 (UDP).
+const SMALL_UDP_PAYLOAD: u32 = 36;
+const IPERF_PORT: u16 = 5201;
+
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    /// Small UDP packets from iperf3 received by the server, per second.
+    udp_pps: f64,
+    /// Small UDP packets from the send loop received, per second, and sent per second.
+    blast_pps: f64,
+    blast_sent_pps: f64,
+    /// TCP pod → outside, Gbit/s received.
+    tcp_up_gbps: f64,
+    /// TCP outside → pod, Gbit/s received.
+    tcp_down_gbps: f64,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gateway-throughput: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setting(position: usize, env: &str, default: u32) -> Result<u32> {
+    let value = std::env::args()
+        .nth(position)
+        .or_else(|| std::env::var(env).ok());
+    match value {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("{env}: {text:?} is not a positive whole number")),
+    }
+}
+
+fn run() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root: it builds network namespaces"
+    );
+    let rounds = setting(1, "EGRET_ROUNDS", 3)?;
+    let seconds = setting(2, "EGRET_SECONDS", 5)?;
+    let binary = gateway_binary()?;
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "egret-gateway: {}\n{rounds} rounds of {seconds} s per test, {cpus} CPUs, nothing pinned",
+        binary.display()
+    );
+
+    let mut lab = GatewayLab::new("tput")?;
+    let _server = Background::spawn(lab.outside().command("iperf3").args([
+        "-s",
+        "-B",
+        &OUTSIDE_ADDRESS.to_string(),
+        "-p",
+        &IPERF_PORT.to_string(),
+    ]))?;
+    wait_listening(lab.outside(), "tcp", IPERF_PORT, Duration::from_secs(5))?;
+
+    let mut results: Vec<(u32, Mode, Figures)> = Vec::new();
+    for round in 1..=rounds {
+        // Alternate which mode goes first, so that neither always runs on a warmer machine.
+        let order = if round % 2 == 1 {
+            [Mode::Egret, Mode::Kernel]
+        } else {
+            [Mode::Kernel, Mode::Egret]
+        };
+        for mode in order {
+            switch(&mut lab, mode)?;
+            let figures = measure(&lab, seconds)
+                .with_context(|| format!("round {round}, {} mode", name(mode)))?;
+            if mode == Mode::Egret {
+                lab.gateway_mut()?.ensure_running()?;
+            }
+            println!(
+                "round {round} {:<6}  udp64 iperf3 {:>7.0} pkt/s, blast {:>7.0} of {:>7.0} pkt/s sent   \
+                 tcp up {:>6.2} Gbit/s   tcp down {:>6.2} Gbit/s",
+                name(mode),
+                figures.udp_pps,
+                figures.blast_pps,
+                figures.blast_sent_pps,
+                figures.tcp_up_gbps,
+                figures.tcp_down_gbps
+            );
+            results.push((round, mode, figures));
+        }
+    }
+    if lab.gateway_started() {
+        lab.stop_gateway()?;
+    }
+    print_table(&results);
+    Ok(())
+}
+
+fn name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Egret => "egret",
+        Mode::Kernel => "kernel",
+    }
+}
+
+/// Puts the lab in `mode`: the gateway runs in egret mode only.
+fn switch(lab: &mut GatewayLab, mode: Mode) -> Result<()> {
+    match mode {
+        Mode::Egret => {
+            lab.set_mode(Mode::Egret)?;
+            if !lab.gateway_started() {
+                lab.start_gateway()?;
+            }
+        }
+        Mode::Kernel => {
+            if lab.gateway_started() {
+                lab.stop_gateway()?;
+            }
+            lab.set_mode(Mode::Kernel)?;
+        }
+    }
+    // The path works before it is measured (and every neighbour on it is resolved).
+    let replies = lab.pod().ping("eth0", OUTSIDE_ADDRESS.into(), 3)?;
+    ensure!(
+        replies > 0,
+        "{} mode: the pod cannot ping the outside server",
+        name(mode)
+    );
+    Ok(())
+}
+
+fn measure(lab: &GatewayLab, seconds: u32) -> Result<Figures> {
+    let udp = iperf(
+        lab,
+        seconds,
+        &["-u", "-b", "0", "-l", &SMALL_UDP_PAYLOAD.to_string()],
+    )?;
+    let (blast_sent_pps, blast_pps) = udp_blast(lab, seconds)?;
+    let tcp_up = iperf(lab, seconds, &[])?;
+    let tcp_down = iperf(lab, seconds, &["-R"])?;
+    Ok(Figures {
+        udp_pps: udp_received_pps(&udp)?,
+        blast_pps,
+        blast_sent_pps,
+        tcp_up_gbps: tcp_received_bps(&tcp_up)? / 1e9,
+        tcp_down_gbps: tcp_received_bps(&tcp_down)? / 1e9,
+    })
+}
+
+/// One iperf3 client run in the pod, bound to the pod's address; its JSON report.
+fn iperf(lab: &GatewayLab, seconds: u32, extra: &[&str]) -> Result<Value> {
+    let out = run_with_timeout(
+        lab.pod()
+            .command("iperf3")
+            .args(["-c", &OUTSIDE_ADDRESS.to_string()])
+            .args(["-B", &POD_ADDRESS.to_string()])
+            .args(["-p", &IPERF_PORT.to_string()])
+            .args(["-t", &seconds.to_string(), "-J"])
+            .args(extra),
+        Duration::from_secs(u64::from(seconds) + 30),
+    )?;
+    let report: Value = serde_json::from_str(&out).context("iperf3 -J printed no JSON")?;
+    if let Some(error) = report.get("error") {
+        bail!("iperf3 {extra:?}: {error}");
+    }
+    Ok(report)
+}
+
+fn number(report: &Value, path: &[&str]) -> Result<f64> {
+    let mut value = report;
+    for key in path {
+        value = value
+            .get(key)
+            .with_context(|| format!("iperf3 report has no {}", path.join(".")))?;
+    }
+    value
+        .as_f64()
+        .with_context(|| format!("iperf3 {} is not a number", path.join(".")))
+}
+
+/// Packets the server received per second: the packets sent less those the server found
+/// missing, over the test's duration, as the server reports them.
+fn udp_received_pps(report: &Value) -> Result<f64> {
+    let path = |key| ["end", "sum_received", key];
+    let packets = number(report, &path("packets"))?;
+    let lost = number(report, &path("lost_packets"))?;
+    let seconds = number(report, &path("seconds"))?;
+    ensure!(seconds > 0.0, "iperf3 ran for 0 s");
+    Ok((packets - lost) / seconds)
+}
+
+/// Sends 36-byte UDP payloads (64-byte IPv4 packets) from the pod to the outside server as
+/// fast as one `send` loop goes for `seconds`, and counts what a socket there receives.
+/// Returns packets sent and received per second of sending.
+///
+/// Both sockets are made inside their namespaces (a socket stays in the namespace it was
+/// made in), then used from ordinary threads: the sender here, the receiver beside it.
+fn udp_blast(lab: &GatewayLab, seconds: u32) -> Result<(f64, f64)> {
+    const PORT: u16 = 9000;
+    let receiver = lab
+        .outside()
+        .run(|| UdpSocket::bind((OUTSIDE_ADDRESS, PORT)))?
+        .context("binding the receiver in the outside namespace")?;
+    let sender = lab
+        .pod()
+        .run(|| -> io::Result<UdpSocket> {
+            let socket = UdpSocket::bind((POD_ADDRESS, 0))?;
+            socket.connect((OUTSIDE_ADDRESS, PORT))?;
+            Ok(socket)
+        })?
+        .context("making the sender in the pod namespace")?;
+    receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let sending = AtomicBool::new(true);
+    let duration = Duration::from_secs(u64::from(seconds));
+    thread::scope(|scope| -> Result<(f64, f64)> {
+        let counter = scope.spawn(|| -> io::Result<u64> {
+            let mut buffer = [0_u8; 2048];
+            let mut received = 0_u64;
+            loop {
+                match receiver.recv(&mut buffer) {
+                    Ok(_) => received += 1,
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        // Nothing for 200 ms after the sender stopped: all arrived.
+                        if !sending.load(Ordering::Relaxed) {
+                            return Ok(received);
+                        }
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        });
+        let payload = [0x65_u8; 36];
+        let mut sent = 0_u64;
+        let started = Instant::now();
+        while started.elapsed() < duration {
+            for _ in 0..256 {
+                match sender.send(&payload) {
+                    Ok(_) => sent += 1,
+                    // A full queue on the way drops the packet, as on a wire.
+                    Err(err) if err.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    Err(err) => {
+                        sending.store(false, Ordering::Relaxed);
+                        return Err(err).context("sending from the pod");
+                    }
+                }
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        sending.store(false, Ordering::Relaxed);
+        let received = counter
+            .join()
+            .map_err(|_| anyhow::anyhow!("the receiving thread panicked"))?
+            .context("receiving in the outside namespace")?;
+        Ok((sent as f64 / elapsed, received as f64 / elapsed))
+    })
+}
+
+fn tcp_received_bps(report: &Value) -> Result<f64> {
+    number(report, &["end", "sum_received", "bits_per_second"])
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(results: &[(u32, Mode, Figures)]) {
+    let row = |label: &str, figures: &Figures| {
+        println!(
+            "{label:<16} {:>18.0} {:>18.0} {:>15.2} {:>16.2}",
+            figures.udp_pps, figures.blast_pps, figures.tcp_up_gbps, figures.tcp_down_gbps
+        );
+    };
+    println!();
+    println!(
+        "{:<16} {:>18} {:>18} {:>15} {:>16}",
+        "", "udp64 iperf3 rx/s", "udp64 blast rx/s", "tcp up Gbit/s", "tcp down Gbit/s"
+    );
+    for (round, mode, figures) in results {
+        row(&format!("round {round} {}", name(*mode)), figures);
+    }
+    let medians = |mode: Mode| {
+        let of = |pick: fn(&Figures) -> f64| {
+            median(
+                results
+                    .iter()
+                    .filter(|(_, m, _)| *m == mode)
+                    .map(|(_, _, figures)| pick(figures))
+                    .collect(),
+            )
+        };
+        Figures {
+            udp_pps: of(|f| f.udp_pps),
+            blast_pps: of(|f| f.blast_pps),
+            blast_sent_pps: of(|f| f.blast_sent_pps),
+            tcp_up_gbps: of(|f| f.tcp_up_gbps),
+            tcp_down_gbps: of(|f| f.tcp_down_gbps),
+        }
+    };
+    let (egret, kernel) = (medians(Mode::Egret), medians(Mode::Kernel));
+    row("median egret", &egret);
+    row("median kernel", &kernel);
+    println!(
+        "{:<16} {:>18.2} {:>18.2} {:>15.2} {:>16.2}",
+        "egret / kernel",
+        egret.udp_pps / kernel.udp_pps,
+        egret.blast_pps / kernel.blast_pps,
+        egret.tcp_up_gbps / kernel.tcp_up_gbps,
+        egret.tcp_down_gbps / kernel.tcp_down_gbps
+    );
+}
