@@ -153,7 +153,38 @@ pub fn gateway_binary() -> Result<PathBuf> {
          (scripts/test does), or point EGRET_GATEWAY_BIN at one",
         path.display()
     );
+    // A plain `cargo test` does not rebuild it: say so rather than test old code unawares.
+    let built = fs::metadata(&path).and_then(|meta| meta.modified()).ok();
+    let edited = newest_modification(&workspace_root().join("gateway").join("src"));
+    static WARN: std::sync::Once = std::sync::Once::new();
+    if let (Some(built), Some(edited)) = (built, edited)
+        && edited > built
+    {
+        WARN.call_once(|| {
+            eprintln!(
+                "egret-lab: warning: {} is older than the gateway's sources; rebuild it with \
+             `cargo build --release -p egret-gateway`",
+                path.display()
+            );
+        });
+    }
     Ok(path)
+}
+
+/// The latest modification time of the files under `dir`.
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            if meta.is_dir() {
+                newest_modification(&entry.path())
+            } else {
+                meta.modified().ok()
+            }
+        })
+        .max()
 }
 
 /// The workspace root: the parent of this crate's directory.
