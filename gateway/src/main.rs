@@ -172,11 +172,18 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         nat: config.nat_params(),
         seed: seed(),
     };
-    let rx = packet::RxRing::open(interface.index).with_context(|| {
-        format!("cannot open a packet ring on {ifname} (needs CAP_NET_RAW and CAP_IPC_LOCK)")
-    })?;
-    let tx = packet::Tx::open(interface.index)
-        .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
+    // One worker per core, each with its own ring in a fanout group and its own sender.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let fanout = (workers > 1).then(|| std::process::id() as u16);
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let rx = packet::RxRing::open(interface.index, fanout).with_context(|| {
+            format!("cannot open a packet ring on {ifname} (needs CAP_NET_RAW and CAP_IPC_LOCK)")
+        })?;
+        let tx = packet::Tx::open(interface.index)
+            .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
+        sockets.push((rx, tx));
+    }
     let guard = KernelGuard::install(ifname, &addresses).context(
         "cannot keep the kernel out of the floating IPs' traffic (needs nft and CAP_NET_ADMIN)",
     )?;
@@ -191,19 +198,28 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .context("cannot allocate the flow table ([nat].max_flows)")?;
     let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let datapath = {
-        let (stop, snapshot) = (stop.clone(), snapshot.clone());
-        std::thread::Builder::new()
-            .name("datapath".into())
-            .spawn(move || io::run(dp, rx, tx, stop, snapshot))
-            .context("cannot start the data path thread")?
-    };
+    let dp = Arc::new(Mutex::new(dp));
+    let mut threads = Vec::with_capacity(workers);
+    for (i, (rx, tx)) in sockets.into_iter().enumerate() {
+        let (dp, stop, snapshot) = (dp.clone(), stop.clone(), snapshot.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("datapath-{i}"))
+            .spawn(move || {
+                let result = io::run(dp, rx, tx, stop.clone(), snapshot, i == 0);
+                // One worker failing stops them all: a half-working gateway is worse.
+                stop.store(true, Ordering::Relaxed);
+                result
+            })
+            .context("cannot start a data path thread")?;
+        threads.push(thread);
+    }
     tracing::info!(
         name = %config.gateway.name,
         interface = %ifname,
         %next_hop,
         floating_ips = ?addresses,
         api = %config.api.listen,
+        workers,
         "gateway running"
     );
     let mut term = {
@@ -223,9 +239,13 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         api::serve(listener, snapshot, shutdown).await;
     });
     stop.store(true, Ordering::Relaxed);
-    let result = datapath
-        .join()
-        .map_err(|_| anyhow::anyhow!("the data path thread panicked"))?;
+    let mut result = Ok(());
+    for thread in threads {
+        let r = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a data path thread panicked"))?;
+        result = result.and(r);
+    }
     guard
         .remove()
         .context("cannot remove the nftables table egret_gateway")?;

@@ -718,7 +718,21 @@ impl Datapath {
 
     /// Forgets the generated frames once sent, keeping their buffers for reuse.
     pub fn clear_generated(&mut self) {
-        for g in self.generated.drain(..) {
+        let mut sent = std::mem::take(&mut self.generated);
+        self.recycle_generated(&mut sent);
+        self.generated = sent;
+    }
+
+    /// Moves the generated frames into `out` (empty), for a sender that works unlocked.
+    pub fn take_generated(&mut self, out: &mut Vec<Generated>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut self.generated, out);
+    }
+
+    /// Takes back sent frames from [`take_generated`](Self::take_generated), keeping
+    /// their buffers for reuse; leaves `sent` empty.
+    pub fn recycle_generated(&mut self, sent: &mut Vec<Generated>) {
+        for g in sent.drain(..) {
             if self.spare.len() < 4096 {
                 self.spare.push(g.frame);
             }

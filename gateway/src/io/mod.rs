@@ -7,8 +7,8 @@ pub mod host;
 pub mod packet;
 pub mod vnet;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use smoltcp::time::Instant;
@@ -38,83 +38,110 @@ fn wall_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Runs the data path until `stop` is set: receive a block of frames, hand each to the
-/// core, send what it returns in one batch, give the block back.
+/// Runs one worker of the data path until `stop` is set: receive a block of frames from
+/// this worker's ring, hand each to the shared core, send what it returns in one batch, give
+/// the block back. The core is locked once per block, and only while it decides: the sends,
+/// where the kernel does most of the work, run unlocked and in parallel across workers.
+/// The `leader` also runs the timers and publishes the status snapshot.
 pub fn run(
-    mut dp: Datapath,
+    dp: Arc<Mutex<Datapath>>,
     mut rx: RxRing,
     mut tx: Tx,
     stop: Arc<AtomicBool>,
     snapshot: SharedSnapshot,
+    leader: bool,
 ) -> std::io::Result<()> {
     let clock = Clock(std::time::Instant::now());
     let mut frames: Vec<RxFrame> = Vec::with_capacity(4096);
-    let mut transmit: Vec<usize> = Vec::with_capacity(4096);
-    let mut offloads = Vec::with_capacity(4096);
+    let mut transmit = Vec::with_capacity(4096);
+    let mut generated = Vec::new();
     let mut published = std::time::Instant::now() - PUBLISH_EVERY;
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
-        if now >= dp.poll_at() {
-            dp.poll(now);
-            send_generated(&mut dp, &mut tx);
-        }
-        if published.elapsed() >= PUBLISH_EVERY {
-            let s = dp.snapshot(now, wall_ms());
-            if let Ok(mut shared) = snapshot.lock() {
-                *shared = s;
+        let mut next_timer = now + smoltcp::time::Duration::from_millis(MAX_SLEEP_MS as u64);
+        if leader {
+            let mut core = lock(&dp);
+            if now >= core.poll_at() {
+                core.poll(now);
+                core.take_generated(&mut generated);
             }
-            published = std::time::Instant::now();
+            if published.elapsed() >= PUBLISH_EVERY {
+                let s = core.snapshot(now, wall_ms());
+                if let Ok(mut shared) = snapshot.lock() {
+                    *shared = s;
+                }
+                published = std::time::Instant::now();
+            }
+            next_timer = next_timer.min(core.poll_at());
+            drop(core);
+            send(&dp, &mut tx, &[], &mut generated);
         }
         if !rx.frames(&mut frames) {
-            let until = (dp.poll_at() - now).total_millis() as i32;
+            let until = (next_timer - now).total_millis() as i32;
             rx.wait(until.clamp(0, MAX_SLEEP_MS))?;
             continue;
         }
         transmit.clear();
-        offloads.clear();
-        for (i, f) in frames.iter().enumerate() {
-            if f.wire_len + f.headroom > f.len {
-                dp.count_truncated();
-                continue;
+        {
+            let mut core = lock(&dp);
+            for f in &frames {
+                if f.wire_len + f.headroom > f.len {
+                    core.count_truncated();
+                    continue;
+                }
+                let Ok(offload) = vnet::parse(&f.vnet) else {
+                    core.count_truncated();
+                    continue;
+                };
+                // SAFETY: the frame lies inside the block we hold until `release`, and
+                // frames of a block never overlap.
+                let buf = unsafe { std::slice::from_raw_parts_mut(f.buf, f.len) };
+                let mut frame = Frame::new(buf, f.headroom);
+                frame.offload = offload;
+                if core.handle(now, &mut frame) == Verdict::Transmit {
+                    // SAFETY: as above; the bytes stay put until the block is released.
+                    let bytes = unsafe { f.buf.add(frame.start) };
+                    transmit.push((bytes, frame.end - frame.start, frame.offload));
+                }
             }
-            let Ok(offload) = vnet::parse(&f.vnet) else {
-                dp.count_truncated();
-                continue;
-            };
-            // SAFETY: the frame lies inside the block we hold until `release`, and frames
-            // of a block never overlap.
-            let buf = unsafe { std::slice::from_raw_parts_mut(f.buf, f.len) };
-            let mut frame = Frame::new(buf, f.headroom);
-            frame.offload = offload;
-            if dp.handle(now, &mut frame) == Verdict::Transmit {
-                transmit.push(i);
-                offloads.push((frame.start, frame.end, frame.offload));
-            }
+            core.take_generated(&mut generated);
         }
-        for (&i, &(start, end, offload)) in transmit.iter().zip(&offloads) {
-            let f = &frames[i];
-            // SAFETY: as above; the bytes stay put until the flush below.
-            let bytes = unsafe { std::slice::from_raw_parts(f.buf.add(start), end - start) };
-            let failed = tx.push(bytes, &offload);
-            for _ in 0..failed {
-                dp.count_tx_error();
-            }
-        }
-        send_generated(&mut dp, &mut tx);
+        send(&dp, &mut tx, &transmit, &mut generated);
         rx.release();
     }
     Ok(())
 }
 
-/// Sends the frames the data path made itself, and everything queued before them.
-fn send_generated(dp: &mut Datapath, tx: &mut Tx) {
+/// Locks the shared core. A worker that panicked while holding it left it consistent
+/// enough to count and send with (the panic itself stops the gateway).
+fn lock(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
+    dp.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends rewritten ring frames and frames the core generated, then gives the generated
+/// buffers back to the core for reuse.
+fn send(
+    dp: &Mutex<Datapath>,
+    tx: &mut Tx,
+    frames: &[(*mut u8, usize, crate::datapath::Offload)],
+    generated: &mut Vec<crate::datapath::Generated>,
+) {
+    if frames.is_empty() && generated.is_empty() {
+        return;
+    }
     let mut failed = 0;
-    for g in dp.generated() {
+    for &(at, len, offload) in frames {
+        // SAFETY: `at..at + len` lies in a ring block still held (see `run`).
+        let bytes = unsafe { std::slice::from_raw_parts(at, len) };
+        failed += tx.push(bytes, &offload);
+    }
+    for g in generated.iter() {
         failed += tx.push(&g.frame, &g.offload);
     }
     failed += tx.flush();
+    let mut core = lock(dp);
     for _ in 0..failed {
-        dp.count_tx_error();
+        core.count_tx_error();
     }
-    dp.clear_generated();
+    core.recycle_generated(generated);
 }

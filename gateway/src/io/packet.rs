@@ -23,6 +23,9 @@ const PACKET_RESERVE: libc::c_int = 12;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_FANOUT: libc::c_int = 18;
+/// Fanout by flow hash: every packet of a flow reaches the same ring, in order.
+const PACKET_FANOUT_HASH: u32 = 0;
 const TPACKET_V3: libc::c_int = 2;
 const ETH_P_ALL: u16 = 0x0003;
 const TP_STATUS_KERNEL: u32 = 0;
@@ -140,8 +143,9 @@ pub struct RxFrame {
 }
 
 impl RxRing {
-    /// Opens a ring receiving every frame of `ifindex` except those this host sends.
-    pub fn open(ifindex: u32) -> io::Result<RxRing> {
+    /// Opens a ring receiving every frame of `ifindex` except those this host sends. With
+    /// a `fanout` group, the rings of the group share the frames by flow hash.
+    pub fn open(ifindex: u32, fanout: Option<u16>) -> io::Result<RxRing> {
         let fd = packet_socket(ETH_P_ALL)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VERSION, &TPACKET_V3)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
@@ -179,6 +183,10 @@ impl RxRing {
             next: 0,
         };
         bind(&ring.fd, ifindex, ETH_P_ALL)?;
+        if let Some(group) = fanout {
+            let arg = u32::from(group) | (PACKET_FANOUT_HASH << 16);
+            setsockopt(&ring.fd, SOL_PACKET, PACKET_FANOUT, &arg)?;
+        }
         Ok(ring)
     }
 
