@@ -139,6 +139,46 @@ fn transfer_exact(lab: &GatewayLab, direction: Direction, bytes: u64, port: u16)
     Ok(())
 }
 
+/// A [`LARGE_TRANSFER`] that must also show in the gateway's metrics: at least that many
+/// bytes in the direction the data went, and one flow more.
+fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16) -> Result<()> {
+    let label = match direction {
+        Direction::PodToOutside => "outbound",
+        Direction::OutsideToPod => "inbound",
+    };
+    let bytes = |metrics: &Metrics| {
+        metrics
+            .value("egret_gateway_bytes_total", &[("direction", label)])
+            .with_context(|| format!("no egret_gateway_bytes_total{{direction=\"{label}\"}}"))
+    };
+    let flows = |metrics: &Metrics| {
+        metrics
+            .value("egret_gateway_flows_created_total", &[])
+            .context("no egret_gateway_flows_created_total")
+    };
+    let before = lab.metrics()?;
+    transfer_exact(lab, direction, LARGE_TRANSFER, port)?;
+    // The API shows a snapshot published a few times a second.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let after = lab.metrics()?;
+        let (counted, new_flows) = (
+            bytes(&after)? - bytes(&before)?,
+            flows(&after)? - flows(&before)?,
+        );
+        if counted >= LARGE_TRANSFER as f64 && new_flows >= 1.0 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after {} MiB {direction:?}, bytes_total{{direction=\"{label}\"}} grew by {counted} \
+             and flows_created_total by {new_flows}",
+            LARGE_TRANSFER >> 20
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn kernel_baseline_masquerades_pod_traffic_through_the_gw_namespace() -> Result<()> {
     require_root();
@@ -222,13 +262,13 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
     )?;
     step(
         &mut lab,
-        "50 MB pod → outside over TCP, byte-exact",
-        |lab| transfer_exact(lab, Direction::PodToOutside, LARGE_TRANSFER, 7200),
+        "50 MB pod → outside over TCP, byte-exact, in the gateway's metrics",
+        |lab| counted_transfer(lab, Direction::PodToOutside, 7200),
     )?;
     step(
         &mut lab,
-        "50 MB outside → pod over TCP, byte-exact",
-        |lab| transfer_exact(lab, Direction::OutsideToPod, LARGE_TRANSFER, 7201),
+        "50 MB outside → pod over TCP, byte-exact, in the gateway's metrics",
+        |lab| counted_transfer(lab, Direction::OutsideToPod, 7201),
     )?;
 
     step(
