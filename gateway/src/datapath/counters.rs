@@ -2,6 +2,7 @@
 //! NAT port use per egress address.
 
 use crate::nat::NatError;
+pub use crate::status::Traffic;
 
 /// Why the data path refused a packet addressed to one of its floating IPs. The `reason`
 /// label of `egret_gateway_drops_total`.
@@ -79,13 +80,6 @@ impl From<NatError> for DropReason {
     fn from(e: NatError) -> DropReason {
         DropReason::Nat(e)
     }
-}
-
-/// Packets and bytes one way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
-    pub packets: u64,
-    pub bytes: u64,
 }
 
 /// Plain counters, owned by the one thread that runs the data path.

@@ -27,7 +27,8 @@ use std::net::Ipv4Addr;
 
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv4Message, IpProtocol, Ipv4Cidr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetProtocol, Icmpv4Message, IpProtocol,
+    Ipv4Cidr,
 };
 
 pub use counters::{Counters, DROP_REASONS, DropReason, PortUse, Traffic};
@@ -131,6 +132,18 @@ struct Ipv4 {
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ttl: u8,
+}
+
+impl Ipv4 {
+    /// IPv4 plus the smallest transport header: what a segment of a super-packet repeats.
+    fn headers(&self) -> usize {
+        self.ihl
+            + if self.proto == u8::from(IpProtocol::Tcp) {
+                20
+            } else {
+                8
+            }
+    }
 }
 
 fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
@@ -381,12 +394,7 @@ impl Datapath {
         if full(&b[l4..end]) != 0 {
             return Err(NatError::BadChecksum.into());
         }
-        encap::write_ethernet(
-            b,
-            src_mac,
-            self.setup.mac,
-            smoltcp::wire::EthernetProtocol::Ipv4,
-        );
+        encap::write_ethernet(b, src_mac, self.setup.mac, EthernetProtocol::Ipv4);
         b[ETH_LEN + 12..ETH_LEN + 16].copy_from_slice(&ip.dst.octets());
         b[ETH_LEN + 16..ETH_LEN + 20].copy_from_slice(&ip.src.octets());
         b[ETH_LEN + 8] = OWN_TTL;
@@ -453,12 +461,7 @@ impl Datapath {
             .outbound_with(now, outer.src, outer.dst, packet, l4sum)?;
         decrement_ttl(packet);
         let gso = frame.offload.gso;
-        let headers = ip.ihl
-            + if ip.proto == u8::from(IpProtocol::Tcp) {
-                20
-            } else {
-                8
-            };
+        let headers = ip.headers();
         if t.created {
             let port = self.nat.table().flow(t.flow).nat_port;
             if let Some(o) = self.owner(outer.dst) {
@@ -474,7 +477,7 @@ impl Datapath {
             &mut frame.bytes_mut()[inner..],
             hop,
             mac,
-            smoltcp::wire::EthernetProtocol::Ipv4,
+            EthernetProtocol::Ipv4,
         );
         frame.start += inner;
         frame.end = frame.start + ETH_LEN + ip.total;
@@ -575,12 +578,7 @@ impl Datapath {
         let egress = self.owned[owner].ip.address;
         let src_port = encap::entropy_port(packet);
         let gso = frame.offload.gso;
-        let headers = ip.ihl
-            + if ip.proto == u8::from(IpProtocol::Tcp) {
-                20
-            } else {
-                8
-            };
+        let headers = ip.headers();
         let wire = wire_packets(ip.total, headers, gso);
         if let Some(gso) = gso {
             // A super-packet (GRO on the way in) must leave as a train of tunnelled
@@ -600,7 +598,7 @@ impl Datapath {
             frame.bytes_mut(),
             node.tunnel_mac,
             mac,
-            smoltcp::wire::EthernetProtocol::Ipv4,
+            EthernetProtocol::Ipv4,
         );
         let inner_len = ETH_LEN + ip.total;
         let outer = self.outer(egress, t.node, node.mac, src_port);
@@ -672,7 +670,7 @@ impl Datapath {
                     &mut out[at + vx..],
                     node.tunnel_mac,
                     self.setup.mac,
-                    smoltcp::wire::EthernetProtocol::Ipv4,
+                    EthernetProtocol::Ipv4,
                 );
                 plan.write(packet, i, &mut out[at + vx + ETH_LEN..at + seg(i)], true);
                 at += seg(i);
@@ -842,14 +840,8 @@ impl Datapath {
                 address: Some(self.next_hop.address),
                 mac: self.next_hop.mac.map(|m| m.to_string()),
             },
-            outbound: status::Traffic {
-                packets: self.counters.outbound.packets,
-                bytes: self.counters.outbound.bytes,
-            },
-            inbound: status::Traffic {
-                packets: self.counters.inbound.packets,
-                bytes: self.counters.inbound.bytes,
-            },
+            outbound: self.counters.outbound,
+            inbound: self.counters.inbound,
             flows: status::FlowStatus {
                 live: table.len() as u64,
                 max: u64::from(table.max_flows()),
