@@ -91,6 +91,9 @@ pub struct ControlCounters {
     pub icmp_echo_replies_sent: u64,
     /// ICMP errors the gateway generated itself (time exceeded, fragmentation needed).
     pub icmp_errors_sent: u64,
+    /// ICMP errors not sent because more were due than the rate limit allows.
+    #[serde(default)]
+    pub icmp_errors_rate_limited: u64,
     /// Frames the kernel refused to send.
     pub tx_errors: u64,
 }

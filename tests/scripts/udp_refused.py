@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""Sends a UDP datagram from BIND_ADDRESS to DESTINATION:PORT, a closed port, and reports the
-ICMP error that comes back, read from the socket's error queue (IP_RECVERR):
+"""Sends a UDP datagram from BIND_ADDRESS to DESTINATION:PORT (a closed port, or with a TTL
+too small to get there) and reports the ICMP error that comes back, read from the socket's
+error queue (IP_RECVERR):
 
     refused origin=icmp type=3 code=3 offender=198.51.100.10
+    error origin=icmp type=11 code=0 offender=192.168.50.100
 
-Exits 0 when a port unreachable arrived, 1 when nothing came within TIMEOUT seconds (the
-datagram is re-sent every half second: the sender's kernel rate-limits ICMP errors).
+Exits 0 when an ICMP error arrived, 1 when nothing came within TIMEOUT seconds (the datagram
+is re-sent every half second: the sender's kernel rate-limits ICMP errors).
 
-    udp_refused.py BIND_ADDRESS DESTINATION PORT [TIMEOUT]
+    udp_refused.py BIND_ADDRESS DESTINATION PORT [TIMEOUT [TTL]]
 """
 
 import errno
@@ -26,6 +28,8 @@ def main():
     timeout = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    if len(sys.argv) > 5:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, int(sys.argv[5]))
     sock.bind((bind, 0))
     sock.connect((destination, port))
     deadline = time.monotonic() + timeout
@@ -54,7 +58,7 @@ def main():
             print(f"{'refused' if ee_errno == errno.ECONNREFUSED else 'error'} "
                   f"origin={origin_name} type={icmp_type} code={icmp_code} offender={offender}",
                   flush=True)
-            return 0 if (ee_errno, icmp_type, icmp_code) == (errno.ECONNREFUSED, 3, 3) else 1
+            return 0 if origin == SO_EE_ORIGIN_ICMP else 1
     print(f"no ICMP error within {timeout}s", flush=True)
     return 1
 

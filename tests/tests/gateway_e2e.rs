@@ -17,9 +17,9 @@ use anyhow::{Context as _, Result, ensure};
 use egret_lab::{
     GatewayLab, Mode, NetNs, require_root,
     topology::{
-        self, Direction, FLOATING_IP, GW_ADDRESS, Metrics, NODE_ADDRESS, OUTSIDE_ADDRESS,
-        POD_ADDRESS, PYTHON, STRANGER_ADDRESS, Snmp, TUNNEL_NEXT_HOP, TUNNEL_PORT, VNI,
-        run_with_timeout, scripts_dir,
+        self, Background, Direction, FLOATING_IP, GW_ADDRESS, Metrics, NODE_ADDRESS,
+        OUTSIDE_ADDRESS, POD_ADDRESS, PYTHON, STRANGER_ADDRESS, Snmp, TUNNEL_NEXT_HOP, TUNNEL_PORT,
+        VNI, run_with_timeout, scripts_dir,
     },
 };
 
@@ -97,7 +97,14 @@ fn sources_are(lab: &GatewayLab, expected: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
-fn port_unreachable_reaches_the_pod(lab: &GatewayLab) -> Result<()> {
+/// Sends UDP from the pod to the outside server's `port` (with `ttl`, if given) and checks
+/// the ICMP error its socket reports.
+fn icmp_error_reaches_the_pod(
+    lab: &GatewayLab,
+    port: u16,
+    ttl: Option<u8>,
+    expected: &str,
+) -> Result<()> {
     let report = run_with_timeout(
         lab.pod()
             .command(PYTHON)
@@ -105,16 +112,65 @@ fn port_unreachable_reaches_the_pod(lab: &GatewayLab) -> Result<()> {
             .args([
                 POD_ADDRESS.to_string(),
                 OUTSIDE_ADDRESS.to_string(),
-                "9".to_owned(),
+                port.to_string(),
                 "5".to_owned(),
-            ]),
+            ])
+            .args(ttl.map(|ttl| ttl.to_string())),
         Duration::from_secs(15),
     )
-    .context("no ICMP port unreachable reached the pod's UDP socket")?;
-    let expected = format!("refused origin=icmp type=3 code=3 offender={OUTSIDE_ADDRESS}");
+    .with_context(|| format!("no ICMP error reached the pod's UDP socket (expected {expected})"))?;
     ensure!(
         report.trim() == expected,
         "the pod's socket reported {report:?}, expected {expected:?}"
+    );
+    Ok(())
+}
+
+/// The outside server answers the pod with 1500-byte datagrams with DF set, which do not fit
+/// the tunnel: the gateway must say so with ICMP fragmentation needed, from which the
+/// server's kernel learns a path MTU of 1450 towards the floating IP.
+fn path_mtu_is_learnt_from_the_gateway(lab: &GatewayLab) -> Result<()> {
+    let script = scripts_dir().join("pmtu_probe.py");
+    let port = "7300";
+    let before = lab.metrics()?;
+    let server = Background::spawn(
+        lab.outside()
+            .command(PYTHON)
+            .arg(&script)
+            .args(["server", port, "10"]),
+    )?;
+    // Give the server time to bind before the pod's datagrams arrive.
+    thread::sleep(Duration::from_millis(500));
+    run_with_timeout(
+        lab.pod().command(PYTHON).arg(&script).args([
+            "client",
+            &POD_ADDRESS.to_string(),
+            &OUTSIDE_ADDRESS.to_string(),
+            port,
+            "10",
+        ]),
+        Duration::from_secs(15),
+    )?;
+    let finished = server.wait(Duration::from_secs(15))?;
+    let report = finished.stdout.join("\n");
+    ensure!(
+        finished.status.success() && report.trim() == "path mtu=1450",
+        "the outside server reported {report:?} ({}), expected \"path mtu=1450\"; stderr: {}",
+        finished.status,
+        finished.stderr
+    );
+    let after = lab.metrics()?;
+    let errors = |m: &Metrics| {
+        m.value("egret_gateway_icmp_errors_sent_total", &[])
+            .unwrap_or(0.0)
+    };
+    ensure!(
+        errors(&after) > errors(&before) && after.drops("too_big")? > before.drops("too_big")?,
+        "icmp_errors_sent and too_big did not grow: {} → {}, {} → {}",
+        errors(&before),
+        errors(&after),
+        before.drops("too_big")?,
+        after.drops("too_big")?
     );
     Ok(())
 }
@@ -191,7 +247,8 @@ fn kernel_baseline_masquerades_pod_traffic_through_the_gw_namespace() -> Result<
         sources_are(lab, GW_ADDRESS)
     })?;
     step(&mut lab, "UDP to a closed port: port unreachable", |lab| {
-        port_unreachable_reaches_the_pod(lab)
+        let expected = format!("refused origin=icmp type=3 code=3 offender={OUTSIDE_ADDRESS}");
+        icmp_error_reaches_the_pod(lab, 9, None, &expected)
     })?;
     step(&mut lab, "TCP both ways byte-exact", |lab| {
         transfer_exact(lab, Direction::PodToOutside, SMALL_TRANSFER, 7100)?;
@@ -258,7 +315,24 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
     step(
         &mut lab,
         "UDP to a closed outside port comes back to the pod as ICMP port unreachable",
-        |lab| port_unreachable_reaches_the_pod(lab),
+        |lab| {
+            let expected = format!("refused origin=icmp type=3 code=3 offender={OUTSIDE_ADDRESS}");
+            icmp_error_reaches_the_pod(lab, 9, None, &expected)
+        },
+    )?;
+    step(
+        &mut lab,
+        "UDP from the pod with TTL 2 expires at the gateway: time exceeded from 192.168.50.100",
+        |lab| {
+            // The node's routing takes one, the gateway finds one left.
+            let expected = format!("error origin=icmp type=11 code=0 offender={FLOATING_IP}");
+            icmp_error_reaches_the_pod(lab, 9, Some(2), &expected)
+        },
+    )?;
+    step(
+        &mut lab,
+        "1500-byte replies with DF get fragmentation needed: the outside learns MTU 1450",
+        |lab| path_mtu_is_learnt_from_the_gateway(lab),
     )?;
     step(
         &mut lab,

@@ -345,6 +345,7 @@ pub fn render_text(s: &Snapshot) -> String {
             ("gratuitous ARPs sent", c.gratuitous_arps_sent),
             ("ICMP echo replies sent", c.icmp_echo_replies_sent),
             ("ICMP errors sent", c.icmp_errors_sent),
+            ("ICMP errors rate-limited", c.icmp_errors_rate_limited),
             ("send errors", c.tx_errors),
         ]
         .map(|(name, count)| vec![name.to_owned(), count.to_string()]),
@@ -587,12 +588,13 @@ drops
   disallowed_source  7
 
 control
-  ARP requests answered   1
-  ARP requests sent       2
-  gratuitous ARPs sent    3
-  ICMP echo replies sent  4
-  ICMP errors sent        5
-  send errors             6
+  ARP requests answered     1
+  ARP requests sent         2
+  gratuitous ARPs sent      3
+  ICMP echo replies sent    4
+  ICMP errors sent          5
+  ICMP errors rate-limited  7
+  send errors               6
 
 nodes
   ADDRESS       MAC                TUNNEL MAC

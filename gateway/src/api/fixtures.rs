@@ -68,6 +68,7 @@ pub(crate) fn snapshot() -> Snapshot {
             gratuitous_arps_sent: 3,
             icmp_echo_replies_sent: 4,
             icmp_errors_sent: 5,
+            icmp_errors_rate_limited: 7,
             tx_errors: 6,
         },
         nodes: vec![NodeStatus {

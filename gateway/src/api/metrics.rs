@@ -126,6 +126,11 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             control.icmp_errors_sent,
         ),
         (
+            "egret_gateway_icmp_errors_rate_limited_total",
+            "ICMP errors not sent because of the rate limit (1000/s, bursts of 50).",
+            control.icmp_errors_rate_limited,
+        ),
+        (
             "egret_gateway_tx_errors_total",
             "Frames the kernel refused to send.",
             control.tx_errors,
@@ -388,6 +393,7 @@ mod tests {
             "egret_gateway_gratuitous_arps_sent_total",
             "egret_gateway_icmp_echo_replies_total",
             "egret_gateway_icmp_errors_sent_total",
+            "egret_gateway_icmp_errors_rate_limited_total",
             "egret_gateway_tx_errors_total",
             "egret_gateway_next_hop_resolved",
             "egret_gateway_uptime_seconds",
@@ -445,6 +451,7 @@ mod tests {
         assert_eq!(v("egret_gateway_gratuitous_arps_sent_total", &[]), 3.0);
         assert_eq!(v("egret_gateway_icmp_echo_replies_total", &[]), 4.0);
         assert_eq!(v("egret_gateway_icmp_errors_sent_total", &[]), 5.0);
+        assert_eq!(v("egret_gateway_icmp_errors_rate_limited_total", &[]), 7.0);
         assert_eq!(v("egret_gateway_tx_errors_total", &[]), 6.0);
         assert_eq!(v("egret_gateway_next_hop_resolved", &[]), 1.0);
         assert_eq!(v("egret_gateway_uptime_seconds", &[]), 12.5);

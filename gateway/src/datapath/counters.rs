@@ -22,12 +22,15 @@ pub enum DropReason {
     Truncated,
     /// Too big for the interface once encapsulated, and not allowed to fragment.
     TooBig,
+    /// Lost before the data path saw it: the kernel found the receive ring full. These are
+    /// every kind of frame on the interface, not only those to a floating IP.
+    RingFull,
     /// Refused by parsing or by the NAT (malformed, bad checksum, no flow, no ports…).
     Nat(NatError),
 }
 
 /// The data path's own reasons, before the NAT's.
-const OWN: [DropReason; 7] = [
+const OWN: [DropReason; 8] = [
     DropReason::WrongVni,
     DropReason::DisallowedSource,
     DropReason::TtlExpired,
@@ -35,6 +38,7 @@ const OWN: [DropReason; 7] = [
     DropReason::UnknownNode,
     DropReason::Truncated,
     DropReason::TooBig,
+    DropReason::RingFull,
 ];
 
 /// Number of distinct drop reasons.
@@ -57,6 +61,7 @@ impl DropReason {
             DropReason::UnknownNode => "unknown_node",
             DropReason::Truncated => "truncated",
             DropReason::TooBig => "too_big",
+            DropReason::RingFull => "ring_full",
             DropReason::Nat(e) => e.metric_label(),
         }
     }
@@ -95,6 +100,7 @@ pub struct Counters {
     pub gratuitous_arps_sent: u64,
     pub icmp_echo_replies_sent: u64,
     pub icmp_errors_sent: u64,
+    pub icmp_errors_rate_limited: u64,
     pub tx_errors: u64,
 }
 
@@ -102,6 +108,10 @@ impl Counters {
     #[inline]
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    pub fn drop_many(&mut self, reason: DropReason, count: u64) {
+        self.drops[reason.index()] += count;
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {

@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! node ──VXLAN──▶ parse outer ─▶ check source, VNI ─▶ decapsulate ─▶ TTL ─▶ NAT outbound ─▶ next hop
-//! outside ──────▶ parse ─▶ TTL ─▶ NAT inbound (conntrack hit) ─▶ encapsulate ─▶ VXLAN to the node
+//! outside ──────▶ parse ─▶ NAT inbound (conntrack hit) ─▶ TTL ─▶ fits? ─▶ encapsulate ─▶ VXLAN to the node
 //! ```
+//!
+//! Where a router would answer with an ICMP error (a TTL running out here, a packet with DF
+//! too big for the tunnel), the gateway does, from the floating IP (see [`icmp`]).
 //!
 //! The gateway owns its floating IPs in user space: it answers ARP for them (on the LAN,
 //! and inside the tunnel as the nodes' router), sends gratuitous ARP when it starts owning
@@ -21,6 +24,7 @@
 mod counters;
 pub mod encap;
 mod frame;
+pub mod icmp;
 mod neighbors;
 
 use std::net::Ipv4Addr;
@@ -39,6 +43,7 @@ use crate::nat::checksum::{ChecksumDelta, full};
 use crate::nat::{L4Checksum, Nat, NatError, NatParams};
 use crate::status;
 use encap::{ARP_FRAME_LEN, ENCAP_LEN, ETH_LEN, Outer, Segments};
+use icmp::{IcmpError, OWN_TTL};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -48,8 +53,9 @@ const GARP_SPACING: Duration = Duration::from_secs(1);
 /// Most segments Linux accepts in one UDP GSO super-packet (`UDP_MAX_SEGMENTS` is 64 on
 /// older kernels, 128 on newer).
 const UDP_GSO_MAX_SEGMENTS: usize = 64;
-/// The TTL of packets the gateway originates.
-const OWN_TTL: u8 = 64;
+/// Bytes the tunnel adds to an inner IPv4 packet against the MTU: outer IPv4, UDP, VXLAN
+/// and the inner Ethernet header (the outer Ethernet header does not count), 50 in all.
+const TUNNEL_OVERHEAD: usize = ENCAP_LEN - ETH_LEN + ETH_LEN;
 
 /// A floating IP this gateway owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +127,17 @@ pub struct Datapath {
     generated: Vec<Generated>,
     spare: Vec<Vec<u8>>,
     ip_id: u16,
+    icmp_limit: icmp::Limiter,
     started: Instant,
+}
+
+/// Which way an ICMP error leaves.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// On the LAN, to this MAC (the next hop).
+    Lan(EthernetAddress),
+    /// Through the tunnel to a node (outer address and MACs).
+    Tunnel(Ipv4Addr, Node),
 }
 
 /// The parts of an outer IPv4 header the data path needs, checked.
@@ -264,6 +280,7 @@ impl Datapath {
             generated: Vec::new(),
             spare: Vec::new(),
             ip_id: 0,
+            icmp_limit: icmp::Limiter::new(now),
             started: now,
         })
     }
@@ -283,6 +300,11 @@ impl Datapath {
     /// Counts a frame the I/O shell could not send.
     pub fn count_tx_error(&mut self) {
         self.counters.tx_errors += 1;
+    }
+
+    /// Counts frames the kernel dropped because a receive ring was full.
+    pub fn count_ring_drops(&mut self, count: u64) {
+        self.counters.drop_many(DropReason::RingFull, count);
     }
 
     /// Counts a frame the receive ring cut short.
@@ -452,6 +474,9 @@ impl Datapath {
         let inner_ip = inner + ETH_LEN;
         let ip = parse_ipv4(&b[inner_ip..end])?;
         if ip.ttl <= 1 {
+            let original = &b[inner_ip..inner_ip + ip.total];
+            let via = Via::Tunnel(outer.src, node);
+            self.icmp_error(now, IcmpError::TimeExceeded, outer.dst, original, via);
             return Err(DropReason::TtlExpired);
         }
         let l4sum = l4_checksum(frame, inner_ip + ip.ihl)?;
@@ -565,32 +590,71 @@ impl Datapath {
         ip: &Ipv4,
         owner: usize,
     ) -> Result<Verdict, DropReason> {
-        if ip.ttl <= 1 {
-            return Err(DropReason::TtlExpired);
-        }
+        let gso = frame.offload.gso;
+        let arrived = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
+        let plan = match gso {
+            Some(g) => Some(Segments::plan(arrived, g).ok_or(DropReason::Truncated)?),
+            None => None,
+        };
+        // The largest inner packet that will ride the tunnel, and the most that fits.
+        let largest = plan.map_or(ip.total, |p| p.len(0));
+        let room = usize::from(self.setup.mtu).saturating_sub(TUNNEL_OVERHEAD);
+        let too_big = largest > room;
+        let expiring = ip.ttl <= 1;
+        let may_fragment = be16(arrived, 6) & icmp::DF == 0 && gso.is_none() && ip.ihl == 20;
+        // An ICMP error quotes the packet as it arrived, so keep that before translating.
+        // Only packets that conntrack knows get one, as from a router behind the NAT.
+        let quote = (expiring || (too_big && !may_fragment))
+            .then(|| arrived[..ip.total.min(icmp::QUOTE_MAX)].to_vec());
+        let lan = Via::Lan(self.next_hop.mac.unwrap_or(mac_at(frame.bytes(), 6)));
         let l4sum = l4_checksum(frame, ETH_LEN + ip.ihl)?;
         let packet = &mut frame.bytes_mut()[ETH_LEN..ETH_LEN + ip.total];
         let t = self.nat.inbound_with(now, packet, l4sum)?;
+        let egress = self.owned[owner].ip.address;
+        if let Some(quote) = quote {
+            let (kind, reason) = if expiring {
+                (IcmpError::TimeExceeded, DropReason::TtlExpired)
+            } else {
+                let mtu = room as u16;
+                (IcmpError::FragmentationNeeded { mtu }, DropReason::TooBig)
+            };
+            self.icmp_error(now, kind, egress, &quote, lan);
+            return Err(reason);
+        }
         decrement_ttl(packet);
         let Some(node) = self.nodes.get(t.node) else {
             return Err(DropReason::UnknownNode);
         };
-        let egress = self.owned[owner].ip.address;
         let src_port = encap::entropy_port(packet);
-        let gso = frame.offload.gso;
-        let headers = ip.headers();
-        let wire = wire_packets(ip.total, headers, gso);
-        if let Some(gso) = gso {
+        let wire = wire_packets(ip.total, ip.headers(), gso);
+        self.counters.inbound.bytes += ip.total as u64;
+        if let Some(plan) = plan {
             // A super-packet (GRO on the way in) must leave as a train of tunnelled
             // segments: the kernel cannot segment a tunnel packet handed to a packet socket.
-            self.tunnel_segments(frame, ip, gso, egress, t.node, node, src_port)?;
+            let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
+            self.tunnel_segments(packet, &plan, egress, t.node, node, src_port);
             self.counters.inbound.packets += wire;
-            self.counters.inbound.bytes += ip.total as u64;
             return Ok(Verdict::Consumed);
         }
-        if ip.total + ENCAP_LEN - ETH_LEN > usize::from(self.setup.mtu) {
-            return Err(DropReason::TooBig);
+        if too_big {
+            // Allowed to fragment: fragments of the translated packet, each tunnelled.
+            if let Some(c) = frame.offload.checksum
+                && !finish_checksum(&mut frame.bytes_mut()[..ETH_LEN + ip.total], c)
+            {
+                return Err(NatError::Malformed.into());
+            }
+            let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
+            let mut scratch = Vec::new();
+            self.counters.inbound.packets += icmp::fragment(packet, room, &mut scratch, |f| {
+                let mut out = self.spare.pop().unwrap_or_default();
+                out.clear();
+                out.resize(ENCAP_LEN + ETH_LEN, 0);
+                out.extend_from_slice(f);
+                self.seal_tunnel(out, egress, t.node, node, src_port);
+            });
+            return Ok(Verdict::Consumed);
         }
+        self.counters.inbound.packets += 1;
         // The inner frame keeps its place; its Ethernet header is rewritten for the node's
         // tunnel device and the outer headers go into the headroom in front.
         let mac = self.setup.mac;
@@ -608,23 +672,84 @@ impl Datapath {
             frame.start = start;
             frame.end = start + ENCAP_LEN + inner_len;
             frame.offload = frame.offload.shifted(ENCAP_LEN as isize);
-        } else {
-            let mut out = self.spare.pop().unwrap_or_default();
-            out.clear();
-            out.resize(ENCAP_LEN + inner_len, 0);
-            out[ENCAP_LEN..].copy_from_slice(&frame.bytes()[..inner_len]);
-            encap::write_encap(&mut out, &outer, inner_len);
-            self.generated.push(Generated {
-                frame: out,
-                offload: frame.offload.shifted(ENCAP_LEN as isize),
-            });
-            self.counters.inbound.packets += 1;
-            self.counters.inbound.bytes += ip.total as u64;
-            return Ok(Verdict::Consumed);
+            return Ok(Verdict::Transmit);
         }
-        self.counters.inbound.packets += 1;
-        self.counters.inbound.bytes += ip.total as u64;
-        Ok(Verdict::Transmit)
+        let mut out = self.spare.pop().unwrap_or_default();
+        out.clear();
+        out.resize(ENCAP_LEN + inner_len, 0);
+        out[ENCAP_LEN..].copy_from_slice(&frame.bytes()[..inner_len]);
+        encap::write_encap(&mut out, &outer, inner_len);
+        self.generated.push(Generated {
+            frame: out,
+            offload: frame.offload.shifted(ENCAP_LEN as isize),
+        });
+        Ok(Verdict::Consumed)
+    }
+
+    /// Finishes `out`, an inner IPv4 packet behind `ENCAP_LEN + ETH_LEN` bytes of room, as
+    /// a VXLAN frame from `egress` to a node, and queues it.
+    fn seal_tunnel(
+        &mut self,
+        mut out: Vec<u8>,
+        egress: Ipv4Addr,
+        node_ip: Ipv4Addr,
+        node: Node,
+        src_port: u16,
+    ) {
+        let inner_len = out.len() - ENCAP_LEN;
+        let mac = self.setup.mac;
+        encap::write_ethernet(
+            &mut out[ENCAP_LEN..],
+            node.tunnel_mac,
+            mac,
+            EthernetProtocol::Ipv4,
+        );
+        let outer = self.outer(egress, node_ip, node.mac, src_port);
+        encap::write_encap(&mut out, &outer, inner_len);
+        self.generated.push(Generated {
+            frame: out,
+            offload: Offload::default(),
+        });
+    }
+
+    /// Queues an ICMP error from `src` (a floating IP) about the IPv4 packet `original`,
+    /// when RFC 1812 and the rate limit allow one.
+    fn icmp_error(
+        &mut self,
+        now: Instant,
+        kind: IcmpError,
+        src: Ipv4Addr,
+        original: &[u8],
+        via: Via,
+    ) {
+        if !icmp::may_answer(original) {
+            return;
+        }
+        if !self.icmp_limit.allow(now) {
+            self.counters.icmp_errors_rate_limited += 1;
+            return;
+        }
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let mut out = self.spare.pop().unwrap_or_default();
+        out.clear();
+        match via {
+            Via::Lan(mac) => {
+                out.resize(ETH_LEN, 0);
+                icmp::write_error(&mut out, kind, src, original, self.ip_id);
+                encap::write_ethernet(&mut out, mac, self.setup.mac, EthernetProtocol::Ipv4);
+                self.generated.push(Generated {
+                    frame: out,
+                    offload: Offload::default(),
+                });
+            }
+            Via::Tunnel(node_ip, node) => {
+                out.resize(ENCAP_LEN + ETH_LEN, 0);
+                icmp::write_error(&mut out, kind, src, original, self.ip_id);
+                let src_port = encap::entropy_port(&out[ENCAP_LEN + ETH_LEN..]);
+                self.seal_tunnel(out, src, node_ip, node, src_port);
+            }
+        }
+        self.counters.icmp_errors_sent += 1;
     }
 
     /// Cuts a translated super-packet into segments and tunnels them to the node.
@@ -635,24 +760,17 @@ impl Datapath {
     /// IPv4, TCP, data), with its inner checksum complete, and the train of them rides in
     /// one outer UDP super-packet: one send, cut by the kernel (or the NIC) into ordinary
     /// VXLAN packets, which the node's VXLAN device merges again with GRO.
-    #[allow(clippy::too_many_arguments)]
     fn tunnel_segments(
         &mut self,
-        frame: &Frame<'_>,
-        ip: &Ipv4,
-        gso: Gso,
+        packet: &[u8],
+        plan: &Segments,
         egress: Ipv4Addr,
         node_ip: Ipv4Addr,
         node: Node,
         src_port: u16,
-    ) -> Result<(), DropReason> {
-        let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
-        let plan = Segments::plan(packet, gso).ok_or(DropReason::Truncated)?;
+    ) {
         let vx = crate::wire::vxlan::HEADER_LEN;
         let seg = |i: usize| vx + ETH_LEN + plan.len(i);
-        if encap::UDP_PAYLOAD - ETH_LEN + seg(0) > usize::from(self.setup.mtu) {
-            return Err(DropReason::TooBig);
-        }
         let per_send = ((usize::from(u16::MAX) - (encap::UDP_PAYLOAD - ETH_LEN)) / seg(0))
             .clamp(1, UDP_GSO_MAX_SEGMENTS);
         let mut first = 0;
@@ -706,7 +824,6 @@ impl Datapath {
             });
             first = last;
         }
-        Ok(())
     }
 
     /// Frames the data path made itself, to send with the current batch.
@@ -857,6 +974,7 @@ impl Datapath {
                 gratuitous_arps_sent: self.counters.gratuitous_arps_sent,
                 icmp_echo_replies_sent: self.counters.icmp_echo_replies_sent,
                 icmp_errors_sent: self.counters.icmp_errors_sent,
+                icmp_errors_rate_limited: self.counters.icmp_errors_rate_limited,
                 tx_errors: self.counters.tx_errors,
             },
             nodes: self

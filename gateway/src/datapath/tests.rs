@@ -644,3 +644,182 @@ fn a_tcp_super_packet_from_outside_leaves_as_tunnelled_segments() {
     assert_eq!(stream, payload);
     assert_eq!(dp.counters().inbound.packets, 3);
 }
+
+/// The generated VXLAN frames to the node, as their inner IPv4 packets.
+fn tunnelled_to_node(dp: &Datapath) -> Vec<Vec<u8>> {
+    dp.generated()
+        .iter()
+        .map(|g| {
+            let (src, dst, _, dport) = assert_udp_valid(&g.frame[ETH_LEN..]);
+            assert_eq!((src, dst, dport), (FIP, NODE, PORT));
+            let eth = EthernetFrame::new_checked(&g.frame[..]).unwrap();
+            assert_eq!(eth.dst_addr(), NODE_MAC);
+            let ieth = EthernetFrame::new_checked(&g.frame[ENCAP_LEN..]).unwrap();
+            assert_eq!((ieth.dst_addr(), ieth.src_addr()), (NODE_VX_MAC, GW_MAC));
+            ieth.payload().to_vec()
+        })
+        .collect()
+}
+
+/// Checks an ICMP error packet and returns (source, destination, type, code, rest of
+/// header word, quoted bytes).
+fn icmp_error_of(ip: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, u8, u32, Vec<u8>) {
+    let p = Ipv4Packet::new_checked(ip).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!(p.next_header(), IpProtocol::Icmp);
+    let icmp = Icmpv4Packet::new_checked(p.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    let b = p.payload();
+    let rest = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    (
+        p.src_addr(),
+        p.dst_addr(),
+        b[0],
+        b[1],
+        rest,
+        b[8..].to_vec(),
+    )
+}
+
+#[test]
+fn a_pod_packet_whose_ttl_runs_out_gets_time_exceeded_through_the_tunnel() {
+    let mut dp = datapath();
+    let expiring = vxlan_from(NODE, VNI, &pod_packet(1));
+    let v = dp.handle(t(1), &mut with_headroom(&expiring).frame());
+    assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+    let sent = tunnelled_to_node(&dp);
+    assert_eq!(sent.len(), 1);
+    let (src, dst, kind, code, _, quote) = icmp_error_of(&sent[0]);
+    assert_eq!((src, dst, kind, code), (FIP, POD, 11, 0));
+    assert_eq!(
+        quote,
+        pod_packet(1)[ETH_LEN..],
+        "quotes the pod's packet as sent"
+    );
+    assert_eq!(dp.counters().icmp_errors_sent, 1);
+    assert_eq!(dp.counters().flows_created, 0, "nothing was translated");
+}
+
+#[test]
+fn an_outside_packet_whose_ttl_runs_out_gets_time_exceeded_only_for_a_known_flow() {
+    let mut dp = datapath();
+    let out = go_out(&mut dp, t(1));
+    dp.clear_generated();
+    let nat_port = UdpPacket::new_checked(&out[34..]).unwrap().src_port();
+    let reply = udp_packet((REMOTE, 53), (FIP, nat_port), 1, b"answer");
+    let frame = ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &reply);
+    let v = dp.handle(t(2), &mut with_headroom(&frame).frame());
+    assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+    assert_eq!(dp.generated().len(), 1);
+    let g = &dp.generated()[0].frame;
+    let eth = EthernetFrame::new_checked(&g[..]).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (ROUTER_MAC, GW_MAC));
+    let (src, dst, kind, code, _, quote) = icmp_error_of(eth.payload());
+    assert_eq!((src, dst, kind, code), (FIP, REMOTE, 11, 0));
+    assert_eq!(
+        quote, reply,
+        "quotes the packet as it arrived, untranslated"
+    );
+    dp.clear_generated();
+    // No flow: no answer, counted as such.
+    let stray = udp_packet((REMOTE, 53), (FIP, nat_port ^ 1), 1, b"x");
+    let frame = ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &stray);
+    let v = dp.handle(t(2), &mut with_headroom(&frame).frame());
+    assert_eq!(v, Verdict::Drop(NatError::NoFlow.into()));
+    assert!(dp.generated().is_empty());
+}
+
+/// Sends the pod's UDP packet out, then a reply of `len` bytes of payload with the given
+/// flags word, and returns the verdict.
+fn big_reply(dp: &mut Datapath, len: usize, flags: u16) -> (Verdict, Vec<u8>) {
+    let out = go_out(dp, t(1));
+    dp.clear_generated();
+    let nat_port = UdpPacket::new_checked(&out[34..]).unwrap().src_port();
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+    let mut reply = udp_packet((REMOTE, 53), (FIP, nat_port), 60, &payload);
+    reply[6..8].copy_from_slice(&flags.to_be_bytes());
+    reply[10..12].fill(0);
+    let sum = full(&reply[..20]);
+    reply[10..12].copy_from_slice(&sum.to_be_bytes());
+    let frame = ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &reply);
+    (dp.handle(t(2), &mut with_headroom(&frame).frame()), reply)
+}
+
+#[test]
+fn a_dont_fragment_packet_too_big_for_the_tunnel_gets_fragmentation_needed() {
+    let mut dp = datapath();
+    // 1451 bytes of IPv4: one more than fits in 1500 with the tunnel's 50.
+    let (v, reply) = big_reply(&mut dp, 1451 - 28, 0x4000);
+    assert_eq!(v, Verdict::Drop(DropReason::TooBig));
+    assert_eq!(dp.generated().len(), 1);
+    let g = &dp.generated()[0].frame;
+    let (src, dst, kind, code, rest, quote) = icmp_error_of(&g[ETH_LEN..]);
+    assert_eq!((src, dst, kind, code), (FIP, REMOTE, 3, 4));
+    assert_eq!(
+        rest & 0xffff,
+        1450,
+        "the next-hop MTU is what fits the tunnel"
+    );
+    assert_eq!(quote, reply[..548]);
+    // 1450 bytes fit.
+    let mut dp = datapath();
+    let (v, _) = big_reply(&mut dp, 1450 - 28, 0x4000);
+    assert_eq!(v, Verdict::Transmit);
+}
+
+#[test]
+fn a_packet_that_may_be_fragmented_is_fragmented_and_each_piece_tunnelled() {
+    let mut dp = datapath();
+    let (v, reply) = big_reply(&mut dp, 3000, 0);
+    assert_eq!(v, Verdict::Consumed);
+    let pieces = tunnelled_to_node(&dp);
+    assert_eq!(pieces.len(), 3);
+    let mut payload = Vec::new();
+    for p in &pieces {
+        assert!(p.len() <= 1450);
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr(), ip.hop_limit()),
+            (REMOTE, POD, 59)
+        );
+        assert_eq!(usize::from(ip.frag_offset()), payload.len());
+        payload.extend_from_slice(ip.payload());
+    }
+    // Reassembled, it is the reply translated back to the pod.
+    let udp = UdpPacket::new_checked(&payload[..]).unwrap();
+    assert_eq!(udp.dst_port(), 40000);
+    assert!(udp.verify_checksum(&REMOTE.into(), &POD.into()));
+    assert_eq!(udp.payload(), &reply[28..]);
+    assert_eq!(dp.counters().inbound.packets, 3);
+}
+
+#[test]
+fn icmp_errors_are_rate_limited_and_never_sent_about_icmp_errors() {
+    let mut dp = datapath();
+    let expiring = vxlan_from(NODE, VNI, &pod_packet(1));
+    for _ in 0..60 {
+        dp.handle(t(1), &mut with_headroom(&expiring).frame());
+    }
+    assert_eq!(dp.counters().icmp_errors_sent, 50);
+    assert_eq!(dp.counters().icmp_errors_rate_limited, 10);
+    assert_eq!(dp.generated().len(), 50);
+    dp.clear_generated();
+    // A second later the bucket is full again, but an error about an error is never sent.
+    let mut unreachable = udp_packet((POD, 40000), (REMOTE, 53), 1, &[0; 28]);
+    unreachable[9] = 1;
+    unreachable[20..28].copy_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+    unreachable[10..12].fill(0);
+    let sum = full(&unreachable[..20]);
+    unreachable[10..12].copy_from_slice(&sum.to_be_bytes());
+    let inner = ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &unreachable);
+    let v = dp.handle(
+        t(1001),
+        &mut with_headroom(&vxlan_from(NODE, VNI, &inner)).frame(),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+    assert!(dp.generated().is_empty());
+    let v = dp.handle(t(1001), &mut with_headroom(&expiring).frame());
+    assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
+    assert_eq!(dp.generated().len(), 1);
+}

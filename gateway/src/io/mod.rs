@@ -56,8 +56,17 @@ pub fn run(
     let mut transmit = Vec::with_capacity(4096);
     let mut generated = Vec::new();
     let mut published = std::time::Instant::now() - PUBLISH_EVERY;
+    let mut counted_ring = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
+        if counted_ring.elapsed() >= PUBLISH_EVERY {
+            // Each worker counts its own ring's losses, before the leader publishes.
+            let drops = rx.take_drops()?;
+            if drops > 0 {
+                lock(&dp).count_ring_drops(drops);
+            }
+            counted_ring = std::time::Instant::now();
+        }
         let mut next_timer = now + smoltcp::time::Duration::from_millis(MAX_SLEEP_MS as u64);
         if leader {
             let mut core = lock(&dp);

@@ -24,6 +24,7 @@ const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_STATISTICS: libc::c_int = 6;
 /// Fanout by flow hash: every packet of a flow reaches the same ring, in order.
 const PACKET_FANOUT_HASH: u32 = 0;
 const TPACKET_V3: libc::c_int = 2;
@@ -198,6 +199,28 @@ impl RxRing {
     fn status(&self, i: usize) -> *mut u32 {
         // SAFETY: block_status is at offset 8 of the block descriptor.
         unsafe { self.block(i).add(8).cast() }
+    }
+
+    /// Frames the kernel dropped because the ring was full, since the last call (reading
+    /// the socket's statistics resets them).
+    pub fn take_drops(&self) -> io::Result<u64> {
+        // `struct tpacket_stats_v3`: packets, drops, freeze_q_cnt.
+        let mut stats = [0u32; 3];
+        let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+        // SAFETY: `stats` is writable for `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_STATISTICS,
+                stats.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u64::from(stats[1]))
     }
 
     /// Whether the next block is ready for us.
