@@ -172,13 +172,14 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         nat: config.nat_params(),
         seed: seed(),
     };
-    // One worker per core, each with its own ring in a fanout group and its own sender.
+    // One worker per core, each with its own receiving socket in a fanout group and its
+    // own sender.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let fanout = (workers > 1).then(|| std::process::id() as u16);
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let rx = packet::RxRing::open(interface.index, fanout).with_context(|| {
-            format!("cannot open a packet ring on {ifname} (needs CAP_NET_RAW and CAP_IPC_LOCK)")
+        let rx = packet::RxSocket::open(interface.index, fanout).with_context(|| {
+            format!("cannot open a packet socket on {ifname} (needs CAP_NET_RAW)")
         })?;
         let tx = packet::Tx::open(interface.index)
             .with_context(|| format!("cannot open a packet socket on {ifname}"))?;

@@ -18,13 +18,13 @@ pub enum DropReason {
     NoNeighbor,
     /// A reply for a flow whose node the gateway no longer knows how to reach.
     UnknownNode,
-    /// A frame cut short by the receive ring, or a super-packet the gateway cannot segment.
+    /// A frame cut short on receipt, or a super-packet the gateway cannot segment.
     Truncated,
     /// Too big for the interface once encapsulated, and not allowed to fragment.
     TooBig,
-    /// Lost before the data path saw it: the kernel found the receive ring full. These are
-    /// every kind of frame on the interface, not only those to a floating IP.
-    RingFull,
+    /// Lost before the data path saw it: the kernel found the receiving socket's buffer
+    /// full. These are every kind of frame on the interface, not only those to a floating IP.
+    RxBufferFull,
     /// Refused by parsing or by the NAT (malformed, bad checksum, no flow, no ports…).
     Nat(NatError),
 }
@@ -38,7 +38,7 @@ const OWN: [DropReason; 8] = [
     DropReason::UnknownNode,
     DropReason::Truncated,
     DropReason::TooBig,
-    DropReason::RingFull,
+    DropReason::RxBufferFull,
 ];
 
 /// Number of distinct drop reasons.
@@ -61,7 +61,7 @@ impl DropReason {
             DropReason::UnknownNode => "unknown_node",
             DropReason::Truncated => "truncated",
             DropReason::TooBig => "too_big",
-            DropReason::RingFull => "ring_full",
+            DropReason::RxBufferFull => "rx_buffer_full",
             DropReason::Nat(e) => e.metric_label(),
         }
     }

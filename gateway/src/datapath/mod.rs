@@ -302,12 +302,12 @@ impl Datapath {
         self.counters.tx_errors += 1;
     }
 
-    /// Counts frames the kernel dropped because a receive ring was full.
-    pub fn count_ring_drops(&mut self, count: u64) {
-        self.counters.drop_many(DropReason::RingFull, count);
+    /// Counts frames the kernel dropped because a receiving socket's buffer was full.
+    pub fn count_rx_buffer_drops(&mut self, count: u64) {
+        self.counters.drop_many(DropReason::RxBufferFull, count);
     }
 
-    /// Counts a frame the receive ring cut short.
+    /// Counts a frame cut short on receipt.
     pub fn count_truncated(&mut self) {
         self.counters.drop(DropReason::Truncated);
     }

@@ -1,4 +1,4 @@
-//! Everything that touches a socket or the host: the packet ring and transmit batches, the
+//! Everything that touches a socket or the host: the receive and transmit batches, the
 //! nftables guard that keeps the kernel out, interface facts, and the loop that drives the
 //! pure [`Datapath`] with real frames and real time.
 
@@ -15,7 +15,7 @@ use smoltcp::time::Instant;
 
 use crate::datapath::{Datapath, Frame, Verdict};
 use crate::status::SharedSnapshot;
-use packet::{RxFrame, RxRing, Tx};
+use packet::{RxFrame, RxSocket, Tx};
 
 /// How often the status snapshot is refreshed.
 const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(250);
@@ -38,14 +38,14 @@ fn wall_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Runs one worker of the data path until `stop` is set: receive a block of frames from
-/// this worker's ring, hand each to the shared core, send what it returns in one batch, give
-/// the block back. The core is locked once per block, and only while it decides: the sends,
+/// Runs one worker of the data path until `stop` is set: receive a batch of frames from
+/// this worker's socket, hand each to the shared core, send what it returns in one batch.
+/// The core is locked once per batch, and only while it decides: the sends,
 /// where the kernel does most of the work, run unlocked and in parallel across workers.
 /// The `leader` also runs the timers and publishes the status snapshot.
 pub fn run(
     dp: Arc<Mutex<Datapath>>,
-    mut rx: RxRing,
+    mut rx: RxSocket,
     mut tx: Tx,
     stop: Arc<AtomicBool>,
     snapshot: SharedSnapshot,
@@ -56,16 +56,16 @@ pub fn run(
     let mut transmit = Vec::with_capacity(4096);
     let mut generated = Vec::new();
     let mut published = std::time::Instant::now() - PUBLISH_EVERY;
-    let mut counted_ring = std::time::Instant::now();
+    let mut counted_losses = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
-        if counted_ring.elapsed() >= PUBLISH_EVERY {
-            // Each worker counts its own ring's losses, before the leader publishes.
+        if counted_losses.elapsed() >= PUBLISH_EVERY {
+            // Each worker counts its own socket's losses, before the leader publishes.
             let drops = rx.take_drops()?;
             if drops > 0 {
-                lock(&dp).count_ring_drops(drops);
+                lock(&dp).count_rx_buffer_drops(drops);
             }
-            counted_ring = std::time::Instant::now();
+            counted_losses = std::time::Instant::now();
         }
         let mut next_timer = now + smoltcp::time::Duration::from_millis(MAX_SLEEP_MS as u64);
         if leader {
@@ -102,13 +102,13 @@ pub fn run(
                     core.count_truncated();
                     continue;
                 };
-                // SAFETY: the frame lies inside the block we hold until `release`, and
-                // frames of a block never overlap.
+                // SAFETY: the frame lies in its own slot of the socket's buffer, which
+                // the next `frames` call reuses, after this batch was sent.
                 let buf = unsafe { std::slice::from_raw_parts_mut(f.buf, f.len) };
                 let mut frame = Frame::new(buf, f.headroom);
                 frame.offload = offload;
                 if core.handle(now, &mut frame) == Verdict::Transmit {
-                    // SAFETY: as above; the bytes stay put until the block is released.
+                    // SAFETY: as above; the bytes stay put until the batch is sent.
                     let bytes = unsafe { f.buf.add(frame.start) };
                     transmit.push((bytes, frame.end - frame.start, frame.offload));
                 }
@@ -116,7 +116,6 @@ pub fn run(
             core.take_generated(&mut generated);
         }
         send(&dp, &mut tx, &transmit, &mut generated);
-        rx.release();
     }
     Ok(())
 }
@@ -127,7 +126,7 @@ fn lock(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
     dp.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sends rewritten ring frames and frames the core generated, then gives the generated
+/// Sends rewritten received frames and frames the core generated, then gives the generated
 /// buffers back to the core for reuse.
 fn send(
     dp: &Mutex<Datapath>,
@@ -140,7 +139,8 @@ fn send(
     }
     let mut failed = 0;
     for &(at, len, offload) in frames {
-        // SAFETY: `at..at + len` lies in a ring block still held (see `run`).
+        // SAFETY: `at..at + len` lies in a receive slot not reused before this returns
+        // (see `run`).
         let bytes = unsafe { std::slice::from_raw_parts(at, len) };
         failed += tx.push(bytes, &offload);
     }
