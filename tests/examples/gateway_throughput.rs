@@ -14,7 +14,9 @@
 //!   (node, bridge, router, and the gw in kernel mode) on the sending CPU, in the `send` call;
 //!   the gateway works on the other CPU;
 //! - one TCP stream pod → outside, Gbit/s received by the server;
-//! - one TCP stream outside → pod (`-R`), Gbit/s received by the pod.
+//! - one TCP stream outside → pod (`-R`), Gbit/s received by the pod;
+//! - the round trip at light load: the average of 50 pings from the pod to the server, 20 ms
+//!   apart, before the other tests.
 //!
 //! Then it prints every round, the medians, and egret/kernel per metric. The gateway runs
 //! only while egret mode is measured, so that the kernel baseline does not share the CPUs
@@ -57,6 +59,8 @@ struct Figures {
     tcp_up_gbps: f64,
     /// TCP outside → pod, Gbit/s received.
     tcp_down_gbps: f64,
+    /// Average ping round trip, milliseconds.
+    rtt_ms: f64,
 }
 
 fn main() -> ExitCode {
@@ -125,13 +129,14 @@ fn run() -> Result<()> {
             }
             println!(
                 "round {round} {:<6}  udp64 iperf3 {:>7.0} pkt/s, blast {:>7.0} of {:>7.0} pkt/s sent   \
-                 tcp up {:>6.2} Gbit/s   tcp down {:>6.2} Gbit/s",
+                 tcp up {:>6.2} Gbit/s   tcp down {:>6.2} Gbit/s   rtt {:.3} ms",
                 name(mode),
                 figures.udp_pps,
                 figures.blast_pps,
                 figures.blast_sent_pps,
                 figures.tcp_up_gbps,
-                figures.tcp_down_gbps
+                figures.tcp_down_gbps,
+                figures.rtt_ms
             );
             results.push((round, mode, figures));
         }
@@ -177,6 +182,7 @@ fn switch(lab: &mut GatewayLab, mode: Mode) -> Result<()> {
 }
 
 fn measure(lab: &GatewayLab, seconds: u32) -> Result<Figures> {
+    let rtt_ms = ping_rtt_ms(lab)?;
     let udp = iperf(
         lab,
         seconds,
@@ -191,7 +197,36 @@ fn measure(lab: &GatewayLab, seconds: u32) -> Result<Figures> {
         blast_sent_pps,
         tcp_up_gbps: tcp_received_bps(&tcp_up)? / 1e9,
         tcp_down_gbps: tcp_received_bps(&tcp_down)? / 1e9,
+        rtt_ms,
     })
+}
+
+/// The average round trip of 50 pings from the pod to the outside server, 20 ms apart.
+fn ping_rtt_ms(lab: &GatewayLab) -> Result<f64> {
+    let out = run_with_timeout(
+        lab.pod().command("ping").args([
+            "-q",
+            "-c",
+            "50",
+            "-i",
+            "0.02",
+            "-W",
+            "1",
+            &OUTSIDE_ADDRESS.to_string(),
+        ]),
+        Duration::from_secs(20),
+    )?;
+    // "rtt min/avg/max/mdev = 0.159/0.211/0.715/0.085 ms"
+    let summary = out
+        .lines()
+        .find_map(|line| line.split_once(" = ").filter(|(k, _)| k.starts_with("rtt")))
+        .with_context(|| format!("no rtt summary in ping's output: {out:?}"))?;
+    summary
+        .1
+        .split('/')
+        .nth(1)
+        .and_then(|avg| avg.parse().ok())
+        .with_context(|| format!("cannot read the average rtt in {:?}", summary.1))
 }
 
 /// One iperf3 client run in the pod, bound to the pod's address; its JSON report.
@@ -324,14 +359,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn print_table(results: &[(u32, Mode, Figures)]) {
     let row = |label: &str, figures: &Figures| {
         println!(
-            "{label:<16} {:>18.0} {:>18.0} {:>15.2} {:>16.2}",
-            figures.udp_pps, figures.blast_pps, figures.tcp_up_gbps, figures.tcp_down_gbps
+            "{label:<16} {:>18.0} {:>18.0} {:>15.2} {:>16.2} {:>12.3}",
+            figures.udp_pps,
+            figures.blast_pps,
+            figures.tcp_up_gbps,
+            figures.tcp_down_gbps,
+            figures.rtt_ms
         );
     };
     println!();
     println!(
-        "{:<16} {:>18} {:>18} {:>15} {:>16}",
-        "", "udp64 iperf3 rx/s", "udp64 blast rx/s", "tcp up Gbit/s", "tcp down Gbit/s"
+        "{:<16} {:>18} {:>18} {:>15} {:>16} {:>12}",
+        "", "udp64 iperf3 rx/s", "udp64 blast rx/s", "tcp up Gbit/s", "tcp down Gbit/s", "rtt ms"
     );
     for (round, mode, figures) in results {
         row(&format!("round {round} {}", name(*mode)), figures);
@@ -352,17 +391,19 @@ fn print_table(results: &[(u32, Mode, Figures)]) {
             blast_sent_pps: of(|f| f.blast_sent_pps),
             tcp_up_gbps: of(|f| f.tcp_up_gbps),
             tcp_down_gbps: of(|f| f.tcp_down_gbps),
+            rtt_ms: of(|f| f.rtt_ms),
         }
     };
     let (egret, kernel) = (medians(Mode::Egret), medians(Mode::Kernel));
     row("median egret", &egret);
     row("median kernel", &kernel);
     println!(
-        "{:<16} {:>18.2} {:>18.2} {:>15.2} {:>16.2}",
+        "{:<16} {:>18.2} {:>18.2} {:>15.2} {:>16.2} {:>12.2}",
         "egret / kernel",
         egret.udp_pps / kernel.udp_pps,
         egret.blast_pps / kernel.blast_pps,
         egret.tcp_up_gbps / kernel.tcp_up_gbps,
-        egret.tcp_down_gbps / kernel.tcp_down_gbps
+        egret.tcp_down_gbps / kernel.tcp_down_gbps,
+        egret.rtt_ms / kernel.rtt_ms
     );
 }
