@@ -21,6 +21,8 @@ const BURST: u64 = 50;
 /// The IPv4 "don't fragment" and "more fragments" flags, in the flags/offset word.
 pub const DF: u16 = 0x4000;
 const MF: u16 = 0x2000;
+/// The smallest room [`fragment`] can work with: a header and eight bytes.
+pub const FRAGMENT_MIN: usize = IPV4_LEN + 8;
 /// The TTL of packets the gateway originates.
 pub const OWN_TTL: u8 = 64;
 
@@ -130,11 +132,15 @@ pub fn write_error(out: &mut Vec<u8>, kind: IcmpError, src: Ipv4Addr, original: 
 
 /// Cuts the IPv4 packet `ip` (header checksum and transport checksum complete, no
 /// options, not itself a fragment) into fragments of at most `max` bytes, as RFC 791
-/// does, calling `emit` with each whole fragment. Returns how many.
+/// does, calling `emit` with each whole fragment. Returns how many (none when `max` is
+/// below [`FRAGMENT_MIN`]).
 pub fn fragment(ip: &[u8], max: usize, scratch: &mut Vec<u8>, mut emit: impl FnMut(&[u8])) -> u64 {
     let payload = &ip[IPV4_LEN..];
     // Every fragment but the last carries a multiple of eight bytes.
-    let chunk = (max - IPV4_LEN) & !7;
+    let chunk = max.saturating_sub(IPV4_LEN) & !7;
+    if chunk == 0 {
+        return 0;
+    }
     let flags = u16::from_be_bytes([ip[6], ip[7]]) & !0x1fff & !MF;
     let mut count = 0;
     for (i, part) in payload.chunks(chunk).enumerate() {
@@ -271,5 +277,9 @@ mod tests {
             payload.extend_from_slice(&f[20..]);
         }
         assert_eq!(payload, original[20..]);
+        assert_eq!(
+            fragment(&original, 27, &mut Vec::new(), |_| unreachable!()),
+            0
+        );
     }
 }

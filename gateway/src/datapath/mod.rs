@@ -601,7 +601,10 @@ impl Datapath {
         let room = usize::from(self.setup.mtu).saturating_sub(TUNNEL_OVERHEAD);
         let too_big = largest > room;
         let expiring = ip.ttl <= 1;
-        let may_fragment = be16(arrived, 6) & icmp::DF == 0 && gso.is_none() && ip.ihl == 20;
+        let may_fragment = be16(arrived, 6) & icmp::DF == 0
+            && gso.is_none()
+            && ip.ihl == 20
+            && room >= icmp::FRAGMENT_MIN;
         // An ICMP error quotes the packet as it arrived, so keep that before translating.
         // Only packets that conntrack knows get one, as from a router behind the NAT.
         let quote = (expiring || (too_big && !may_fragment))
@@ -627,13 +630,13 @@ impl Datapath {
         };
         let src_port = encap::entropy_port(packet);
         let wire = wire_packets(ip.total, ip.headers(), gso);
-        self.counters.inbound.bytes += ip.total as u64;
         if let Some(plan) = plan {
             // A super-packet (GRO on the way in) must leave as a train of tunnelled
             // segments: the kernel cannot segment a tunnel packet handed to a packet socket.
             let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
             self.tunnel_segments(packet, &plan, egress, t.node, node, src_port);
             self.counters.inbound.packets += wire;
+            self.counters.inbound.bytes += ip.total as u64;
             return Ok(Verdict::Consumed);
         }
         if too_big {
@@ -652,9 +655,11 @@ impl Datapath {
                 out.extend_from_slice(f);
                 self.seal_tunnel(out, egress, t.node, node, src_port);
             });
+            self.counters.inbound.bytes += ip.total as u64;
             return Ok(Verdict::Consumed);
         }
         self.counters.inbound.packets += 1;
+        self.counters.inbound.bytes += ip.total as u64;
         // The inner frame keeps its place; its Ethernet header is rewritten for the node's
         // tunnel device and the outer headers go into the headroom in front.
         let mac = self.setup.mac;
