@@ -54,8 +54,9 @@ const GARP_SPACING: Duration = Duration::from_secs(1);
 /// older kernels, 128 on newer).
 const UDP_GSO_MAX_SEGMENTS: usize = 64;
 /// Bytes the tunnel adds to an inner IPv4 packet against the MTU: outer IPv4, UDP, VXLAN
-/// and the inner Ethernet header (the outer Ethernet header does not count), 50 in all.
-const TUNNEL_OVERHEAD: usize = ENCAP_LEN - ETH_LEN + ETH_LEN;
+/// and the inner Ethernet header (the outer Ethernet header does not count): as many bytes
+/// as [`ENCAP_LEN`], 50.
+const TUNNEL_OVERHEAD: usize = ENCAP_LEN;
 
 /// A floating IP this gateway owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -629,13 +630,12 @@ impl Datapath {
             return Err(DropReason::UnknownNode);
         };
         let src_port = encap::entropy_port(packet);
-        let wire = wire_packets(ip.total, ip.headers(), gso);
         if let Some(plan) = plan {
             // A super-packet (GRO on the way in) must leave as a train of tunnelled
             // segments: the kernel cannot segment a tunnel packet handed to a packet socket.
             let packet = &frame.bytes()[ETH_LEN..ETH_LEN + ip.total];
             self.tunnel_segments(packet, &plan, egress, t.node, node, src_port);
-            self.counters.inbound.packets += wire;
+            self.counters.inbound.packets += wire_packets(ip.total, ip.headers(), gso);
             self.counters.inbound.bytes += ip.total as u64;
             return Ok(Verdict::Consumed);
         }

@@ -182,10 +182,7 @@ impl RxSocket {
     /// The frames waiting now, up to a batch; valid until the next call.
     pub fn frames(&mut self, out: &mut Vec<RxFrame>) -> bool {
         out.clear();
-        for m in &mut self.msgs {
-            m.msg_hdr.msg_flags = 0;
-            m.msg_len = 0;
-        }
+        // The kernel writes `msg_len` and `msg_flags` of every message it fills.
         // SAFETY: every msghdr points to live iovecs over our own buffers.
         let n = unsafe {
             libc::recvmmsg(
