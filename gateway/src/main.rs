@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use egret_gateway::config::{self, Config, ConfigError, HostFacts, Priority};
 use egret_gateway::datapath::{Datapath, FloatingIp, Setup};
-use egret_gateway::io::{self, guard::KernelGuard, host::Interface, packet};
+use egret_gateway::io::{self, fastpath::FastPath, guard::KernelGuard, host::Interface, packet};
 use egret_gateway::{api, status};
 
 #[derive(Debug, Parser)]
@@ -195,18 +195,23 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.api.listen))
         .with_context(|| format!("cannot listen on [api].listen = {}", config.api.listen))?;
-    let dp = Datapath::new(setup, smoltcp::time::Instant::ZERO)
+    let mut dp = Datapath::new(setup, smoltcp::time::Instant::ZERO)
         .context("cannot allocate the flow table ([nat].max_flows)")?;
+    let fast = fast_path(config.gateway.fast_path, ifname, interface.index, &sockets);
+    if fast.is_ok() {
+        dp.enable_fast_path();
+    }
     let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let dp = Arc::new(Mutex::new(dp));
     let mut threads = Vec::with_capacity(workers);
     for (i, (rx, tx)) in sockets.into_iter().enumerate() {
         let (dp, stop, snapshot) = (dp.clone(), stop.clone(), snapshot.clone());
+        let fast = fast.clone();
         let thread = std::thread::Builder::new()
             .name(format!("datapath-{i}"))
             .spawn(move || {
-                let result = io::run(dp, rx, tx, stop.clone(), snapshot, i == 0);
+                let result = io::run(dp, rx, tx, stop.clone(), snapshot, i == 0, fast);
                 // One worker failing stops them all: a half-working gateway is worse.
                 stop.store(true, Ordering::Relaxed);
                 result
@@ -221,6 +226,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         floating_ips = ?addresses,
         api = %config.api.listen,
         workers,
+        fast_path = fast.is_ok(),
         "gateway running"
     );
     let mut term = {
@@ -240,6 +246,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         api::serve(listener, snapshot, shutdown).await;
     });
     stop.store(true, Ordering::Relaxed);
+    if let Ok(fast) = &fast {
+        // Everything back to user space (which stops) before the program goes.
+        let _ = fast.lock().map(|mut f| f.disable());
+    }
     let mut result = Ok(());
     for thread in threads {
         let r = thread
@@ -253,6 +263,33 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     result.context("the data path failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the kernel fast path and filters the receiving sockets, unless the configuration
+/// turns it off. A gateway that cannot load it runs without it, and says why.
+fn fast_path(
+    wanted: bool,
+    interface: &str,
+    ifindex: u32,
+    sockets: &[(packet::RxSocket, packet::Tx)],
+) -> Result<Arc<Mutex<FastPath>>, String> {
+    if !wanted {
+        return Err("off in the configuration ([gateway].fast_path = false)".into());
+    }
+    let loaded = FastPath::load(interface, ifindex).and_then(|mut fast| {
+        for (rx, _) in sockets {
+            fast.filter(rx)?;
+        }
+        Ok(fast)
+    });
+    match loaded {
+        Ok(fast) => Ok(Arc::new(Mutex::new(fast))),
+        Err(e) => {
+            let reason = format!("{e:#}");
+            tracing::warn!(error = %reason, "kernel fast path unavailable: every packet goes through user space");
+            Err(reason)
+        }
+    }
 }
 
 /// Resolves once the data path has stopped by itself (an I/O failure).

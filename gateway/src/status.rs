@@ -39,6 +39,26 @@ pub struct Snapshot {
     pub control: ControlCounters,
     /// Nodes that sent tunnelled traffic recently (outer source address), with their MACs.
     pub nodes: Vec<NodeStatus>,
+    /// The kernel fast path; its packets are also in `outbound` and `inbound`.
+    #[serde(default)]
+    pub fast_path: FastPathStatus,
+}
+
+/// What the kernel fast path did for established flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathStatus {
+    /// Loaded and attached.
+    pub enabled: bool,
+    /// Why not, when it is not.
+    pub reason: Option<String>,
+    /// Flows it holds.
+    pub flows: u64,
+    pub outbound: Traffic,
+    pub inbound: Traffic,
+    /// Packets it took but could not rewrite.
+    pub errors: u64,
+    /// Flows the kernel refused to take (a full map); they stay in user space.
+    pub install_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -463,6 +463,21 @@ impl GatewayLab {
         self.workdir.path()
     }
 
+    /// Turns the gateway's kernel fast path on or off (`[gateway].fast_path`) for its next
+    /// start.
+    ///
+    /// # Errors
+    ///
+    /// When the config cannot be written.
+    pub fn set_fast_path(&mut self, on: bool) -> Result<()> {
+        let text = GATEWAY_CONFIG.replacen(
+            "interface = \"eth0\"\n",
+            &format!("interface = \"eth0\"\nfast_path = {on}\n"),
+            1,
+        );
+        fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
+    }
+
     /// The gateway config file.
     pub fn config_path(&self) -> &Path {
         &self.config

@@ -196,40 +196,65 @@ fn transfer_exact(lab: &GatewayLab, direction: Direction, bytes: u64, port: u16)
 }
 
 /// A [`LARGE_TRANSFER`] that must also show in the gateway's metrics: at least that many
-/// bytes in the direction the data went, and one flow more.
-fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16) -> Result<()> {
+/// bytes in the direction the data went, and one flow more. With the kernel fast path on,
+/// most of those bytes must have gone through it (all but the handshake and the packets
+/// before the flow was handed over); with it off, none.
+fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16, fast: bool) -> Result<()> {
     let label = match direction {
         Direction::PodToOutside => "outbound",
         Direction::OutsideToPod => "inbound",
     };
-    let bytes = |metrics: &Metrics| {
+    let value = |metrics: &Metrics, name: &str, labels: &[(&str, &str)]| {
         metrics
-            .value("egret_gateway_bytes_total", &[("direction", label)])
-            .with_context(|| format!("no egret_gateway_bytes_total{{direction=\"{label}\"}}"))
+            .value(name, labels)
+            .with_context(|| format!("no {name} {labels:?}"))
     };
-    let flows = |metrics: &Metrics| {
-        metrics
-            .value("egret_gateway_flows_created_total", &[])
-            .context("no egret_gateway_flows_created_total")
+    let bytes = |m: &Metrics| value(m, "egret_gateway_bytes_total", &[("direction", label)]);
+    let fast_bytes = |m: &Metrics| {
+        value(
+            m,
+            "egret_gateway_fast_path_bytes_total",
+            &[("direction", label)],
+        )
     };
+    let flows = |m: &Metrics| value(m, "egret_gateway_flows_created_total", &[]);
     let before = lab.metrics()?;
+    ensure!(
+        value(&before, "egret_gateway_fast_path_enabled", &[])? == f64::from(u8::from(fast)),
+        "egret_gateway_fast_path_enabled is not {}",
+        u8::from(fast)
+    );
     transfer_exact(lab, direction, LARGE_TRANSFER, port)?;
     // The API shows a snapshot published a few times a second.
     let deadline = Instant::now() + Duration::from_secs(3);
+    let large = LARGE_TRANSFER as f64;
     loop {
         let after = lab.metrics()?;
-        let (counted, new_flows) = (
+        let (counted, by_kernel, new_flows) = (
             bytes(&after)? - bytes(&before)?,
+            fast_bytes(&after)? - fast_bytes(&before)?,
             flows(&after)? - flows(&before)?,
         );
-        if counted >= LARGE_TRANSFER as f64 && new_flows >= 1.0 {
+        let share_ok = if fast {
+            by_kernel >= 0.9 * large
+        } else {
+            by_kernel == 0.0
+        };
+        if counted >= large && new_flows >= 1.0 && share_ok {
+            eprintln!(
+                "   {label}: {:.1} MiB counted, {:.1} MiB of it by the kernel fast path",
+                counted / 1048576.0,
+                by_kernel / 1048576.0
+            );
             return Ok(());
         }
         ensure!(
             Instant::now() < deadline,
-            "after {} MiB {direction:?}, bytes_total{{direction=\"{label}\"}} grew by {counted} \
-             and flows_created_total by {new_flows}",
-            LARGE_TRANSFER >> 20
+            "after {} MiB {direction:?}, bytes_total{{direction=\"{label}\"}} grew by {counted}, \
+             fast_path_bytes_total by {by_kernel} (fast path {}) and flows_created_total by \
+             {new_flows}",
+            LARGE_TRANSFER >> 20,
+            if fast { "on" } else { "off" }
         );
         thread::sleep(Duration::from_millis(100));
     }
@@ -337,12 +362,12 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
     step(
         &mut lab,
         "50 MB pod → outside over TCP, byte-exact, in the gateway's metrics",
-        |lab| counted_transfer(lab, Direction::PodToOutside, 7200),
+        |lab| counted_transfer(lab, Direction::PodToOutside, 7200, true),
     )?;
     step(
         &mut lab,
         "50 MB outside → pod over TCP, byte-exact, in the gateway's metrics",
-        |lab| counted_transfer(lab, Direction::OutsideToPod, 7201),
+        |lab| counted_transfer(lab, Direction::OutsideToPod, 7201, true),
     )?;
 
     step(

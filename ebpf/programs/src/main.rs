@@ -5,6 +5,10 @@
 //! Ethernet + IPv4 and counts what it saw. It selects nothing and never changes, redirects or
 //! drops a packet; flow selection comes later.
 //!
+//! `egret_gw_forward` (TC, ingress of the gateway interface) and `egret_gw_filter` (socket
+//! filter on the gateway's packet sockets) are egret-gateway's fast path for established
+//! flows; see `egret_ebpf_common::gateway` and `egret_ebpf_programs::gateway`.
+//!
 //! The object only exists for the BPF target. On the host this file builds as a stub program,
 //! so that `cargo clippy --workspace` and `cargo build --workspace` check it too: a `no_std`
 //! host binary would clash with the `std` that the agent's `user` feature of
@@ -12,13 +16,25 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 use aya_ebpf::{
-    bindings::TC_ACT_PIPE,
-    macros::{classifier, map},
-    maps::PerCpuArray,
-    programs::TcContext,
+    bindings::{
+        __sk_buff, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_PIPE, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+    },
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
+    macros::{classifier, map, socket_filter},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{SkBuffContext, TcContext},
+};
+use egret_ebpf_common::gateway::{
+    Config, InKey, InValue, MAX_FLOWS, OutKey, OutValue, Stats as GwStats,
 };
 use egret_ebpf_common::{CLASSIFIER_STATS_INDEX, ClassifierStats};
 use egret_ebpf_programs::classify::{Classified, try_classify};
+use egret_ebpf_programs::gateway::{
+    Candidate, ENCAP_LEN, INNER_IP, INNER_L4, IP, L4, PROTO_UDP, candidate, encap_headers,
+};
 
 /// The classifier's counters: one [`ClassifierStats`] per CPU, so that counting needs no atomics.
 /// The agent finds it by this name (`egret_ebpf_common::CLASSIFIER_STATS_MAP`).
@@ -44,6 +60,275 @@ pub fn egret_classify(ctx: TcContext) -> i32 {
     // maps to TC_ACT_UNSPEC, so the next program or filter still runs and the packet continues
     // as if we were absent. TC_ACT_OK would end the chain and skip the programs after ours.
     TC_ACT_PIPE
+}
+
+/// The gateway fast path's settings, written by egret-gateway.
+#[map]
+static EGRET_GW_CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Established flows, node → outside.
+#[map]
+static EGRET_GW_OUT: HashMap<OutKey, OutValue> = HashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Established flows, outside → node.
+#[map]
+static EGRET_GW_IN: HashMap<InKey, InValue> = HashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// What the fast path forwarded, per CPU.
+#[map]
+static EGRET_GW_STATS: PerCpuArray<GwStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (newer kernels): also clears the tunnel offload marks of a
+/// decapsulated super-packet. Older kernels refuse the flag, and the program retries without.
+const BPF_F_ADJ_ROOM_DECAP_L4_UDP: u64 = 1 << 10;
+
+/// How often at most a flow's `last_seen_ns` is rewritten: user space only needs it to
+/// the second, and fewer writes keep the entry's cache line from bouncing between CPUs.
+const SEEN_EVERY_NS: u64 = 100_000_000;
+
+#[inline(always)]
+fn gso_size(skb: *mut __sk_buff) -> u32 {
+    // SAFETY: the context pointer the kernel passed to this run.
+    unsafe { (*skb).gso_size }
+}
+
+#[inline(always)]
+fn wire_packets(skb: *mut __sk_buff) -> u64 {
+    // SAFETY: as above.
+    let segs = unsafe { (*skb).gso_segs };
+    u64::from(if segs == 0 { 1 } else { segs })
+}
+
+/// Hides from the gateway's packet sockets the frames `egret_gw_forward` forwards: returns
+/// 0 (not for this socket) for them and the whole length for every other frame.
+#[socket_filter]
+pub fn egret_gw_filter(ctx: SkBuffContext) -> i64 {
+    let keep = i64::from(ctx.len());
+    let Some(cfg) = EGRET_GW_CONFIG.get(0) else {
+        return keep;
+    };
+    let taken = match candidate(&ctx, gso_size(ctx.skb.skb), cfg) {
+        Some(Candidate::Out { key, .. }) => EGRET_GW_OUT.get_ptr(&key).is_some(),
+        Some(Candidate::In { key, .. }) => EGRET_GW_IN.get_ptr(&key).is_some(),
+        None => false,
+    };
+    if taken { 0 } else { keep }
+}
+
+/// Forwards the ordinary packets of established flows; passes every other frame on.
+#[classifier]
+pub fn egret_gw_forward(ctx: TcContext) -> i32 {
+    let Some(cfg) = EGRET_GW_CONFIG.get(0) else {
+        return TC_ACT_PIPE;
+    };
+    let forwarded = match candidate(&ctx, gso_size(ctx.skb.skb), cfg) {
+        Some(Candidate::Out { key, inner_len }) => match EGRET_GW_OUT.get_ptr_mut(&key) {
+            // SAFETY: a value of a map that outlives the run; only `last_seen_ns` is written.
+            Some(v) => forward_out(&ctx, cfg, &key, unsafe { &mut *v }, inner_len),
+            None => return TC_ACT_PIPE,
+        },
+        Some(Candidate::In { key, len }) => match EGRET_GW_IN.get_ptr_mut(&key) {
+            // SAFETY: as above.
+            Some(v) => forward_in(&ctx, cfg, &key, unsafe { &mut *v }, len),
+            None => return TC_ACT_PIPE,
+        },
+        None => return TC_ACT_PIPE,
+    };
+    match forwarded {
+        // SAFETY: a helper call with plain arguments.
+        Ok(()) => unsafe { bpf_redirect(cfg.ifindex, 0) as i32 },
+        Err(()) => {
+            count(|s| s.errors = s.errors.wrapping_add(1));
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[inline(always)]
+fn count(f: impl FnOnce(&mut GwStats)) {
+    if let Some(s) = EGRET_GW_STATS.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; see EGRET_CLS_STATS.
+        f(unsafe { &mut *s });
+    }
+}
+
+#[inline(always)]
+fn seen(last: &mut u64) {
+    // SAFETY: a helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(*last) > SEEN_EVERY_NS {
+        *last = now;
+    }
+}
+
+/// The transport checksum's offset and the checksum helper's extra flags for `proto`.
+#[inline(always)]
+fn l4_checksum(l4: usize, proto: u8) -> (usize, u64) {
+    if proto == PROTO_UDP {
+        // A UDP checksum of zero means none, and must stay zero.
+        (l4 + 6, u64::from(BPF_F_MARK_MANGLED_0))
+    } else {
+        (l4 + 16, 0)
+    }
+}
+
+/// Replaces the address at `ip + at` and the port at `l4 + port_at`, keeping both
+/// checksums right, and decrements the TTL.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rewrite<C: Rewrite>(
+    ctx: &C,
+    ip: usize,
+    l4: usize,
+    proto: u8,
+    at: usize,
+    addr: ([u8; 4], [u8; 4]),
+    port_at: usize,
+    port: ([u8; 2], [u8; 2]),
+) -> Result<(), ()> {
+    let (sum_at, mangled) = l4_checksum(l4, proto);
+    let (old, new) = (u32::from_ne_bytes(addr.0), u32::from_ne_bytes(addr.1));
+    ctx.store_at(ip + at, &addr.1)?;
+    ctx.l3(ip + 10, u64::from(old), u64::from(new), 4)?;
+    ctx.l4(
+        sum_at,
+        u64::from(old),
+        u64::from(new),
+        u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
+    )?;
+    let (old, new) = (u16::from_ne_bytes(port.0), u16::from_ne_bytes(port.1));
+    ctx.store_at(l4 + port_at, &port.1)?;
+    ctx.l4(sum_at, u64::from(old), u64::from(new), mangled | 2)?;
+    let word: [u8; 2] = ctx.load_at(ip + 8)?;
+    let new_word = [word[0].wrapping_sub(1), word[1]];
+    ctx.store_at(ip + 8, &new_word)?;
+    ctx.l3(
+        ip + 10,
+        u64::from(u16::from_ne_bytes(word)),
+        u64::from(u16::from_ne_bytes(new_word)),
+        2,
+    )
+}
+
+/// The socket buffer operations the rewrite needs, with errors flattened.
+trait Rewrite {
+    fn store_at<T>(&self, at: usize, v: &T) -> Result<(), ()>;
+    fn load_at<T>(&self, at: usize) -> Result<T, ()>;
+    fn l3(&self, at: usize, from: u64, to: u64, size: u64) -> Result<(), ()>;
+    fn l4(&self, at: usize, from: u64, to: u64, flags: u64) -> Result<(), ()>;
+}
+
+impl Rewrite for TcContext {
+    #[inline(always)]
+    fn store_at<T>(&self, at: usize, v: &T) -> Result<(), ()> {
+        self.store(at, v, 0).map_err(|_| ())
+    }
+    #[inline(always)]
+    fn load_at<T>(&self, at: usize) -> Result<T, ()> {
+        self.load(at).map_err(|_| ())
+    }
+    #[inline(always)]
+    fn l3(&self, at: usize, from: u64, to: u64, size: u64) -> Result<(), ()> {
+        self.l3_csum_replace(at, from, to, size).map_err(|_| ())
+    }
+    #[inline(always)]
+    fn l4(&self, at: usize, from: u64, to: u64, flags: u64) -> Result<(), ()> {
+        self.l4_csum_replace(at, from, to, flags).map_err(|_| ())
+    }
+}
+
+/// Node → outside: SNAT the inner packet, drop the tunnel headers, address the next hop.
+#[inline(always)]
+fn forward_out(
+    ctx: &TcContext,
+    cfg: &Config,
+    key: &OutKey,
+    v: &mut OutValue,
+    inner_len: u16,
+) -> Result<(), ()> {
+    rewrite(
+        ctx,
+        INNER_IP,
+        INNER_L4,
+        key.proto,
+        12,
+        (key.pod, key.egress),
+        0,
+        (key.pod_port, v.nat_port),
+    )?;
+    let flags = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO);
+    let shrink = -(ENCAP_LEN as i32);
+    if ctx
+        .adjust_room(
+            shrink,
+            BPF_ADJ_ROOM_MAC,
+            flags | BPF_F_ADJ_ROOM_DECAP_L4_UDP,
+        )
+        .is_err()
+    {
+        ctx.adjust_room(shrink, BPF_ADJ_ROOM_MAC, flags)
+            .map_err(|_| ())?;
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&cfg.next_hop_mac);
+    macs[6..].copy_from_slice(&cfg.mac);
+    ctx.store_at(0, &macs)?;
+    seen(&mut v.last_seen_ns);
+    let packets = wire_packets(ctx.skb.skb);
+    count(|s| {
+        s.out_packets = s.out_packets.wrapping_add(packets);
+        s.out_bytes = s.out_bytes.wrapping_add(u64::from(inner_len));
+    });
+    Ok(())
+}
+
+/// Outside → node: DNAT, put the tunnel headers in front, address the node.
+#[inline(always)]
+fn forward_in(
+    ctx: &TcContext,
+    cfg: &Config,
+    key: &InKey,
+    v: &mut InValue,
+    len: u16,
+) -> Result<(), ()> {
+    rewrite(
+        ctx,
+        IP,
+        L4,
+        key.proto,
+        16,
+        (key.egress, v.pod),
+        2,
+        (key.nat_port, v.pod_port),
+    )?;
+    let flags = u64::from(
+        BPF_F_ADJ_ROOM_FIXED_GSO
+            | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
+            | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+            | BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+    ) | (14u64 << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| ())?;
+    // SAFETY: a helper call without arguments.
+    let ip_id = unsafe { bpf_get_prandom_u32() } as u16;
+    let headers = encap_headers(
+        cfg,
+        v.node_mac,
+        v.tunnel_mac,
+        key.egress,
+        v.node,
+        v.src_port,
+        len,
+        ip_id,
+    );
+    ctx.store_at(0, &headers)?;
+    seen(&mut v.last_seen_ns);
+    let packets = wire_packets(ctx.skb.skb);
+    count(|s| {
+        s.in_packets = s.in_packets.wrapping_add(packets);
+        s.in_bytes = s.in_bytes.wrapping_add(u64::from(len));
+    });
+    Ok(())
 }
 
 #[cfg(target_arch = "bpf")]

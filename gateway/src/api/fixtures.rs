@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::status::{
-    ControlCounters, FloatingIpStatus, FlowStatus, NextHopStatus, NodeStatus, Snapshot, Traffic,
+    ControlCounters, FastPathStatus, FloatingIpStatus, FlowStatus, NextHopStatus, NodeStatus,
+    Snapshot, Traffic,
 };
 
 /// Gateway gw1 owning 192.168.1.100 and backing up 192.168.1.101, with traffic, one
@@ -76,5 +77,20 @@ pub(crate) fn snapshot() -> Snapshot {
             mac: "02:00:00:00:00:21".to_owned(),
             tunnel_mac: "02:00:00:00:01:21".to_owned(),
         }],
+        fast_path: FastPathStatus {
+            enabled: true,
+            reason: None,
+            flows: 3,
+            outbound: Traffic {
+                packets: 900,
+                bytes: 90_000,
+            },
+            inbound: Traffic {
+                packets: 1800,
+                bytes: 2_000_000,
+            },
+            errors: 2,
+            install_failures: 1,
+        },
     }
 }

@@ -140,6 +140,46 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         out.sample(&[], value);
     }
 
+    let fast = &s.fast_path;
+    out.family(
+        "egret_gateway_fast_path_enabled",
+        "gauge",
+        "1 when the kernel fast path for established flows is loaded and attached, else 0.",
+    );
+    out.sample(&[], u64::from(fast.enabled));
+    out.family(
+        "egret_gateway_fast_path_flows",
+        "gauge",
+        "Flows the kernel fast path forwards.",
+    );
+    out.sample(&[], fast.flows);
+    out.family(
+        "egret_gateway_fast_path_packets_total",
+        "counter",
+        "Packets the kernel fast path forwarded (also counted in egret_gateway_packets_total).",
+    );
+    out.sample(&[("direction", "outbound")], fast.outbound.packets);
+    out.sample(&[("direction", "inbound")], fast.inbound.packets);
+    out.family(
+        "egret_gateway_fast_path_bytes_total",
+        "counter",
+        "IPv4 bytes the kernel fast path forwarded (also counted in egret_gateway_bytes_total).",
+    );
+    out.sample(&[("direction", "outbound")], fast.outbound.bytes);
+    out.sample(&[("direction", "inbound")], fast.inbound.bytes);
+    out.family(
+        "egret_gateway_fast_path_errors_total",
+        "counter",
+        "Packets the kernel fast path took but could not rewrite, and dropped.",
+    );
+    out.sample(&[], fast.errors);
+    out.family(
+        "egret_gateway_fast_path_install_failures_total",
+        "counter",
+        "Flows the kernel fast path could not take (its maps were full); they stay in user space.",
+    );
+    out.sample(&[], fast.install_failures);
+
     out.family(
         "egret_gateway_next_hop_resolved",
         "gauge",

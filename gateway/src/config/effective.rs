@@ -21,6 +21,7 @@ pub(super) fn render(config: &Config) -> String {
             gateway.interface
         )),
     }
+    out.key("fast_path", gateway.fast_path);
 
     let tunnel = &config.tunnel;
     out.section("[tunnel]");

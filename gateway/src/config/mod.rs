@@ -89,6 +89,9 @@ pub struct Gateway {
     pub interface: String,
     /// `None`: the kernel's default route via `interface`, resolved at run time.
     pub next_hop: Option<Ipv4Addr>,
+    /// Whether established flows are forwarded by the kernel fast path (a TC program the
+    /// gateway loads and fills); `false` keeps every packet in user space.
+    pub fast_path: bool,
 }
 
 /// `[tunnel]`: the VXLAN tunnel from the node agents.
@@ -386,6 +389,7 @@ mod tests {
                 name: "gw-test".to_owned(),
                 interface: "eth1".to_owned(),
                 next_hop: None,
+                fast_path: true,
             }
         );
         assert_eq!(

@@ -19,6 +19,7 @@ pub(super) struct RawGateway {
     pub name: Option<Spanned<String>>,
     pub interface: Spanned<String>,
     pub next_hop: Option<Spanned<String>>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -394,12 +395,13 @@ pub(super) fn allowed(key: &str) -> &'static str {
         "a duration of at least 1s and at most 30d, such as \"30s\", \"4m\" or \"2h4m\"";
     const PRIORITY: &str = "an integer 1..=254 or \"auto\"";
     match generic.as_str() {
-        "gateway" => "a [gateway] table with interface (and optionally name, next_hop)",
+        "gateway" => "a [gateway] table with interface (and optionally name, next_hop, fast_path)",
         "gateway.name" => "a non-empty name (default: the host name)",
         "gateway.interface" => "the name of an existing network interface, such as \"eth1\"",
         "gateway.next_hop" => {
             "an IPv4 address on the interface's subnet; leave it out to use the default route"
         }
+        "gateway.fast_path" => "true or false (default true)",
         "tunnel" => "a [tunnel] table with allowed_sources (and optionally port, vni)",
         "tunnel.port" => "a UDP port 1..=65535 outside [nat].port_range (default 4800)",
         "tunnel.vni" => "an integer 0..=16777215 (24 bits; default 1)",

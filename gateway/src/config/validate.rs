@@ -140,6 +140,7 @@ impl Checker<'_, '_, '_> {
             name: name?,
             interface: interface?,
             next_hop: next_hop?,
+            fast_path: g.fast_path.unwrap_or(true),
         })
     }
 

@@ -94,11 +94,28 @@ pub fn write_ethernet(
 /// addresses and first transport word (the ports), in the dynamic range.
 pub fn entropy_port(inner_ip: &[u8]) -> u16 {
     let ihl = usize::from(inner_ip[0] & 0x0f) * 4;
+    hash_port(
+        inner_ip[12..20]
+            .iter()
+            .chain(inner_ip.get(ihl..ihl + 4).unwrap_or(&[])),
+    )
+}
+
+/// [`entropy_port`] of a TCP or UDP packet from `src:sport` to `dst:dport`, without the
+/// packet.
+pub fn flow_entropy_port(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> u16 {
+    let (s, d, sp, dp) = (
+        src.octets(),
+        dst.octets(),
+        sport.to_be_bytes(),
+        dport.to_be_bytes(),
+    );
+    hash_port(s.iter().chain(&d).chain(&sp).chain(&dp))
+}
+
+fn hash_port<'a>(bytes: impl Iterator<Item = &'a u8>) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in inner_ip[12..20]
-        .iter()
-        .chain(inner_ip.get(ihl..ihl + 4).unwrap_or(&[]))
-    {
+    for b in bytes {
         h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
     }
     ENTROPY_PORT_BASE | ((h ^ (h >> 16)) as u16 & 0x3fff)

@@ -23,6 +23,7 @@
 
 mod counters;
 pub mod encap;
+pub mod fast;
 mod frame;
 pub mod icmp;
 mod neighbors;
@@ -36,11 +37,12 @@ use smoltcp::wire::{
 };
 
 pub use counters::{Counters, DROP_REASONS, DropReason, PortUse, Traffic};
+pub use fast::FastChange;
 pub use frame::{Frame, Gso, GsoKind, Offload, PartialChecksum};
 pub use neighbors::{NextHop, Node, Nodes};
 
 use crate::nat::checksum::{ChecksumDelta, full};
-use crate::nat::{L4Checksum, Nat, NatError, NatParams};
+use crate::nat::{Flow, FlowId, InsideKey, L4Checksum, Nat, NatError, NatParams};
 use crate::status;
 use encap::{ARP_FRAME_LEN, ENCAP_LEN, ETH_LEN, Outer, Segments};
 use icmp::{IcmpError, OWN_TTL};
@@ -130,6 +132,11 @@ pub struct Datapath {
     ip_id: u16,
     icmp_limit: icmp::Limiter,
     started: Instant,
+    /// Whether established flows are handed to the kernel fast path.
+    fast: bool,
+    /// The flows handed to it.
+    offloaded: std::collections::HashSet<InsideKey, foldhash::fast::RandomState>,
+    fast_changes: Vec<FastChange>,
 }
 
 /// Which way an ICMP error leaves.
@@ -283,6 +290,9 @@ impl Datapath {
             ip_id: 0,
             icmp_limit: icmp::Limiter::new(now),
             started: now,
+            fast: false,
+            offloaded: Default::default(),
+            fast_changes: Vec::new(),
         })
     }
 
@@ -296,6 +306,80 @@ impl Datapath {
 
     pub fn next_hop(&self) -> &NextHop {
         &self.next_hop
+    }
+
+    /// Hands established flows to the kernel fast path from now on (see [`fast`]).
+    pub fn enable_fast_path(&mut self) {
+        self.fast = true;
+    }
+
+    /// How many flows the fast path holds.
+    pub fn offloaded(&self) -> usize {
+        self.offloaded.len()
+    }
+
+    /// The fast path's settings as they stand (they change when the next hop's MAC does).
+    pub fn fast_config(&self) -> egret_ebpf_common::gateway::Config {
+        let room = usize::from(self.setup.mtu).saturating_sub(TUNNEL_OVERHEAD);
+        fast::config(
+            self.setup.mac,
+            self.next_hop.mac,
+            self.setup.tunnel_port,
+            self.setup.vni,
+            room,
+        )
+    }
+
+    /// Moves the fast path changes decided so far into `out` (empty), in order.
+    pub fn take_fast_changes(&mut self, out: &mut Vec<FastChange>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut self.fast_changes, out);
+    }
+
+    /// Hands a flow to the fast path, or takes it back, as its state now requires.
+    fn sync_fast(&mut self, id: FlowId) {
+        if !self.fast {
+            return;
+        }
+        let flow = *self.nat.table().flow(id);
+        let key = flow.inside_key();
+        if fast::offloadable(&flow) {
+            if self.offloaded.contains(&key) {
+                return;
+            }
+            let Some(node) = self.nodes.get(flow.node) else {
+                return;
+            };
+            let src_port =
+                encap::flow_entropy_port(flow.remote, flow.pod, flow.remote_port, flow.pod_port);
+            self.fast_changes.push(fast::install(&flow, node, src_port));
+            self.offloaded.insert(key);
+        } else if self.offloaded.remove(&key) {
+            self.fast_changes.push(fast::remove(&flow));
+        }
+    }
+
+    /// Takes back from the fast path every flow of a node whose MACs changed, so that
+    /// replies are tunnelled with the new ones.
+    fn forget_node(&mut self, node: Ipv4Addr) {
+        let table = self.nat.table();
+        let changes = &mut self.fast_changes;
+        self.offloaded.retain(|key| {
+            if key.node != node {
+                return true;
+            }
+            if let Some(id) = table.lookup_inside(key) {
+                changes.push(fast::remove(table.flow(id)));
+            }
+            false
+        });
+    }
+
+    /// Records a node's MACs; a node whose MACs changed loses its fast path flows.
+    fn learn_node(&mut self, address: Ipv4Addr, node: Node) {
+        if self.nodes.learn(address, node) && self.fast {
+            self.forget_node(address);
+        }
     }
 
     /// Counts a frame the I/O shell could not send.
@@ -471,7 +555,7 @@ impl Datapath {
             ETHERTYPE_ARP => return self.tunnel_arp(frame, outer, inner, end, node),
             _ => return Err(NatError::NotIpv4.into()),
         }
-        self.nodes.learn(outer.src, node);
+        self.learn_node(outer.src, node);
         let inner_ip = inner + ETH_LEN;
         let ip = parse_ipv4(&b[inner_ip..end])?;
         if ip.ttl <= 1 {
@@ -486,6 +570,7 @@ impl Datapath {
             .nat
             .outbound_with(now, outer.src, outer.dst, packet, l4sum)?;
         decrement_ttl(packet);
+        self.sync_fast(t.flow);
         let gso = frame.offload.gso;
         let headers = ip.headers();
         if t.created {
@@ -540,7 +625,7 @@ impl Datapath {
             // The node announcing itself: nothing to answer.
             return Ok(Verdict::Consumed);
         }
-        self.nodes.learn(outer.src, node);
+        self.learn_node(outer.src, node);
         // The reply replaces the request; a fresh outer header goes in front of it.
         let at = frame.start + inner;
         encap::write_arp(
@@ -614,6 +699,7 @@ impl Datapath {
         let l4sum = l4_checksum(frame, ETH_LEN + ip.ihl)?;
         let packet = &mut frame.bytes_mut()[ETH_LEN..ETH_LEN + ip.total];
         let t = self.nat.inbound_with(now, packet, l4sum)?;
+        self.sync_fast(t.flow);
         let egress = self.owned[owner].ip.address;
         if let Some(quote) = quote {
             let (kind, reason) = if expiring {
@@ -877,6 +963,12 @@ impl Datapath {
 
     /// Runs the timers due at `now`: ARP for the next hop, gratuitous ARP, flow expiry.
     pub fn poll(&mut self, now: Instant) {
+        self.poll_with(now, |_| None);
+    }
+
+    /// [`poll`](Self::poll), where `fast_seen` tells when the fast path last forwarded a
+    /// packet of a flow it holds: such a flow expires only once idle there too.
+    pub fn poll_with(&mut self, now: Instant, mut fast_seen: impl FnMut(&Flow) -> Option<Instant>) {
         if self.next_hop.due(now) {
             let (mac, address, hop) = (self.setup.mac, self.setup.address, self.next_hop.address);
             let eth_dst = self.next_hop.mac.unwrap_or(EthernetAddress::BROADCAST);
@@ -908,11 +1000,31 @@ impl Datapath {
             self.counters.gratuitous_arps_sent += 1;
         }
         let owned = &mut self.owned;
-        let expired = self.nat.table_mut().expire(now, |flow| {
-            if let Some(o) = owned.iter_mut().find(|o| o.ip.address == flow.egress) {
-                o.ports.remove(flow.nat_port);
+        let offloaded = &self.offloaded;
+        let mut gone = Vec::new();
+        let expired = self.nat.table_mut().expire_with(
+            now,
+            |flow| {
+                if offloaded.contains(&flow.inside_key()) {
+                    fast_seen(flow)
+                } else {
+                    None
+                }
+            },
+            |flow| {
+                if let Some(o) = owned.iter_mut().find(|o| o.ip.address == flow.egress) {
+                    o.ports.remove(flow.nat_port);
+                }
+                if !offloaded.is_empty() {
+                    gone.push(*flow);
+                }
+            },
+        );
+        for flow in gone {
+            if self.offloaded.remove(&flow.inside_key()) {
+                self.fast_changes.push(fast::remove(&flow));
             }
-        });
+        }
         self.counters.flows_expired += expired as u64;
     }
 
@@ -991,6 +1103,10 @@ impl Datapath {
                     tunnel_mac: n.tunnel_mac.to_string(),
                 })
                 .collect(),
+            fast_path: status::FastPathStatus {
+                flows: self.offloaded.len() as u64,
+                ..Default::default()
+            },
         }
     }
 }

@@ -77,18 +77,23 @@ pub struct Nodes {
 pub const MAX_NODES: usize = 1 << 16;
 
 impl Nodes {
-    /// Records the MACs a node's frame carried.
+    /// Records the MACs a node's frame carried. Returns whether they replace different
+    /// MACs known for that node (its interface or tunnel device changed).
     #[inline]
-    pub fn learn(&mut self, address: Ipv4Addr, node: Node) {
+    pub fn learn(&mut self, address: Ipv4Addr, node: Node) -> bool {
         if self.last == Some((address, node)) {
-            return;
+            return false;
         }
         self.last = Some((address, node));
         if self.map.len() >= MAX_NODES && !self.map.contains_key(&address) {
-            return;
+            return false;
         }
-        if self.map.insert(address, node) != Some(node) {
-            tracing::debug!(%address, mac = %node.mac, tunnel_mac = %node.tunnel_mac, "node learned");
+        match self.map.insert(address, node) {
+            Some(old) if old == node => false,
+            old => {
+                tracing::debug!(%address, mac = %node.mac, tunnel_mac = %node.tunnel_mac, "node learned");
+                old.is_some()
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! nftables guard that keeps the kernel out, interface facts, and the loop that drives the
 //! pure [`Datapath`] with real frames and real time.
 
+pub mod fastpath;
 pub mod guard;
 pub mod host;
 pub mod packet;
@@ -13,8 +14,9 @@ use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use smoltcp::time::Instant;
 
-use crate::datapath::{Datapath, Frame, Verdict};
+use crate::datapath::{Datapath, FastChange, Frame, Verdict};
 use crate::status::SharedSnapshot;
+use fastpath::FastPath;
 use packet::{RxFrame, RxSocket, Tx};
 
 /// How often the status snapshot is refreshed.
@@ -43,6 +45,9 @@ fn wall_ms() -> u64 {
 /// The core is locked once per batch, and only while it decides: the sends,
 /// where the kernel does most of the work, run unlocked and in parallel across workers.
 /// The `leader` also runs the timers and publishes the status snapshot.
+///
+/// With a kernel fast path, the changes the core decides for it are written into its maps
+/// while the core is locked, so they reach the kernel in the order they were decided.
 pub fn run(
     dp: Arc<Mutex<Datapath>>,
     mut rx: RxSocket,
@@ -50,11 +55,13 @@ pub fn run(
     stop: Arc<AtomicBool>,
     snapshot: SharedSnapshot,
     leader: bool,
+    fast: Result<Arc<Mutex<FastPath>>, String>,
 ) -> std::io::Result<()> {
     let clock = Clock(std::time::Instant::now());
     let mut frames: Vec<RxFrame> = Vec::with_capacity(4096);
     let mut transmit = Vec::with_capacity(4096);
     let mut generated = Vec::new();
+    let mut changes: Vec<FastChange> = Vec::new();
     let mut published = std::time::Instant::now() - PUBLISH_EVERY;
     let mut counted_losses = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -71,17 +78,34 @@ pub fn run(
         if leader {
             let mut core = lock(&dp);
             if now >= core.poll_at() {
-                core.poll(now);
+                match &fast {
+                    Ok(fast) => {
+                        let fast = lock(fast);
+                        core.poll_with(now, |flow| fast.last_seen(flow, now));
+                    }
+                    Err(_) => core.poll(now),
+                }
                 core.take_generated(&mut generated);
             }
             if published.elapsed() >= PUBLISH_EVERY {
-                let s = core.snapshot(now, wall_ms());
+                let mut s = core.snapshot(now, wall_ms());
+                match &fast {
+                    Ok(fast) => {
+                        let mut fast = lock(fast);
+                        if let Err(e) = fast.configure(core.fast_config()) {
+                            tracing::warn!(error = %format!("{e:#}"), "fast path settings not written");
+                        }
+                        report(&fast, core.offloaded(), &mut s);
+                    }
+                    Err(reason) => s.fast_path.reason = Some(reason.clone()),
+                }
                 if let Ok(mut shared) = snapshot.lock() {
                     *shared = s;
                 }
                 published = std::time::Instant::now();
             }
             next_timer = next_timer.min(core.poll_at());
+            apply(&mut core, fast.as_deref().ok(), &mut changes);
             drop(core);
             send(&dp, &mut tx, &[], &mut generated);
         }
@@ -114,16 +138,46 @@ pub fn run(
                 }
             }
             core.take_generated(&mut generated);
+            apply(&mut core, fast.as_deref().ok(), &mut changes);
         }
         send(&dp, &mut tx, &transmit, &mut generated);
     }
     Ok(())
 }
 
+/// Writes the fast path changes the core decided into the kernel's maps.
+fn apply(core: &mut Datapath, fast: Option<&Mutex<FastPath>>, changes: &mut Vec<FastChange>) {
+    core.take_fast_changes(changes);
+    if let Some(fast) = fast
+        && !changes.is_empty()
+    {
+        lock(fast).apply(changes);
+    }
+    changes.clear();
+}
+
+/// Adds the fast path's figures to a snapshot: its own, and its packets into the totals.
+fn report(fast: &FastPath, flows: usize, s: &mut crate::status::Snapshot) {
+    let stats = fast.stats();
+    let f = &mut s.fast_path;
+    f.enabled = true;
+    f.flows = flows as u64;
+    f.outbound.packets = stats.out_packets;
+    f.outbound.bytes = stats.out_bytes;
+    f.inbound.packets = stats.in_packets;
+    f.inbound.bytes = stats.in_bytes;
+    f.errors = stats.errors;
+    f.install_failures = fast.install_failures;
+    s.outbound.packets += stats.out_packets;
+    s.outbound.bytes += stats.out_bytes;
+    s.inbound.packets += stats.in_packets;
+    s.inbound.bytes += stats.in_bytes;
+}
+
 /// Locks the shared core. A worker that panicked while holding it left it consistent
 /// enough to count and send with (the panic itself stops the gateway).
-fn lock(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
-    dp.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sends rewritten received frames and frames the core generated, then gives the generated

@@ -126,6 +126,12 @@ pub struct RxSocket {
     msgs: Vec<libc::mmsghdr>,
 }
 
+impl std::os::fd::AsFd for RxSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 // SAFETY: the raw pointers in `iov` and `msgs` point into the socket's own buffers.
 unsafe impl Send for RxSocket {}
 

@@ -409,7 +409,19 @@ impl FlowTable {
 
     /// Frees every flow whose deadline has passed at `now`, calling `on_expired` for each.
     /// Returns how many expired.
-    pub fn expire(&mut self, now: Instant, mut on_expired: impl FnMut(&Flow)) -> usize {
+    pub fn expire(&mut self, now: Instant, on_expired: impl FnMut(&Flow)) -> usize {
+        self.expire_with(now, |_| None, on_expired)
+    }
+
+    /// [`expire`](Self::expire), where `seen` may report a later packet of a flow past its
+    /// deadline that the table did not see (one forwarded elsewhere): the flow then lives
+    /// on, until that packet's time plus its state's timeout.
+    pub fn expire_with(
+        &mut self,
+        now: Instant,
+        mut seen: impl FnMut(&Flow) -> Option<Instant>,
+        mut on_expired: impl FnMut(&Flow),
+    ) -> usize {
         let now_s = secs(now);
         if self.cursor > now_s {
             return 0;
@@ -420,7 +432,7 @@ impl FlowTable {
         let mut expired = 0;
         for k in 0..steps {
             let slot = self.cursor.wrapping_add(k) % WHEEL_SLOTS;
-            expired += self.process_slot(slot, now_s, &mut on_expired);
+            expired += self.process_slot(slot, now_s, &mut seen, &mut on_expired);
         }
         self.cursor = now_s.saturating_add(1);
         expired
@@ -445,7 +457,13 @@ impl FlowTable {
             })
     }
 
-    fn process_slot(&mut self, slot: u32, now_s: u32, on_expired: &mut impl FnMut(&Flow)) -> usize {
+    fn process_slot(
+        &mut self,
+        slot: u32,
+        now_s: u32,
+        seen: &mut impl FnMut(&Flow) -> Option<Instant>,
+        on_expired: &mut impl FnMut(&Flow),
+    ) -> usize {
         let first = self.entries[slot as usize].next;
         if first == slot {
             return 0;
@@ -461,14 +479,24 @@ impl FlowTable {
         while cur != slot {
             let e = self.entries[cur as usize];
             self.counters.wheel_visits += 1;
-            if e.deadline <= now_s {
+            let deadline = if e.deadline <= now_s {
+                seen(&e.flow).map_or(e.deadline, |t| {
+                    let later =
+                        secs(t).saturating_add(self.timeouts.get(e.flow.proto, e.flow.state));
+                    e.deadline.max(later)
+                })
+            } else {
+                e.deadline
+            };
+            if deadline <= now_s {
                 let flow = self.drop_indexes(cur);
                 self.release(cur);
                 self.counters.expired += 1;
                 expired += 1;
                 on_expired(&flow);
             } else {
-                self.link(cur, e.deadline);
+                self.entries[cur as usize].deadline = deadline;
+                self.link(cur, deadline);
             }
             cur = e.next;
         }

@@ -1,9 +1,10 @@
 //! Builds egret's eBPF object from `ebpf/programs` with aya-build and leaves it in `OUT_DIR`,
-//! where `src/ebpf.rs` embeds it; as the aya template's `{{project-name}}/build.rs` does.
+//! where the crate embeds it; as the aya template's `{{project-name}}/build.rs` does. Both
+//! egret-agent and egret-gateway use this one script (`build = "../ebpf/build.rs"`).
 //!
 //! aya-build runs `cargo +nightly build --target bpfel-unknown-none -Z build-std=core` on the
 //! eBPF crate (needs nightly with rust-src and bpf-linker, see scripts/setup). The eBPF crate is
-//! also a build-dependency of this crate, so cargo reruns this script when it changes.
+//! also a build-dependency of the crate being built, so cargo reruns this script when it changes.
 //!
 //! `EGRET_SKIP_EBPF_BUILD=1` writes an empty object instead, for quick checks without that
 //! toolchain; the loader refuses an empty object with an error that names this variable.
@@ -54,8 +55,8 @@ fn main() -> anyhow::Result<()> {
 
     if let Some(switch) = skip {
         println!(
-            "cargo:warning={switch} is set: embedding an empty eBPF object; this agent cannot \
-             load its programs"
+            "cargo:warning={switch} is set: embedding an empty eBPF object; this binary cannot \
+             load its eBPF programs"
         );
         for object in &objects {
             fs::write(object, []).with_context(|| format!("writing {}", object.display()))?;

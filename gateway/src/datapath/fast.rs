@@ -1,0 +1,115 @@
+//! Which flows the kernel fast path forwards, decided here with the rest of the data path.
+//!
+//! A flow is handed to the fast path once it is *established*: a UDP mapping as soon as it
+//! exists, a TCP connection once the three-way handshake is complete. It is taken back
+//! when its state moves on (FIN or RST, which the fast path never forwards, so user space
+//! always sees them) and when it expires. The core only emits [`FastChange`]s; the I/O
+//! shell writes them into the kernel's maps (see `io::fastpath`) in the order they came.
+//!
+//! Expiry: the fast path stamps each flow with the time of its last packet. Before the
+//! core expires a flow it handed over, it asks the shell for that stamp, and keeps the
+//! flow if the kernel saw it within its timeout (see [`super::Datapath::poll_with`]).
+
+use egret_ebpf_common::gateway::{Config, InKey, InValue, OutKey, OutValue};
+use smoltcp::wire::EthernetAddress;
+
+use super::neighbors::Node;
+use crate::nat::{Flow, FlowState, Proto};
+
+/// A change to the fast path's flow maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastChange {
+    /// Forward this flow in the kernel from now on, both ways.
+    Install {
+        out: (OutKey, OutValue),
+        inbound: (InKey, InValue),
+    },
+    /// Stop forwarding this flow in the kernel.
+    Remove { out: OutKey, inbound: InKey },
+}
+
+/// Whether a flow in this state is forwarded by the fast path.
+pub fn offloadable(flow: &Flow) -> bool {
+    matches!(
+        (flow.proto, flow.state),
+        (Proto::Udp, FlowState::Open) | (Proto::Tcp, FlowState::TcpEstablished)
+    )
+}
+
+/// The flow's keys in the two maps.
+pub fn keys(flow: &Flow) -> (OutKey, InKey) {
+    let proto = flow.proto.number();
+    (
+        OutKey {
+            node: flow.node.octets(),
+            egress: flow.egress.octets(),
+            pod: flow.pod.octets(),
+            remote: flow.remote.octets(),
+            pod_port: flow.pod_port.to_be_bytes(),
+            remote_port: flow.remote_port.to_be_bytes(),
+            proto,
+            pad: [0; 3],
+        },
+        InKey {
+            remote: flow.remote.octets(),
+            egress: flow.egress.octets(),
+            remote_port: flow.remote_port.to_be_bytes(),
+            nat_port: flow.nat_port.to_be_bytes(),
+            proto,
+            pad: [0; 3],
+        },
+    )
+}
+
+/// The map entries that forward `flow`, whose node is `node`; `src_port` is the outer UDP
+/// source port of its tunnelled replies.
+pub fn install(flow: &Flow, node: Node, src_port: u16) -> FastChange {
+    let (out_key, in_key) = keys(flow);
+    FastChange::Install {
+        out: (
+            out_key,
+            OutValue {
+                nat_port: flow.nat_port.to_be_bytes(),
+                ..OutValue::default()
+            },
+        ),
+        inbound: (
+            in_key,
+            InValue {
+                pod: flow.pod.octets(),
+                node: flow.node.octets(),
+                node_mac: node.mac.0,
+                tunnel_mac: node.tunnel_mac.0,
+                pod_port: flow.pod_port.to_be_bytes(),
+                src_port: src_port.to_be_bytes(),
+                last_seen_ns: 0,
+            },
+        ),
+    }
+}
+
+/// The entries that stop forwarding `flow`.
+pub fn remove(flow: &Flow) -> FastChange {
+    let (out, inbound) = keys(flow);
+    FastChange::Remove { out, inbound }
+}
+
+/// The fast path's settings for a gateway; disabled until the next hop's MAC is known.
+/// The shell fills in the interface index.
+pub fn config(
+    mac: EthernetAddress,
+    next_hop: Option<EthernetAddress>,
+    tunnel_port: u16,
+    vni: u32,
+    room: usize,
+) -> Config {
+    Config {
+        mac: mac.0,
+        next_hop_mac: next_hop.map_or([0; 6], |m| m.0),
+        tunnel_port: tunnel_port.to_be_bytes(),
+        room: room.min(usize::from(u16::MAX)) as u16,
+        vni_word: (vni << 8).to_be_bytes(),
+        ifindex: 0,
+        enabled: u32::from(next_hop.is_some()),
+    }
+}
