@@ -241,10 +241,20 @@ fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16, fast: boo
             by_kernel == 0.0
         };
         if counted >= large && new_flows >= 1.0 && share_ok {
+            let packets = |m: &Metrics, name: &str, dir: &str| {
+                value(m, name, &[("direction", dir)]).unwrap_or(f64::NAN)
+            };
+            let grown =
+                |name: &str, dir: &str| packets(&after, name, dir) - packets(&before, name, dir);
             eprintln!(
-                "   {label}: {:.1} MiB counted, {:.1} MiB of it by the kernel fast path",
+                "   {label}: {:.1} MiB counted, {:.1} MiB of it by the kernel fast path; \
+                 packets out/in {}/{}, by the fast path {}/{}",
                 counted / 1048576.0,
-                by_kernel / 1048576.0
+                by_kernel / 1048576.0,
+                grown("egret_gateway_packets_total", "outbound"),
+                grown("egret_gateway_packets_total", "inbound"),
+                grown("egret_gateway_fast_path_packets_total", "outbound"),
+                grown("egret_gateway_fast_path_packets_total", "inbound"),
             );
             return Ok(());
         }
@@ -519,6 +529,48 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
             Ok(())
         },
     )?;
+    Ok(())
+}
+
+#[test]
+fn without_the_fast_path_user_space_carries_everything() -> Result<()> {
+    require_root();
+    let mut lab = GatewayLab::new("e2e-user")?;
+    lab.set_mode(Mode::Egret)?;
+    lab.set_fast_path(false)?;
+    step(
+        &mut lab,
+        "the gateway starts with [gateway].fast_path = false",
+        |lab| lab.start_gateway(),
+    )?;
+    step(&mut lab, "the pod pings the outside server", |lab| {
+        ping_all(lab.pod(), "eth0", OUTSIDE_ADDRESS)
+    })?;
+    step(
+        &mut lab,
+        "the outside server sees 192.168.50.100 as the source of TCP, UDP and ICMP",
+        |lab| sources_are(lab, FLOATING_IP),
+    )?;
+    step(
+        &mut lab,
+        "50 MB pod → outside over TCP, byte-exact, none of it by the kernel fast path",
+        |lab| counted_transfer(lab, Direction::PodToOutside, 7210, false),
+    )?;
+    step(
+        &mut lab,
+        "50 MB outside → pod over TCP, byte-exact, none of it by the kernel fast path",
+        |lab| counted_transfer(lab, Direction::OutsideToPod, 7211, false),
+    )?;
+    step(&mut lab, "SIGTERM stops the gateway with status 0", |lab| {
+        let stopped = lab.stop_gateway()?;
+        ensure!(
+            stopped.status.code() == Some(0),
+            "egret-gateway exited with {}\n{}",
+            stopped.status,
+            stopped.log
+        );
+        Ok(())
+    })?;
     Ok(())
 }
 

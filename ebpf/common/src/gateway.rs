@@ -46,7 +46,13 @@ pub struct Config {
     pub vni_word: [u8; 4],
     /// The gateway interface's index: where translated packets are sent.
     pub ifindex: u32,
-    pub enabled: u32,
+    pub enabled: u16,
+    /// The smallest packet (outer IPv4 total length) the fast path takes, super-packets
+    /// aside. Smaller ones go through user space: copying them costs little, and there a
+    /// second CPU forwards them while the receiving CPU goes on receiving, where in the
+    /// kernel one CPU would do both. Large packets and super-packets are where copies cost
+    /// most, and the kernel forwards them without any.
+    pub min_len: u16,
 }
 
 /// A flow as it arrives from a node (the NAT's inside key).

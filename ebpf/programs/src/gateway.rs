@@ -119,6 +119,10 @@ pub fn candidate<F: Frame + ?Sized>(frame: &F, gso_size: u32, cfg: &Config) -> O
     if usize::from(len) + ETH_HLEN > frame.len() {
         return None;
     }
+    // Small packets stay in user space (see `Config::min_len`).
+    if gso_size == 0 && len < cfg.min_len {
+        return None;
+    }
     let proto = ip[9];
     if proto == PROTO_UDP {
         let udp: [u8; 4] = frame.read(L4)?;
@@ -253,6 +257,7 @@ mod tests {
             vni_word: [0, 0, 1, 0],
             ifindex: 3,
             enabled: 1,
+            min_len: 0,
         }
     }
 
@@ -367,6 +372,16 @@ mod tests {
         let mut off = cfg();
         off.enabled = 0;
         assert_eq!(candidate(&from_outside(0x10, 64)[..], 0, &off), None);
+        // Below the smallest length, only super-packets are taken.
+        let mut small_first = cfg();
+        small_first.min_len = 45;
+        assert_eq!(
+            candidate(&from_outside(0x10, 64)[..], 0, &small_first),
+            None
+        );
+        assert!(candidate(&from_outside(0x10, 64)[..], 1400, &small_first).is_some());
+        small_first.min_len = 44;
+        assert!(candidate(&from_outside(0x10, 64)[..], 0, &small_first).is_some());
     }
 
     #[test]

@@ -92,11 +92,12 @@ fn gso_size(skb: *mut __sk_buff) -> u32 {
     unsafe { (*skb).gso_size }
 }
 
+/// Packets on the wire: the segments of a super-packet, else one.
 #[inline(always)]
 fn wire_packets(skb: *mut __sk_buff) -> u64 {
     // SAFETY: as above.
     let segs = unsafe { (*skb).gso_segs };
-    u64::from(if segs == 0 { 1 } else { segs })
+    u64::from(segs.max(1))
 }
 
 /// Hides from the gateway's packet sockets the frames `egret_gw_forward` forwards: returns
@@ -121,15 +122,17 @@ pub fn egret_gw_forward(ctx: TcContext) -> i32 {
     let Some(cfg) = EGRET_GW_CONFIG.get(0) else {
         return TC_ACT_PIPE;
     };
+    // Read before the rewrite, which resets the segment count of a super-packet.
+    let packets = wire_packets(ctx.skb.skb);
     let forwarded = match candidate(&ctx, gso_size(ctx.skb.skb), cfg) {
         Some(Candidate::Out { key, inner_len }) => match EGRET_GW_OUT.get_ptr_mut(&key) {
             // SAFETY: a value of a map that outlives the run; only `last_seen_ns` is written.
-            Some(v) => forward_out(&ctx, cfg, &key, unsafe { &mut *v }, inner_len),
+            Some(v) => forward_out(&ctx, cfg, &key, unsafe { &mut *v }, inner_len, packets),
             None => return TC_ACT_PIPE,
         },
         Some(Candidate::In { key, len }) => match EGRET_GW_IN.get_ptr_mut(&key) {
             // SAFETY: as above.
-            Some(v) => forward_in(&ctx, cfg, &key, unsafe { &mut *v }, len),
+            Some(v) => forward_in(&ctx, cfg, &key, unsafe { &mut *v }, len, packets),
             None => return TC_ACT_PIPE,
         },
         None => return TC_ACT_PIPE,
@@ -245,6 +248,7 @@ fn forward_out(
     key: &OutKey,
     v: &mut OutValue,
     inner_len: u16,
+    packets: u64,
 ) -> Result<(), ()> {
     rewrite(
         ctx,
@@ -274,7 +278,6 @@ fn forward_out(
     macs[6..].copy_from_slice(&cfg.mac);
     ctx.store_at(0, &macs)?;
     seen(&mut v.last_seen_ns);
-    let packets = wire_packets(ctx.skb.skb);
     count(|s| {
         s.out_packets = s.out_packets.wrapping_add(packets);
         s.out_bytes = s.out_bytes.wrapping_add(u64::from(inner_len));
@@ -290,6 +293,7 @@ fn forward_in(
     key: &InKey,
     v: &mut InValue,
     len: u16,
+    packets: u64,
 ) -> Result<(), ()> {
     rewrite(
         ctx,
@@ -323,7 +327,6 @@ fn forward_in(
     );
     ctx.store_at(0, &headers)?;
     seen(&mut v.last_seen_ns);
-    let packets = wire_packets(ctx.skb.skb);
     count(|s| {
         s.in_packets = s.in_packets.wrapping_add(packets);
         s.in_bytes = s.in_bytes.wrapping_add(u64::from(len));

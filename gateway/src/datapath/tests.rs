@@ -823,3 +823,172 @@ fn icmp_errors_are_rate_limited_and_never_sent_about_icmp_errors() {
     assert_eq!(v, Verdict::Drop(DropReason::TtlExpired));
     assert_eq!(dp.generated().len(), 1);
 }
+
+// ---- the kernel fast path's flows --------------------------------------------------------
+
+fn tcp_segment(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 40];
+    b[0] = 0x45;
+    b[2..4].copy_from_slice(&40u16.to_be_bytes());
+    b[8] = 64;
+    b[9] = 6;
+    b[12..16].copy_from_slice(&src.0.octets());
+    b[16..20].copy_from_slice(&dst.0.octets());
+    let sum = full(&b[..20]);
+    b[10..12].copy_from_slice(&sum.to_be_bytes());
+    b[20..22].copy_from_slice(&src.1.to_be_bytes());
+    b[22..24].copy_from_slice(&dst.1.to_be_bytes());
+    b[32] = 5 << 4;
+    b[33] = flags;
+    let pseudo = crate::nat::checksum::pseudo_header_sum(src.0.octets(), dst.0.octets(), 6, 20);
+    b[36..38].copy_from_slice(&pseudo.to_be_bytes());
+    let sum = full(&b[20..]);
+    b[36..38].copy_from_slice(&sum.to_be_bytes());
+    b
+}
+
+fn fast_datapath() -> Datapath {
+    let mut dp = datapath();
+    dp.enable_fast_path();
+    dp
+}
+
+fn changes(dp: &mut Datapath) -> Vec<FastChange> {
+    let mut out = Vec::new();
+    dp.take_fast_changes(&mut out);
+    out
+}
+
+/// Sends a TCP segment from the pod through the tunnel; returns the NAT port it left with.
+fn tcp_out(dp: &mut Datapath, now: Instant, flags: u8) -> u16 {
+    let inner = ethernet(
+        GW_MAC,
+        NODE_VX_MAC,
+        ETHERTYPE_IPV4,
+        &tcp_segment((POD, 40000), (REMOTE, 443), flags),
+    );
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &inner));
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(now, &mut f), Verdict::Transmit);
+    TcpPacket::new_checked(&f.bytes()[34..]).unwrap().src_port()
+}
+
+fn tcp_in(dp: &mut Datapath, now: Instant, nat_port: u16, flags: u8) {
+    let ip = tcp_segment((REMOTE, 443), (FIP, nat_port), flags);
+    let mut buf = with_headroom(&ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &ip));
+    assert_eq!(dp.handle(now, &mut buf.frame()), Verdict::Transmit);
+}
+
+#[test]
+fn a_udp_flow_is_handed_to_the_fast_path_as_it_is_created_with_what_user_space_would_do() {
+    let mut dp = fast_datapath();
+    let out = go_out(&mut dp, t(1));
+    let (_, _, nat_port, _) = assert_udp_valid(&out[ETH_LEN..]);
+    let [FastChange::Install { out, inbound }] = changes(&mut dp)[..] else {
+        panic!("one install expected");
+    };
+    assert_eq!(out.0.node, NODE.octets());
+    assert_eq!(out.0.egress, FIP.octets());
+    assert_eq!(out.0.pod, POD.octets());
+    assert_eq!(out.0.remote, REMOTE.octets());
+    assert_eq!(out.0.pod_port, 40000u16.to_be_bytes());
+    assert_eq!(out.0.remote_port, 53u16.to_be_bytes());
+    assert_eq!(out.0.proto, 17);
+    assert_eq!(out.1.nat_port, nat_port.to_be_bytes());
+    assert_eq!(inbound.0.nat_port, nat_port.to_be_bytes());
+    assert_eq!(inbound.1.node_mac, NODE_MAC.0);
+    assert_eq!(inbound.1.tunnel_mac, NODE_VX_MAC.0);
+    assert_eq!(inbound.1.pod_port, 40000u16.to_be_bytes());
+    // The kernel tunnels replies with the outer source port user space uses.
+    let reply = udp_packet((REMOTE, 53), (FIP, nat_port), 64, b"answer");
+    let mut buf = with_headroom(&ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &reply));
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(2), &mut f), Verdict::Transmit);
+    let (_, _, src_port, _) = assert_udp_valid(&f.bytes()[ETH_LEN..]);
+    assert_eq!(inbound.1.src_port, src_port.to_be_bytes());
+    assert_eq!(dp.offloaded(), 1);
+    // Handed over once.
+    go_out(&mut dp, t(3));
+    assert!(changes(&mut dp).is_empty());
+    // Without the fast path, nothing is decided for it.
+    let mut plain = datapath();
+    go_out(&mut plain, t(1));
+    assert!(changes(&mut plain).is_empty());
+    assert_eq!(plain.offloaded(), 0);
+}
+
+#[test]
+fn a_flow_the_kernel_keeps_busy_outlives_its_user_space_timeout() {
+    let mut dp = fast_datapath();
+    go_out(&mut dp, t(1_000));
+    changes(&mut dp);
+    let udp = Timeouts::default().udp.total_millis();
+    // Idle in user space, but the kernel forwarded a packet 100 s ago: kept.
+    let now = t(udp + 10_000);
+    dp.poll_with(now, |_| Some(now - Duration::from_secs(100)));
+    assert_eq!(dp.nat().table().len(), 1);
+    assert!(changes(&mut dp).is_empty());
+    // Idle in both past that packet's timeout: expired, and taken back from the kernel.
+    let later = now + Duration::from_secs(udp / 1000);
+    dp.poll_with(later, |_| Some(now - Duration::from_secs(100)));
+    assert_eq!(dp.nat().table().len(), 0);
+    assert!(matches!(changes(&mut dp)[..], [FastChange::Remove { .. }]));
+    assert_eq!(dp.offloaded(), 0);
+}
+
+#[test]
+fn a_tcp_flow_is_handed_over_once_established_and_taken_back_at_fin() {
+    let mut dp = fast_datapath();
+    let nat_port = tcp_out(&mut dp, t(1), 0x02);
+    assert!(changes(&mut dp).is_empty(), "SYN");
+    tcp_in(&mut dp, t(2), nat_port, 0x12);
+    assert!(changes(&mut dp).is_empty(), "SYN+ACK");
+    tcp_out(&mut dp, t(3), 0x10);
+    assert!(
+        matches!(changes(&mut dp)[..], [FastChange::Install { .. }]),
+        "ACK"
+    );
+    // FIN (which the kernel never forwards) comes to user space: the flow is taken back.
+    tcp_in(&mut dp, t(4), nat_port, 0x11);
+    let [FastChange::Remove { out, inbound }] = changes(&mut dp)[..] else {
+        panic!("one remove expected");
+    };
+    assert_eq!(out.pod_port, 40000u16.to_be_bytes());
+    assert_eq!(inbound.nat_port, nat_port.to_be_bytes());
+    assert_eq!(dp.offloaded(), 0);
+}
+
+#[test]
+fn flows_of_a_node_whose_macs_change_are_taken_back() {
+    let mut dp = fast_datapath();
+    go_out(&mut dp, t(1));
+    changes(&mut dp);
+    // The node's VXLAN device was recreated with another MAC.
+    let inner = ethernet(
+        GW_MAC,
+        EthernetAddress([0x02, 0, 0, 0, 2, 0x21]),
+        ETHERTYPE_IPV4,
+        &udp_packet((POD, 40001), (REMOTE, 53), 64, b"query"),
+    );
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &inner));
+    assert_eq!(dp.handle(t(2), &mut buf.frame()), Verdict::Transmit);
+    let got = changes(&mut dp);
+    assert!(
+        matches!(got[..], [FastChange::Remove { out, .. }, FastChange::Install { .. }] if out.pod_port == 40000u16.to_be_bytes()),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn the_fast_path_is_off_until_the_next_hop_is_known() {
+    let dp = Datapath::new(setup(), t(0)).unwrap();
+    assert_eq!(dp.fast_config().enabled, 0);
+    let dp = fast_datapath();
+    let cfg = dp.fast_config();
+    assert_eq!(cfg.enabled, 1);
+    assert_eq!(cfg.next_hop_mac, ROUTER_MAC.0);
+    assert_eq!(cfg.mac, GW_MAC.0);
+    assert_eq!(cfg.room, 1450);
+    assert_eq!(cfg.tunnel_port, PORT.to_be_bytes());
+    assert_eq!(cfg.vni_word, [0, 0, 1, 0]);
+}
