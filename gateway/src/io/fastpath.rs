@@ -50,6 +50,14 @@ impl FastPath {
     /// Loads the programs, attaches the TC program to `interface` (index `ifindex`), and
     /// leaves the fast path disabled until [`configure`](Self::configure).
     pub fn load(interface: &str, ifindex: u32) -> anyhow::Result<FastPath> {
+        // With tcx links (Linux 6.6) the program goes with the process, even after kill -9;
+        // an older kernel's netlink filter would stay attached and keep forwarding.
+        let tcx = aya::util::KernelVersion::new(6, 6, 0);
+        match aya::util::KernelVersion::current() {
+            Ok(v) if v >= tcx => {}
+            Ok(v) => bail!("needs Linux 6.6 or later (tcx links); this kernel is {v:?}"),
+            Err(e) => bail!("cannot read the kernel version: {e}"),
+        }
         let object = embedded_object();
         if object.is_empty() {
             bail!("this gateway was built with EGRET_SKIP_EBPF_BUILD=1: no eBPF object");
