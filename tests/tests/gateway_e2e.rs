@@ -516,18 +516,7 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
     step(
         &mut lab,
         "SIGTERM stops the gateway with status 0 within 5 s",
-        |lab| {
-            let stopped = lab.stop_gateway()?;
-            ensure!(
-                stopped.status.code() == Some(0),
-                "egret-gateway exited with {} after SIGTERM ({:.1?})\n--- gateway log (end) ---\n{}",
-                stopped.status,
-                stopped.elapsed,
-                stopped.log
-            );
-            eprintln!("   exited 0 in {:.2?}", stopped.elapsed);
-            Ok(())
-        },
+        stops_cleanly,
     )?;
     Ok(())
 }
@@ -561,16 +550,25 @@ fn without_the_fast_path_user_space_carries_everything() -> Result<()> {
         "50 MB outside → pod over TCP, byte-exact, none of it by the kernel fast path",
         |lab| counted_transfer(lab, Direction::OutsideToPod, 7211, false),
     )?;
-    step(&mut lab, "SIGTERM stops the gateway with status 0", |lab| {
-        let stopped = lab.stop_gateway()?;
-        ensure!(
-            stopped.status.code() == Some(0),
-            "egret-gateway exited with {}\n{}",
-            stopped.status,
-            stopped.log
-        );
-        Ok(())
-    })?;
+    step(
+        &mut lab,
+        "SIGTERM stops the gateway with status 0 within 5 s",
+        stops_cleanly,
+    )?;
+    Ok(())
+}
+
+/// SIGTERM, then the gateway must exit with status 0 within the grace period.
+fn stops_cleanly(lab: &mut GatewayLab) -> Result<()> {
+    let stopped = lab.stop_gateway()?;
+    ensure!(
+        stopped.status.code() == Some(0),
+        "egret-gateway exited with {} after SIGTERM ({:.1?})\n--- gateway log (end) ---\n{}",
+        stopped.status,
+        stopped.elapsed,
+        stopped.log
+    );
+    eprintln!("   exited 0 in {:.2?}", stopped.elapsed);
     Ok(())
 }
 

@@ -55,18 +55,24 @@ pub enum Candidate {
     },
 }
 
-/// The RFC 1071 sum of a 20-byte IPv4 header is 0xffff when its checksum is right.
+/// The folded RFC 1071 sum of the 20-byte IPv4 header at `h[at..]`.
 #[inline(always)]
-fn header_ok(h: &[u8; 20]) -> bool {
+fn header_sum(h: &[u8], at: usize) -> u16 {
     let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < 20 {
+    let mut i = at;
+    while i < at + 20 {
         sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
         i += 2;
     }
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
-    sum == 0xffff
+    sum as u16
+}
+
+/// A header's sum is 0xffff when its checksum is right.
+#[inline(always)]
+fn header_ok(h: &[u8; 20]) -> bool {
+    header_sum(h, 0) == 0xffff
 }
 
 /// Checks an IPv4 header the fast path can rewrite: version 4 without options, not a
@@ -224,15 +230,8 @@ pub fn encap_headers(
     h[23] = PROTO_UDP;
     h[26..30].copy_from_slice(&egress);
     h[30..34].copy_from_slice(&node);
-    let mut sum: u32 = 0;
-    let mut i = 14;
-    while i < 34 {
-        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    h[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let sum = header_sum(&h, 14);
+    h[24..26].copy_from_slice(&(!sum).to_be_bytes());
     h[34..36].copy_from_slice(&src_port);
     h[36..38].copy_from_slice(&cfg.tunnel_port);
     h[38..40].copy_from_slice(&ip_len.wrapping_sub(20).to_be_bytes());

@@ -179,8 +179,8 @@ fn l4_checksum(l4: usize, proto: u8) -> (usize, u64) {
 /// checksums right, and decrements the TTL.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn rewrite<C: Rewrite>(
-    ctx: &C,
+fn rewrite(
+    ctx: &TcContext,
     ip: usize,
     l4: usize,
     proto: u8,
@@ -191,53 +191,22 @@ fn rewrite<C: Rewrite>(
 ) -> Result<(), ()> {
     let (sum_at, mangled) = l4_checksum(l4, proto);
     let (old, new) = (u32::from_ne_bytes(addr.0), u32::from_ne_bytes(addr.1));
-    ctx.store_at(ip + at, &addr.1)?;
-    ctx.l3(ip + 10, u64::from(old), u64::from(new), 4)?;
-    ctx.l4(
-        sum_at,
-        u64::from(old),
-        u64::from(new),
-        u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
-    )?;
+    ctx.store(ip + at, &addr.1, 0).map_err(drop)?;
+    ctx.l3_csum_replace(ip + 10, u64::from(old), u64::from(new), 4)
+        .map_err(drop)?;
+    let pseudo = u64::from(BPF_F_PSEUDO_HDR) | mangled | 4;
+    ctx.l4_csum_replace(sum_at, u64::from(old), u64::from(new), pseudo)
+        .map_err(drop)?;
     let (old, new) = (u16::from_ne_bytes(port.0), u16::from_ne_bytes(port.1));
-    ctx.store_at(l4 + port_at, &port.1)?;
-    ctx.l4(sum_at, u64::from(old), u64::from(new), mangled | 2)?;
-    let word: [u8; 2] = ctx.load_at(ip + 8)?;
+    ctx.store(l4 + port_at, &port.1, 0).map_err(drop)?;
+    ctx.l4_csum_replace(sum_at, u64::from(old), u64::from(new), mangled | 2)
+        .map_err(drop)?;
+    let word: [u8; 2] = ctx.load(ip + 8).map_err(drop)?;
     let new_word = [word[0].wrapping_sub(1), word[1]];
-    ctx.store_at(ip + 8, &new_word)?;
-    ctx.l3(
-        ip + 10,
-        u64::from(u16::from_ne_bytes(word)),
-        u64::from(u16::from_ne_bytes(new_word)),
-        2,
-    )
-}
-
-/// The socket buffer operations the rewrite needs, with errors flattened.
-trait Rewrite {
-    fn store_at<T>(&self, at: usize, v: &T) -> Result<(), ()>;
-    fn load_at<T>(&self, at: usize) -> Result<T, ()>;
-    fn l3(&self, at: usize, from: u64, to: u64, size: u64) -> Result<(), ()>;
-    fn l4(&self, at: usize, from: u64, to: u64, flags: u64) -> Result<(), ()>;
-}
-
-impl Rewrite for TcContext {
-    #[inline(always)]
-    fn store_at<T>(&self, at: usize, v: &T) -> Result<(), ()> {
-        self.store(at, v, 0).map_err(|_| ())
-    }
-    #[inline(always)]
-    fn load_at<T>(&self, at: usize) -> Result<T, ()> {
-        self.load(at).map_err(|_| ())
-    }
-    #[inline(always)]
-    fn l3(&self, at: usize, from: u64, to: u64, size: u64) -> Result<(), ()> {
-        self.l3_csum_replace(at, from, to, size).map_err(|_| ())
-    }
-    #[inline(always)]
-    fn l4(&self, at: usize, from: u64, to: u64, flags: u64) -> Result<(), ()> {
-        self.l4_csum_replace(at, from, to, flags).map_err(|_| ())
-    }
+    ctx.store(ip + 8, &new_word, 0).map_err(drop)?;
+    let (old, new) = (u16::from_ne_bytes(word), u16::from_ne_bytes(new_word));
+    ctx.l3_csum_replace(ip + 10, u64::from(old), u64::from(new), 2)
+        .map_err(drop)
 }
 
 /// Node → outside: SNAT the inner packet, drop the tunnel headers, address the next hop.
@@ -271,12 +240,12 @@ fn forward_out(
         .is_err()
     {
         ctx.adjust_room(shrink, BPF_ADJ_ROOM_MAC, flags)
-            .map_err(|_| ())?;
+            .map_err(drop)?;
     }
     let mut macs = [0u8; 12];
     macs[..6].copy_from_slice(&cfg.next_hop_mac);
     macs[6..].copy_from_slice(&cfg.mac);
-    ctx.store_at(0, &macs)?;
+    ctx.store(0, &macs, 0).map_err(drop)?;
     seen(&mut v.last_seen_ns);
     count(|s| {
         s.out_packets = s.out_packets.wrapping_add(packets);
@@ -312,7 +281,7 @@ fn forward_in(
             | BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
     ) | (14u64 << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
     ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags)
-        .map_err(|_| ())?;
+        .map_err(drop)?;
     // SAFETY: a helper call without arguments.
     let ip_id = unsafe { bpf_get_prandom_u32() } as u16;
     let headers = encap_headers(
@@ -325,7 +294,7 @@ fn forward_in(
         len,
         ip_id,
     );
-    ctx.store_at(0, &headers)?;
+    ctx.store(0, &headers, 0).map_err(drop)?;
     seen(&mut v.last_seen_ns);
     count(|s| {
         s.in_packets = s.in_packets.wrapping_add(packets);

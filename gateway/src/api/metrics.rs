@@ -16,21 +16,16 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn render_prometheus(s: &Snapshot) -> String {
     let mut out = Exposition::default();
 
-    out.family(
+    out.per_direction(
         "egret_gateway_packets_total",
-        "counter",
         "Packets translated; outbound is node to outside, inbound is outside to node.",
+        (s.outbound.packets, s.inbound.packets),
     );
-    out.sample(&[("direction", "outbound")], s.outbound.packets);
-    out.sample(&[("direction", "inbound")], s.inbound.packets);
-
-    out.family(
+    out.per_direction(
         "egret_gateway_bytes_total",
-        "counter",
         "IPv4 bytes of translated packets, without tunnel headers; outbound is node to outside.",
+        (s.outbound.bytes, s.inbound.bytes),
     );
-    out.sample(&[("direction", "outbound")], s.outbound.bytes);
-    out.sample(&[("direction", "inbound")], s.inbound.bytes);
 
     out.family("egret_gateway_flows", "gauge", "Live NAT flows.");
     out.sample(&[], s.flows.live);
@@ -153,20 +148,16 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         "Flows the kernel fast path forwards.",
     );
     out.sample(&[], fast.flows);
-    out.family(
+    out.per_direction(
         "egret_gateway_fast_path_packets_total",
-        "counter",
         "Packets the kernel fast path forwarded (also counted in egret_gateway_packets_total).",
+        (fast.outbound.packets, fast.inbound.packets),
     );
-    out.sample(&[("direction", "outbound")], fast.outbound.packets);
-    out.sample(&[("direction", "inbound")], fast.inbound.packets);
-    out.family(
+    out.per_direction(
         "egret_gateway_fast_path_bytes_total",
-        "counter",
         "IPv4 bytes the kernel fast path forwarded (also counted in egret_gateway_bytes_total).",
+        (fast.outbound.bytes, fast.inbound.bytes),
     );
-    out.sample(&[("direction", "outbound")], fast.outbound.bytes);
-    out.sample(&[("direction", "inbound")], fast.inbound.bytes);
     out.family(
         "egret_gateway_fast_path_errors_total",
         "counter",
@@ -228,6 +219,13 @@ impl Exposition {
         // Writing to a String cannot fail.
         let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    /// A counter family with an `outbound` and an `inbound` sample.
+    fn per_direction(&mut self, name: &'static str, help: &str, (outbound, inbound): (u64, u64)) {
+        self.family(name, "counter", help);
+        self.sample(&[("direction", "outbound")], outbound);
+        self.sample(&[("direction", "inbound")], inbound);
     }
 
     fn sample(&mut self, labels: &[(&str, &str)], value: impl Into<u64>) {
