@@ -116,6 +116,9 @@ pub struct ControlCounters {
     pub icmp_errors_rate_limited: u64,
     /// Frames the kernel refused to send.
     pub tx_errors: u64,
+    /// Frames user space read from the interface: all it handled, none of the fast path's.
+    #[serde(default)]
+    pub frames_read: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

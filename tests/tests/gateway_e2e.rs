@@ -246,9 +246,13 @@ fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16, fast: boo
             };
             let grown =
                 |name: &str, dir: &str| packets(&after, name, dir) - packets(&before, name, dir);
+            let both = grown("egret_gateway_packets_total", "outbound")
+                + grown("egret_gateway_packets_total", "inbound");
+            let read = value(&after, "egret_gateway_frames_read_total", &[])?
+                - value(&before, "egret_gateway_frames_read_total", &[])?;
             eprintln!(
                 "   {label}: {:.1} MiB counted, {:.1} MiB of it by the kernel fast path; \
-                 packets out/in {}/{}, by the fast path {}/{}",
+                 packets out/in {}/{}, by the fast path {}/{}; frames read by user space {read}",
                 counted / 1048576.0,
                 by_kernel / 1048576.0,
                 grown("egret_gateway_packets_total", "outbound"),
@@ -256,6 +260,22 @@ fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16, fast: boo
                 grown("egret_gateway_fast_path_packets_total", "outbound"),
                 grown("egret_gateway_fast_path_packets_total", "inbound"),
             );
+            // The fast path's frames, those it receives and those it sends, never reach
+            // user space. Without it, user space reads every frame: at least one per 64 KiB
+            // (the largest super-packet).
+            if fast {
+                ensure!(
+                    read <= 0.05 * both,
+                    "user space read {read} frames while the fast path carried the transfer \
+                     ({both} packets both ways)"
+                );
+            } else {
+                ensure!(
+                    read >= large / 65536.0,
+                    "user space read only {read} frames of {} MiB without the fast path",
+                    LARGE_TRANSFER >> 20
+                );
+            }
             return Ok(());
         }
         ensure!(

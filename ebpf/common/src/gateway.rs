@@ -47,11 +47,13 @@ pub struct Config {
     /// The gateway interface's index: where translated packets are sent.
     pub ifindex: u32,
     pub enabled: u16,
-    /// The smallest packet (outer IPv4 total length) the fast path takes, super-packets
+    /// The smallest UDP packet (outer IPv4 total length) the fast path takes, super-packets
     /// aside. Smaller ones go through user space: copying them costs little, and there a
     /// second CPU forwards them while the receiving CPU goes on receiving, where in the
     /// kernel one CPU would do both. Large packets and super-packets are where copies cost
-    /// most, and the kernel forwards them without any.
+    /// most, and the kernel forwards them without any. TCP packets of every size are taken:
+    /// a stream's small packets are its ACKs, and a detour through user space delays every
+    /// one of them, which slows the stream.
     pub min_len: u16,
 }
 

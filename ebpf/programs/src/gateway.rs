@@ -105,6 +105,13 @@ fn ordinary_l4<F: Frame + ?Sized>(frame: &F, proto: u8, l4: usize) -> Option<usi
     }
 }
 
+/// Small UDP packets stay in user space (see `Config::min_len`); `len` is the outer IPv4
+/// packet's, and super-packets are never small.
+#[inline(always)]
+fn small_udp(proto: u8, len: u16, gso_size: u32, cfg: &Config) -> bool {
+    proto == PROTO_UDP && gso_size == 0 && len < cfg.min_len
+}
+
 fn ip4(h: &[u8; 20], at: usize) -> [u8; 4] {
     [h[at], h[at + 1], h[at + 2], h[at + 3]]
 }
@@ -125,16 +132,15 @@ pub fn candidate<F: Frame + ?Sized>(frame: &F, gso_size: u32, cfg: &Config) -> O
     if usize::from(len) + ETH_HLEN > frame.len() {
         return None;
     }
-    // Small packets stay in user space (see `Config::min_len`).
-    if gso_size == 0 && len < cfg.min_len {
-        return None;
-    }
     let proto = ip[9];
     if proto == PROTO_UDP {
         let udp: [u8; 4] = frame.read(L4)?;
         if [udp[2], udp[3]] == cfg.tunnel_port {
-            return from_node(frame, &ip, len, cfg);
+            return from_node(frame, &ip, len, gso_size, cfg);
         }
+    }
+    if small_udp(proto, len, gso_size, cfg) {
+        return None;
     }
     // From the outside: the TTL must survive the decrement, and the packet (or each
     // segment of a TCP super-packet) must fit the tunnel.
@@ -169,6 +175,7 @@ fn from_node<F: Frame + ?Sized>(
     frame: &F,
     outer: &[u8; 20],
     outer_len: u16,
+    gso_size: u32,
     cfg: &Config,
 ) -> Option<Candidate> {
     let vx: [u8; 8] = frame.read(VXLAN)?;
@@ -185,6 +192,9 @@ fn from_node<F: Frame + ?Sized>(
         return None;
     }
     let proto = ip[9];
+    if small_udp(proto, outer_len, gso_size, cfg) {
+        return None;
+    }
     ordinary_l4(frame, proto, INNER_L4)?;
     let ports: [u8; 4] = frame.read(INNER_L4)?;
     Some(Candidate::Out {
@@ -371,16 +381,61 @@ mod tests {
         let mut off = cfg();
         off.enabled = 0;
         assert_eq!(candidate(&from_outside(0x10, 64)[..], 0, &off), None);
-        // Below the smallest length, only super-packets are taken.
-        let mut small_first = cfg();
-        small_first.min_len = 45;
-        assert_eq!(
-            candidate(&from_outside(0x10, 64)[..], 0, &small_first),
-            None
+    }
+
+    fn udp(sport: u16, dport: u16) -> Vec<u8> {
+        let mut u = vec![0u8; 8];
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&12u16.to_be_bytes());
+        u.extend_from_slice(b"data");
+        u
+    }
+
+    #[test]
+    fn small_udp_packets_stay_in_user_space_and_small_tcp_ones_do_not() {
+        // 32-byte packets: IPv4 20 + UDP 8 + 4, or IPv4 20 + TCP 20 + 4 (44).
+        let reply = eth(ipv4(
+            [198, 51, 100, 10],
+            [192, 168, 50, 100],
+            PROTO_UDP,
+            64,
+            &udp(53, 20000),
+        ));
+        let sent = tunnelled(
+            ipv4(
+                [10, 10, 1, 5],
+                [198, 51, 100, 10],
+                PROTO_UDP,
+                64,
+                &udp(40000, 53),
+            ),
+            [0, 0, 1, 0],
         );
-        assert!(candidate(&from_outside(0x10, 64)[..], 1400, &small_first).is_some());
-        small_first.min_len = 44;
-        assert!(candidate(&from_outside(0x10, 64)[..], 0, &small_first).is_some());
+        let mut c = cfg();
+        c.min_len = 33;
+        assert_eq!(candidate(&reply[..], 0, &c), None);
+        // From a node the tunnel's 50 bytes count: 82 bytes outside.
+        c.min_len = 83;
+        assert_eq!(candidate(&sent[..], 0, &c), None);
+        c.min_len = 82;
+        assert!(matches!(
+            candidate(&sent[..], 0, &c),
+            Some(Candidate::Out { .. })
+        ));
+        c.min_len = 32;
+        assert!(matches!(
+            candidate(&reply[..], 0, &c),
+            Some(Candidate::In { .. })
+        ));
+        // TCP of any size is taken whatever the smallest UDP length.
+        c.min_len = 1000;
+        assert!(candidate(&from_outside(0x10, 64)[..], 0, &c).is_some());
+        let ack = tunnelled(pod_packet(0x10, 64), [0, 0, 1, 0]);
+        assert!(matches!(
+            candidate(&ack[..], 0, &c),
+            Some(Candidate::Out { .. })
+        ));
     }
 
     #[test]

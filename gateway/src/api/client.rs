@@ -347,6 +347,7 @@ pub fn render_text(s: &Snapshot) -> String {
             ("ICMP errors sent", c.icmp_errors_sent),
             ("ICMP errors rate-limited", c.icmp_errors_rate_limited),
             ("send errors", c.tx_errors),
+            ("frames read by user space", c.frames_read),
         ]
         .map(|(name, count)| vec![name.to_owned(), count.to_string()]),
         &[1],
@@ -588,13 +589,14 @@ drops
   disallowed_source  7
 
 control
-  ARP requests answered     1
-  ARP requests sent         2
-  gratuitous ARPs sent      3
-  ICMP echo replies sent    4
-  ICMP errors sent          5
-  ICMP errors rate-limited  7
-  send errors               6
+  ARP requests answered      1
+  ARP requests sent          2
+  gratuitous ARPs sent       3
+  ICMP echo replies sent     4
+  ICMP errors sent           5
+  ICMP errors rate-limited   7
+  send errors                6
+  frames read by user space  8
 
 nodes
   ADDRESS       MAC                TUNNEL MAC

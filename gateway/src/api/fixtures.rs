@@ -71,6 +71,7 @@ pub(crate) fn snapshot() -> Snapshot {
             icmp_errors_sent: 5,
             icmp_errors_rate_limited: 7,
             tx_errors: 6,
+            frames_read: 8,
         },
         nodes: vec![NodeStatus {
             address: "192.168.1.21".parse().expect("address"),

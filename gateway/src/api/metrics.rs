@@ -130,6 +130,11 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             "Frames the kernel refused to send.",
             control.tx_errors,
         ),
+        (
+            "egret_gateway_frames_read_total",
+            "Frames user space read from the interface (the fast path's never reach it).",
+            control.frames_read,
+        ),
     ] {
         out.family(name, "counter", help);
         out.sample(&[], value);
@@ -433,6 +438,7 @@ mod tests {
             "egret_gateway_icmp_errors_sent_total",
             "egret_gateway_icmp_errors_rate_limited_total",
             "egret_gateway_tx_errors_total",
+            "egret_gateway_frames_read_total",
             "egret_gateway_next_hop_resolved",
             "egret_gateway_uptime_seconds",
             "egret_gateway_info",
@@ -491,6 +497,7 @@ mod tests {
         assert_eq!(v("egret_gateway_icmp_errors_sent_total", &[]), 5.0);
         assert_eq!(v("egret_gateway_icmp_errors_rate_limited_total", &[]), 7.0);
         assert_eq!(v("egret_gateway_tx_errors_total", &[]), 6.0);
+        assert_eq!(v("egret_gateway_frames_read_total", &[]), 8.0);
         assert_eq!(v("egret_gateway_next_hop_resolved", &[]), 1.0);
         assert_eq!(v("egret_gateway_uptime_seconds", &[]), 12.5);
         let version = env!("CARGO_PKG_VERSION");

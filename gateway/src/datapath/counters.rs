@@ -102,6 +102,7 @@ pub struct Counters {
     pub icmp_errors_sent: u64,
     pub icmp_errors_rate_limited: u64,
     pub tx_errors: u64,
+    pub frames_read: u64,
 }
 
 impl Counters {

@@ -94,9 +94,9 @@ pub fn remove(flow: &Flow) -> FastChange {
     FastChange::Remove { out, inbound }
 }
 
-/// The smallest packet the fast path takes (see `Config::min_len`): on the namespace lab's
-/// two CPUs, 64-byte packets forward faster through user space, and 1500-byte ones and
-/// super-packets through the kernel.
+/// The smallest UDP packet the fast path takes (see `Config::min_len`): on the namespace
+/// lab's two CPUs, 64-byte UDP packets forward faster through user space, and 1500-byte ones
+/// and super-packets through the kernel. TCP packets of every size go through the kernel.
 pub const MIN_LEN: u16 = 256;
 
 /// The fast path's settings for a gateway; disabled until the next hop's MAC is known.

@@ -382,6 +382,12 @@ impl Datapath {
         }
     }
 
+    /// Counts frames the I/O shell read from the interface (the fast path's frames never
+    /// reach it).
+    pub fn count_frames_read(&mut self, count: u64) {
+        self.counters.frames_read += count;
+    }
+
     /// Counts a frame the I/O shell could not send.
     pub fn count_tx_error(&mut self) {
         self.counters.tx_errors += 1;
@@ -1093,6 +1099,7 @@ impl Datapath {
                 icmp_errors_sent: self.counters.icmp_errors_sent,
                 icmp_errors_rate_limited: self.counters.icmp_errors_rate_limited,
                 tx_errors: self.counters.tx_errors,
+                frames_read: self.counters.frames_read,
             },
             nodes: self
                 .nodes

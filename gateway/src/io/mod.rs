@@ -117,6 +117,7 @@ pub fn run(
         transmit.clear();
         {
             let mut core = lock(&dp);
+            core.count_frames_read(frames.len() as u64);
             for f in &frames {
                 if f.wire_len + f.headroom > f.len {
                     core.count_truncated();

@@ -29,6 +29,10 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// Fanout by flow hash: every packet of a flow reaches the same socket, in order.
 const PACKET_FANOUT_HASH: u32 = 0;
+/// The group's own `PACKET_IGNORE_OUTGOING`: a socket in a fanout group receives through the
+/// group's hook, which ignores the socket's option. Without it, every frame the fast path
+/// sends would be copied to user space.
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
 const ETH_P_ALL: u16 = 0x0003;
 
 /// Headroom in front of every received frame (the VXLAN headers need 50).
@@ -147,7 +151,8 @@ impl RxSocket {
         }
         bind(&fd, ifindex, ETH_P_ALL)?;
         if let Some(group) = fanout {
-            let arg = u32::from(group) | (PACKET_FANOUT_HASH << 16);
+            let arg = u32::from(group)
+                | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
             setsockopt(&fd, SOL_PACKET, PACKET_FANOUT, &arg)?;
         }
         let mut rx = RxSocket {
