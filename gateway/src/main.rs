@@ -172,18 +172,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         nat: config.nat_params(),
         seed: seed(),
     };
-    // One worker per core, each with its own receiving socket in a fanout group and its
-    // own sender.
+    // One worker per core, each with its own IPv4 socket in a fanout group and its own
+    // sender; the first one also reads ARP.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let fanout = (workers > 1).then(|| std::process::id() as u16);
+    let receiving = |protocol, fanout| {
+        packet::RxSocket::open(interface.index, protocol, fanout)
+            .with_context(|| format!("cannot open a packet socket on {ifname} (needs CAP_NET_RAW)"))
+    };
     let mut sockets = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let rx = packet::RxSocket::open(interface.index, fanout).with_context(|| {
-            format!("cannot open a packet socket on {ifname} (needs CAP_NET_RAW)")
-        })?;
-        let tx = packet::Tx::open(interface.index)
-            .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
-        sockets.push((rx, tx));
+    for i in 0..workers {
+        sockets.push(io::Sockets {
+            ipv4: receiving(packet::Protocol::Ipv4, fanout)?,
+            arp: (i == 0)
+                .then(|| receiving(packet::Protocol::Arp, None))
+                .transpose()?,
+            tx: packet::Tx::open(interface.index)
+                .with_context(|| format!("cannot open a packet socket on {ifname}"))?,
+        });
     }
     let guard = KernelGuard::install(ifname, &addresses).context(
         "cannot keep the kernel out of the floating IPs' traffic (needs nft and CAP_NET_ADMIN)",
@@ -197,7 +203,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on [api].listen = {}", config.api.listen))?;
     let mut dp = Datapath::new(setup, smoltcp::time::Instant::ZERO)
         .context("cannot allocate the flow table ([nat].max_flows)")?;
-    let fast = fast_path(config.gateway.fast_path, ifname, interface.index, &sockets);
+    let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
     if fast.is_ok() {
         dp.enable_fast_path();
     }
@@ -205,13 +211,13 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let dp = Arc::new(Mutex::new(dp));
     let mut threads = Vec::with_capacity(workers);
-    for (i, (rx, tx)) in sockets.into_iter().enumerate() {
+    for (i, sockets) in sockets.into_iter().enumerate() {
         let (dp, stop, snapshot) = (dp.clone(), stop.clone(), snapshot.clone());
         let fast = fast.clone();
         let thread = std::thread::Builder::new()
             .name(format!("datapath-{i}"))
             .spawn(move || {
-                let result = io::run(dp, rx, tx, stop.clone(), snapshot, i == 0, fast);
+                let result = io::run(dp, sockets, stop.clone(), snapshot, fast);
                 // One worker failing stops them all: a half-working gateway is worse.
                 stop.store(true, Ordering::Relaxed);
                 result
@@ -265,24 +271,13 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the kernel fast path and filters the receiving sockets, unless the configuration
-/// turns it off. A gateway that cannot load it runs without it, and says why.
-fn fast_path(
-    wanted: bool,
-    interface: &str,
-    ifindex: u32,
-    sockets: &[(packet::RxSocket, packet::Tx)],
-) -> Result<Arc<Mutex<FastPath>>, String> {
+/// Loads the kernel fast path, unless the configuration turns it off. A gateway that
+/// cannot load it runs without it, and says why.
+fn fast_path(wanted: bool, interface: &str, ifindex: u32) -> Result<Arc<Mutex<FastPath>>, String> {
     if !wanted {
         return Err("off in the configuration ([gateway].fast_path = false)".into());
     }
-    let loaded = FastPath::load(interface, ifindex).and_then(|mut fast| {
-        for (rx, _) in sockets {
-            fast.filter(rx)?;
-        }
-        Ok(fast)
-    });
-    match loaded {
+    match FastPath::load(interface, ifindex) {
         Ok(fast) => Ok(Arc::new(Mutex::new(fast))),
         Err(e) => {
             let reason = format!("{e:#}");

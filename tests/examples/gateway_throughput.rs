@@ -7,12 +7,16 @@
 //! from the pod to a server in the outside namespace:
 //!
 //! - small UDP packets: `-u -l 36 -b 0`, so the pod's IPv4 packets are 64 bytes (20 IPv4 +
-//!   8 UDP + 36 payload); packets per second **received** by the server. The same packets also
-//!   come from a plain `send` loop in this program ("udp64 blast", iperf3 adds a `select` per
-//!   packet), counted by a socket in the outside namespace; its sent rate shows whether the
-//!   sender or the path was the limit. Mind that the kernel forwards every hop of the lab
-//!   (node, bridge, router, and the gw in kernel mode) on the sending CPU, in the `send` call;
-//!   the gateway works on the other CPU;
+//!   8 UDP + 36 payload); packets per second **delivered** to the outside host (its
+//!   interface's receive counter), which is what the path forwarded, and beside it those the
+//!   iperf3 server application received. The same packets also come from a plain `send` loop
+//!   in this program ("udp64 loop", iperf3 adds a `select` per packet), delivered and
+//!   received likewise; its sent rate shows whether the sender or the path was the limit.
+//!   Both figures matter because the lab's two CPUs are shared: the kernel forwards every
+//!   hop of the lab (node, bridge, router, and the gw in kernel mode) on the sending CPU, in
+//!   the `send` call, while egret-gateway's worker forwards small UDP packets on the other
+//!   CPU, the one the receiving application also needs. What the application then misses,
+//!   the outside host's UDP layer counts as receive-buffer drops: the path delivered them;
 //! - one TCP stream pod → outside, Gbit/s received by the server;
 //! - one TCP stream outside → pod (`-R`), Gbit/s received by the pod;
 //! - the round trip at light load: the average of 50 pings from the pod to the server, 20 ms
@@ -50,10 +54,14 @@ const IPERF_PORT: u16 = 5201;
 
 #[derive(Debug, Clone, Copy)]
 struct Figures {
-    /// Small UDP packets from iperf3 received by the server, per second.
+    /// Small UDP packets from iperf3 delivered to the outside host, and received by the
+    /// iperf3 server, per second.
     udp_pps: f64,
-    /// Small UDP packets from the send loop received, per second, and sent per second.
+    udp_app_pps: f64,
+    /// Small UDP packets from the send loop delivered to the outside host, received by the
+    /// socket there, and sent, per second.
     blast_pps: f64,
+    blast_app_pps: f64,
     blast_sent_pps: f64,
     /// TCP pod → outside, Gbit/s received.
     tcp_up_gbps: f64,
@@ -128,11 +136,14 @@ fn run() -> Result<()> {
                 lab.gateway_mut()?.ensure_running()?;
             }
             println!(
-                "round {round} {:<6}  udp64 iperf3 {:>7.0} pkt/s, blast {:>7.0} of {:>7.0} pkt/s sent   \
+                "round {round} {:<6}  udp64 iperf3 {:>7.0} pkt/s delivered ({:>7.0} to the app), \
+                 loop {:>7.0} delivered ({:>7.0} to the app) of {:>7.0} sent   \
                  tcp up {:>6.2} Gbit/s   tcp down {:>6.2} Gbit/s   rtt {:.3} ms",
                 name(mode),
                 figures.udp_pps,
+                figures.udp_app_pps,
                 figures.blast_pps,
+                figures.blast_app_pps,
                 figures.blast_sent_pps,
                 figures.tcp_up_gbps,
                 figures.tcp_down_gbps,
@@ -183,17 +194,25 @@ fn switch(lab: &mut GatewayLab, mode: Mode) -> Result<()> {
 
 fn measure(lab: &GatewayLab, seconds: u32) -> Result<Figures> {
     let rtt_ms = ping_rtt_ms(lab)?;
+    let delivered = outside_rx_packets(lab)?;
     let udp = iperf(
         lab,
         seconds,
         &["-u", "-b", "0", "-l", &SMALL_UDP_PAYLOAD.to_string()],
     )?;
-    let (blast_sent_pps, blast_pps) = udp_blast(lab, seconds)?;
+    let udp_delivered = outside_rx_packets(lab)? - delivered;
+    let udp_seconds = number(&udp, &["end", "sum", "seconds"])?;
+    ensure!(udp_seconds > 0.0, "iperf3 ran for 0 s");
+    let delivered = outside_rx_packets(lab)?;
+    let (blast_sent_pps, blast_app_pps, blast_seconds) = udp_blast(lab, seconds)?;
+    let blast_delivered = outside_rx_packets(lab)? - delivered;
     let tcp_up = iperf(lab, seconds, &[])?;
     let tcp_down = iperf(lab, seconds, &["-R"])?;
     Ok(Figures {
-        udp_pps: udp_received_pps(&udp)?,
-        blast_pps,
+        udp_pps: udp_delivered as f64 / udp_seconds,
+        udp_app_pps: udp_received_pps(&udp)?,
+        blast_pps: blast_delivered as f64 / blast_seconds,
+        blast_app_pps,
         blast_sent_pps,
         tcp_up_gbps: tcp_received_bps(&tcp_up)? / 1e9,
         tcp_down_gbps: tcp_received_bps(&tcp_down)? / 1e9,
@@ -260,6 +279,19 @@ fn number(report: &Value, path: &[&str]) -> Result<f64> {
         .with_context(|| format!("iperf3 {} is not a number", path.join(".")))
 }
 
+/// Packets the outside host's interface has received so far.
+fn outside_rx_packets(lab: &GatewayLab) -> Result<u64> {
+    let out = lab
+        .outside()
+        .exec("ip", ["-s", "-j", "link", "show", "dev", "eth0"])?;
+    let links: Value = serde_json::from_str(&out).context("ip -j printed no JSON")?;
+    links
+        .get(0)
+        .and_then(|link| link.pointer("/stats64/rx/packets"))
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no stats64.rx.packets in {out}"))
+}
+
 /// Packets the server received per second: the packets sent less those the server found
 /// missing, over the test's duration, as the server reports them.
 fn udp_received_pps(report: &Value) -> Result<f64> {
@@ -273,11 +305,11 @@ fn udp_received_pps(report: &Value) -> Result<f64> {
 
 /// Sends 36-byte UDP payloads (64-byte IPv4 packets) from the pod to the outside server as
 /// fast as one `send` loop goes for `seconds`, and counts what a socket there receives.
-/// Returns packets sent and received per second of sending.
+/// Returns packets sent and received per second of sending, and the seconds it sent for.
 ///
 /// Both sockets are made inside their namespaces (a socket stays in the namespace it was
 /// made in), then used from ordinary threads: the sender here, the receiver beside it.
-fn udp_blast(lab: &GatewayLab, seconds: u32) -> Result<(f64, f64)> {
+fn udp_blast(lab: &GatewayLab, seconds: u32) -> Result<(f64, f64, f64)> {
     const PORT: u16 = 9000;
     let receiver = lab
         .outside()
@@ -294,7 +326,7 @@ fn udp_blast(lab: &GatewayLab, seconds: u32) -> Result<(f64, f64)> {
     receiver.set_read_timeout(Some(Duration::from_millis(200)))?;
     let sending = AtomicBool::new(true);
     let duration = Duration::from_secs(u64::from(seconds));
-    thread::scope(|scope| -> Result<(f64, f64)> {
+    thread::scope(|scope| -> Result<(f64, f64, f64)> {
         let counter = scope.spawn(|| -> io::Result<u64> {
             let mut buffer = [0_u8; 2048];
             let mut received = 0_u64;
@@ -338,7 +370,7 @@ fn udp_blast(lab: &GatewayLab, seconds: u32) -> Result<(f64, f64)> {
             .join()
             .map_err(|_| anyhow::anyhow!("the receiving thread panicked"))?
             .context("receiving in the outside namespace")?;
-        Ok((sent as f64 / elapsed, received as f64 / elapsed))
+        Ok((sent as f64 / elapsed, received as f64 / elapsed, elapsed))
     })
 }
 
@@ -356,54 +388,71 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// A column of the table: heading, the figure, decimals.
+type Column = (&'static str, fn(&Figures) -> f64, usize);
+
+const COLUMNS: [Column; 7] = [
+    ("udp64 iperf3 pkt/s", |f| f.udp_pps, 0),
+    ("(app rx)", |f| f.udp_app_pps, 0),
+    ("udp64 loop pkt/s", |f| f.blast_pps, 0),
+    ("(app rx)", |f| f.blast_app_pps, 0),
+    ("tcp up Gbit/s", |f| f.tcp_up_gbps, 2),
+    ("tcp down Gbit/s", |f| f.tcp_down_gbps, 2),
+    ("rtt ms", |f| f.rtt_ms, 3),
+];
+
 fn print_table(results: &[(u32, Mode, Figures)]) {
+    let line = |label: &str, cells: Vec<String>| {
+        let cells: Vec<String> = cells
+            .iter()
+            .zip(COLUMNS)
+            .map(|(cell, (heading, _, _))| format!("{cell:>width$}", width = heading.len().max(9)))
+            .collect();
+        println!("{label:<16} {}", cells.join("  "));
+    };
     let row = |label: &str, figures: &Figures| {
-        println!(
-            "{label:<16} {:>18.0} {:>18.0} {:>15.2} {:>16.2} {:>12.3}",
-            figures.udp_pps,
-            figures.blast_pps,
-            figures.tcp_up_gbps,
-            figures.tcp_down_gbps,
-            figures.rtt_ms
-        );
+        let cells = COLUMNS
+            .iter()
+            .map(|(_, pick, decimals)| format!("{:.*}", decimals, pick(figures)))
+            .collect();
+        line(label, cells);
     };
     println!();
-    println!(
-        "{:<16} {:>18} {:>18} {:>15} {:>16} {:>12}",
-        "", "udp64 iperf3 rx/s", "udp64 blast rx/s", "tcp up Gbit/s", "tcp down Gbit/s", "rtt ms"
+    println!("pkt/s: delivered to the outside host; (app rx): received by the application there");
+    line(
+        "",
+        COLUMNS
+            .iter()
+            .map(|(heading, _, _)| heading.to_string())
+            .collect(),
     );
     for (round, mode, figures) in results {
         row(&format!("round {round} {}", name(*mode)), figures);
     }
-    let medians = |mode: Mode| {
-        let of = |pick: fn(&Figures) -> f64| {
-            median(
-                results
-                    .iter()
-                    .filter(|(_, m, _)| *m == mode)
-                    .map(|(_, _, figures)| pick(figures))
-                    .collect(),
-            )
-        };
-        Figures {
-            udp_pps: of(|f| f.udp_pps),
-            blast_pps: of(|f| f.blast_pps),
-            blast_sent_pps: of(|f| f.blast_sent_pps),
-            tcp_up_gbps: of(|f| f.tcp_up_gbps),
-            tcp_down_gbps: of(|f| f.tcp_down_gbps),
-            rtt_ms: of(|f| f.rtt_ms),
-        }
+    let median_of = |mode: Mode, pick: fn(&Figures) -> f64| {
+        median(
+            results
+                .iter()
+                .filter(|(_, m, _)| *m == mode)
+                .map(|(_, _, figures)| pick(figures))
+                .collect(),
+        )
     };
-    let (egret, kernel) = (medians(Mode::Egret), medians(Mode::Kernel));
-    row("median egret", &egret);
-    row("median kernel", &kernel);
-    println!(
-        "{:<16} {:>18.2} {:>18.2} {:>15.2} {:>16.2} {:>12.2}",
-        "egret / kernel",
-        egret.udp_pps / kernel.udp_pps,
-        egret.blast_pps / kernel.blast_pps,
-        egret.tcp_up_gbps / kernel.tcp_up_gbps,
-        egret.tcp_down_gbps / kernel.tcp_down_gbps,
-        egret.rtt_ms / kernel.rtt_ms
-    );
+    for mode in [Mode::Egret, Mode::Kernel] {
+        let cells = COLUMNS
+            .iter()
+            .map(|(_, pick, decimals)| format!("{:.*}", decimals, median_of(mode, *pick)))
+            .collect();
+        line(&format!("median {}", name(mode)), cells);
+    }
+    let ratios = COLUMNS
+        .iter()
+        .map(|(_, pick, _)| {
+            format!(
+                "{:.2}",
+                median_of(Mode::Egret, *pick) / median_of(Mode::Kernel, *pick)
+            )
+        })
+        .collect();
+    line("egret / kernel", ratios);
 }

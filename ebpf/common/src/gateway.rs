@@ -6,8 +6,9 @@
 //! gateway interface forwards that flow's ordinary packets itself: decapsulate and SNAT
 //! towards the outside, DNAT and encapsulate towards the node. Anything else (a first
 //! packet, TCP SYN, FIN or RST, a TTL about to run out, a packet too big for the tunnel,
-//! ICMP, options, fragments) still goes to user space. The socket filter on the gateway's
-//! packet sockets makes the same decision, so user space never sees a packet twice.
+//! ICMP, options, fragments) passes on to user space. egret-gateway's packet sockets are
+//! bound to IPv4 and ARP, so the kernel hands them frames only after TC: user space never
+//! sees a packet the program forwarded.
 //!
 //! Addresses and ports are kept as they are on the wire (network byte order, as bytes), so
 //! neither side converts them on the packet path. Every type is `#[repr(C)]` without padding.
@@ -16,8 +17,6 @@ use core::mem::size_of;
 
 /// The TC program (ingress of the gateway interface).
 pub const FORWARD_PROGRAM: &str = "egret_gw_forward";
-/// The socket filter on the gateway's packet sockets.
-pub const FILTER_PROGRAM: &str = "egret_gw_filter";
 /// Single-entry array holding a [`Config`].
 pub const CONFIG_MAP: &str = "EGRET_GW_CONFIG";
 /// Hash map [`OutKey`] → [`OutValue`]: node → outside.

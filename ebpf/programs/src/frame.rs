@@ -4,7 +4,7 @@
 //! a byte slice in host unit tests. Every read names its offset and length and yields `None`
 //! past the end of the frame; there is no unchecked access to get wrong.
 
-use aya_ebpf::programs::{SkBuffContext, TcContext};
+use aya_ebpf::programs::TcContext;
 
 /// A frame starting at its Ethernet header.
 pub trait Frame {
@@ -32,19 +32,6 @@ impl Frame for TcContext {
         // past its end. Unlike direct packet access it also reads paged (non-linear) data, which
         // GSO packets on veth carry.
         TcContext::load::<[u8; N]>(self, offset).ok()
-    }
-}
-
-impl Frame for SkBuffContext {
-    #[inline(always)]
-    fn len(&self) -> usize {
-        SkBuffContext::len(self) as usize
-    }
-
-    #[inline(always)]
-    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        // As for TC: bpf_skb_load_bytes, checked by the kernel, paged data included.
-        SkBuffContext::load::<[u8; N]>(self, offset).ok()
     }
 }
 

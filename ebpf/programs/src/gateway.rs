@@ -1,10 +1,9 @@
 //! The gateway's fast path: which received frames it may forward itself.
 //!
 //! [`candidate`] reads a frame and, when it has the shape of an ordinary packet of an
-//! established flow, returns the key to look up. The TC program and the socket filter
-//! both call it, so they agree on every frame: the filter hides from user space exactly
-//! the frames that the TC program forwards. Everything else keeps going to user space,
-//! which decides it and counts it: first packets, TCP SYN, FIN and RST (state changes),
+//! established flow, returns the key to look up; the TC program forwards the frame when
+//! the key is in its map. Everything else passes on to user space, which decides it and
+//! counts it: first packets, TCP SYN, FIN and RST (state changes),
 //! a TTL about to run out, packets that do not fit the tunnel, IPv4 options, fragments,
 //! bad header checksums, ICMP.
 //!

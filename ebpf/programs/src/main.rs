@@ -5,9 +5,8 @@
 //! Ethernet + IPv4 and counts what it saw. It selects nothing and never changes, redirects or
 //! drops a packet; flow selection comes later.
 //!
-//! `egret_gw_forward` (TC, ingress of the gateway interface) and `egret_gw_filter` (socket
-//! filter on the gateway's packet sockets) are egret-gateway's fast path for established
-//! flows; see `egret_ebpf_common::gateway` and `egret_ebpf_programs::gateway`.
+//! `egret_gw_forward` (TC, ingress of the gateway interface) is egret-gateway's fast path for
+//! established flows; see `egret_ebpf_common::gateway` and `egret_ebpf_programs::gateway`.
 //!
 //! The object only exists for the BPF target. On the host this file builds as a stub program,
 //! so that `cargo clippy --workspace` and `cargo build --workspace` check it too: a `no_std`
@@ -23,9 +22,9 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect},
-    macros::{classifier, map, socket_filter},
+    macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
-    programs::{SkBuffContext, TcContext},
+    programs::TcContext,
 };
 use egret_ebpf_common::gateway::{
     Config, InKey, InValue, MAX_FLOWS, OutKey, OutValue, Stats as GwStats,
@@ -98,22 +97,6 @@ fn wire_packets(skb: *mut __sk_buff) -> u64 {
     // SAFETY: as above.
     let segs = unsafe { (*skb).gso_segs };
     u64::from(segs.max(1))
-}
-
-/// Hides from the gateway's packet sockets the frames `egret_gw_forward` forwards: returns
-/// 0 (not for this socket) for them and the whole length for every other frame.
-#[socket_filter]
-pub fn egret_gw_filter(ctx: SkBuffContext) -> i64 {
-    let keep = i64::from(ctx.len());
-    let Some(cfg) = EGRET_GW_CONFIG.get(0) else {
-        return keep;
-    };
-    let taken = match candidate(&ctx, gso_size(ctx.skb.skb), cfg) {
-        Some(Candidate::Out { key, .. }) => EGRET_GW_OUT.get_ptr(&key).is_some(),
-        Some(Candidate::In { key, .. }) => EGRET_GW_IN.get_ptr(&key).is_some(),
-        None => false,
-    };
-    if taken { 0 } else { keep }
 }
 
 /// Forwards the ordinary packets of established flows; passes every other frame on.

@@ -1,26 +1,24 @@
-//! The kernel fast path: loads the TC program and the socket filter, and writes what the
-//! core decides into their maps.
+//! The kernel fast path: loads the TC program, and writes what the core decides into its
+//! maps.
 //!
 //! `egret_gw_forward` runs at the ingress of the gateway interface, before the nftables
 //! guard. For a frame of a flow the core handed over it rewrites the frame in the kernel
 //! (decapsulate and SNAT, or DNAT and encapsulate, keeping super-packets whole) and sends
-//! it back out of the interface; every other frame passes on to user space as before.
-//! Packet sockets see frames before TC does, so `egret_gw_filter`, attached to each
-//! receiving socket, hides exactly the frames the TC program takes: both run the same
-//! decision (`egret_ebpf_programs::gateway::candidate`) against the same maps.
+//! it back out of the interface; every other frame passes on to user space as before. The
+//! receiving packet sockets are bound to IPv4 and ARP, which the kernel serves after TC
+//! ingress ([`super::packet`]), so they never see the frames the program takes: the
+//! program alone decides.
 //!
 //! The programs and maps live as long as the process: after a crash the kernel detaches
 //! them, and the nftables guard (which stays) keeps dropping the floating IPs' traffic.
 
-use std::os::fd::AsFd;
-
 use anyhow::{Context as _, anyhow, bail};
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::{SchedClassifier, SocketFilter, TcAttachType, tc};
+use aya::programs::{SchedClassifier, TcAttachType, tc};
 use egret_ebpf_common::gateway::{
-    CONFIG_MAP, Config, FILTER_PROGRAM, FORWARD_PROGRAM, IN_MAP, InKey, InValue, OUT_MAP, OutKey,
-    OutValue, STATS_MAP, Stats,
+    CONFIG_MAP, Config, FORWARD_PROGRAM, IN_MAP, InKey, InValue, OUT_MAP, OutKey, OutValue,
+    STATS_MAP, Stats,
 };
 use smoltcp::time::{Duration, Instant};
 
@@ -35,7 +33,8 @@ fn embedded_object() -> &'static [u8] {
 
 /// The loaded fast path.
 pub struct FastPath {
-    ebpf: Ebpf,
+    /// Owns the program and its link: dropping it detaches the program.
+    _ebpf: Ebpf,
     config: Array<MapData, Config>,
     out: HashMap<MapData, OutKey, OutValue>,
     inbound: HashMap<MapData, InKey, InValue>,
@@ -71,8 +70,6 @@ impl FastPath {
         let out = HashMap::try_from(take(&mut ebpf, OUT_MAP)?)?;
         let inbound = HashMap::try_from(take(&mut ebpf, IN_MAP)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, STATS_MAP)?)?;
-        let filter: &mut SocketFilter = program(&mut ebpf, FILTER_PROGRAM)?.try_into()?;
-        filter.load().context("loading the socket filter")?;
         let forward: &mut SchedClassifier = program(&mut ebpf, FORWARD_PROGRAM)?.try_into()?;
         forward.load().context("loading the TC program")?;
         match tc::qdisc_add_clsact(interface) {
@@ -85,7 +82,7 @@ impl FastPath {
             .attach(interface, TcAttachType::Ingress)
             .with_context(|| format!("attaching the TC program to {interface} ingress"))?;
         Ok(FastPath {
-            ebpf,
+            _ebpf: ebpf,
             config,
             out,
             inbound,
@@ -94,15 +91,6 @@ impl FastPath {
             written: None,
             install_failures: 0,
         })
-    }
-
-    /// Attaches the socket filter to a receiving packet socket.
-    pub fn filter(&mut self, socket: impl AsFd) -> anyhow::Result<()> {
-        let filter: &mut SocketFilter = program(&mut self.ebpf, FILTER_PROGRAM)?.try_into()?;
-        filter
-            .attach(socket)
-            .context("attaching the socket filter")?;
-        Ok(())
     }
 
     /// Writes the settings when they changed (`cfg` from `Datapath::fast_config`).

@@ -3,9 +3,13 @@
 //! The floating IPs are never local addresses of the host, so its kernel neither answers
 //! ARP for them nor delivers their packets to its own sockets. But frames to them still
 //! reach the kernel's IP stack, which would forward them when `ip_forward` is on (or count
-//! them as errors when it is off). One nftables table, `netdev egret_gateway`, drops every
-//! IPv4 packet to a floating IP at the interface's ingress hook. Packet sockets see a frame
-//! before that hook, so the gateway still receives everything; the kernel sees nothing.
+//! them as errors when it is off). One nftables table, `ip egret_gateway`, drops every
+//! IPv4 packet to a floating IP that arrives on the gateway interface, at the prerouting
+//! hook before connection tracking (priority -500), so the kernel neither tracks, routes,
+//! forwards nor answers it. The gateway's packet sockets are served beside the IP stack,
+//! not after it, so they still receive those frames. (A `netdev` ingress hook would be
+//! earlier still, but it runs before packet sockets bound to IPv4 are served, which the
+//! gateway needs to leave the fast path's frames to TC; see [`super::packet`].)
 //! The table is replaced atomically at start and deleted on a clean stop; after a crash it
 //! stays, which keeps the kernel out until the gateway is back.
 
@@ -28,12 +32,12 @@ pub fn ruleset(interface: &str, floating_ips: &[Ipv4Addr]) -> String {
         let _ = write!(set, "{ip}");
     }
     format!(
-        "table netdev {TABLE}\n\
-         delete table netdev {TABLE}\n\
-         table netdev {TABLE} {{\n\
-         \tchain ingress {{\n\
-         \t\ttype filter hook ingress device \"{interface}\" priority -500; policy accept;\n\
-         \t\tip daddr {{ {set} }} counter drop comment \"floating IPs are egret-gateway's, not the kernel's\"\n\
+        "table ip {TABLE}\n\
+         delete table ip {TABLE}\n\
+         table ip {TABLE} {{\n\
+         \tchain prerouting {{\n\
+         \t\ttype filter hook prerouting priority -500; policy accept;\n\
+         \t\tiifname \"{interface}\" ip daddr {{ {set} }} counter drop comment \"floating IPs are egret-gateway's, not the kernel's\"\n\
          \t}}\n\
          }}\n"
     )
@@ -73,14 +77,14 @@ impl KernelGuard {
 
     pub fn remove(mut self) -> io::Result<()> {
         self.active = false;
-        nft(&format!("delete table netdev {TABLE}\n"))
+        nft(&format!("delete table ip {TABLE}\n"))
     }
 }
 
 impl Drop for KernelGuard {
     fn drop(&mut self) {
         if self.active {
-            let _ = nft(&format!("delete table netdev {TABLE}\n"));
+            let _ = nft(&format!("delete table ip {TABLE}\n"));
         }
     }
 }
@@ -99,9 +103,11 @@ mod tests {
             ],
         );
         let lines: Vec<&str> = r.lines().collect();
-        assert_eq!(lines[0], "table netdev egret_gateway");
-        assert_eq!(lines[1], "delete table netdev egret_gateway");
-        assert!(r.contains("hook ingress device \"eth1\" priority -500"));
-        assert!(r.contains("ip daddr { 192.168.1.100, 192.168.1.101 } counter drop"));
+        assert_eq!(lines[0], "table ip egret_gateway");
+        assert_eq!(lines[1], "delete table ip egret_gateway");
+        assert!(r.contains("hook prerouting priority -500"));
+        assert!(
+            r.contains("iifname \"eth1\" ip daddr { 192.168.1.100, 192.168.1.101 } counter drop")
+        );
     }
 }

@@ -40,35 +40,53 @@ fn wall_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// One worker's sockets: its share of the IPv4 frames, and for the leader the ARP frames.
+pub struct Sockets {
+    pub ipv4: RxSocket,
+    pub arp: Option<RxSocket>,
+    pub tx: Tx,
+}
+
+impl Sockets {
+    fn receiving(&self) -> impl Iterator<Item = &RxSocket> {
+        std::iter::once(&self.ipv4).chain(self.arp.as_ref())
+    }
+}
+
 /// Runs one worker of the data path until `stop` is set: receive a batch of frames from
-/// this worker's socket, hand each to the shared core, send what it returns in one batch.
-/// The core is locked once per batch, and only while it decides: the sends,
+/// each of this worker's sockets, hand each to the shared core, send what it returns in one
+/// batch. The core is locked once per batch, and only while it decides: the sends,
 /// where the kernel does most of the work, run unlocked and in parallel across workers.
-/// The `leader` also runs the timers and publishes the status snapshot.
+/// The `leader` (the worker with the ARP socket) also runs the timers and publishes the
+/// status snapshot.
 ///
 /// With a kernel fast path, the changes the core decides for it are written into its maps
 /// while the core is locked, so they reach the kernel in the order they were decided.
 pub fn run(
     dp: Arc<Mutex<Datapath>>,
-    mut rx: RxSocket,
-    mut tx: Tx,
+    mut sockets: Sockets,
     stop: Arc<AtomicBool>,
     snapshot: SharedSnapshot,
-    leader: bool,
     fast: Result<Arc<Mutex<FastPath>>, String>,
 ) -> std::io::Result<()> {
+    let leader = sockets.arp.is_some();
     let clock = Clock(std::time::Instant::now());
-    let mut frames: Vec<RxFrame> = Vec::with_capacity(4096);
-    let mut transmit = Vec::with_capacity(4096);
-    let mut generated = Vec::new();
-    let mut changes: Vec<FastChange> = Vec::new();
+    let mut batch = Batch {
+        frames: Vec::with_capacity(4096),
+        transmit: Vec::with_capacity(4096),
+        generated: Vec::new(),
+        changes: Vec::new(),
+    };
     let mut published = std::time::Instant::now() - PUBLISH_EVERY;
     let mut counted_losses = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
         if counted_losses.elapsed() >= PUBLISH_EVERY {
-            // Each worker counts its own socket's losses, before the leader publishes.
-            let drops = rx.take_drops()?;
+            // Each worker counts its own sockets' losses, before the leader publishes.
+            let mut drops = 0;
+            for rx in sockets.receiving() {
+                drops += rx.take_drops()?;
+            }
             if drops > 0 {
                 lock(&dp).count_rx_buffer_drops(drops);
             }
@@ -85,7 +103,7 @@ pub fn run(
                     }
                     Err(_) => core.poll(now),
                 }
-                core.take_generated(&mut generated);
+                core.take_generated(&mut batch.generated);
             }
             if published.elapsed() >= PUBLISH_EVERY {
                 let mut s = core.snapshot(now, wall_ms());
@@ -105,20 +123,54 @@ pub fn run(
                 published = std::time::Instant::now();
             }
             next_timer = next_timer.min(core.poll_at());
-            apply(&mut core, fast.as_deref().ok(), &mut changes);
+            apply(&mut core, fast.as_deref().ok(), &mut batch.changes);
             drop(core);
-            send(&dp, &mut tx, &[], &mut generated);
+            send(&dp, &mut sockets.tx, &[], &mut batch.generated);
         }
-        if !rx.frames(&mut frames) {
-            let until = (next_timer - now).total_millis() as i32;
-            rx.wait(until.clamp(0, MAX_SLEEP_MS))?;
-            continue;
+        let fast = fast.as_deref().ok();
+        let mut received = false;
+        if let Some(arp) = sockets.arp.as_mut() {
+            received |= batch.serve(&dp, now, arp, &mut sockets.tx, fast);
         }
-        transmit.clear();
+        received |= batch.serve(&dp, now, &mut sockets.ipv4, &mut sockets.tx, fast);
+        if !received {
+            let until = ((next_timer - now).total_millis() as i32).clamp(0, MAX_SLEEP_MS);
+            match &sockets.arp {
+                Some(arp) => packet::wait([&sockets.ipv4, arp], until)?,
+                None => packet::wait([&sockets.ipv4], until)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A worker's buffers for one batch, kept from batch to batch.
+struct Batch {
+    frames: Vec<RxFrame>,
+    transmit: Vec<(*mut u8, usize, crate::datapath::Offload)>,
+    generated: Vec<crate::datapath::Generated>,
+    changes: Vec<FastChange>,
+}
+
+impl Batch {
+    /// Reads the frames waiting on `rx` (up to a batch), hands them to the core, and sends
+    /// what it returns. Returns whether there were any.
+    fn serve(
+        &mut self,
+        dp: &Mutex<Datapath>,
+        now: Instant,
+        rx: &mut RxSocket,
+        tx: &mut Tx,
+        fast: Option<&Mutex<FastPath>>,
+    ) -> bool {
+        if !rx.frames(&mut self.frames) {
+            return false;
+        }
+        self.transmit.clear();
         {
-            let mut core = lock(&dp);
-            core.count_frames_read(frames.len() as u64);
-            for f in &frames {
+            let mut core = lock(dp);
+            core.count_frames_read(self.frames.len() as u64);
+            for f in &self.frames {
                 if f.wire_len + f.headroom > f.len {
                     core.count_truncated();
                     continue;
@@ -135,15 +187,16 @@ pub fn run(
                 if core.handle(now, &mut frame) == Verdict::Transmit {
                     // SAFETY: as above; the bytes stay put until the batch is sent.
                     let bytes = unsafe { f.buf.add(frame.start) };
-                    transmit.push((bytes, frame.end - frame.start, frame.offload));
+                    self.transmit
+                        .push((bytes, frame.end - frame.start, frame.offload));
                 }
             }
-            core.take_generated(&mut generated);
-            apply(&mut core, fast.as_deref().ok(), &mut changes);
+            core.take_generated(&mut self.generated);
+            apply(&mut core, fast, &mut self.changes);
         }
-        send(&dp, &mut tx, &transmit, &mut generated);
+        send(dp, tx, &self.transmit, &mut self.generated);
+        true
     }
-    Ok(())
 }
 
 /// Writes the fast path changes the core decided into the kernel's maps.

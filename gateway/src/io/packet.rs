@@ -2,6 +2,12 @@
 //! transmission (`sendmmsg`), both with virtio-net headers so that super-packets and partial
 //! checksums pass through instead of being cut up or computed by the kernel.
 //!
+//! The receiving sockets are bound to one protocol each, IPv4 or ARP, never to all
+//! (`ETH_P_ALL`). The kernel serves a socket bound to a protocol after the interface's TC
+//! ingress, where the fast path takes its frames away, so user space reads only what the
+//! fast path left; an all-protocol tap would see every frame before TC, and every frame the
+//! host sends as well.
+//!
 //! Each received frame lands in a slot behind `RESERVE` bytes of headroom, where the return
 //! path writes its VXLAN headers: encapsulation copies nothing. The data path rewrites the
 //! frames in place, and the slots are reused only after everything pointing into them has
@@ -26,14 +32,24 @@ const PACKET_STATISTICS: libc::c_int = 6;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_FANOUT: libc::c_int = 18;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// Fanout by flow hash: every packet of a flow reaches the same socket, in order.
 const PACKET_FANOUT_HASH: u32 = 0;
-/// The group's own `PACKET_IGNORE_OUTGOING`: a socket in a fanout group receives through the
-/// group's hook, which ignores the socket's option. Without it, every frame the fast path
-/// sends would be copied to user space.
-const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
-const ETH_P_ALL: u16 = 0x0003;
+
+/// What a receiving socket takes from the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Ipv4,
+    Arp,
+}
+
+impl Protocol {
+    fn ethertype(self) -> u16 {
+        match self {
+            Protocol::Ipv4 => 0x0800,
+            Protocol::Arp => 0x0806,
+        }
+    }
+}
 
 /// Headroom in front of every received frame (the VXLAN headers need 50).
 const RESERVE: usize = 64;
@@ -130,29 +146,23 @@ pub struct RxSocket {
     msgs: Vec<libc::mmsghdr>,
 }
 
-impl std::os::fd::AsFd for RxSocket {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
 // SAFETY: the raw pointers in `iov` and `msgs` point into the socket's own buffers.
 unsafe impl Send for RxSocket {}
 
 impl RxSocket {
-    /// Opens a socket receiving every frame of `ifindex` except those this host sends. With
-    /// a `fanout` group, the sockets of the group share the frames by flow hash.
-    pub fn open(ifindex: u32, fanout: Option<u16>) -> io::Result<RxSocket> {
-        let fd = packet_socket(ETH_P_ALL)?;
+    /// Opens a socket receiving the frames of `protocol` that arrive on `ifindex` and that
+    /// TC ingress lets through (a socket bound to one protocol never sees what the host
+    /// sends). With a `fanout` group, the sockets of the group share the frames by flow hash.
+    pub fn open(ifindex: u32, protocol: Protocol, fanout: Option<u16>) -> io::Result<RxSocket> {
+        let ethertype = protocol.ethertype();
+        let fd = packet_socket(ethertype)?;
         setsockopt(&fd, SOL_PACKET, PACKET_VNET_HDR, &1i32)?;
-        setsockopt(&fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &1i32)?;
         if setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RX_BUFFER).is_err() {
             setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RX_BUFFER)?;
         }
-        bind(&fd, ifindex, ETH_P_ALL)?;
+        bind(&fd, ifindex, ethertype)?;
         if let Some(group) = fanout {
-            let arg = u32::from(group)
-                | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16);
+            let arg = u32::from(group) | (PACKET_FANOUT_HASH << 16);
             setsockopt(&fd, SOL_PACKET, PACKET_FANOUT, &arg)?;
         }
         let mut rx = RxSocket {
@@ -183,11 +193,6 @@ impl RxSocket {
             rx.msgs.push(m);
         }
         Ok(rx)
-    }
-
-    /// Waits up to `timeout_ms` for a frame.
-    pub fn wait(&self, timeout_ms: i32) -> io::Result<()> {
-        poll_in(&self.fd, timeout_ms)
     }
 
     /// The frames waiting now, up to a batch; valid until the next call.
@@ -229,15 +234,15 @@ impl RxSocket {
     }
 }
 
-/// Waits up to `timeout_ms` for `fd` to be readable.
-fn poll_in(fd: &OwnedFd, timeout_ms: i32) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
+/// Waits up to `timeout_ms` for a frame on any of `sockets`.
+pub fn wait<const N: usize>(sockets: [&RxSocket; N], timeout_ms: i32) -> io::Result<()> {
+    let mut pfds = sockets.map(|s| libc::pollfd {
+        fd: s.fd.as_raw_fd(),
         events: libc::POLLIN | libc::POLLERR,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    });
+    // SAFETY: `pfds` holds N valid pollfds.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
