@@ -3,7 +3,14 @@
 //! ([`egret_lab::GatewayLab`]). Run it through `tests/measure/gateway-throughput`, which
 //! builds the gateway first; needs root.
 //!
-//! For each of N rounds (default 3) it measures both modes, in alternating order, with iperf3
+//! Three modes ([`egret_lab::Mode`]): `egret`; `kernel`, the baseline, where the node routes
+//! plainly and the gw kernel masquerades; and `kernel+vxlan`, where the node tunnels as in
+//! egret mode and the gw kernel ends the tunnel with its own VXLAN device and masquerades.
+//! The baseline leaves out the node's VXLAN encapsulation and decapsulation, which the
+//! egret path pays on the same two CPUs; `kernel+vxlan` does the gateway's whole job in the
+//! kernel, so egret / kernel+vxlan compares the gateways alone.
+//!
+//! For each of N rounds (default 3) it measures every mode, in rotating order, with iperf3
 //! from the pod to a server in the outside namespace:
 //!
 //! - small UDP packets: `-u -l 36 -b 0`, so the pod's IPv4 packets are 64 bytes (20 IPv4 +
@@ -22,9 +29,9 @@
 //! - the round trip at light load: the average of 50 pings from the pod to the server, 20 ms
 //!   apart, before the other tests.
 //!
-//! Then it prints every round, the medians, and egret/kernel per metric. The gateway runs
-//! only while egret mode is measured, so that the kernel baseline does not share the CPUs
-//! with it; nothing is pinned to a CPU.
+//! Then it prints every round, the medians, egret/kernel and egret/kernel+vxlan per metric.
+//! The gateway runs only while egret mode is measured, so that the kernel modes do not share
+//! the CPUs with it; nothing is pinned to a CPU.
 //!
 //! ```text
 //! gateway_throughput [ROUNDS] [SECONDS]      (env EGRET_ROUNDS, EGRET_SECONDS)
@@ -122,12 +129,9 @@ fn run() -> Result<()> {
 
     let mut results: Vec<(u32, Mode, Figures)> = Vec::new();
     for round in 1..=rounds {
-        // Alternate which mode goes first, so that neither always runs on a warmer machine.
-        let order = if round % 2 == 1 {
-            [Mode::Egret, Mode::Kernel]
-        } else {
-            [Mode::Kernel, Mode::Egret]
-        };
+        // Rotate which mode goes first, so that none always runs on a warmer machine.
+        let mut order = MODES;
+        order.rotate_left((round as usize - 1) % MODES.len());
         for mode in order {
             switch(&mut lab, mode)?;
             let figures = measure(&lab, seconds)
@@ -136,7 +140,7 @@ fn run() -> Result<()> {
                 lab.gateway_mut()?.ensure_running()?;
             }
             println!(
-                "round {round} {:<6}  udp64 iperf3 {:>7.0} pkt/s delivered ({:>7.0} to the app), \
+                "round {round} {:<13}  udp64 iperf3 {:>7.0} pkt/s delivered ({:>7.0} to the app), \
                  loop {:>7.0} delivered ({:>7.0} to the app) of {:>7.0} sent   \
                  tcp up {:>6.2} Gbit/s   tcp down {:>6.2} Gbit/s   rtt {:.3} ms",
                 name(mode),
@@ -159,10 +163,14 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// The modes measured: egret's, the issue's baseline, and the kernel doing egret's job.
+const MODES: [Mode; 3] = [Mode::Egret, Mode::Kernel, Mode::KernelTunnel];
+
 fn name(mode: Mode) -> &'static str {
     match mode {
         Mode::Egret => "egret",
         Mode::Kernel => "kernel",
+        Mode::KernelTunnel => "kernel+vxlan",
     }
 }
 
@@ -175,11 +183,11 @@ fn switch(lab: &mut GatewayLab, mode: Mode) -> Result<()> {
                 lab.start_gateway()?;
             }
         }
-        Mode::Kernel => {
+        Mode::Kernel | Mode::KernelTunnel => {
             if lab.gateway_started() {
                 lab.stop_gateway()?;
             }
-            lab.set_mode(Mode::Kernel)?;
+            lab.set_mode(mode)?;
         }
     }
     // The path works before it is measured (and every neighbour on it is resolved).
@@ -408,7 +416,7 @@ fn print_table(results: &[(u32, Mode, Figures)]) {
             .zip(COLUMNS)
             .map(|(cell, (heading, _, _))| format!("{cell:>width$}", width = heading.len().max(9)))
             .collect();
-        println!("{label:<16} {}", cells.join("  "));
+        println!("{label:<20} {}", cells.join("  "));
     };
     let row = |label: &str, figures: &Figures| {
         let cells = COLUMNS
@@ -438,21 +446,23 @@ fn print_table(results: &[(u32, Mode, Figures)]) {
                 .collect(),
         )
     };
-    for mode in [Mode::Egret, Mode::Kernel] {
+    for mode in MODES {
         let cells = COLUMNS
             .iter()
             .map(|(_, pick, decimals)| format!("{:.*}", decimals, median_of(mode, *pick)))
             .collect();
         line(&format!("median {}", name(mode)), cells);
     }
-    let ratios = COLUMNS
-        .iter()
-        .map(|(_, pick, _)| {
-            format!(
-                "{:.2}",
-                median_of(Mode::Egret, *pick) / median_of(Mode::Kernel, *pick)
-            )
-        })
-        .collect();
-    line("egret / kernel", ratios);
+    for baseline in [Mode::Kernel, Mode::KernelTunnel] {
+        let ratios = COLUMNS
+            .iter()
+            .map(|(_, pick, _)| {
+                format!(
+                    "{:.2}",
+                    median_of(Mode::Egret, *pick) / median_of(baseline, *pick)
+                )
+            })
+            .collect();
+        line(&format!("egret / {}", name(baseline)), ratios);
+    }
 }

@@ -24,6 +24,9 @@
 //!   user space, and the gw kernel does not forward.
 //! - [`Mode::Kernel`]: the baseline. The node routes the pod's traffic to the gw address and
 //!   the gw kernel forwards it with nftables masquerade, as a Linux NAT router would.
+//! - [`Mode::KernelTunnel`]: the node tunnels as in egret mode; the gw kernel holds the
+//!   floating IP, ends the tunnel with its own VXLAN device (`vxgw`, 169.254.100.1, the
+//!   node's `vxlan0` then 169.254.100.2) and forwards with the same masquerade.
 //!
 //! IPv6 is disabled in every lab namespace so that no router solicitation or neighbour
 //! discovery frame reaches the gateway: the tests count the gateway's drops exactly.
@@ -125,6 +128,10 @@ pub enum Mode {
     Egret,
     /// Routed to the gw address, masqueraded by the gw kernel (nftables).
     Kernel,
+    /// Tunnelled to the floating IP as in egret mode, but the gw kernel holds the floating
+    /// IP, ends the tunnel with a VXLAN device of its own, and masquerades (nftables): the
+    /// same job as egret-gateway's, done by the kernel. Measurements only.
+    KernelTunnel,
 }
 
 /// The path of the `egret-gateway` binary the lab runs: `$EGRET_GATEWAY_BIN`, else
@@ -367,6 +374,9 @@ impl GatewayLab {
             .gw
             .exec("nft", ["list", "table", "ip", "egret_baseline"])
             .is_ok();
+        if self.mode == Mode::KernelTunnel && mode != Mode::KernelTunnel {
+            self.leave_kernel_tunnel()?;
+        }
         match mode {
             Mode::Egret => {
                 self.set_gw_forwarding(false)?;
@@ -384,12 +394,15 @@ impl GatewayLab {
                     "table", POD_TABLE,
                 ])?;
             }
-            Mode::Kernel => {
+            Mode::Kernel | Mode::KernelTunnel => {
                 if !has_baseline {
                     let rules = self.workdir.path().join("baseline.nft");
                     fs::write(&rules, BASELINE_RULESET)
                         .with_context(|| format!("writing {}", rules.display()))?;
                     self.gw.exec("nft", [Path::new("-f"), rules.as_path()])?;
+                }
+                if mode == Mode::KernelTunnel {
+                    return self.enter_kernel_tunnel();
                 }
                 // The way back to the pods, which a NAT router in front of a cluster has.
                 let node = NODE_ADDRESS.to_string();
@@ -405,6 +418,62 @@ impl GatewayLab {
                 ])?;
             }
         }
+        Ok(())
+    }
+
+    /// The gw kernel ends the node's tunnel at the floating IP and masquerades (the
+    /// baseline's ruleset is in place).
+    fn enter_kernel_tunnel(&self) -> Result<()> {
+        let floating = FLOATING_IP.to_string();
+        let node = NODE_ADDRESS.to_string();
+        self.gw
+            .ip(["addr", "replace", &format!("{floating}/32"), "dev", "eth0"])?;
+        if self.gw.ip(["link", "show", "dev", "vxgw"]).is_err() {
+            let (vni, port) = (VNI.to_string(), TUNNEL_PORT.to_string());
+            self.gw.ip([
+                "link", "add", "vxgw", "type", "vxlan", "id", &vni, "dstport", &port, "remote",
+                &node, "local", &floating, "dev", "eth0",
+            ])?;
+        }
+        self.gw.ip([
+            "addr",
+            "replace",
+            &format!("{TUNNEL_NEXT_HOP}/24"),
+            "dev",
+            "vxgw",
+        ])?;
+        self.gw.ip(["link", "set", "dev", "vxgw", "up"])?;
+        self.node
+            .ip(["addr", "replace", "169.254.100.2/24", "dev", "vxlan0"])?;
+        self.node.ip(["neigh", "flush", "dev", "vxlan0"])?;
+        self.gw.ip([
+            "route",
+            "replace",
+            POD_NETWORK,
+            "via",
+            "169.254.100.2",
+            "dev",
+            "vxgw",
+        ])?;
+        self.set_gw_redirects(false)?;
+        self.set_gw_forwarding(true)?;
+        let next_hop = TUNNEL_NEXT_HOP.to_string();
+        self.node.ip([
+            "route", "replace", "default", "via", &next_hop, "dev", "vxlan0", "onlink", "table",
+            POD_TABLE,
+        ])?;
+        Ok(())
+    }
+
+    /// Undoes [`Self::enter_kernel_tunnel`] but for the ruleset and the routes the next
+    /// mode sets.
+    fn leave_kernel_tunnel(&self) -> Result<()> {
+        self.gw.ip(["route", "flush", "exact", POD_NETWORK])?;
+        self.gw.ip(["link", "del", "vxgw"])?;
+        let floating = format!("{FLOATING_IP}/32");
+        self.gw.ip(["addr", "del", &floating, "dev", "eth0"])?;
+        self.node.ip(["addr", "flush", "dev", "vxlan0"])?;
+        self.node.ip(["neigh", "flush", "dev", "vxlan0"])?;
         Ok(())
     }
 
