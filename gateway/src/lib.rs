@@ -7,14 +7,16 @@
 //! - [`api`]: the operations API (`GET /metrics`, `GET /status`) and its status client.
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
 //! - [`datapath`]: the packet path: ARP, VXLAN, NAT, encapsulation, as a pure core.
+//! - [`election`]: VRRPv3 per floating IP, as a pure core.
 //! - [`io`]: the packet sockets, the kernel guard and the loop around the data path.
-//! - [`wire`]: our own wire formats (VXLAN).
+//! - [`wire`]: our own wire formats (VXLAN, the VRRPv3 advert).
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
 //! - [`status`]: the counters and state the gateway reports.
 
 pub mod api;
 pub mod config;
 pub mod datapath;
+pub mod election;
 pub mod io;
 pub mod nat;
 pub mod status;

@@ -1,0 +1,430 @@
+//! One VRRPv3 virtual router (RFC 5798 section 6), for one floating IP.
+//!
+//! A pure state machine: the shell feeds it adverts for its VRID and the time, and carries
+//! out the [`Action`]s it returns. Timers are values ([`Instance::poll_at`]), never sleeps.
+//!
+//! - **Backup** listens. Each accepted advert re-arms the Master_Down_Timer
+//!   (3 × Master_Adver_Interval + Skew_Time); when it runs out, the instance becomes master.
+//!   With preemption on, an advert of lower priority than ours is not accepted, so its
+//!   sender is overthrown when the timer runs out.
+//! - **Master** owns the address and advertises every Advertisement_Interval. It yields to
+//!   an advert of higher priority, or of equal priority from a higher primary address
+//!   (which is also how two masters resolve after a partition heals: the loser yields at
+//!   the winner's first advert, the winner ignores the loser's, nothing flaps).
+//! - **Leaving** (shutdown) as master sends an advert of priority 0, on which a backup
+//!   waits only Skew_Time before taking over.
+//!
+//! A gateway never owns the address in the RFC's sense (priority 255), so the instance
+//! always starts as backup and waits a whole Master_Down_Interval before claiming it.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::time::{Duration, Instant};
+
+use crate::wire::vrrp::Advert;
+
+/// What an instance is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub vrid: u8,
+    /// The floating IP, carried in the adverts.
+    pub address: Ipv4Addr,
+    /// 1..=254.
+    pub priority: u8,
+    /// Advertisement_Interval in centiseconds, 1..=4095.
+    pub interval_centis: u16,
+    pub preempt: bool,
+    /// This gateway's primary address: the adverts' source, and the tie-breaker.
+    pub primary: Ipv4Addr,
+}
+
+/// RFC 5798's three states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+}
+
+impl State {
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+        }
+    }
+}
+
+/// What the shell must do for an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this advert now.
+    Advertise(Advert),
+    /// Became master: answer ARP for the address, forward its traffic, announce it by
+    /// gratuitous ARP.
+    Own,
+    /// No longer master: go silent for the address at once.
+    Release,
+}
+
+/// Counters of one instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub transitions: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+}
+
+/// One virtual router.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    params: Params,
+    state: State,
+    /// The master's advert interval as last heard (ours while master), centiseconds.
+    master_interval: u16,
+    /// Master_Down_Timer (backup) or Adver_Timer (master).
+    timer: Option<Instant>,
+    /// The current master's primary address, when known.
+    master: Option<Ipv4Addr>,
+    last_transition: Option<Instant>,
+    counters: Counters,
+}
+
+fn centis(c: u64) -> Duration {
+    Duration::from_millis(c * 10)
+}
+
+impl Instance {
+    pub fn new(params: Params) -> Instance {
+        let master_interval = params.interval_centis;
+        Instance {
+            params,
+            state: State::Initialize,
+            master_interval,
+            timer: None,
+            master: None,
+            last_transition: None,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The master's primary address as this instance knows it (its own when master).
+    pub fn master(&self) -> Option<Ipv4Addr> {
+        self.master
+    }
+
+    pub fn last_transition(&self) -> Option<Instant> {
+        self.last_transition
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Skew_Time: ((256 − Priority) × Master_Adver_Interval) / 256.
+    fn skew(&self) -> Duration {
+        let p = u64::from(self.params.priority);
+        Duration::from_micros((256 - p) * u64::from(self.master_interval) * 10_000 / 256)
+    }
+
+    /// Master_Down_Interval: 3 × Master_Adver_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        centis(3 * u64::from(self.master_interval)) + self.skew()
+    }
+
+    /// The next time [`poll`](Self::poll) has something to do.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    /// The Startup event: become backup and wait for a master.
+    pub fn start(&mut self, now: Instant) {
+        if self.state == State::Initialize {
+            self.master_interval = self.params.interval_centis;
+            self.become_backup(now, None);
+            self.timer = Some(now + self.master_down_interval());
+        }
+    }
+
+    /// The Shutdown event: a master hands over at once with a priority-0 advert.
+    pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state == State::Master {
+            self.advertise(0, out);
+            out.push(Action::Release);
+        }
+        if self.state != State::Initialize {
+            self.transition(now, State::Initialize);
+        }
+        self.timer = None;
+        self.master = None;
+    }
+
+    /// Runs the timer that is due, if any.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(at) = self.timer else { return };
+        if now < at {
+            return;
+        }
+        match self.state {
+            State::Backup => {
+                // Master_Down_Timer: nobody better is advertising.
+                self.advertise(self.params.priority, out);
+                self.master_interval = self.params.interval_centis;
+                self.transition(now, State::Master);
+                self.master = Some(self.params.primary);
+                self.timer = Some(now + centis(u64::from(self.params.interval_centis)));
+                out.push(Action::Own);
+            }
+            State::Master => {
+                self.advertise(self.params.priority, out);
+                self.timer = Some(now + centis(u64::from(self.params.interval_centis)));
+            }
+            State::Initialize => self.timer = None,
+        }
+    }
+
+    /// An advert for this instance's VRID, already checked on the wire, from `source`.
+    pub fn handle_advert(
+        &mut self,
+        now: Instant,
+        source: Ipv4Addr,
+        advert: &Advert,
+        out: &mut Vec<Action>,
+    ) {
+        if advert.vrid != self.params.vrid || source == self.params.primary {
+            return;
+        }
+        self.counters.adverts_received += 1;
+        match self.state {
+            State::Initialize => {}
+            State::Backup => {
+                if advert.priority == 0 {
+                    // The master is leaving: take over after Skew_Time only.
+                    self.timer = Some(now + self.skew());
+                } else if !self.params.preempt || advert.priority >= self.params.priority {
+                    self.master_interval = advert.interval_centis.max(1);
+                    self.master = Some(source);
+                    self.timer = Some(now + self.master_down_interval());
+                }
+                // Else preempting a lower priority: let the timer run out.
+            }
+            State::Master => {
+                if advert.priority == 0 {
+                    // Someone left thinking it was master: reassert at once.
+                    self.advertise(self.params.priority, out);
+                    self.timer = Some(now + centis(u64::from(self.params.interval_centis)));
+                } else if advert.priority > self.params.priority
+                    || (advert.priority == self.params.priority
+                        && u32::from(source) > u32::from(self.params.primary))
+                {
+                    self.master_interval = advert.interval_centis.max(1);
+                    self.become_backup(now, Some(source));
+                    self.timer = Some(now + self.master_down_interval());
+                    out.push(Action::Release);
+                }
+                // Else the sender yields when it hears us.
+            }
+        }
+    }
+
+    /// Changes this instance's priority (from `priority = "auto"` when the set of gateways
+    /// changes). A master that is no longer the best learns it from the next better advert;
+    /// a backup that now outranks the master takes over when its timer runs out.
+    pub fn set_priority(&mut self, priority: u8) {
+        self.params.priority = priority.clamp(1, 254);
+    }
+
+    fn advertise(&mut self, priority: u8, out: &mut Vec<Action>) {
+        self.counters.adverts_sent += 1;
+        out.push(Action::Advertise(Advert {
+            vrid: self.params.vrid,
+            priority,
+            interval_centis: self.params.interval_centis,
+            addresses: vec![self.params.address],
+        }));
+    }
+
+    fn become_backup(&mut self, now: Instant, master: Option<Ipv4Addr>) {
+        self.transition(now, State::Backup);
+        self.master = master;
+    }
+
+    fn transition(&mut self, now: Instant, to: State) {
+        if self.state != to {
+            self.state = to;
+            self.last_transition = Some(now);
+            self.counters.transitions += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 11);
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 12);
+
+    fn params(priority: u8, preempt: bool) -> Params {
+        Params {
+            vrid: 10,
+            address: Ipv4Addr::new(192, 168, 1, 100),
+            priority,
+            interval_centis: 100,
+            preempt,
+            primary: ME,
+        }
+    }
+
+    fn advert(priority: u8) -> Advert {
+        Advert {
+            vrid: 10,
+            priority,
+            interval_centis: 100,
+            addresses: vec![Ipv4Addr::new(192, 168, 1, 100)],
+        }
+    }
+
+    fn at(ms: i64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    #[test]
+    fn master_down_interval_follows_the_rfc() {
+        // Priority 100, 1 s: 3 s + (156 × 100 / 256) cs = 3.609375 s.
+        let i = Instance::new(params(100, true));
+        assert_eq!(i.master_down_interval(), Duration::from_micros(3_609_375));
+        // Priority 254 at 10 ms: 30 ms + 2 × 1 / 256 cs = 30.078125 ms.
+        let mut p = params(254, true);
+        p.interval_centis = 1;
+        assert_eq!(
+            Instance::new(p).master_down_interval(),
+            Duration::from_micros(30_078)
+        );
+    }
+
+    #[test]
+    fn a_lone_backup_becomes_master_after_the_down_interval_and_then_advertises() {
+        let mut i = Instance::new(params(100, true));
+        let mut out = Vec::new();
+        i.start(at(0));
+        assert_eq!(i.state(), State::Backup);
+        i.poll(at(3609), &mut out);
+        assert!(out.is_empty());
+        i.poll(at(3610), &mut out);
+        assert_eq!(i.state(), State::Master);
+        assert_eq!(out, vec![Action::Advertise(advert(100)), Action::Own]);
+        assert_eq!(i.poll_at(), Some(at(4610)));
+        out.clear();
+        i.poll(at(4610), &mut out);
+        assert_eq!(out, vec![Action::Advertise(advert(100))]);
+    }
+
+    #[test]
+    fn a_backup_hearing_the_master_never_takes_over() {
+        let mut i = Instance::new(params(100, true));
+        let mut out = Vec::new();
+        i.start(at(0));
+        for t in (0..20_000).step_by(1000) {
+            i.handle_advert(at(t), PEER, &advert(150), &mut out);
+            i.poll(at(t + 999), &mut out);
+        }
+        assert_eq!(i.state(), State::Backup);
+        assert_eq!(i.master(), Some(PEER));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn preemption_overthrows_a_lower_master_and_without_it_the_master_stays() {
+        let mut out = Vec::new();
+        let mut pre = Instance::new(params(200, true));
+        pre.start(at(0));
+        pre.handle_advert(at(100), PEER, &advert(100), &mut out);
+        // Not accepted: the timer armed at start runs out at 3 s + 56/256 s.
+        assert_eq!(pre.poll_at(), Some(at(0) + pre.master_down_interval()));
+        let mut calm = Instance::new(params(200, false));
+        calm.start(at(0));
+        calm.handle_advert(at(100), PEER, &advert(100), &mut out);
+        assert_eq!(calm.poll_at(), Some(at(100) + calm.master_down_interval()));
+        assert_eq!(calm.master(), Some(PEER));
+    }
+
+    #[test]
+    fn a_master_yields_to_higher_priority_then_to_a_higher_address_on_a_tie() {
+        let mut out = Vec::new();
+        let mut i = Instance::new(params(100, true));
+        i.start(at(0));
+        i.poll(at(4000), &mut out);
+        assert_eq!(i.state(), State::Master);
+        out.clear();
+        // Lower priority, or equal from a lower address: ignored.
+        i.handle_advert(
+            at(4100),
+            Ipv4Addr::new(192, 168, 1, 12),
+            &advert(99),
+            &mut out,
+        );
+        i.handle_advert(
+            at(4100),
+            Ipv4Addr::new(192, 168, 1, 5),
+            &advert(100),
+            &mut out,
+        );
+        assert_eq!(i.state(), State::Master);
+        assert!(out.is_empty());
+        // Equal from a higher address: yield.
+        i.handle_advert(at(4200), PEER, &advert(100), &mut out);
+        assert_eq!(i.state(), State::Backup);
+        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(i.master(), Some(PEER));
+        assert_eq!(i.last_transition(), Some(at(4200)));
+        assert_eq!(i.counters().transitions, 3);
+    }
+
+    #[test]
+    fn shutdown_sends_priority_zero_and_the_backup_takes_over_after_skew_time() {
+        let mut out = Vec::new();
+        let mut master = Instance::new(params(100, true));
+        master.start(at(0));
+        master.poll(at(4000), &mut out);
+        out.clear();
+        master.shutdown(at(5000), &mut out);
+        assert_eq!(out, vec![Action::Advertise(advert(0)), Action::Release]);
+        assert_eq!(master.state(), State::Initialize);
+        assert_eq!(master.poll_at(), None);
+
+        let mut p = params(100, true);
+        p.primary = PEER;
+        let mut backup = Instance::new(p);
+        backup.start(at(0));
+        backup.handle_advert(at(4000), ME, &advert(100), &mut out);
+        backup.handle_advert(at(5000), ME, &advert(0), &mut out);
+        // Skew_Time at priority 100, 1 s: 609.375 ms.
+        assert_eq!(
+            backup.poll_at(),
+            Some(at(5000) + Duration::from_micros(609_375))
+        );
+    }
+
+    #[test]
+    fn its_own_adverts_and_other_vrids_are_ignored() {
+        let mut out = Vec::new();
+        let mut i = Instance::new(params(100, true));
+        i.start(at(0));
+        i.handle_advert(at(10), ME, &advert(200), &mut out);
+        let mut other = advert(200);
+        other.vrid = 11;
+        i.handle_advert(at(10), PEER, &other, &mut out);
+        assert_eq!(i.master(), None);
+        assert_eq!(i.counters().adverts_received, 0);
+    }
+}
