@@ -8,6 +8,7 @@
 //! advert, own the address, release it. It never touches a socket or a clock, so a
 //! simulation of several gateways on a virtual clock drives the very same code.
 
+pub mod auto;
 pub mod instance;
 
 #[cfg(test)]

@@ -418,3 +418,34 @@ fn over_lossy_links_two_owners_never_last_and_the_best_ends_up_owning() {
     // the simulation exercised spurious takeovers and their resolution.
     assert!(takeovers > 0);
 }
+
+#[test]
+fn with_auto_priorities_each_gateway_owns_its_share_and_a_failed_ones_spread() {
+    let members: Vec<Ipv4Addr> = (0..3).map(primary).collect();
+    let vrids: Vec<u8> = (0..6).map(|k| 10 + k).collect();
+    let table: Vec<Vec<u8>> = members
+        .iter()
+        .map(|m| super::auto::priorities(*m, &members, &vrids))
+        .collect();
+    let rows: Vec<&[u8]> = table.iter().map(Vec::as_slice).collect();
+    let mut lan = Lan::new(&rows, 10, true);
+    lan.start_all();
+    lan.run_for(Duration::from_secs(5));
+    let owned_by = |lan: &Lan, g: usize| (0..6).filter(|k| lan.owners(*k) == vec![g]).count();
+    for g in 0..3 {
+        assert_eq!(owned_by(&lan, g), 2, "gateway {g}");
+    }
+    let theirs: Vec<usize> = (0..6).filter(|k| lan.owners(*k) == vec![0]).collect();
+    lan.kill(0);
+    lan.run_for(Duration::from_secs(5));
+    let heirs: Vec<usize> = theirs.iter().map(|k| lan.owners(*k)[0]).collect();
+    assert_eq!(heirs.len(), 2);
+    assert_ne!(heirs[0], heirs[1], "both went to one survivor");
+    assert_eq!(owned_by(&lan, 1), 3);
+    assert_eq!(owned_by(&lan, 2), 3);
+    lan.start(0);
+    lan.run_for(Duration::from_secs(5));
+    for g in 0..3 {
+        assert_eq!(owned_by(&lan, g), 2, "gateway {g} after the return");
+    }
+}
