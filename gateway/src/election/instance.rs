@@ -136,6 +136,11 @@ impl Instance {
         Duration::from_micros((256 - p) * u64::from(self.master_interval) * 10_000 / 256)
     }
 
+    /// Advertisement_Interval: how often a master advertises.
+    fn advert_interval(&self) -> Duration {
+        centis(u64::from(self.params.interval_centis))
+    }
+
     /// Master_Down_Interval: 3 × Master_Adver_Interval + Skew_Time.
     pub fn master_down_interval(&self) -> Duration {
         centis(3 * u64::from(self.master_interval)) + self.skew()
@@ -181,12 +186,12 @@ impl Instance {
                 self.master_interval = self.params.interval_centis;
                 self.transition(now, State::Master);
                 self.master = Some(self.params.primary);
-                self.timer = Some(now + centis(u64::from(self.params.interval_centis)));
+                self.timer = Some(now + self.advert_interval());
                 out.push(Action::Own);
             }
             State::Master => {
                 self.advertise(self.params.priority, out);
-                self.timer = Some(now + centis(u64::from(self.params.interval_centis)));
+                self.timer = Some(now + self.advert_interval());
             }
             State::Initialize => self.timer = None,
         }
@@ -221,7 +226,7 @@ impl Instance {
                 if advert.priority == 0 {
                     // Someone left thinking it was master: reassert at once.
                     self.advertise(self.params.priority, out);
-                    self.timer = Some(now + centis(u64::from(self.params.interval_centis)));
+                    self.timer = Some(now + self.advert_interval());
                 } else if advert.priority > self.params.priority
                     || (advert.priority == self.params.priority
                         && u32::from(source) > u32::from(self.params.primary))

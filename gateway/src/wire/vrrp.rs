@@ -21,6 +21,8 @@ use core::net::Ipv4Addr;
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet};
 
+use crate::nat::checksum::{add_sums, fast_sum, full, pseudo_header_sum};
+
 /// IP protocol number of VRRP.
 pub const PROTOCOL: u8 = 112;
 /// The VRRP multicast group.
@@ -127,7 +129,7 @@ impl Advert {
         for (i, a) in self.addresses.iter().take(MAX_ADDRESSES).enumerate() {
             buf[HEADER_LEN + 4 * i..HEADER_LEN + 4 * i + 4].copy_from_slice(&a.octets());
         }
-        let sum = !fold(pseudo_sum(source, destination, len) + sum_words(buf));
+        let sum = !add_sums(pseudo_sum(source, destination, len), fast_sum(buf));
         buf[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
     }
 
@@ -143,7 +145,7 @@ impl Advert {
         p[9] = PROTOCOL;
         p[12..16].copy_from_slice(&source.octets());
         p[16..20].copy_from_slice(&destination.octets());
-        let sum = !fold(sum_words(&p[..20]));
+        let sum = full(&p[..20]);
         p[10..12].copy_from_slice(&sum.to_be_bytes());
         self.emit(&mut p[20..], source, destination);
         p
@@ -190,9 +192,9 @@ impl Advert {
         if count == 0 || count > MAX_ADDRESSES || buf.len() != HEADER_LEN + 4 * count {
             return Err(AdvertError::Length);
         }
-        let plain = sum_words(buf);
-        let right = fold(plain) == 0xffff
-            || fold(plain + pseudo_sum(source, destination, buf.len())) == 0xffff;
+        let plain = fast_sum(buf);
+        let right = plain == 0xffff
+            || add_sums(plain, pseudo_sum(source, destination, buf.len())) == 0xffff;
         if !right {
             return Err(AdvertError::Checksum);
         }
@@ -209,34 +211,8 @@ impl Advert {
     }
 }
 
-/// The one's complement sum of big-endian 16-bit words (odd length padded with zero),
-/// not yet folded.
-fn sum_words(b: &[u8]) -> u32 {
-    let mut sum: u32 = 0;
-    let mut chunks = b.chunks_exact(2);
-    for w in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn pseudo_sum(source: Ipv4Addr, destination: Ipv4Addr, len: usize) -> u32 {
-    let mut p = [0u8; 12];
-    p[0..4].copy_from_slice(&source.octets());
-    p[4..8].copy_from_slice(&destination.octets());
-    p[9] = PROTOCOL;
-    p[10..12].copy_from_slice(&(len as u16).to_be_bytes());
-    sum_words(&p)
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+fn pseudo_sum(source: Ipv4Addr, destination: Ipv4Addr, len: usize) -> u16 {
+    pseudo_header_sum(source.octets(), destination.octets(), PROTOCOL, len as u16)
 }
 
 #[cfg(test)]
@@ -287,7 +263,7 @@ mod tests {
     #[test]
     fn emit_then_parse_round_trips_and_the_header_checksum_is_right() {
         let p = advert().emit_ipv4(SRC, MULTICAST_GROUP);
-        assert_eq!(fold(sum_words(&p[..20])), 0xffff);
+        assert_eq!(full(&p[..20]), 0);
         let r = Advert::parse_ipv4(&p).expect("valid");
         assert_eq!(r.advert, advert());
         assert_eq!((r.source, r.destination), (SRC, MULTICAST_GROUP));
@@ -297,7 +273,7 @@ mod tests {
     fn a_checksum_without_the_pseudo_header_is_accepted_too() {
         let mut p = advert().emit_ipv4(SRC, MULTICAST_GROUP);
         p[26..28].copy_from_slice(&[0, 0]);
-        let sum = !fold(sum_words(&p[20..]));
+        let sum = full(&p[20..]);
         p[26..28].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(Advert::parse_ipv4(&p).map(|r| r.advert), Ok(advert()));
     }
