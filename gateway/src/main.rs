@@ -15,7 +15,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use egret_gateway::config::{self, Config, ConfigError, HostFacts, Priority};
-use egret_gateway::datapath::{Datapath, FloatingIp, Setup};
+use egret_gateway::datapath::{Announce, Datapath, FloatingIp, Setup};
+use egret_gateway::election::{self, Election};
+use egret_gateway::io::vrrp::{self, Advertising, VrrpSocket};
 use egret_gateway::io::{self, fastpath::FastPath, guard::KernelGuard, host::Interface, packet};
 use egret_gateway::{api, status};
 
@@ -145,27 +147,27 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 )
             })?,
     };
-    let floating_ips: Vec<FloatingIp> = config
-        .floating_ips
-        .iter()
-        .map(|f| FloatingIp {
-            address: f.address,
-            vrid: f.vrid,
-            priority: match f.effective_priority(&config.election) {
-                Priority::Fixed(p) => p,
-                Priority::Auto => 100,
-            },
-        })
-        .collect();
+    let primary = address.address();
+    let floating_ips = floating_ips(&config, primary);
     let addresses: Vec<_> = floating_ips.iter().map(|f| f.address).collect();
     let setup = Setup {
         name: config.gateway.name.clone(),
         interface: ifname.clone(),
         mac: interface.mac,
-        address: address.address(),
+        address: primary,
         mtu: interface.mtu,
         next_hop,
-        floating_ips,
+        floating_ips: floating_ips.clone(),
+        announce: Announce {
+            count: config.election.garp_count,
+            interval: smoltcp::time::Duration::from_micros(
+                config.election.garp_interval.as_micros() as u64,
+            ),
+            refresh: config
+                .election
+                .garp_refresh
+                .map(|r| smoltcp::time::Duration::from_micros(r.as_micros() as u64)),
+        },
         tunnel_port: config.tunnel.port,
         vni: config.tunnel.vni,
         allowed_sources: config.tunnel.allowed_sources.clone(),
@@ -191,6 +193,9 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot open a packet socket on {ifname}"))?,
         });
     }
+    let multicast = config.election.peers.is_empty();
+    let vrrp = VrrpSocket::open(ifname, interface.index, multicast)
+        .with_context(|| format!("cannot open the VRRP socket on {ifname} (needs CAP_NET_RAW)"))?;
     let guard = KernelGuard::install(ifname, &addresses).context(
         "cannot keep the kernel out of the floating IPs' traffic (needs nft and CAP_NET_ADMIN)",
     )?;
@@ -201,7 +206,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.api.listen))
         .with_context(|| format!("cannot listen on [api].listen = {}", config.api.listen))?;
-    let mut dp = Datapath::new(setup, smoltcp::time::Instant::ZERO)
+    let clock = io::Clock::start();
+    let mut dp = Datapath::new(setup, clock.now())
         .context("cannot allocate the flow table ([nat].max_flows)")?;
     let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
     if fast.is_ok() {
@@ -209,7 +215,36 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let leave = Arc::new(AtomicBool::new(false));
     let dp = Arc::new(Mutex::new(dp));
+    let election = {
+        let params = floating_ips
+            .iter()
+            .map(|f| election::Params {
+                vrid: f.vrid,
+                address: f.address,
+                priority: f.priority,
+                interval_centis: config.election.advert_interval_centis(),
+                preempt: config.election.preempt,
+                primary,
+            })
+            .collect();
+        let advertising = Advertising {
+            primary,
+            peers: config.election.peers.clone(),
+        };
+        let (dp, leave, stop) = (dp.clone(), leave.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("election".into())
+            .spawn(move || {
+                let result = vrrp::run(Election::new(params), vrrp, advertising, dp, leave, clock);
+                if result.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
+            .context("cannot start the election thread")?
+    };
     let mut threads = Vec::with_capacity(workers);
     for (i, sockets) in sockets.into_iter().enumerate() {
         let (dp, stop, snapshot) = (dp.clone(), stop.clone(), snapshot.clone());
@@ -217,7 +252,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let thread = std::thread::Builder::new()
             .name(format!("datapath-{i}"))
             .spawn(move || {
-                let result = io::run(dp, sockets, stop.clone(), snapshot, fast);
+                let result = io::run(dp, sockets, stop.clone(), snapshot, fast, clock);
                 // One worker failing stops them all: a half-working gateway is worse.
                 stop.store(true, Ordering::Relaxed);
                 result
@@ -230,6 +265,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         interface = %ifname,
         %next_hop,
         floating_ips = ?addresses,
+        priorities = ?floating_ips.iter().map(|f| f.priority).collect::<Vec<_>>(),
+        adverts = if multicast { "multicast" } else { "unicast" },
         api = %config.api.listen,
         workers,
         fast_path = fast.is_ok(),
@@ -251,6 +288,11 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         };
         api::serve(listener, snapshot, shutdown).await;
     });
+    // Hand the addresses over (priority 0) while the data path still runs, then stop it.
+    leave.store(true, Ordering::Relaxed);
+    let left = election
+        .join()
+        .map_err(|_| anyhow::anyhow!("the election thread panicked"))?;
     stop.store(true, Ordering::Relaxed);
     if let Ok(fast) = &fast {
         // Everything back to user space (which stops) before the program goes.
@@ -266,9 +308,30 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     guard
         .remove()
         .context("cannot remove the nftables table egret_gateway")?;
+    left.context("the election failed")?;
     result.context("the data path failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The floating IPs with this gateway's priority for each: fixed, or from the `auto` table.
+fn floating_ips(config: &Config, primary: std::net::Ipv4Addr) -> Vec<FloatingIp> {
+    let (me, members) = config.auto_members(primary);
+    let vrids: Vec<u8> = config.floating_ips.iter().map(|f| f.vrid).collect();
+    let auto = election::auto::priorities(me, &members, &vrids);
+    config
+        .floating_ips
+        .iter()
+        .zip(auto)
+        .map(|(f, auto)| FloatingIp {
+            address: f.address,
+            vrid: f.vrid,
+            priority: match f.effective_priority(&config.election) {
+                Priority::Fixed(p) => p,
+                Priority::Auto => auto,
+            },
+        })
+        .collect()
 }
 
 /// Loads the kernel fast path, unless the configuration turns it off. A gateway that

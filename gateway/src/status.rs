@@ -42,6 +42,23 @@ pub struct Snapshot {
     /// The kernel fast path; its packets are also in `outbound` and `inbound`.
     #[serde(default)]
     pub fast_path: FastPathStatus,
+    /// The VRRP adverts this gateway refused, and how it advertises.
+    #[serde(default)]
+    pub election: ElectionStatus,
+}
+
+/// The election as a whole (each floating IP's own state is in [`FloatingIpStatus`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionStatus {
+    /// `multicast` (224.0.0.18) or `unicast` (to `[election].peers`).
+    pub mode: String,
+    /// Adverts refused, by reason (`ttl`, `checksum`, `version`, `length`, …). Every reason
+    /// is present from the start, with 0.
+    pub adverts_rejected: BTreeMap<String, u64>,
+    /// Well-formed adverts for a VRID this gateway does not run.
+    pub adverts_unknown_vrid: u64,
+    /// Adverts the kernel refused to send.
+    pub send_errors: u64,
 }
 
 /// What the kernel fast path did for established flows.
@@ -65,14 +82,28 @@ pub struct FastPathStatus {
 pub struct FloatingIpStatus {
     pub address: Ipv4Addr,
     pub vrid: u8,
-    /// Election state: `master`, `backup` or `initialize`. Until election exists every
-    /// configured floating IP is `master`.
+    /// Election state: `master`, `backup` or `initialize`.
     pub state: String,
-    /// Name of the gateway that owns the address, as far as this one knows.
+    /// The gateway that owns the address, as far as this one knows: its own name when it
+    /// is the master, else the master's primary address (empty while unknown).
     pub master: String,
+    /// The master's primary address (the source of its adverts), when known.
+    #[serde(default)]
+    pub master_address: Option<Ipv4Addr>,
+    /// Whether this gateway answers ARP for the address and forwards its traffic now.
+    #[serde(default)]
+    pub owned: bool,
+    /// This gateway's priority for the address (1..=254).
     pub priority: u8,
     /// Wall-clock time of the last state change, milliseconds since the Unix epoch.
     pub last_transition_unix_ms: u64,
+    /// Election state changes, adverts sent and adverts accepted for this address.
+    #[serde(default)]
+    pub transitions: u64,
+    #[serde(default)]
+    pub adverts_sent: u64,
+    #[serde(default)]
+    pub adverts_received: u64,
     /// NAT ports in use on this address (distinct ports, counting a port once even when it
     /// serves several destinations), and the size of `[nat].port_range`.
     pub ports_in_use: u32,

@@ -34,6 +34,7 @@ fn datapath() -> Datapath {
             vrid: 10,
             priority: 100,
         }],
+        announce: Default::default(),
         tunnel_port: 4800,
         vni: 1,
         allowed_sources: vec![Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 0), 24)],
@@ -45,6 +46,7 @@ fn datapath() -> Datapath {
         seed: 7,
     };
     let mut dp = Datapath::new(setup, Instant::ZERO).expect("data path");
+    dp.own(Instant::ZERO, Ipv4Addr::new(192, 168, 1, 100));
     dp.enable_fast_path();
     dp
 }

@@ -267,6 +267,7 @@ pub fn render_text(s: &Snapshot) -> String {
                 "STATE",
                 "MASTER",
                 "PRIORITY",
+                "SINCE",
                 "PORTS IN USE",
                 "FLOWS",
             ]
@@ -274,17 +275,56 @@ pub fn render_text(s: &Snapshot) -> String {
             .to_vec(),
         ];
         rows.extend(s.floating_ips.iter().map(|ip| {
+            let ago = s.taken_unix_ms.saturating_sub(ip.last_transition_unix_ms);
             vec![
                 ip.address.to_string(),
                 ip.vrid.to_string(),
                 ip.state.clone(),
-                ip.master.clone(),
+                if ip.master.is_empty() {
+                    "?".into()
+                } else {
+                    ip.master.clone()
+                },
                 ip.priority.to_string(),
+                format!("{} ago", uptime(ago as f64 / 1000.0)),
                 format!("{}/{}", ip.ports_in_use, ip.port_range_size),
                 ip.flows.to_string(),
             ]
         }));
-        table(&mut out, "  ", &rows, &[1, 4, 5, 6]);
+        table(&mut out, "  ", &rows, &[1, 4, 5, 6, 7]);
+
+        let e = &s.election;
+        out.push_str(&format!("\nelection ({} adverts)\n", e.mode));
+        let mut rows = vec![
+            ["ADDRESS", "TRANSITIONS", "ADVERTS SENT", "ADVERTS RECEIVED"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        rows.extend(s.floating_ips.iter().map(|ip| {
+            vec![
+                ip.address.to_string(),
+                ip.transitions.to_string(),
+                ip.adverts_sent.to_string(),
+                ip.adverts_received.to_string(),
+            ]
+        }));
+        table(&mut out, "  ", &rows, &[1, 2, 3]);
+        let refused: Vec<String> = e
+            .adverts_rejected
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .chain(
+                (e.adverts_unknown_vrid > 0)
+                    .then(|| format!("unknown VRID {}", e.adverts_unknown_vrid)),
+            )
+            .collect();
+        if !refused.is_empty() {
+            out.push_str(&format!("  adverts refused: {}\n", refused.join(", ")));
+        }
+        if e.send_errors > 0 {
+            out.push_str(&format!("  adverts not sent: {}\n", e.send_errors));
+        }
     }
 
     out.push_str("\ntraffic\n");
@@ -570,9 +610,16 @@ uptime     12s
 next hop   192.168.1.1 at 02:00:00:00:00:01
 
 floating IPs
-  ADDRESS        VRID  STATE   MASTER  PRIORITY  PORTS IN USE  FLOWS
-  192.168.1.100    10  master  gw1          100       3/49152      4
-  192.168.1.101    11  backup  gw2           90       0/49152      0
+  ADDRESS        VRID  STATE   MASTER        PRIORITY   SINCE  PORTS IN USE  FLOWS
+  192.168.1.100    10  master  gw1                100  0s ago       3/49152      4
+  192.168.1.101    11  backup  192.168.1.12        90  0s ago       0/49152      0
+
+election (multicast adverts)
+  ADDRESS        TRANSITIONS  ADVERTS SENT  ADVERTS RECEIVED
+  192.168.1.100            2           120                 3
+  192.168.1.101            1             0               118
+  adverts refused: ttl 2, unknown VRID 5
+  adverts not sent: 1
 
 traffic
                               PACKETS  BYTES

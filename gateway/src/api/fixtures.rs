@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::status::{
-    ControlCounters, FastPathStatus, FloatingIpStatus, FlowStatus, NextHopStatus, NodeStatus,
-    Snapshot, Traffic,
+    ControlCounters, ElectionStatus, FastPathStatus, FloatingIpStatus, FlowStatus, NextHopStatus,
+    NodeStatus, Snapshot, Traffic,
 };
 
 /// Gateway gw1 owning 192.168.1.100 and backing up 192.168.1.101, with traffic, one
@@ -26,8 +26,13 @@ pub(crate) fn snapshot() -> Snapshot {
                 vrid: 10,
                 state: "master".to_owned(),
                 master: "gw1".to_owned(),
+                master_address: Some("192.168.1.11".parse().expect("address")),
+                owned: true,
                 priority: 100,
                 last_transition_unix_ms: 1_700_000_000_000,
+                transitions: 2,
+                adverts_sent: 120,
+                adverts_received: 3,
                 ports_in_use: 3,
                 port_range_size: 49152,
                 flows: 4,
@@ -36,9 +41,14 @@ pub(crate) fn snapshot() -> Snapshot {
                 address: "192.168.1.101".parse().expect("address"),
                 vrid: 11,
                 state: "backup".to_owned(),
-                master: "gw2".to_owned(),
+                master: "192.168.1.12".to_owned(),
+                master_address: Some("192.168.1.12".parse().expect("address")),
+                owned: false,
                 priority: 90,
                 last_transition_unix_ms: 1_700_000_000_000,
+                transitions: 1,
+                adverts_sent: 0,
+                adverts_received: 118,
                 ports_in_use: 0,
                 port_range_size: 49152,
                 flows: 0,
@@ -92,6 +102,14 @@ pub(crate) fn snapshot() -> Snapshot {
             },
             errors: 2,
             install_failures: 1,
+        },
+        election: ElectionStatus {
+            mode: "multicast".to_owned(),
+            adverts_rejected: [("ttl".to_owned(), 2), ("checksum".to_owned(), 0)]
+                .into_iter()
+                .collect(),
+            adverts_unknown_vrid: 5,
+            send_errors: 1,
         },
     }
 }

@@ -93,6 +93,69 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         out.sample(&[("address", &address), ("vrid", &vrid)], master);
     }
 
+    // The election, per floating IP (labelled like egret_gateway_floating_ip_master).
+    let per_vrid: [(&str, &str, &str, PerIp); 4] = [
+        (
+            "egret_gateway_vrrp_priority",
+            "gauge",
+            "This gateway's VRRP priority for the floating IP.",
+            |ip| ip.priority.into(),
+        ),
+        (
+            "egret_gateway_vrrp_transitions_total",
+            "counter",
+            "VRRP state changes of the floating IP's instance on this gateway.",
+            |ip| ip.transitions,
+        ),
+        (
+            "egret_gateway_vrrp_adverts_sent_total",
+            "counter",
+            "VRRP adverts this gateway sent for the floating IP.",
+            |ip| ip.adverts_sent,
+        ),
+        (
+            "egret_gateway_vrrp_adverts_received_total",
+            "counter",
+            "VRRP adverts for the floating IP accepted from other gateways.",
+            |ip| ip.adverts_received,
+        ),
+    ];
+    for (name, kind, help, value) in per_vrid {
+        out.family(name, kind, help);
+        for ip in &s.floating_ips {
+            let (address, vrid) = (ip.address.to_string(), ip.vrid.to_string());
+            out.sample(&[("address", &address), ("vrid", &vrid)], value(ip));
+        }
+    }
+    out.family(
+        "egret_gateway_vrrp_last_transition_timestamp_seconds",
+        "gauge",
+        "Unix time of the floating IP's last VRRP state change on this gateway.",
+    );
+    for ip in &s.floating_ips {
+        let (address, vrid) = (ip.address.to_string(), ip.vrid.to_string());
+        let at = ip.last_transition_unix_ms as f64 / 1000.0;
+        out.sample_f64(&[("address", &address), ("vrid", &vrid)], at);
+    }
+    out.family(
+        "egret_gateway_vrrp_adverts_drop_total",
+        "counter",
+        "VRRP adverts refused, by reason (unknown_vrid: well-formed, for a VRID not configured here).",
+    );
+    for (reason, count) in &s.election.adverts_rejected {
+        out.sample(&[("reason", reason)], *count);
+    }
+    out.sample(
+        &[("reason", "unknown_vrid")],
+        s.election.adverts_unknown_vrid,
+    );
+    out.family(
+        "egret_gateway_vrrp_advert_send_errors_total",
+        "counter",
+        "VRRP adverts the kernel refused to send.",
+    );
+    out.sample(&[], s.election.send_errors);
+
     let control = &s.control;
     for (name, help, value) in [
         (
@@ -431,6 +494,13 @@ mod tests {
             "egret_gateway_nat_port_range_size",
             "egret_gateway_nat_flows",
             "egret_gateway_floating_ip_master",
+            "egret_gateway_vrrp_priority",
+            "egret_gateway_vrrp_transitions_total",
+            "egret_gateway_vrrp_adverts_sent_total",
+            "egret_gateway_vrrp_adverts_received_total",
+            "egret_gateway_vrrp_last_transition_timestamp_seconds",
+            "egret_gateway_vrrp_adverts_drop_total",
+            "egret_gateway_vrrp_advert_send_errors_total",
             "egret_gateway_arp_requests_answered_total",
             "egret_gateway_arp_requests_sent_total",
             "egret_gateway_gratuitous_arps_sent_total",
@@ -490,6 +560,53 @@ mod tests {
         };
         assert_eq!(master("192.168.1.100", "10"), 1.0);
         assert_eq!(master("192.168.1.101", "11"), 0.0);
+        let vrrp = |name, address, vrid| v(name, &[("address", address), ("vrid", vrid)]);
+        assert_eq!(
+            vrrp("egret_gateway_vrrp_priority", "192.168.1.101", "11"),
+            90.0
+        );
+        assert_eq!(
+            vrrp(
+                "egret_gateway_vrrp_transitions_total",
+                "192.168.1.100",
+                "10"
+            ),
+            2.0
+        );
+        assert_eq!(
+            vrrp(
+                "egret_gateway_vrrp_adverts_sent_total",
+                "192.168.1.100",
+                "10"
+            ),
+            120.0
+        );
+        assert_eq!(
+            vrrp(
+                "egret_gateway_vrrp_adverts_received_total",
+                "192.168.1.101",
+                "11"
+            ),
+            118.0
+        );
+        assert_eq!(
+            vrrp(
+                "egret_gateway_vrrp_last_transition_timestamp_seconds",
+                "192.168.1.100",
+                "10"
+            ),
+            1_700_000_000.0
+        );
+        let refused = |reason| {
+            v(
+                "egret_gateway_vrrp_adverts_drop_total",
+                &[("reason", reason)],
+            )
+        };
+        assert_eq!(refused("ttl"), 2.0);
+        assert_eq!(refused("checksum"), 0.0);
+        assert_eq!(refused("unknown_vrid"), 5.0);
+        assert_eq!(v("egret_gateway_vrrp_advert_send_errors_total", &[]), 1.0);
         assert_eq!(v("egret_gateway_arp_requests_answered_total", &[]), 1.0);
         assert_eq!(v("egret_gateway_arp_requests_sent_total", &[]), 2.0);
         assert_eq!(v("egret_gateway_gratuitous_arps_sent_total", &[]), 3.0);

@@ -48,6 +48,17 @@ pub(super) fn render(config: &Config) -> String {
             array(election.peers.iter().map(|p| quote(&p.to_string()))),
         );
     }
+    out.key("garp_count", election.garp_count);
+    out.key(
+        "garp_interval",
+        quote(&duration::format(election.garp_interval)),
+    );
+    out.key(
+        "garp_refresh",
+        quote(&duration::format(
+            election.garp_refresh.unwrap_or(std::time::Duration::ZERO),
+        )),
+    );
 
     for floating_ip in &config.floating_ips {
         out.section("[[floating_ip]]");

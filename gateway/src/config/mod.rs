@@ -114,6 +114,11 @@ pub struct Election {
     pub preempt: bool,
     /// Unicast advert destinations; empty means multicast to 224.0.0.18.
     pub peers: Vec<Ipv4Addr>,
+    /// Gratuitous ARPs a new master sends, `garp_interval` apart, at once and then again
+    /// every `garp_refresh` (`None`: only at takeover).
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub garp_refresh: Option<Duration>,
 }
 
 impl Election {
@@ -229,10 +234,44 @@ pub mod defaults {
     /// VRRP's customary one second.
     pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
     pub const PREEMPT: bool = true;
+    pub const GARP_COUNT: u32 = 3;
+    pub const GARP_INTERVAL: Duration = Duration::from_secs(1);
+    /// Well inside the usual ARP cache and switch table ageing (minutes).
+    pub const GARP_REFRESH: Duration = Duration::from_secs(60);
     pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9477));
 }
 
 impl Config {
+    /// The gateways `priority = "auto"` spreads the floating IPs over, this one included,
+    /// and this one's identity among them: with unicast adverts the `[election].peers` and
+    /// `primary` (the interface's address), else the `[sync].peers`' addresses and this
+    /// gateway's `[sync].listen` address (`primary` if that is unspecified). Every
+    /// gateway must list the others the same way.
+    pub fn auto_members(&self, primary: Ipv4Addr) -> (Ipv4Addr, Vec<Ipv4Addr>) {
+        if !self.election.peers.is_empty() {
+            let mut members = self.election.peers.clone();
+            members.push(primary);
+            return (primary, members);
+        }
+        let Some(sync) = &self.sync else {
+            return (primary, vec![primary]);
+        };
+        let me = match sync.listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => primary,
+        };
+        let mut members: Vec<Ipv4Addr> = sync
+            .peers
+            .iter()
+            .filter_map(|p| match p.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        members.push(me);
+        (me, members)
+    }
+
     /// Parses and validates `text` (the contents of a `gateway.toml`) against `host`.
     pub fn parse(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
         validate::check(text, host)
@@ -407,6 +446,9 @@ mod tests {
                 advert_interval: Duration::from_secs(1),
                 preempt: true,
                 peers: Vec::new(),
+                garp_count: 3,
+                garp_interval: Duration::from_secs(1),
+                garp_refresh: Some(Duration::from_secs(60)),
             }
         );
         assert_eq!(config.election.advert_interval_centis(), 100);

@@ -37,6 +37,9 @@ pub(super) struct RawElection {
     pub advert_interval: Option<Spanned<String>>,
     pub preempt: Option<bool>,
     pub peers: Option<Vec<Spanned<String>>>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval: Option<Spanned<String>>,
+    pub garp_refresh: Option<Spanned<String>>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -419,6 +422,13 @@ pub(super) fn allowed(key: &str) -> &'static str {
             "a list of the other gateways' IPv4 addresses; [] for multicast to 224.0.0.18"
         }
         "election.peers[]" => "the IPv4 unicast address of another gateway",
+        "election.garp_count" => "gratuitous ARPs per announcement, 1..=100 (default 3)",
+        "election.garp_interval" => {
+            "a duration within 10ms..=60s between gratuitous ARPs (default \"1s\")"
+        }
+        "election.garp_refresh" => {
+            "a duration within 1s..=24h after which a master announces again, or \"0s\" for never (default \"60s\")"
+        }
         "floating_ip" | "floating_ip[]" => {
             "one or more [[floating_ip]] tables, each with address and vrid"
         }

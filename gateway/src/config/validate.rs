@@ -101,6 +101,9 @@ impl Checker<'_, '_, '_> {
         if let (Some(port), Some(range)) = (self.tunnel_port, self.port_range.clone()) {
             self.tunnel_port_outside_nat_range(raw, port, &range);
         }
+        if let (Some(e), Some(f), Some(s)) = (&election, &floating_ips, &sync) {
+            self.auto_knows_the_gateways(raw, e, f, s.as_ref());
+        }
         Some(Config {
             gateway: gateway?,
             tunnel: tunnel?,
@@ -111,6 +114,33 @@ impl Checker<'_, '_, '_> {
             api: api?,
             kubernetes: kubernetes?,
         })
+    }
+
+    /// `priority = "auto"` ranks the gateways by identity, so it needs the others':
+    /// `[election].peers`, else `[sync].peers`.
+    fn auto_knows_the_gateways(
+        &mut self,
+        raw: &RawConfig,
+        election: &Election,
+        floating_ips: &[FloatingIp],
+        sync: Option<&StateSync>,
+    ) {
+        let auto = floating_ips
+            .iter()
+            .any(|f| f.effective_priority(election) == Priority::Auto);
+        if !auto || !election.peers.is_empty() || sync.is_some() {
+            return;
+        }
+        let span = match &raw.election {
+            Section::Present(e) => e.get_ref().priority.as_ref().map(|p| p.span()),
+            _ => None,
+        };
+        self.report.error(
+            "election.priority",
+            span,
+            "\"auto\" ranks the gateways by address, but none of the other gateways is known",
+            "list the other gateways in [election].peers or [sync].peers, or a number 1..=254",
+        );
     }
 
     // ---- sections ------------------------------------------------------------------
@@ -192,11 +222,40 @@ impl Checker<'_, '_, '_> {
             None => Some(Vec::new()),
             Some(peers) => self.election_peers(peers),
         };
+        let garp_count = match &e.garp_count {
+            None => Some(defaults::GARP_COUNT),
+            Some(n) => self.int::<u32>("election.garp_count", n, 1..=100),
+        };
+        let garp_interval = match &e.garp_interval {
+            None => Some(defaults::GARP_INTERVAL),
+            Some(text) => self.bounded_duration(
+                "election.garp_interval",
+                text,
+                Duration::from_millis(10)..=Duration::from_secs(60),
+            ),
+        };
+        let garp_refresh = match &e.garp_refresh {
+            None => Some(Some(defaults::GARP_REFRESH)),
+            Some(text) => match self.duration("election.garp_refresh", text) {
+                Some(Duration::ZERO) => Some(None),
+                Some(_) => self
+                    .bounded_duration(
+                        "election.garp_refresh",
+                        text,
+                        Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
+                    )
+                    .map(Some),
+                None => None,
+            },
+        };
         Some(Election {
             priority: priority?,
             advert_interval: advert_interval?,
             preempt: e.preempt.unwrap_or(defaults::PREEMPT),
             peers: peers?,
+            garp_count: garp_count?,
+            garp_interval: garp_interval?,
+            garp_refresh: garp_refresh?,
         })
     }
 
@@ -784,6 +843,26 @@ impl Checker<'_, '_, '_> {
         }
     }
 
+    /// A duration within `range`.
+    fn bounded_duration(
+        &mut self,
+        key: &str,
+        raw: &Spanned<String>,
+        range: RangeInclusive<Duration>,
+    ) -> Option<Duration> {
+        let d = self.duration(key, raw)?;
+        if range.contains(&d) {
+            return Some(d);
+        }
+        self.report.error(
+            key,
+            Some(raw.span()),
+            format!("{:?} is out of range", raw.get_ref()),
+            allowed(key),
+        );
+        None
+    }
+
     fn priority(&mut self, key: &str, raw: &Spanned<RawPriority>) -> Option<Priority> {
         let problem = match raw.get_ref() {
             RawPriority::Number(n) if (1..=254).contains(n) => {
@@ -1064,7 +1143,7 @@ mod tests {
 
     #[test]
     fn auto_and_overrides_are_accepted() {
-        let text = with("[election]\npriority = \"auto\"\n").replacen(
+        let text = with("[election]\npriority = \"auto\"\npeers = [\"192.168.1.12\"]\n").replacen(
             "vrid = 11\n",
             "vrid = 11\npriority = 254\n",
             1,
@@ -1076,6 +1155,46 @@ mod tests {
             config.floating_ips[0].effective_priority(&config.election),
             Priority::Auto
         );
+    }
+
+    #[test]
+    fn auto_needs_the_other_gateways() {
+        let text = with("[election]\npriority = \"auto\"\n");
+        let e = assert_error(&text, "election.priority", "\"auto\"");
+        assert!(
+            e.problem.contains("none of the other gateways"),
+            "{}",
+            e.problem
+        );
+        let sync = "[sync]\nlisten = \"192.168.1.10:4801\"\npeers = [\"192.168.1.12:4801\"]\n";
+        let config = accept(&with(&format!("[election]\npriority = \"auto\"\n\n{sync}"))).config;
+        let (me, members) = config.auto_members(Ipv4Addr::new(192, 168, 1, 10));
+        assert_eq!(me, Ipv4Addr::new(192, 168, 1, 10));
+        assert_eq!(members, [Ipv4Addr::new(192, 168, 1, 12), me]);
+        // A per-address "auto" needs them as much.
+        let text = with("").replacen("vrid = 11\n", "vrid = 11\npriority = \"auto\"\n", 1);
+        assert_error(&text, "election.priority", "");
+    }
+
+    #[test]
+    fn garp_keys_are_checked() {
+        let config = accept(&with(
+            "[election]\ngarp_count = 5\ngarp_interval = \"200ms\"\ngarp_refresh = \"0s\"\n",
+        ))
+        .config;
+        assert_eq!(config.election.garp_count, 5);
+        assert_eq!(config.election.garp_interval, Duration::from_millis(200));
+        assert_eq!(config.election.garp_refresh, None);
+        for (bad, key) in [
+            ("garp_count = 0", "election.garp_count"),
+            ("garp_count = 101", "election.garp_count"),
+            ("garp_interval = \"1ms\"", "election.garp_interval"),
+            ("garp_interval = \"2m\"", "election.garp_interval"),
+            ("garp_refresh = \"10ms\"", "election.garp_refresh"),
+            ("garp_refresh = \"soon\"", "election.garp_refresh"),
+        ] {
+            assert_error(&with(&format!("[election]\n{bad}\n")), key, bad);
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum DropReason {
     Truncated,
     /// Too big for the interface once encapsulated, and not allowed to fragment.
     TooBig,
+    /// Addressed to a floating IP this gateway does not own now (it is a backup for it).
+    NotMaster,
     /// Lost before the data path saw it: the kernel found the receiving socket's buffer
     /// full. These are every kind of frame on the interface, not only those to a floating IP.
     RxBufferFull,
@@ -30,7 +32,7 @@ pub enum DropReason {
 }
 
 /// The data path's own reasons, before the NAT's.
-const OWN: [DropReason; 8] = [
+const OWN: [DropReason; 9] = [
     DropReason::WrongVni,
     DropReason::DisallowedSource,
     DropReason::TtlExpired,
@@ -38,6 +40,7 @@ const OWN: [DropReason; 8] = [
     DropReason::UnknownNode,
     DropReason::Truncated,
     DropReason::TooBig,
+    DropReason::NotMaster,
     DropReason::RxBufferFull,
 ];
 
@@ -61,6 +64,7 @@ impl DropReason {
             DropReason::UnknownNode => "unknown_node",
             DropReason::Truncated => "truncated",
             DropReason::TooBig => "too_big",
+            DropReason::NotMaster => "not_master",
             DropReason::RxBufferFull => "rx_buffer_full",
             DropReason::Nat(e) => e.metric_label(),
         }

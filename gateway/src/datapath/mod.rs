@@ -11,10 +11,13 @@
 //! Where a router would answer with an ICMP error (a TTL running out here, a packet with DF
 //! too big for the tunnel), the gateway does, from the floating IP (see [`icmp`]).
 //!
-//! The gateway owns its floating IPs in user space: it answers ARP for them (on the LAN,
-//! and inside the tunnel as the nodes' router), sends gratuitous ARP when it starts owning
-//! them, and answers ICMP echo to them. Frames that are not addressed to a floating IP are
-//! [`Verdict::Ignore`]d: they belong to the host (its own address, VRRP, the API).
+//! The gateway owns its floating IPs in user space, each only while the election makes it
+//! master ([`Datapath::follow`]): it then answers ARP for the address (on the LAN, and inside
+//! the tunnel as the nodes' router), announces it by gratuitous ARP, forwards its traffic and
+//! answers ICMP echo to it. As a backup it is silent for the address: no ARP answer, and
+//! frames to it are dropped and counted (`not_master`), its fast path flows taken back.
+//! Frames that are not addressed to a floating IP are [`Verdict::Ignore`]d: they belong to
+//! the host (its own address, VRRP, the API).
 //!
 //! Frames the gateway makes itself (ARP requests and gratuitous ARP, segments of a
 //! super-packet that must be tunnelled one by one) are queued in [`Datapath::generated`]
@@ -41,6 +44,7 @@ pub use fast::FastChange;
 pub use frame::{Frame, Gso, GsoKind, Offload, PartialChecksum};
 pub use neighbors::{NextHop, Node, Nodes};
 
+use crate::election::{Counters as ElectionCounters, Election, State};
 use crate::nat::checksum::{ChecksumDelta, full};
 use crate::nat::{Flow, FlowId, InsideKey, L4Checksum, Nat, NatError, NatParams};
 use crate::status;
@@ -49,9 +53,6 @@ use icmp::{IcmpError, OWN_TTL};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
-/// Gratuitous ARPs sent when the gateway starts owning a floating IP, one a second.
-const GARP_COUNT: u32 = 3;
-const GARP_SPACING: Duration = Duration::from_secs(1);
 /// Most segments Linux accepts in one UDP GSO super-packet (`UDP_MAX_SEGMENTS` is 64 on
 /// older kernels, 128 on newer).
 const UDP_GSO_MAX_SEGMENTS: usize = 64;
@@ -60,12 +61,32 @@ const UDP_GSO_MAX_SEGMENTS: usize = 64;
 /// as [`ENCAP_LEN`], 50.
 const TUNNEL_OVERHEAD: usize = ENCAP_LEN;
 
-/// A floating IP this gateway owns.
+/// A floating IP this gateway may own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FloatingIp {
     pub address: Ipv4Addr,
     pub vrid: u8,
     pub priority: u8,
+}
+
+/// How a new owner announces a floating IP: `count` gratuitous ARPs `interval` apart as
+/// soon as it owns the address, then another `count` every `refresh` while it keeps it, for
+/// switches and hosts that age their tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announce {
+    pub count: u32,
+    pub interval: Duration,
+    pub refresh: Option<Duration>,
+}
+
+impl Default for Announce {
+    fn default() -> Announce {
+        Announce {
+            count: 3,
+            interval: Duration::from_secs(1),
+            refresh: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// What the data path needs to know: the config plus facts about the interface.
@@ -80,6 +101,7 @@ pub struct Setup {
     pub mtu: u16,
     pub next_hop: Ipv4Addr,
     pub floating_ips: Vec<FloatingIp>,
+    pub announce: Announce,
     pub tunnel_port: u16,
     pub vni: u32,
     pub allowed_sources: Vec<Ipv4Cidr>,
@@ -109,14 +131,29 @@ pub struct Generated {
     pub offload: Offload,
 }
 
-/// Ownership of one floating IP.
+/// One floating IP: whether this gateway owns it, and the election's view of it.
 #[derive(Debug)]
 struct Owned {
     ip: FloatingIp,
+    /// Master: answer ARP for it and forward its traffic.
+    owning: bool,
     ports: PortUse,
+    /// Gratuitous ARPs left in the current burst, and when the next one is due.
     garps_left: u32,
     garp_at: Instant,
+    /// When the next burst is due, while owning.
+    refresh_at: Option<Instant>,
+    election: ElectionView,
+}
+
+/// What the election says of one floating IP, for the status.
+#[derive(Debug, Clone, Copy)]
+struct ElectionView {
+    state: State,
+    master: Option<Ipv4Addr>,
+    priority: u8,
     since: Instant,
+    counters: ElectionCounters,
 }
 
 /// The data path of one gateway interface.
@@ -137,6 +174,8 @@ pub struct Datapath {
     /// The flows handed to it.
     offloaded: std::collections::HashSet<InsideKey, foldhash::fast::RandomState>,
     fast_changes: Vec<FastChange>,
+    /// The election's own figures, as last followed.
+    election: status::ElectionStatus,
 }
 
 /// Which way an ICMP error leaves.
@@ -264,7 +303,8 @@ fn wire_packets(ip_total: usize, headers: usize, gso: Option<Gso>) -> u64 {
 }
 
 impl Datapath {
-    /// A data path owning every floating IP of `setup` from `now`.
+    /// A data path that owns none of the floating IPs of `setup` yet: the election decides
+    /// ([`follow`](Self::follow)), or [`own`](Self::own) directly.
     pub fn new(setup: Setup, now: Instant) -> Result<Datapath, NatError> {
         let nat = Nat::new(&setup.nat, setup.seed)?;
         let owned = setup
@@ -272,10 +312,18 @@ impl Datapath {
             .iter()
             .map(|ip| Owned {
                 ip: *ip,
+                owning: false,
                 ports: PortUse::default(),
-                garps_left: GARP_COUNT,
+                garps_left: 0,
                 garp_at: now,
-                since: now,
+                refresh_at: None,
+                election: ElectionView {
+                    state: State::Initialize,
+                    master: None,
+                    priority: ip.priority,
+                    since: now,
+                    counters: ElectionCounters::default(),
+                },
             })
             .collect();
         Ok(Datapath {
@@ -293,6 +341,14 @@ impl Datapath {
             fast: false,
             offloaded: Default::default(),
             fast_changes: Vec::new(),
+            election: status::ElectionStatus {
+                mode: String::new(),
+                adverts_rejected: crate::wire::vrrp::AdvertError::ALL
+                    .iter()
+                    .map(|e| (e.metric_label().to_string(), 0))
+                    .collect(),
+                ..Default::default()
+            },
         })
     }
 
@@ -398,13 +454,108 @@ impl Datapath {
         self.counters.drop_many(DropReason::RxBufferFull, count);
     }
 
+    /// Records how the election advertises (`multicast` or `unicast`) and adverts the
+    /// kernel refused to send, for the status.
+    pub fn note_election_io(&mut self, mode: &str, send_errors: u64) {
+        if self.election.mode != mode {
+            self.election.mode = mode.to_string();
+        }
+        self.election.send_errors = send_errors;
+    }
+
     /// Counts a frame cut short on receipt.
     pub fn count_truncated(&mut self) {
         self.counters.drop(DropReason::Truncated);
     }
 
-    fn owner(&self, address: Ipv4Addr) -> Option<usize> {
+    /// The floating IP `address`, whether owned or not.
+    fn floating(&self, address: Ipv4Addr) -> Option<usize> {
         self.owned.iter().position(|o| o.ip.address == address)
+    }
+
+    /// The floating IP `address`, if this gateway owns it now.
+    fn owner(&self, address: Ipv4Addr) -> Option<usize> {
+        self.floating(address).filter(|&i| self.owned[i].owning)
+    }
+
+    /// Whether this gateway owns `address` now.
+    pub fn owns(&self, address: Ipv4Addr) -> bool {
+        self.owner(address).is_some()
+    }
+
+    /// Starts owning the floating IP `address` at `now`: answer ARP for it, forward its
+    /// traffic, announce it by gratuitous ARP at once. Returns false when `address` is not a
+    /// floating IP of this gateway.
+    pub fn own(&mut self, now: Instant, address: Ipv4Addr) -> bool {
+        let Some(i) = self.floating(address) else {
+            return false;
+        };
+        let o = &mut self.owned[i];
+        if !o.owning {
+            o.owning = true;
+            o.garps_left = self.setup.announce.count;
+            o.garp_at = now;
+            o.refresh_at = self.setup.announce.refresh.map(|r| now + r);
+        }
+        true
+    }
+
+    /// Stops owning `address` at once: no more ARP answers, gratuitous ARP or forwarding;
+    /// the fast path gives its flows back. The flows themselves stay, ready for when the
+    /// address comes back.
+    pub fn release(&mut self, address: Ipv4Addr) {
+        let Some(i) = self.floating(address) else {
+            return;
+        };
+        let o = &mut self.owned[i];
+        o.owning = false;
+        o.garps_left = 0;
+        o.refresh_at = None;
+        let table = self.nat.table();
+        let changes = &mut self.fast_changes;
+        self.offloaded.retain(|key| {
+            if key.egress != address {
+                return true;
+            }
+            if let Some(id) = table.lookup_inside(key) {
+                changes.push(fast::remove(table.flow(id)));
+            }
+            false
+        });
+    }
+
+    /// Follows the election at `now`: owns the addresses it is master of, releases the
+    /// others, and keeps its view of each for the status.
+    pub fn follow(&mut self, now: Instant, election: &Election) {
+        self.election.adverts_rejected = election
+            .rejected()
+            .map(|(e, n)| (e.metric_label().to_string(), n))
+            .collect();
+        self.election.adverts_unknown_vrid = election.unknown_vrid();
+        for instance in election.instances() {
+            let address = instance.params().address;
+            let Some(i) = self.floating(address) else {
+                continue;
+            };
+            let view = &mut self.owned[i].election;
+            if view.state != instance.state() {
+                view.since = instance.last_transition().unwrap_or(now);
+            }
+            view.state = instance.state();
+            view.master = instance.master();
+            view.priority = instance.params().priority;
+            view.counters = instance.counters();
+            match instance.state() {
+                State::Master => {
+                    self.own(now, address);
+                }
+                State::Backup | State::Initialize => {
+                    if self.owned[i].owning {
+                        self.release(address);
+                    }
+                }
+            }
+        }
     }
 
     fn allowed(&self, source: Ipv4Addr) -> bool {
@@ -474,9 +625,12 @@ impl Datapath {
             return Ok(Verdict::Ignore);
         }
         let dst = ip_at(b, ETH_LEN + 16);
-        let Some(owner) = self.owner(dst) else {
+        let Some(owner) = self.floating(dst) else {
             return Ok(Verdict::Ignore);
         };
+        if !self.owned[owner].owning {
+            return Err(DropReason::NotMaster);
+        }
         let ip = parse_ipv4(&b[ETH_LEN..])?;
         let l4 = ETH_LEN + ip.ihl;
         let end = ETH_LEN + ip.total;
@@ -986,13 +1140,19 @@ impl Datapath {
             );
             self.counters.arp_requests_sent += 1;
         }
+        let announce = self.setup.announce;
         for i in 0..self.owned.len() {
             let o = &mut self.owned[i];
+            if let Some(at) = o.refresh_at.filter(|at| now >= *at) {
+                o.garps_left = announce.count;
+                o.garp_at = at;
+                o.refresh_at = announce.refresh.map(|r| at + r);
+            }
             if o.garps_left == 0 || now < o.garp_at {
                 continue;
             }
             o.garps_left -= 1;
-            o.garp_at = now + GARP_SPACING;
+            o.garp_at = now + announce.interval;
             let address = o.ip.address;
             let mac = self.setup.mac;
             // A gratuitous ARP request (RFC 5227 announcement): sender and target are the
@@ -1041,6 +1201,9 @@ impl Datapath {
             if o.garps_left > 0 {
                 at = at.min(o.garp_at);
             }
+            if let Some(refresh) = o.refresh_at {
+                at = at.min(refresh);
+            }
         }
         if let Some(t) = self.nat.table().poll_at() {
             at = at.min(t);
@@ -1067,10 +1230,19 @@ impl Datapath {
                 .map(|o| status::FloatingIpStatus {
                     address: o.ip.address,
                     vrid: o.ip.vrid,
-                    state: "master".into(),
-                    master: self.setup.name.clone(),
-                    priority: o.ip.priority,
-                    last_transition_unix_ms: to_wall(o.since),
+                    state: o.election.state.label().into(),
+                    master: if o.owning {
+                        self.setup.name.clone()
+                    } else {
+                        o.election.master.map(|a| a.to_string()).unwrap_or_default()
+                    },
+                    master_address: o.election.master,
+                    owned: o.owning,
+                    priority: o.election.priority,
+                    last_transition_unix_ms: to_wall(o.election.since),
+                    transitions: o.election.counters.transitions,
+                    adverts_sent: o.election.counters.adverts_sent,
+                    adverts_received: o.election.counters.adverts_received,
                     ports_in_use: o.ports.ports_in_use(),
                     port_range_size: range_size,
                     flows: o.ports.flows(),
@@ -1114,6 +1286,7 @@ impl Datapath {
                 flows: self.offloaded.len() as u64,
                 ..Default::default()
             },
+            election: self.election.clone(),
         }
     }
 }

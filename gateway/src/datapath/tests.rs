@@ -42,6 +42,7 @@ fn setup() -> Setup {
             vrid: 10,
             priority: 100,
         }],
+        announce: Announce::default(),
         tunnel_port: PORT,
         vni: VNI,
         allowed_sources: vec![Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 16), 28)],
@@ -54,9 +55,16 @@ fn setup() -> Setup {
     }
 }
 
+/// A data path that owns its floating IP from time 0.
+fn owning(setup: Setup) -> Datapath {
+    let mut dp = Datapath::new(setup, t(0)).unwrap();
+    assert!(dp.own(t(0), FIP));
+    dp
+}
+
 /// A data path whose next hop is already resolved.
 fn datapath() -> Datapath {
-    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    let mut dp = owning(setup());
     let mut arp = with_headroom(&encap::arp_frame(
         GW_MAC,
         ArpOperation::Reply,
@@ -374,7 +382,7 @@ fn broken_outer_headers_are_counted_and_never_panic() {
 
 #[test]
 fn without_a_resolved_next_hop_packets_are_dropped_and_the_router_is_asked() {
-    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    let mut dp = owning(setup());
     let mut buf = with_headroom(&vxlan_from(NODE, VNI, &pod_packet(64)));
     let v = dp.handle(t(0), &mut buf.frame());
     assert_eq!(v, Verdict::Drop(DropReason::NoNeighbor));
@@ -981,7 +989,7 @@ fn flows_of_a_node_whose_macs_change_are_taken_back() {
 
 #[test]
 fn the_fast_path_is_off_until_the_next_hop_is_known() {
-    let dp = Datapath::new(setup(), t(0)).unwrap();
+    let dp = owning(setup());
     assert_eq!(dp.fast_config().enabled, 0);
     let dp = fast_datapath();
     let cfg = dp.fast_config();
@@ -991,4 +999,161 @@ fn the_fast_path_is_off_until_the_next_hop_is_known() {
     assert_eq!(cfg.room, 1450);
     assert_eq!(cfg.tunnel_port, PORT.to_be_bytes());
     assert_eq!(cfg.vni_word, [0, 0, 1, 0]);
+}
+
+fn arp_request_for(target: Ipv4Addr) -> Buf {
+    with_headroom(&encap::arp_frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (ROUTER_MAC, ROUTER),
+        (EthernetAddress([0; 6]), target),
+    ))
+}
+
+/// Gratuitous ARPs for the floating IP among the generated frames, which are cleared.
+fn garps(dp: &mut Datapath) -> usize {
+    let n = dp
+        .generated()
+        .iter()
+        .filter(|g| g.frame.len() == ARP_FRAME_LEN && g.frame[28..32] == FIP.octets())
+        .count();
+    dp.clear_generated();
+    n
+}
+
+#[test]
+fn a_backup_is_silent_for_the_address_and_a_new_master_announces_it_at_once() {
+    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    assert!(!dp.owns(FIP));
+    // Not owned: no ARP answer, traffic to it dropped and counted, no gratuitous ARP.
+    assert_eq!(
+        dp.handle(t(1), &mut arp_request_for(FIP).frame()),
+        Verdict::Ignore
+    );
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &pod_packet(64)));
+    assert_eq!(
+        dp.handle(t(1), &mut buf.frame()),
+        Verdict::Drop(DropReason::NotMaster)
+    );
+    let req = ethernet(GW_MAC, NODE_MAC, ETHERTYPE_IPV4, &echo_request(NODE, FIP));
+    assert_eq!(
+        dp.handle(t(1), &mut with_headroom(&req).frame()),
+        Verdict::Drop(DropReason::NotMaster)
+    );
+    assert_eq!(dp.counters().drops(DropReason::NotMaster), 2);
+    dp.poll(t(5000));
+    assert_eq!(garps(&mut dp), 0);
+    // Owning: the first gratuitous ARP is due at once, and ARP is answered.
+    assert!(dp.own(t(6000), FIP));
+    assert!(!dp.own(t(6000), Ipv4Addr::new(192, 168, 1, 222)));
+    assert_eq!(dp.poll_at(), t(6000));
+    dp.poll(t(6000));
+    assert_eq!(garps(&mut dp), 1);
+    assert_eq!(
+        dp.handle(t(6001), &mut arp_request_for(FIP).frame()),
+        Verdict::Transmit
+    );
+    // Released: silent again at once, the rest of the burst cancelled.
+    dp.release(FIP);
+    assert_eq!(
+        dp.handle(t(6002), &mut arp_request_for(FIP).frame()),
+        Verdict::Ignore
+    );
+    for ms in (6000..10_000).step_by(100) {
+        dp.poll(t(ms));
+    }
+    assert_eq!(garps(&mut dp), 0);
+}
+
+#[test]
+fn gratuitous_arp_bursts_follow_the_settings_and_repeat_while_owning() {
+    let mut s = setup();
+    s.announce = Announce {
+        count: 2,
+        interval: Duration::from_millis(300),
+        refresh: Some(Duration::from_secs(10)),
+    };
+    let mut dp = Datapath::new(s, t(0)).unwrap();
+    dp.own(t(1000), FIP);
+    let mut sent = Vec::new();
+    for ms in (0..25_000).step_by(50) {
+        dp.poll(t(ms));
+        sent.extend(std::iter::repeat_n(ms, garps(&mut dp)));
+    }
+    assert_eq!(sent, [1000, 1300, 11_000, 11_300, 21_000, 21_300]);
+    // Without a refresh, one burst only.
+    let mut s = setup();
+    s.announce.refresh = None;
+    let mut dp = Datapath::new(s, t(0)).unwrap();
+    dp.own(t(0), FIP);
+    let mut n = 0;
+    for ms in (0..200_000).step_by(100) {
+        dp.poll(t(ms));
+        n += garps(&mut dp);
+    }
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn releasing_an_address_takes_its_flows_back_from_the_fast_path_and_keeps_them() {
+    let mut dp = fast_datapath();
+    let nat_port = tcp_out(&mut dp, t(1), 0x02);
+    tcp_in(&mut dp, t(2), nat_port, 0x12);
+    tcp_out(&mut dp, t(3), 0x10);
+    assert!(matches!(changes(&mut dp)[..], [FastChange::Install { .. }]));
+    dp.release(FIP);
+    assert!(matches!(changes(&mut dp)[..], [FastChange::Remove { .. }]));
+    assert_eq!(dp.offloaded(), 0);
+    assert_eq!(dp.nat().table().len(), 1, "the flow stays for a later takeover");
+    // Owning again, the next packet hands it back with the same port.
+    dp.own(t(4), FIP);
+    assert_eq!(tcp_out(&mut dp, t(5), 0x10), nat_port);
+    assert!(matches!(changes(&mut dp)[..], [FastChange::Install { .. }]));
+}
+
+#[test]
+fn the_data_path_follows_the_election() {
+    use crate::election::{Election, Params};
+    let params = Params {
+        vrid: 10,
+        address: FIP,
+        priority: 100,
+        interval_centis: 10,
+        preempt: true,
+        primary: GW,
+    };
+    let mut election = Election::new(vec![params]);
+    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    let mut out = Vec::new();
+    election.start(t(0));
+    dp.follow(t(0), &election);
+    assert!(!dp.owns(FIP));
+    assert_eq!(dp.snapshot(t(0), 0).floating_ips[0].state, "backup");
+    // Nobody else advertises: master after Master_Down_Interval.
+    let at = election.poll_at().unwrap();
+    election.poll(at, &mut out);
+    dp.follow(at, &election);
+    assert!(dp.owns(FIP));
+    let s = dp.snapshot(at, 1_000_000);
+    let ip = &s.floating_ips[0];
+    assert_eq!((ip.state.as_str(), ip.master.as_str()), ("master", "gw1"));
+    assert!(ip.owned);
+    assert_eq!(ip.transitions, 2);
+    assert_eq!(ip.adverts_sent, 1);
+    assert_eq!(ip.last_transition_unix_ms, 1_000_000);
+    // A higher priority takes it: released at once, the master known by address.
+    let better = crate::wire::vrrp::Advert {
+        vrid: 10,
+        priority: 200,
+        interval_centis: 10,
+        addresses: vec![FIP],
+    };
+    let peer = Ipv4Addr::new(192, 168, 1, 12);
+    election.handle_advert(at + Duration::from_millis(5), peer, &better, &mut out);
+    dp.follow(at + Duration::from_millis(5), &election);
+    assert!(!dp.owns(FIP));
+    let s = dp.snapshot(at + Duration::from_millis(5), 0);
+    assert_eq!(s.floating_ips[0].master, "192.168.1.12");
+    assert_eq!(s.floating_ips[0].master_address, Some(peer));
+    assert_eq!(s.election.adverts_rejected.get("ttl"), Some(&0));
 }

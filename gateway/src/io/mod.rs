@@ -7,6 +7,7 @@ pub mod guard;
 pub mod host;
 pub mod packet;
 pub mod vnet;
+pub mod vrrp;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,11 +25,16 @@ const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(250);
 /// The longest the loop sleeps, so that a stop request is noticed quickly.
 const MAX_SLEEP_MS: i32 = 100;
 
-/// A monotonic clock in the data path's time type.
-struct Clock(std::time::Instant);
+/// A monotonic clock in the cores' time type, counted from a start every thread shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(std::time::Instant);
 
 impl Clock {
-    fn now(&self) -> Instant {
+    pub fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+
+    pub fn now(&self) -> Instant {
         Instant::from_micros(self.0.elapsed().as_micros() as i64)
     }
 }
@@ -68,9 +74,9 @@ pub fn run(
     stop: Arc<AtomicBool>,
     snapshot: SharedSnapshot,
     fast: Result<Arc<Mutex<FastPath>>, String>,
+    clock: Clock,
 ) -> std::io::Result<()> {
     let leader = sockets.arp.is_some();
-    let clock = Clock(std::time::Instant::now());
     let mut batch = Batch {
         frames: Vec::with_capacity(4096),
         transmit: Vec::with_capacity(4096),
@@ -230,7 +236,7 @@ fn report(fast: &FastPath, flows: usize, s: &mut crate::status::Snapshot) {
 
 /// Locks the shared core. A worker that panicked while holding it left it consistent
 /// enough to count and send with (the panic itself stops the gateway).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

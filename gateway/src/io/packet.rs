@@ -54,7 +54,12 @@ impl Protocol {
 /// Headroom in front of every received frame (the VXLAN headers need 50).
 const RESERVE: usize = 64;
 
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+pub(crate) fn setsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: `value` points to a live `T` of the length given.
     let r = unsafe {
         libc::setsockopt(
