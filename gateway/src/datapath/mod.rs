@@ -30,6 +30,7 @@ pub mod fast;
 mod frame;
 pub mod icmp;
 mod neighbors;
+pub mod peers;
 
 use std::net::Ipv4Addr;
 
@@ -43,6 +44,7 @@ pub use counters::{Counters, DROP_REASONS, DropReason, PortUse, Traffic};
 pub use fast::FastChange;
 pub use frame::{Frame, Gso, GsoKind, Offload, PartialChecksum};
 pub use neighbors::{NextHop, Node, Nodes};
+pub use peers::{Export, PeerCounters};
 
 use crate::election::{Counters as ElectionCounters, Election, State};
 use crate::nat::checksum::{ChecksumDelta, full};
@@ -176,6 +178,8 @@ pub struct Datapath {
     fast_changes: Vec<FastChange>,
     /// The election's own figures, as last followed.
     election: status::ElectionStatus,
+    /// Changes for the peer gateways, once sync is enabled.
+    peers: Option<peers::Peers>,
 }
 
 /// Which way an ICMP error leaves.
@@ -349,6 +353,7 @@ impl Datapath {
                     .collect(),
                 ..Default::default()
             },
+            peers: None,
         })
     }
 
@@ -429,13 +434,6 @@ impl Datapath {
             }
             false
         });
-    }
-
-    /// Records a node's MACs; a node whose MACs changed loses its fast path flows.
-    fn learn_node(&mut self, address: Ipv4Addr, node: Node) {
-        if self.nodes.learn(address, node) && self.fast {
-            self.forget_node(address);
-        }
     }
 
     /// Counts frames the I/O shell read from the interface (the fast path's frames never
@@ -731,6 +729,9 @@ impl Datapath {
             .outbound_with(now, outer.src, outer.dst, packet, l4sum)?;
         decrement_ttl(packet);
         self.sync_fast(t.flow);
+        if t.created || t.state_changed {
+            self.export_flow(now, t.flow);
+        }
         let gso = frame.offload.gso;
         let headers = ip.headers();
         if t.created {
@@ -860,6 +861,9 @@ impl Datapath {
         let packet = &mut frame.bytes_mut()[ETH_LEN..ETH_LEN + ip.total];
         let t = self.nat.inbound_with(now, packet, l4sum)?;
         self.sync_fast(t.flow);
+        if t.state_changed {
+            self.export_flow(now, t.flow);
+        }
         let egress = self.owned[owner].ip.address;
         if let Some(quote) = quote {
             let (kind, reason) = if expiring {
@@ -1168,6 +1172,9 @@ impl Datapath {
         let owned = &mut self.owned;
         let offloaded = &self.offloaded;
         let mut gone = Vec::new();
+        let syncing = self.peers.is_some();
+        let mut peers = self.peers.as_mut();
+        let mut renewed = Vec::new();
         let expired = self.nat.table_mut().expire_with(
             now,
             |flow| {
@@ -1180,12 +1187,29 @@ impl Datapath {
             |flow| {
                 if let Some(o) = owned.iter_mut().find(|o| o.ip.address == flow.egress) {
                     o.ports.remove(flow.nat_port);
+                    if o.owning
+                        && let Some(peers) = peers.as_mut()
+                    {
+                        peers.record(Export::Deleted(*flow));
+                    }
                 }
                 if !offloaded.is_empty() {
                     gone.push(*flow);
                 }
             },
+            |flow, remaining| {
+                if syncing {
+                    renewed.push((*flow, remaining));
+                }
+            },
         );
+        for (flow, remaining) in renewed {
+            if self.owns(flow.egress)
+                && let Some(peers) = self.peers.as_mut()
+            {
+                peers.record(Export::Flow { flow, remaining });
+            }
+        }
         for flow in gone {
             if self.offloaded.remove(&flow.inside_key()) {
                 self.fast_changes.push(fast::remove(&flow));

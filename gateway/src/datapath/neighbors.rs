@@ -76,23 +76,37 @@ pub struct Nodes {
 /// Nodes remembered at most; `allowed_sources` bounds who can be one.
 pub const MAX_NODES: usize = 1 << 16;
 
+/// What [`Nodes::learn`] made of a node's MACs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// Known already (or no room for another node).
+    Same,
+    /// A node not known before.
+    New,
+    /// Different MACs replace the known ones (its interface or tunnel device changed).
+    Changed,
+}
+
 impl Nodes {
-    /// Records the MACs a node's frame carried. Returns whether they replace different
-    /// MACs known for that node (its interface or tunnel device changed).
+    /// Records the MACs a node's frame carried.
     #[inline]
-    pub fn learn(&mut self, address: Ipv4Addr, node: Node) -> bool {
+    pub fn learn(&mut self, address: Ipv4Addr, node: Node) -> Learned {
         if self.last == Some((address, node)) {
-            return false;
+            return Learned::Same;
         }
         self.last = Some((address, node));
         if self.map.len() >= MAX_NODES && !self.map.contains_key(&address) {
-            return false;
+            return Learned::Same;
         }
         match self.map.insert(address, node) {
-            Some(old) if old == node => false,
+            Some(old) if old == node => Learned::Same,
             old => {
                 tracing::debug!(%address, mac = %node.mac, tunnel_mac = %node.tunnel_mac, "node learned");
-                old.is_some()
+                if old.is_some() {
+                    Learned::Changed
+                } else {
+                    Learned::New
+                }
             }
         }
     }

@@ -1104,7 +1104,11 @@ fn releasing_an_address_takes_its_flows_back_from_the_fast_path_and_keeps_them()
     dp.release(FIP);
     assert!(matches!(changes(&mut dp)[..], [FastChange::Remove { .. }]));
     assert_eq!(dp.offloaded(), 0);
-    assert_eq!(dp.nat().table().len(), 1, "the flow stays for a later takeover");
+    assert_eq!(
+        dp.nat().table().len(),
+        1,
+        "the flow stays for a later takeover"
+    );
     // Owning again, the next packet hands it back with the same port.
     dp.own(t(4), FIP);
     assert_eq!(tcp_out(&mut dp, t(5), 0x10), nat_port);
@@ -1156,4 +1160,165 @@ fn the_data_path_follows_the_election() {
     assert_eq!(s.floating_ips[0].master, "192.168.1.12");
     assert_eq!(s.floating_ips[0].master_address, Some(peer));
     assert_eq!(s.election.adverts_rejected.get("ttl"), Some(&0));
+}
+
+/// Hands every change `from` recorded for its peers to `to`; returns them.
+fn sync_to(from: &mut Datapath, to: &mut Datapath, now: Instant) -> Vec<Export> {
+    let mut out = Vec::new();
+    assert!(from.take_exports(&mut out), "nothing lost");
+    for change in &out {
+        to.apply_peer(now, *change);
+    }
+    out
+}
+
+/// A second gateway on the same LAN, backing up the floating IP, its next hop resolved.
+fn backup() -> Datapath {
+    let mut s = setup();
+    s.mac = EthernetAddress([2, 0, 0, 0, 0, 0x12]);
+    s.address = Ipv4Addr::new(192, 168, 1, 12);
+    let mut dp = Datapath::new(s, t(0)).unwrap();
+    let mut arp = with_headroom(&encap::arp_frame(
+        dp.setup.mac,
+        ArpOperation::Reply,
+        (ROUTER_MAC, ROUTER),
+        (dp.setup.mac, dp.setup.address),
+    ));
+    dp.handle(t(0), &mut arp.frame());
+    dp
+}
+
+#[test]
+fn a_backup_holds_the_masters_flows_and_after_takeover_translates_them_with_the_same_ports() {
+    let mut a = datapath();
+    let mut b = backup();
+    a.enable_sync();
+    b.enable_sync();
+    // A UDP flow and a TCP connection through the master.
+    let out = go_out(&mut a, t(1));
+    let udp_port = UdpPacket::new_checked(&out[34..]).unwrap().src_port();
+    let tcp_port = tcp_out(&mut a, t(2), 0x02);
+    tcp_in(&mut a, t(3), tcp_port, 0x12);
+    tcp_out(&mut a, t(4), 0x10);
+    let sent = sync_to(&mut a, &mut b, t(5));
+    // The node, the UDP flow, the SYN, SYN+ACK and ACK states; the ACK of an established
+    // connection changes nothing.
+    assert!(
+        matches!(sent[0], Export::Node { address: NODE, .. }),
+        "{sent:?}"
+    );
+    let states: Vec<FlowState> = sent
+        .iter()
+        .filter_map(|e| match e {
+            Export::Flow { flow, .. } => Some(flow.state),
+            _ => None,
+        })
+        .collect();
+    use FlowState::*;
+    assert_eq!(
+        states,
+        [Open, TcpSynSent, TcpSynReceived, TcpEstablished],
+        "{sent:?}"
+    );
+    tcp_out(&mut a, t(6), 0x10);
+    assert!(sync_to(&mut a, &mut b, t(6)).is_empty());
+    assert_eq!(b.nat().table().len(), 2);
+    assert_eq!(b.peer_counters_now().installed, 4);
+    // The backup holds them but forwards nothing.
+    let reply = udp_packet((REMOTE, 53), (FIP, udp_port), 60, b"answer");
+    let frame = ethernet(b.setup.mac, ROUTER_MAC, ETHERTYPE_IPV4, &reply);
+    assert_eq!(
+        b.handle(t(7), &mut with_headroom(&frame).frame()),
+        Verdict::Drop(DropReason::NotMaster)
+    );
+    // Takeover: the first packet after it comes from outside, to a node that never sent
+    // the new master anything, and reaches the pod through the tunnel.
+    b.own(t(8), FIP);
+    let mut buf = with_headroom(&frame);
+    let mut f = buf.frame();
+    assert_eq!(b.handle(t(8), &mut f), Verdict::Transmit);
+    let bytes = f.bytes();
+    let eth = EthernetFrame::new_checked(bytes).unwrap();
+    assert_eq!(eth.dst_addr(), NODE_MAC);
+    let inner = EthernetFrame::new_checked(&bytes[ENCAP_LEN..]).unwrap();
+    assert_eq!(inner.dst_addr(), NODE_VX_MAC);
+    let (_, dst, _, dport) = assert_udp_valid(inner.payload());
+    assert_eq!((dst, dport), (POD, 40000));
+    // The pod's TCP connection goes on with the port it had.
+    assert_eq!(tcp_out(&mut b, t(9), 0x10), tcp_port);
+    tcp_in(&mut b, t(10), tcp_port, 0x10);
+    assert_eq!(b.counters().flows_created, 0);
+}
+
+#[test]
+fn expiry_is_shared_by_the_owner_only_and_a_peer_copy_outlives_the_owners_deadline() {
+    let mut a = datapath();
+    let mut b = backup();
+    a.enable_sync();
+    b.enable_sync();
+    go_out(&mut a, t(1));
+    sync_to(&mut a, &mut b, t(1));
+    assert_eq!(b.nat().table().len(), 1);
+    let udp = Duration::from_secs(5 * 60);
+    // Busy at the master: the wheel renews it, and the backup hears of it.
+    let half = t(1) + udp - Duration::from_secs(10);
+    go_out(&mut a, half);
+    a.poll(t(1) + udp + Duration::from_secs(1));
+    let sent = sync_to(&mut a, &mut b, t(1) + udp + Duration::from_secs(1));
+    assert!(
+        matches!(sent[..], [Export::Flow { remaining, .. }] if remaining > Duration::from_secs(280)),
+        "{sent:?}"
+    );
+    // Idle at the master: it expires there and is deleted at the backup.
+    let end = half + udp + Duration::from_secs(2);
+    a.poll(end);
+    assert_eq!(a.nat().table().len(), 0);
+    let sent = sync_to(&mut a, &mut b, end);
+    assert!(matches!(sent[..], [Export::Deleted(_)]), "{sent:?}");
+    assert_eq!(b.nat().table().len(), 0);
+    assert_eq!(b.peer_counters_now().removed, 1);
+    // A backup's own expiry of a held copy is not shared back.
+    go_out(&mut a, end);
+    sync_to(&mut a, &mut b, end);
+    b.poll(end + udp + peers::HOLD_GRACE + Duration::from_secs(2));
+    assert_eq!(b.nat().table().len(), 0);
+    let mut out = Vec::new();
+    assert!(b.take_exports(&mut out));
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_full_export_carries_the_nodes_and_the_owned_flows() {
+    let mut a = datapath();
+    a.enable_sync();
+    go_out(&mut a, t(1));
+    let mut all = Vec::new();
+    a.export_all(t(2), &mut all);
+    assert!(
+        matches!(all[..], [Export::Node { .. }, Export::Flow { .. }]),
+        "{all:?}"
+    );
+    a.release(FIP);
+    all.clear();
+    a.export_all(t(2), &mut all);
+    assert!(matches!(all[..], [Export::Node { .. }]), "{all:?}");
+    // A clash with a flow of its own is refused, counted, and changes nothing.
+    let mut b = backup();
+    let Export::Flow {
+        mut flow,
+        remaining,
+    } = ({
+        let mut v = Vec::new();
+        a.own(t(3), FIP);
+        a.export_all(t(3), &mut v);
+        v[1]
+    })
+    else {
+        panic!()
+    };
+    b.apply_peer(t(3), Export::Flow { flow, remaining });
+    flow.pod_port += 1;
+    b.apply_peer(t(3), Export::Flow { flow, remaining });
+    assert_eq!(b.peer_counters_now().refused, 1);
+    assert_eq!(b.nat().table().len(), 1);
 }

@@ -410,17 +410,21 @@ impl FlowTable {
     /// Frees every flow whose deadline has passed at `now`, calling `on_expired` for each.
     /// Returns how many expired.
     pub fn expire(&mut self, now: Instant, on_expired: impl FnMut(&Flow)) -> usize {
-        self.expire_with(now, |_| None, on_expired)
+        self.expire_with(now, |_| None, on_expired, |_, _| {})
     }
 
     /// [`expire`](Self::expire), where `seen` may report a later packet of a flow past its
     /// deadline that the table did not see (one forwarded elsewhere): the flow then lives
     /// on, until that packet's time plus its state's timeout.
+    ///
+    /// `on_renewed` hears of every flow the wheel found still alive, with its time left:
+    /// about once per timeout for a busy flow (a peer's copy of it needs renewing as often).
     pub fn expire_with(
         &mut self,
         now: Instant,
         mut seen: impl FnMut(&Flow) -> Option<Instant>,
         mut on_expired: impl FnMut(&Flow),
+        mut on_renewed: impl FnMut(&Flow, Duration),
     ) -> usize {
         let now_s = secs(now);
         if self.cursor > now_s {
@@ -432,7 +436,7 @@ impl FlowTable {
         let mut expired = 0;
         for k in 0..steps {
             let slot = self.cursor.wrapping_add(k) % WHEEL_SLOTS;
-            expired += self.process_slot(slot, now_s, &mut seen, &mut on_expired);
+            expired += self.process_slot(slot, now_s, &mut seen, &mut on_expired, &mut on_renewed);
         }
         self.cursor = now_s.saturating_add(1);
         expired
@@ -463,6 +467,7 @@ impl FlowTable {
         now_s: u32,
         seen: &mut impl FnMut(&Flow) -> Option<Instant>,
         on_expired: &mut impl FnMut(&Flow),
+        on_renewed: &mut impl FnMut(&Flow, Duration),
     ) -> usize {
         let first = self.entries[slot as usize].next;
         if first == slot {
@@ -497,6 +502,7 @@ impl FlowTable {
             } else {
                 self.entries[cur as usize].deadline = deadline;
                 self.link(cur, deadline);
+                on_renewed(&e.flow, Duration::from_secs(u64::from(deadline - now_s)));
             }
             cur = e.next;
         }

@@ -50,6 +50,8 @@ pub struct Translated {
     pub node: Ipv4Addr,
     /// Whether this packet created the flow.
     pub created: bool,
+    /// Whether this packet moved an existing flow to another state (TCP).
+    pub state_changed: bool,
 }
 
 /// The NAT: a flow table and the packet translation around it.
@@ -352,6 +354,7 @@ impl Nat {
                             flow: id,
                             node,
                             created: false,
+                            state_changed: false,
                         })
                     }
                     _ => Err(NatError::UnsupportedIcmp),
@@ -392,18 +395,21 @@ impl Nat {
                 key.proto = Proto::Tcp;
                 key.nat_port = tcp.dst_port();
                 key.remote_port = tcp.src_port();
-                let (id, pod, pod_port) =
+                let (id, pod, pod_port, state_changed) =
                     self.track_inbound(now, &key, |s| s.on_tcp(Direction::Inbound, flags))?;
                 let ip = rewrite_ip(header, Side::Dst, pod);
                 tcp.set_dst_port(pod_port);
                 tcp.set_checksum(l4sum.patch(tcp.checksum(), ip, key.nat_port, pod_port));
-                Ok(self.translated(id))
+                Ok(Translated {
+                    state_changed,
+                    ..self.translated(id)
+                })
             }
             IpProtocol::Udp => {
                 let mut udp = UdpPacket::new_checked(&mut *l4).map_err(|_| NatError::Malformed)?;
                 key.nat_port = udp.dst_port();
                 key.remote_port = udp.src_port();
-                let (id, pod, pod_port) = self.track_inbound(now, &key, |s| s)?;
+                let (id, pod, pod_port, _) = self.track_inbound(now, &key, |s| s)?;
                 let ip = rewrite_ip(header, Side::Dst, pod);
                 udp.set_dst_port(pod_port);
                 udp.set_checksum(l4sum.patch_udp(udp.checksum(), ip, key.nat_port, pod_port));
@@ -416,7 +422,7 @@ impl Nat {
                     Icmpv4Message::EchoReply => {
                         key.proto = Proto::Icmp;
                         key.nat_port = icmp.echo_ident();
-                        let (id, pod, pod_id) = self.track_inbound(now, &key, |s| s)?;
+                        let (id, pod, pod_id, _) = self.track_inbound(now, &key, |s| s)?;
                         let mut delta = ChecksumDelta::default();
                         delta.word(key.nat_port, pod_id);
                         icmp.set_echo_ident(pod_id);
@@ -529,12 +535,14 @@ impl Nat {
         if let Some(id) = self.table.lookup_inside(&key) {
             // An outbound packet revives a flow whose deadline passed but that the wheel
             // has not reaped yet: the pod is clearly still using it.
-            let state = next_state(self.table.flow(id).state);
+            let old = self.table.flow(id).state;
+            let state = next_state(old);
             self.table.touch(id, now, state);
             return Ok(Translated {
                 flow: id,
                 node: key.node,
                 created: false,
+                state_changed: state != old,
             });
         }
         if !may_create {
@@ -549,6 +557,7 @@ impl Nat {
             flow: id,
             node: key.node,
             created: true,
+            state_changed: false,
         })
     }
 
@@ -560,14 +569,15 @@ impl Nat {
         now: Instant,
         key: &OutsideKey,
         next_state: impl FnOnce(FlowState) -> FlowState,
-    ) -> Result<(FlowId, Ipv4Addr, u16), NatError> {
+    ) -> Result<(FlowId, Ipv4Addr, u16, bool), NatError> {
         let id = self.table.lookup_outside(key).ok_or(NatError::NoFlow)?;
         if self.table.is_expired(id, now) {
             return Err(NatError::NoFlow);
         }
         let flow = *self.table.flow(id);
-        self.table.touch(id, now, next_state(flow.state));
-        Ok((id, flow.pod, flow.pod_port))
+        let state = next_state(flow.state);
+        self.table.touch(id, now, state);
+        Ok((id, flow.pod, flow.pod_port, state != flow.state))
     }
 
     fn translated(&self, id: FlowId) -> Translated {
@@ -575,6 +585,7 @@ impl Nat {
             flow: id,
             node: self.table.flow(id).node,
             created: false,
+            state_changed: false,
         }
     }
 }

@@ -1,0 +1,206 @@
+//! What the data path shares with its peer gateways, so that a backup taking over an
+//! address translates established connections with the same ports.
+//!
+//! The data path records an [`Export`] when a flow of an address it owns is created, moves
+//! to another state, is found still alive by the expiry wheel (about once per timeout, so a
+//! peer's copy never runs out first), or expires; and when it learns how to reach a node.
+//! The sync shell streams them to the peers ([`crate::sync`]), and hands what the peers
+//! sent to [`Datapath::apply_peer`]. A backup holds the peers' flows in its own table, ready:
+//! on takeover, replies and later packets find them; their nodes' MACs come along, so
+//! replies can be tunnelled to a node that never sent this gateway anything.
+//!
+//! Flows of an address this gateway does not own are never exported: a backup's copy
+//! expiring must not delete the master's flow.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::time::{Duration, Instant};
+
+use super::neighbors::{Learned, Node};
+use super::{Datapath, fast};
+use crate::nat::{Flow, FlowId, NatError};
+
+/// Changes recorded at most between two collections by the sync shell; beyond, changes are
+/// lost and a full resync is due.
+pub const MAX_PENDING: usize = 1 << 20;
+
+/// A peer's copy of a flow outlives the time left the peer announced by this much, so that
+/// the peer's renewal arrives before the copy expires.
+pub const HOLD_GRACE: Duration = Duration::from_secs(30);
+
+/// One change shared with the peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// A flow created, changed, or still alive: install it as it is, for `remaining`.
+    Flow { flow: Flow, remaining: Duration },
+    /// A flow gone here.
+    Deleted(Flow),
+    /// How to reach a node.
+    Node { address: Ipv4Addr, node: Node },
+}
+
+/// What the peers' changes did here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounters {
+    /// Flows installed or updated from a peer.
+    pub installed: u64,
+    /// Flows removed because a peer removed them.
+    pub removed: u64,
+    /// Peer flows refused: their NAT port is taken here by another flow, or the table is full.
+    pub refused: u64,
+    /// Local changes lost because the sync shell fell behind (a full resync follows).
+    pub lost: u64,
+}
+
+/// The data path's side of the sync.
+#[derive(Debug, Default)]
+pub(super) struct Peers {
+    pending: Vec<Export>,
+    /// Changes were lost since the last collection.
+    lost: bool,
+    pub(super) counters: PeerCounters,
+}
+
+impl Peers {
+    pub(super) fn record(&mut self, export: Export) {
+        if self.pending.len() >= MAX_PENDING {
+            self.lost = true;
+            self.counters.lost += 1;
+            return;
+        }
+        self.pending.push(export);
+    }
+}
+
+impl Datapath {
+    /// Records changes for the peers from now on.
+    pub fn enable_sync(&mut self) {
+        self.peers.get_or_insert_with(Default::default);
+    }
+
+    /// Moves the changes recorded since the last call into `out` (empty). Returns false
+    /// when some were lost in between: the peers then need the whole table
+    /// ([`export_all`](Self::export_all)).
+    pub fn take_exports(&mut self, out: &mut Vec<Export>) -> bool {
+        debug_assert!(out.is_empty());
+        let Some(peers) = &mut self.peers else {
+            return true;
+        };
+        std::mem::swap(&mut peers.pending, out);
+        !std::mem::take(&mut peers.lost)
+    }
+
+    /// Everything a peer needs to take over: the nodes, and the flows of every address
+    /// this gateway owns.
+    pub fn export_all(&self, now: Instant, out: &mut Vec<Export>) {
+        out.extend(
+            self.nodes
+                .iter()
+                .map(|(address, node)| Export::Node { address, node }),
+        );
+        out.extend(
+            self.nat
+                .table()
+                .export(now)
+                .filter(|(flow, _)| self.owns(flow.egress))
+                .map(|(flow, remaining)| Export::Flow { flow, remaining }),
+        );
+    }
+
+    /// Records a flow's current state for the peers, if this gateway owns its address.
+    pub(super) fn export_flow(&mut self, now: Instant, id: FlowId) {
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        let table = self.nat.table();
+        let flow = *table.flow(id);
+        if self
+            .owned
+            .iter()
+            .any(|o| o.owning && o.ip.address == flow.egress)
+        {
+            let remaining = table.remaining(id, now);
+            peers.record(Export::Flow { flow, remaining });
+        }
+    }
+
+    /// Records a change the peers should hear of, if any peers listen.
+    pub(super) fn export(&mut self, export: Export) {
+        if let Some(peers) = &mut self.peers {
+            peers.record(export);
+        }
+    }
+
+    /// Records a node's MACs; a node whose MACs changed loses its fast path flows.
+    pub(super) fn learn_node(&mut self, address: Ipv4Addr, node: Node) {
+        match self.nodes.learn(address, node) {
+            Learned::Same => return,
+            Learned::New => {}
+            Learned::Changed => {
+                if self.fast {
+                    self.forget_node(address);
+                }
+            }
+        }
+        self.export(Export::Node { address, node });
+    }
+
+    /// Applies a change a peer sent.
+    pub fn apply_peer(&mut self, now: Instant, change: Export) {
+        match change {
+            Export::Flow { flow, remaining } => {
+                let known = self.nat.table().lookup_inside(&flow.inside_key()).is_some();
+                match self
+                    .nat
+                    .table_mut()
+                    .install(now, flow, remaining + HOLD_GRACE)
+                {
+                    Ok(id) => {
+                        if !known && let Some(o) = self.floating(flow.egress) {
+                            self.owned[o].ports.add(flow.nat_port);
+                        }
+                        self.peer_counters().installed += 1;
+                        if self.owns(flow.egress) {
+                            self.sync_fast(id);
+                        }
+                    }
+                    Err(NatError::InstallConflict | NatError::TableFull) => {
+                        self.peer_counters().refused += 1;
+                    }
+                    Err(_) => self.peer_counters().refused += 1,
+                }
+            }
+            Export::Deleted(flow) => {
+                let table = self.nat.table_mut();
+                let Some(id) = table.lookup_inside(&flow.inside_key()) else {
+                    return;
+                };
+                if table.flow(id).nat_port != flow.nat_port {
+                    return;
+                }
+                let gone = table.remove(id);
+                if let Some(o) = self.floating(gone.egress) {
+                    self.owned[o].ports.remove(gone.nat_port);
+                }
+                if self.offloaded.remove(&gone.inside_key()) {
+                    self.fast_changes.push(fast::remove(&gone));
+                }
+                self.peer_counters().removed += 1;
+            }
+            Export::Node { address, node } => {
+                if self.nodes.learn(address, node) == Learned::Changed && self.fast {
+                    self.forget_node(address);
+                }
+            }
+        }
+    }
+
+    fn peer_counters(&mut self) -> &mut PeerCounters {
+        &mut self.peers.get_or_insert_with(Default::default).counters
+    }
+
+    /// What the peers' changes did here.
+    pub fn peer_counters_now(&self) -> PeerCounters {
+        self.peers.as_ref().map(|p| p.counters).unwrap_or_default()
+    }
+}
