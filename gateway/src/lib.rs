@@ -12,6 +12,7 @@
 //! - [`wire`]: our own wire formats (VXLAN, the VRRPv3 advert).
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
 //! - [`status`]: the counters and state the gateway reports.
+//! - [`sync`]: flow state streamed to peer gateways, as a pure core.
 
 pub mod api;
 pub mod config;
@@ -20,4 +21,5 @@ pub mod election;
 pub mod io;
 pub mod nat;
 pub mod status;
+pub mod sync;
 pub mod wire;

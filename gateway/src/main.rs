@@ -196,6 +196,13 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let multicast = config.election.peers.is_empty();
     let vrrp = VrrpSocket::open(ifname, interface.index, multicast)
         .with_context(|| format!("cannot open the VRRP socket on {ifname} (needs CAP_NET_RAW)"))?;
+    let sync_socket = match &config.sync {
+        Some(sync) => Some(
+            io::sync::bind(sync.listen)
+                .with_context(|| format!("cannot listen on [sync].listen = {}", sync.listen))?,
+        ),
+        None => None,
+    };
     let guard = KernelGuard::install(ifname, &addresses).context(
         "cannot keep the kernel out of the floating IPs' traffic (needs nft and CAP_NET_ADMIN)",
     )?;
@@ -212,6 +219,9 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
     if fast.is_ok() {
         dp.enable_fast_path();
+    }
+    if sync_socket.is_some() {
+        dp.enable_sync();
     }
     let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,7 +255,21 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             })
             .context("cannot start the election thread")?
     };
-    let mut threads = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers + 1);
+    if let (Some(socket), Some(sync)) = (sync_socket, &config.sync) {
+        let params = egret_gateway::sync::Params::new(seed() | 1, sync.peers.clone());
+        let core = egret_gateway::sync::Sync::new(params, clock.now());
+        let (dp, stop) = (dp.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("sync".into())
+            .spawn(move || {
+                let result = io::sync::run(core, socket, dp, stop.clone(), clock);
+                stop.store(true, Ordering::Relaxed);
+                result
+            })
+            .context("cannot start the sync thread")?;
+        threads.push(thread);
+    }
     for (i, sockets) in sockets.into_iter().enumerate() {
         let (dp, stop, snapshot) = (dp.clone(), stop.clone(), snapshot.clone());
         let fast = fast.clone();
@@ -267,6 +291,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         floating_ips = ?addresses,
         priorities = ?floating_ips.iter().map(|f| f.priority).collect::<Vec<_>>(),
         adverts = if multicast { "multicast" } else { "unicast" },
+        sync = ?config.sync.as_ref().map(|s| &s.peers),
         api = %config.api.listen,
         workers,
         fast_path = fast.is_ok(),

@@ -45,6 +45,67 @@ pub struct Snapshot {
     /// The VRRP adverts this gateway refused, and how it advertises.
     #[serde(default)]
     pub election: ElectionStatus,
+    /// Flow state sync with the peer gateways (`[sync]`).
+    #[serde(default)]
+    pub sync: SyncStatus,
+}
+
+/// Flow state sync with the peer gateways.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// A `[sync]` table is configured.
+    pub enabled: bool,
+    pub peers: Vec<SyncPeerStatus>,
+    /// Datagrams, bytes and flow changes sent to and received from the peers (all of them).
+    pub sent: SyncTraffic,
+    pub received: SyncTraffic,
+    /// Nacks sent (gaps seen here) and received (gaps a peer saw), batches sent again.
+    pub nacks_sent: u64,
+    pub nacks_received: u64,
+    pub retransmits: u64,
+    /// Full tables sent to peers, and asked of them.
+    pub resyncs_sent: u64,
+    pub resyncs_requested: u64,
+    /// Peer flows installed or updated, removed, and refused (their NAT port is taken here
+    /// by another flow, or the table is full).
+    pub flows_installed: u64,
+    pub flows_removed: u64,
+    pub flows_refused: u64,
+    /// Datagrams refused, by reason (`bad_magic`, `version`, `length`, `unknown_peer`, …),
+    /// every reason present from the start.
+    pub drops: BTreeMap<String, u64>,
+    /// Local changes dropped because a queue was full (a full resync follows), and
+    /// datagrams the kernel refused to send.
+    pub queue_overflow: u64,
+    pub send_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTraffic {
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub changes: u64,
+}
+
+/// The sync with one peer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncPeerStatus {
+    /// Its `[sync].peers` entry.
+    pub address: String,
+    /// Heard from within three heartbeats (3 s).
+    pub alive: bool,
+    /// Age of the oldest change not yet sent to it, in seconds (0 when none waits).
+    pub lag_seconds: f64,
+    /// Changes and datagrams waiting to be sent to it (a resync in progress included).
+    pub queue_depth: u64,
+    /// The last sequence number sent to it, and the last of its stream applied here.
+    pub last_sent_seq: u64,
+    pub last_applied_seq: u64,
+    /// Full tables sent to it, and received from it.
+    pub resyncs_sent: u64,
+    pub resyncs_received: u64,
+    /// Times it restarted (a new epoch in its stream).
+    pub restarts: u64,
 }
 
 /// The election as a whole (each floating IP's own state is in [`FloatingIpStatus`]).

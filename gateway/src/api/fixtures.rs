@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::status::{
     ControlCounters, ElectionStatus, FastPathStatus, FloatingIpStatus, FlowStatus, NextHopStatus,
-    NodeStatus, Snapshot, Traffic,
+    NodeStatus, Snapshot, SyncPeerStatus, SyncStatus, SyncTraffic, Traffic,
 };
 
 /// Gateway gw1 owning 192.168.1.100 and backing up 192.168.1.101, with traffic, one
@@ -110,6 +110,43 @@ pub(crate) fn snapshot() -> Snapshot {
                 .collect(),
             adverts_unknown_vrid: 5,
             send_errors: 1,
+        },
+        sync: SyncStatus {
+            enabled: true,
+            peers: vec![SyncPeerStatus {
+                address: "192.168.1.12:4801".to_owned(),
+                alive: true,
+                lag_seconds: 0.004,
+                queue_depth: 12,
+                last_sent_seq: 41,
+                last_applied_seq: 39,
+                resyncs_sent: 1,
+                resyncs_received: 1,
+                restarts: 0,
+            }],
+            sent: SyncTraffic {
+                datagrams: 40,
+                bytes: 3000,
+                changes: 300,
+            },
+            received: SyncTraffic {
+                datagrams: 38,
+                bytes: 2600,
+                changes: 250,
+            },
+            nacks_sent: 1,
+            nacks_received: 2,
+            retransmits: 3,
+            resyncs_sent: 1,
+            resyncs_requested: 1,
+            flows_installed: 250,
+            flows_removed: 10,
+            flows_refused: 4,
+            drops: [("bad_magic".to_owned(), 6), ("unknown_peer".to_owned(), 0)]
+                .into_iter()
+                .collect(),
+            queue_overflow: 0,
+            send_errors: 0,
         },
     }
 }

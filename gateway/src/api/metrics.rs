@@ -156,6 +156,91 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     );
     out.sample(&[], s.election.send_errors);
 
+    let sync = &s.sync;
+    for (name, help, (sent, received)) in [
+        (
+            "egret_gateway_sync_datagrams_total",
+            "Flow sync datagrams, sent to and received from the peer gateways.",
+            (sync.sent.datagrams, sync.received.datagrams),
+        ),
+        (
+            "egret_gateway_sync_bytes_total",
+            "Flow sync UDP payload bytes, sent and received.",
+            (sync.sent.bytes, sync.received.bytes),
+        ),
+        (
+            "egret_gateway_sync_changes_total",
+            "Flow changes streamed to the peers (sent) and applied from them (received).",
+            (sync.sent.changes, sync.received.changes),
+        ),
+        (
+            "egret_gateway_sync_nacks_total",
+            "Flow sync Nacks: sent for gaps seen here, received for gaps a peer saw.",
+            (sync.nacks_sent, sync.nacks_received),
+        ),
+        (
+            "egret_gateway_sync_resyncs_total",
+            "Full flow tables: sent to a peer, and asked of the peers (received).",
+            (sync.resyncs_sent, sync.resyncs_requested),
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(&[("direction", "sent")], sent);
+        out.sample(&[("direction", "received")], received);
+    }
+    out.family(
+        "egret_gateway_sync_retransmits_total",
+        "counter",
+        "Flow sync batches sent again after a peer's Nack.",
+    );
+    out.sample(&[], sync.retransmits);
+    out.family(
+        "egret_gateway_sync_flows_total",
+        "counter",
+        "Peer flows installed (or updated), removed, and refused (NAT port taken here, table full).",
+    );
+    for (outcome, n) in [
+        ("installed", sync.flows_installed),
+        ("removed", sync.flows_removed),
+        ("refused", sync.flows_refused),
+    ] {
+        out.sample(&[("outcome", outcome)], n);
+    }
+    out.family(
+        "egret_gateway_sync_drops_total",
+        "counter",
+        "Flow sync datagrams refused, by reason; queue_overflow counts local changes dropped (a full resync follows), send_error datagrams the kernel refused.",
+    );
+    for (reason, count) in &sync.drops {
+        out.sample(&[("reason", reason)], *count);
+    }
+    out.sample(&[("reason", "queue_overflow")], sync.queue_overflow);
+    out.sample(&[("reason", "send_error")], sync.send_errors);
+    out.family(
+        "egret_gateway_sync_lag_seconds",
+        "gauge",
+        "Age of the oldest flow change not yet sent to a peer (0 when none waits).",
+    );
+    for peer in &sync.peers {
+        out.sample_f64(&[("peer", &peer.address)], peer.lag_seconds);
+    }
+    out.family(
+        "egret_gateway_sync_queue_depth",
+        "gauge",
+        "Flow changes and datagrams waiting to be sent to a peer.",
+    );
+    for peer in &sync.peers {
+        out.sample(&[("peer", &peer.address)], peer.queue_depth);
+    }
+    out.family(
+        "egret_gateway_sync_peer_up",
+        "gauge",
+        "1 when the peer was heard from within three heartbeats (3 s), else 0.",
+    );
+    for peer in &sync.peers {
+        out.sample(&[("peer", &peer.address)], u64::from(peer.alive));
+    }
+
     let control = &s.control;
     for (name, help, value) in [
         (
@@ -501,6 +586,17 @@ mod tests {
             "egret_gateway_vrrp_last_transition_timestamp_seconds",
             "egret_gateway_vrrp_adverts_drop_total",
             "egret_gateway_vrrp_advert_send_errors_total",
+            "egret_gateway_sync_datagrams_total",
+            "egret_gateway_sync_bytes_total",
+            "egret_gateway_sync_changes_total",
+            "egret_gateway_sync_nacks_total",
+            "egret_gateway_sync_resyncs_total",
+            "egret_gateway_sync_retransmits_total",
+            "egret_gateway_sync_flows_total",
+            "egret_gateway_sync_drops_total",
+            "egret_gateway_sync_lag_seconds",
+            "egret_gateway_sync_queue_depth",
+            "egret_gateway_sync_peer_up",
             "egret_gateway_arp_requests_answered_total",
             "egret_gateway_arp_requests_sent_total",
             "egret_gateway_gratuitous_arps_sent_total",
@@ -607,6 +703,33 @@ mod tests {
         assert_eq!(refused("checksum"), 0.0);
         assert_eq!(refused("unknown_vrid"), 5.0);
         assert_eq!(v("egret_gateway_vrrp_advert_send_errors_total", &[]), 1.0);
+        let sent = [("direction", "sent")];
+        let received = [("direction", "received")];
+        assert_eq!(v("egret_gateway_sync_datagrams_total", &sent), 40.0);
+        assert_eq!(v("egret_gateway_sync_bytes_total", &received), 2600.0);
+        assert_eq!(v("egret_gateway_sync_changes_total", &sent), 300.0);
+        assert_eq!(v("egret_gateway_sync_nacks_total", &received), 2.0);
+        assert_eq!(v("egret_gateway_sync_resyncs_total", &sent), 1.0);
+        assert_eq!(v("egret_gateway_sync_retransmits_total", &[]), 3.0);
+        assert_eq!(
+            v("egret_gateway_sync_flows_total", &[("outcome", "refused")]),
+            4.0
+        );
+        assert_eq!(
+            v("egret_gateway_sync_drops_total", &[("reason", "bad_magic")]),
+            6.0
+        );
+        assert_eq!(
+            v(
+                "egret_gateway_sync_drops_total",
+                &[("reason", "queue_overflow")]
+            ),
+            0.0
+        );
+        let peer = [("peer", "192.168.1.12:4801")];
+        assert_eq!(v("egret_gateway_sync_lag_seconds", &peer), 0.004);
+        assert_eq!(v("egret_gateway_sync_queue_depth", &peer), 12.0);
+        assert_eq!(v("egret_gateway_sync_peer_up", &peer), 1.0);
         assert_eq!(v("egret_gateway_arp_requests_answered_total", &[]), 1.0);
         assert_eq!(v("egret_gateway_arp_requests_sent_total", &[]), 2.0);
         assert_eq!(v("egret_gateway_gratuitous_arps_sent_total", &[]), 3.0);

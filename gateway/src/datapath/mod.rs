@@ -180,6 +180,8 @@ pub struct Datapath {
     election: status::ElectionStatus,
     /// Changes for the peer gateways, once sync is enabled.
     peers: Option<peers::Peers>,
+    /// The sync's own figures, as last noted.
+    sync_status: status::SyncStatus,
 }
 
 /// Which way an ICMP error leaves.
@@ -354,6 +356,7 @@ impl Datapath {
                 ..Default::default()
             },
             peers: None,
+            sync_status: Default::default(),
         })
     }
 
@@ -1311,6 +1314,7 @@ impl Datapath {
                 ..Default::default()
             },
             election: self.election.clone(),
+            sync: self.sync_status.clone(),
         }
     }
 }

@@ -19,6 +19,7 @@ use smoltcp::time::{Duration, Instant};
 use super::neighbors::{Learned, Node};
 use super::{Datapath, fast};
 use crate::nat::{Flow, FlowId, NatError};
+use crate::status;
 
 /// Changes recorded at most between two collections by the sync shell; beyond, changes are
 /// lost and a full resync is due.
@@ -197,6 +198,59 @@ impl Datapath {
 
     fn peer_counters(&mut self) -> &mut PeerCounters {
         &mut self.peers.get_or_insert_with(Default::default).counters
+    }
+
+    /// Records how the sync stands, for the status.
+    pub fn note_sync(&mut self, sync: &crate::sync::Sync, send_errors: u64) {
+        let c = sync.counters();
+        let p = self.peer_counters_now();
+        let mut drops: std::collections::BTreeMap<String, u64> = c
+            .rejected()
+            .map(|(e, n)| (e.metric_label().to_string(), n))
+            .collect();
+        drops.insert("unknown_peer".into(), c.unknown_peer);
+        drops.insert("stale_epoch".into(), c.stale_epoch);
+        drops.insert("duplicate".into(), c.duplicates);
+        drops.insert("beyond_window".into(), c.beyond_window);
+        self.sync_status = status::SyncStatus {
+            enabled: true,
+            peers: sync
+                .peers()
+                .map(|peer| status::SyncPeerStatus {
+                    address: peer.address.to_string(),
+                    alive: peer.alive,
+                    lag_seconds: peer.lag.total_micros() as f64 / 1e6,
+                    queue_depth: (peer.queued_changes + peer.resync_pending + peer.queued_datagrams)
+                        as u64,
+                    last_sent_seq: peer.last_sent_seq,
+                    last_applied_seq: peer.last_applied_seq,
+                    resyncs_sent: peer.resyncs_sent,
+                    resyncs_received: peer.resyncs_received,
+                    restarts: peer.restarts,
+                })
+                .collect(),
+            sent: status::SyncTraffic {
+                datagrams: c.datagrams_sent,
+                bytes: c.bytes_sent,
+                changes: c.changes_sent,
+            },
+            received: status::SyncTraffic {
+                datagrams: c.datagrams_received,
+                bytes: c.bytes_received,
+                changes: c.changes_received,
+            },
+            nacks_sent: c.nacks_sent,
+            nacks_received: c.nacks_received,
+            retransmits: c.retransmits,
+            resyncs_sent: c.resyncs_sent,
+            resyncs_requested: c.resyncs_requested,
+            flows_installed: p.installed,
+            flows_removed: p.removed,
+            flows_refused: p.refused,
+            drops,
+            queue_overflow: c.queue_overflow + p.lost,
+            send_errors,
+        };
     }
 
     /// What the peers' changes did here.

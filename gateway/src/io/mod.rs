@@ -6,6 +6,7 @@ pub mod fastpath;
 pub mod guard;
 pub mod host;
 pub mod packet;
+pub mod sync;
 pub mod vnet;
 pub mod vrrp;
 

@@ -1,0 +1,903 @@
+//! The flow sync datagram: one UDP payload, big-endian, at most [`MAX_DATAGRAM`] bytes.
+//!
+//! Every datagram starts with the same header:
+//!
+//! ```text
+//!  0                   1                   2                   3
+//! |                         magic "EGSY"                          |
+//! |  version = 1  |     kind      |          reserved (0)         |
+//! |                      epoch (64 bits): the sender's boot id    |
+//! |                                                               |
+//! ```
+//!
+//! and goes on by kind:
+//!
+//! ```text
+//! Batch (1), 24 + 32 × count bytes
+//! 16 |                        seq (low 32 bits)                      |
+//! 20 |     flags     |     count     |          reserved (0)         |
+//! 24 |                 count change records of 32 bytes              |
+//!
+//! Change record
+//!  0 |      op       |     proto     |     state     |  reserved (0) |
+//!  4 |                           node                                |
+//!  8 |                          egress                               |
+//! 12 |                            pod                                |
+//! 16 |                          remote                               |
+//! 20 |           pod_port            |          remote_port          |
+//! 24 |           nat_port            |          reserved (0)         |
+//! 28 |                    remaining (seconds)                        |
+//!
+//! Node record (op 3): how to reach a node
+//!  0 |    op = 3     |  proto = 17   |       0       |       0       |
+//!  4 |                        node address                          |
+//!  8 |                  MAC (6 bytes): outer source                 |
+//! 12 |                               |  tunnel device MAC (6 bytes) |
+//! 16 |                                                               |
+//! 20 |                            0 …                                |
+//!
+//! Nack (2), 32 bytes
+//! 16 |      stream_epoch (64 bits): the stream the missing seqs are in |
+//! 20 |                                                               |
+//! 24 |                       from (inclusive)                        |
+//! 28 |                        to (inclusive)                         |
+//!
+//! Heartbeat (3), 20 bytes
+//! 16 |             last_seq: the last seq sent, 0 when none          |
+//!
+//! ResyncRequest (4), 24 bytes
+//! 16 |   stream_epoch (64 bits): the stream wanted in full, 0 = any   |
+//! 20 |                                                               |
+//! ```
+//!
+//! A change record carries 29 bytes of information; the three reserved bytes keep every
+//! field on its natural alignment. A batch holds at most [`MAX_CHANGES`] (43) records,
+//! which fill a datagram of exactly 1400 bytes.
+//!
+//! Batch flags: bit 0 marks a batch of a full resync; bit 1 its first batch and bit 2 its
+//! last (both set for a resync that fits in one batch, possibly empty). Bits 1 and 2 let a
+//! receiver find where a resync starts, so it can skip what the resync supersedes, and
+//! where it ends, so the shell can drop the flows the resync did not mention.
+//!
+//! Sequence numbers are the low 32 bits of a 64-bit counter that starts at 1 for each
+//! epoch; [`expand`] recovers the full value from the one a receiver expects, as QUIC does
+//! with packet numbers, so a stream never wraps.
+//!
+//! Reserved bytes are sent as zero and ignored on receipt. Parsing never panics: every
+//! length is checked before a field is read, and each refusal has its [`SyncWireError`].
+
+use core::net::Ipv4Addr;
+
+use smoltcp::time::Duration;
+
+use super::{Change, Op};
+use crate::nat::{Flow, FlowState, Proto};
+
+/// "EGSY": egret sync.
+pub const MAGIC: [u8; 4] = *b"EGSY";
+/// The protocol version this code speaks.
+pub const VERSION: u8 = 1;
+/// The largest datagram ever sent: fits a 1500-byte MTU with room for tunnels.
+pub const MAX_DATAGRAM: usize = 1400;
+/// Length of the header every message starts with.
+pub const HEADER_LEN: usize = field::BODY;
+/// Length of a batch before its change records.
+pub const BATCH_HEADER_LEN: usize = field::CHANGES;
+/// Length of one change record.
+pub const CHANGE_LEN: usize = 32;
+/// Most change records in one batch.
+pub const MAX_CHANGES: usize = (MAX_DATAGRAM - BATCH_HEADER_LEN) / CHANGE_LEN;
+/// Length of a Nack.
+pub const NACK_LEN: usize = field::NACK_TO.end;
+/// Length of a Heartbeat.
+pub const HEARTBEAT_LEN: usize = field::LAST_SEQ.end;
+/// Length of a ResyncRequest.
+pub const RESYNC_REQUEST_LEN: usize = field::STREAM_EPOCH.end;
+
+mod field {
+    use core::ops::Range;
+    pub const MAGIC: Range<usize> = 0..4;
+    pub const VERSION: usize = 4;
+    pub const KIND: usize = 5;
+    pub const EPOCH: Range<usize> = 8..16;
+    pub const BODY: usize = 16;
+
+    // Batch.
+    pub const SEQ: Range<usize> = 16..20;
+    pub const FLAGS: usize = 20;
+    pub const COUNT: usize = 21;
+    pub const CHANGES: usize = 24;
+
+    // Nack and ResyncRequest.
+    pub const STREAM_EPOCH: Range<usize> = 16..24;
+    pub const NACK_FROM: Range<usize> = 24..28;
+    pub const NACK_TO: Range<usize> = 28..32;
+
+    // Heartbeat.
+    pub const LAST_SEQ: Range<usize> = 16..20;
+
+    /// Offsets within one change record.
+    pub mod change {
+        use core::ops::Range;
+        pub const OP: usize = 0;
+        pub const PROTO: usize = 1;
+        pub const STATE: usize = 2;
+        pub const NODE: Range<usize> = 4..8;
+        pub const EGRESS: Range<usize> = 8..12;
+        pub const POD: Range<usize> = 12..16;
+        pub const REMOTE: Range<usize> = 16..20;
+        pub const POD_PORT: Range<usize> = 20..22;
+        pub const REMOTE_PORT: Range<usize> = 22..24;
+        pub const NAT_PORT: Range<usize> = 24..26;
+        pub const REMAINING: Range<usize> = 28..32;
+        // A node record (op 3): NODE, then its MACs where the flow's addresses go.
+        pub const MAC: Range<usize> = 8..14;
+        pub const TUNNEL_MAC: Range<usize> = 14..20;
+    }
+}
+
+const KIND_BATCH: u8 = 1;
+const KIND_NACK: u8 = 2;
+const KIND_HEARTBEAT: u8 = 3;
+const KIND_RESYNC_REQUEST: u8 = 4;
+
+const OP_UPSERT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_NODE: u8 = 3;
+
+const FLAG_RESYNC: u8 = 1 << 0;
+const FLAG_RESYNC_BEGIN: u8 = 1 << 1;
+const FLAG_RESYNC_END: u8 = 1 << 2;
+
+/// Why a received datagram was refused; each is counted under its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum SyncWireError {
+    #[error("not a sync datagram: the magic is not \"EGSY\"")]
+    BadMagic,
+    #[error("sync protocol version is not 1")]
+    Version,
+    #[error("unknown sync message kind")]
+    Kind,
+    #[error("length does not match the message kind or its change count")]
+    Length,
+    #[error("a field holds a value outside its range (op, protocol, state, flags, nack range)")]
+    Field,
+}
+
+impl SyncWireError {
+    /// Every reason, in a fixed order (metrics list them all from the start).
+    pub const ALL: [SyncWireError; 5] = [
+        SyncWireError::BadMagic,
+        SyncWireError::Version,
+        SyncWireError::Kind,
+        SyncWireError::Length,
+        SyncWireError::Field,
+    ];
+
+    /// The `reason` label of the rejected-datagrams counter.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            SyncWireError::BadMagic => "bad_magic",
+            SyncWireError::Version => "version",
+            SyncWireError::Kind => "kind",
+            SyncWireError::Length => "length",
+            SyncWireError::Field => "field",
+        }
+    }
+
+    /// The position of this reason in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A read/write view of a sync datagram's header and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer after checking that it holds a whole header.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, SyncWireError> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Checks that the buffer holds a whole header: the getters cannot panic afterwards.
+    pub fn check_len(&self) -> Result<(), SyncWireError> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(SyncWireError::Length)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn magic(&self) -> [u8; 4] {
+        let b = &self.buffer.as_ref()[field::MAGIC];
+        [b[0], b[1], b[2], b[3]]
+    }
+
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VERSION]
+    }
+
+    pub fn kind(&self) -> u8 {
+        self.buffer.as_ref()[field::KIND]
+    }
+
+    /// The sender's boot id.
+    pub fn epoch(&self) -> u64 {
+        be_u64(&self.buffer.as_ref()[field::EPOCH])
+    }
+
+    /// Everything after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::BODY..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Writes the header: magic, version, `kind`, reserved zero, `epoch`.
+    pub fn set_header(&mut self, kind: u8, epoch: u64) {
+        let b = self.buffer.as_mut();
+        b[field::MAGIC].copy_from_slice(&MAGIC);
+        b[field::VERSION] = VERSION;
+        b[field::KIND] = kind;
+        b[field::KIND + 1..field::EPOCH.start].fill(0);
+        b[field::EPOCH].copy_from_slice(&epoch.to_be_bytes());
+    }
+}
+
+/// Which part of a stream a batch is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchFlags {
+    /// Part of a full resync (bit 0).
+    pub resync: bool,
+    /// The first batch of a full resync (bit 1).
+    pub resync_begin: bool,
+    /// The last batch of a full resync (bit 2).
+    pub resync_end: bool,
+}
+
+impl BatchFlags {
+    /// A batch of live changes.
+    pub const LIVE: BatchFlags = BatchFlags {
+        resync: false,
+        resync_begin: false,
+        resync_end: false,
+    };
+
+    fn to_u8(self) -> u8 {
+        (if self.resync { FLAG_RESYNC } else { 0 })
+            | (if self.resync_begin {
+                FLAG_RESYNC_BEGIN
+            } else {
+                0
+            })
+            | (if self.resync_end { FLAG_RESYNC_END } else { 0 })
+    }
+
+    fn from_u8(v: u8) -> Result<BatchFlags, SyncWireError> {
+        let known = FLAG_RESYNC | FLAG_RESYNC_BEGIN | FLAG_RESYNC_END;
+        let resync = v & FLAG_RESYNC != 0;
+        // A begin or an end outside a resync means nothing: refuse rather than guess.
+        if v & !known != 0 || (!resync && v != 0) {
+            return Err(SyncWireError::Field);
+        }
+        Ok(BatchFlags {
+            resync,
+            resync_begin: v & FLAG_RESYNC_BEGIN != 0,
+            resync_end: v & FLAG_RESYNC_END != 0,
+        })
+    }
+}
+
+/// A batch of changes, its records checked and kept as they are on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch<'a> {
+    /// Low 32 bits of the batch's sequence number.
+    pub seq: u32,
+    pub flags: BatchFlags,
+    records: &'a [u8],
+}
+
+impl<'a> Batch<'a> {
+    /// A batch over `records`, a whole number of valid change records (at most
+    /// [`MAX_CHANGES`]).
+    pub fn new(seq: u32, flags: BatchFlags, records: &'a [u8]) -> Result<Batch<'a>, SyncWireError> {
+        if !records.len().is_multiple_of(CHANGE_LEN) || records.len() / CHANGE_LEN > MAX_CHANGES {
+            return Err(SyncWireError::Length);
+        }
+        for r in records.chunks_exact(CHANGE_LEN) {
+            check_change(r)?;
+        }
+        Ok(Batch {
+            seq,
+            flags,
+            records,
+        })
+    }
+
+    /// How many changes the batch carries.
+    pub fn len(&self) -> usize {
+        self.records.len() / CHANGE_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The changes, in the order they were made.
+    pub fn changes(&self) -> impl Iterator<Item = Change> + 'a {
+        // Checked by `new`: no record fails here.
+        self.records
+            .chunks_exact(CHANGE_LEN)
+            .filter_map(|r| parse_change(r).ok())
+    }
+}
+
+/// One sync message, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Changes of the sender's stream.
+    Batch(Batch<'a>),
+    /// The receiver misses seqs `from..=to` of the stream `stream_epoch` (the receiver of
+    /// the Nack's own).
+    Nack {
+        stream_epoch: u64,
+        from: u32,
+        to: u32,
+    },
+    /// The sender is alive and has sent up to `last_seq` on its stream (0: nothing yet).
+    Heartbeat { last_seq: u32 },
+    /// The sender wants the whole table; `stream_epoch` is the receiver's stream it last
+    /// followed (0 when none).
+    ResyncRequest { stream_epoch: u64 },
+}
+
+impl<'a> Message<'a> {
+    /// Reads and checks a datagram: the sender's epoch and the message.
+    pub fn parse(bytes: &'a [u8]) -> Result<(u64, Message<'a>), SyncWireError> {
+        let packet = Packet::new_checked(bytes)?;
+        if packet.magic() != MAGIC {
+            return Err(SyncWireError::BadMagic);
+        }
+        if packet.version() != VERSION {
+            return Err(SyncWireError::Version);
+        }
+        let epoch = packet.epoch();
+        let message = match packet.kind() {
+            KIND_BATCH => {
+                if bytes.len() < BATCH_HEADER_LEN {
+                    return Err(SyncWireError::Length);
+                }
+                let count = usize::from(bytes[field::COUNT]);
+                if count > MAX_CHANGES || bytes.len() != BATCH_HEADER_LEN + count * CHANGE_LEN {
+                    return Err(SyncWireError::Length);
+                }
+                let flags = BatchFlags::from_u8(bytes[field::FLAGS])?;
+                Message::Batch(Batch::new(
+                    be_u32(&bytes[field::SEQ]),
+                    flags,
+                    &bytes[field::CHANGES..],
+                )?)
+            }
+            KIND_NACK => {
+                if bytes.len() != NACK_LEN {
+                    return Err(SyncWireError::Length);
+                }
+                let (from, to) = (
+                    be_u32(&bytes[field::NACK_FROM]),
+                    be_u32(&bytes[field::NACK_TO]),
+                );
+                // Seqs wrap, so `to` may be below `from`; a range over half the space is
+                // never sent and could not be read back unambiguously.
+                if to.wrapping_sub(from) >= 1 << 31 {
+                    return Err(SyncWireError::Field);
+                }
+                Message::Nack {
+                    stream_epoch: be_u64(&bytes[field::STREAM_EPOCH]),
+                    from,
+                    to,
+                }
+            }
+            KIND_HEARTBEAT => {
+                if bytes.len() != HEARTBEAT_LEN {
+                    return Err(SyncWireError::Length);
+                }
+                Message::Heartbeat {
+                    last_seq: be_u32(&bytes[field::LAST_SEQ]),
+                }
+            }
+            KIND_RESYNC_REQUEST => {
+                if bytes.len() != RESYNC_REQUEST_LEN {
+                    return Err(SyncWireError::Length);
+                }
+                Message::ResyncRequest {
+                    stream_epoch: be_u64(&bytes[field::STREAM_EPOCH]),
+                }
+            }
+            _ => return Err(SyncWireError::Kind),
+        };
+        Ok((epoch, message))
+    }
+
+    /// Length of the emitted datagram.
+    pub fn buffer_len(&self) -> usize {
+        match self {
+            Message::Batch(b) => BATCH_HEADER_LEN + b.records.len(),
+            Message::Nack { .. } => NACK_LEN,
+            Message::Heartbeat { .. } => HEARTBEAT_LEN,
+            Message::ResyncRequest { .. } => RESYNC_REQUEST_LEN,
+        }
+    }
+
+    /// Writes the datagram of sender `epoch` into `buf` (at least
+    /// [`buffer_len`](Self::buffer_len) bytes).
+    pub fn emit(&self, epoch: u64, buf: &mut [u8]) {
+        let buf = &mut buf[..self.buffer_len()];
+        match *self {
+            Message::Batch(b) => {
+                emit_batch_header(buf, epoch, b.seq, b.flags, b.len());
+                buf[field::CHANGES..].copy_from_slice(b.records);
+            }
+            Message::Nack {
+                stream_epoch,
+                from,
+                to,
+            } => {
+                Packet::new_unchecked(&mut *buf).set_header(KIND_NACK, epoch);
+                buf[field::STREAM_EPOCH].copy_from_slice(&stream_epoch.to_be_bytes());
+                buf[field::NACK_FROM].copy_from_slice(&from.to_be_bytes());
+                buf[field::NACK_TO].copy_from_slice(&to.to_be_bytes());
+            }
+            Message::Heartbeat { last_seq } => {
+                Packet::new_unchecked(&mut *buf).set_header(KIND_HEARTBEAT, epoch);
+                buf[field::LAST_SEQ].copy_from_slice(&last_seq.to_be_bytes());
+            }
+            Message::ResyncRequest { stream_epoch } => {
+                Packet::new_unchecked(&mut *buf).set_header(KIND_RESYNC_REQUEST, epoch);
+                buf[field::STREAM_EPOCH].copy_from_slice(&stream_epoch.to_be_bytes());
+            }
+        }
+    }
+
+    /// The datagram as a new vector.
+    pub fn to_vec(&self, epoch: u64) -> Vec<u8> {
+        let mut v = vec![0; self.buffer_len()];
+        self.emit(epoch, &mut v);
+        v
+    }
+}
+
+/// Writes the header of a batch of `count` records into the front of `buf` (at least
+/// [`BATCH_HEADER_LEN`] bytes); the records follow at [`BATCH_HEADER_LEN`].
+pub fn emit_batch_header(buf: &mut [u8], epoch: u64, seq: u32, flags: BatchFlags, count: usize) {
+    Packet::new_unchecked(&mut *buf).set_header(KIND_BATCH, epoch);
+    buf[field::SEQ].copy_from_slice(&seq.to_be_bytes());
+    buf[field::FLAGS] = flags.to_u8();
+    buf[field::COUNT] = count.min(MAX_CHANGES) as u8;
+    buf[field::COUNT + 1..field::CHANGES].fill(0);
+}
+
+/// One change as its 32-byte record. The remaining time is rounded up to whole seconds (a
+/// flow with half a second left must not arrive already expired) and saturates.
+pub fn emit_change(change: &Change) -> [u8; CHANGE_LEN] {
+    use field::change as f;
+    let flow = &change.flow;
+    let mut r = [0u8; CHANGE_LEN];
+    r[f::OP] = match change.op {
+        Op::Upsert => OP_UPSERT,
+        Op::Delete => OP_DELETE,
+        Op::Node { mac, tunnel_mac } => {
+            r[f::PROTO] = Proto::Udp.number();
+            r[f::NODE].copy_from_slice(&flow.node.octets());
+            r[f::MAC].copy_from_slice(&mac);
+            r[f::TUNNEL_MAC].copy_from_slice(&tunnel_mac);
+            r[f::OP] = OP_NODE;
+            return r;
+        }
+    };
+    r[f::PROTO] = flow.proto.number();
+    r[f::STATE] = flow.state as u8;
+    r[f::NODE].copy_from_slice(&flow.node.octets());
+    r[f::EGRESS].copy_from_slice(&flow.egress.octets());
+    r[f::POD].copy_from_slice(&flow.pod.octets());
+    r[f::REMOTE].copy_from_slice(&flow.remote.octets());
+    r[f::POD_PORT].copy_from_slice(&flow.pod_port.to_be_bytes());
+    r[f::REMOTE_PORT].copy_from_slice(&flow.remote_port.to_be_bytes());
+    r[f::NAT_PORT].copy_from_slice(&flow.nat_port.to_be_bytes());
+    r[f::REMAINING].copy_from_slice(&remaining_secs(change.remaining).to_be_bytes());
+    r
+}
+
+/// Checks the fields of a change record that can hold invalid values.
+fn check_change(r: &[u8]) -> Result<(), SyncWireError> {
+    use field::change as f;
+    let op = matches!(r[f::OP], OP_UPSERT | OP_DELETE | OP_NODE);
+    let proto = matches!(r[f::PROTO], 1 | 6 | 17);
+    if op && proto && FlowState::from_u8(r[f::STATE]).is_some() {
+        Ok(())
+    } else {
+        Err(SyncWireError::Field)
+    }
+}
+
+/// Reads one 32-byte change record.
+pub fn parse_change(r: &[u8]) -> Result<Change, SyncWireError> {
+    use field::change as f;
+    if r.len() != CHANGE_LEN {
+        return Err(SyncWireError::Length);
+    }
+    let op = match r[f::OP] {
+        OP_UPSERT => Op::Upsert,
+        OP_DELETE => Op::Delete,
+        OP_NODE => {
+            let mut mac = [0; 6];
+            let mut tunnel_mac = [0; 6];
+            mac.copy_from_slice(&r[f::MAC]);
+            tunnel_mac.copy_from_slice(&r[f::TUNNEL_MAC]);
+            return Ok(Change::node(ipv4(&r[f::NODE]), mac, tunnel_mac));
+        }
+        _ => return Err(SyncWireError::Field),
+    };
+    let proto = match r[f::PROTO] {
+        1 => Proto::Icmp,
+        6 => Proto::Tcp,
+        17 => Proto::Udp,
+        _ => return Err(SyncWireError::Field),
+    };
+    let state = FlowState::from_u8(r[f::STATE]).ok_or(SyncWireError::Field)?;
+    Ok(Change {
+        op,
+        flow: Flow {
+            node: ipv4(&r[f::NODE]),
+            egress: ipv4(&r[f::EGRESS]),
+            pod: ipv4(&r[f::POD]),
+            remote: ipv4(&r[f::REMOTE]),
+            pod_port: be_u16(&r[f::POD_PORT]),
+            remote_port: be_u16(&r[f::REMOTE_PORT]),
+            nat_port: be_u16(&r[f::NAT_PORT]),
+            proto,
+            state,
+        },
+        remaining: Duration::from_secs(u64::from(be_u32(&r[f::REMAINING]))),
+    })
+}
+
+/// A remaining time as the whole seconds a record carries: rounded up, saturating.
+pub fn remaining_secs(d: Duration) -> u32 {
+    u32::try_from(d.total_micros().div_ceil(1_000_000)).unwrap_or(u32::MAX)
+}
+
+/// The 64-bit sequence number nearest to `near` whose low 32 bits are `low`.
+pub fn expand(low: u32, near: u64) -> u64 {
+    const SPAN: u64 = 1 << 32;
+    const HALF: u64 = SPAN / 2;
+    let candidate = (near & !(SPAN - 1)) | u64::from(low);
+    if candidate.saturating_add(HALF) <= near {
+        candidate.saturating_add(SPAN)
+    } else if candidate > near.saturating_add(HALF) && candidate >= SPAN {
+        candidate - SPAN
+    } else {
+        candidate
+    }
+}
+
+/// The low 32 bits of a sequence number: what goes on the wire.
+pub fn low32(seq: u64) -> u32 {
+    seq as u32
+}
+
+fn ipv4(b: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(b[0], b[1], b[2], b[3])
+}
+
+fn be_u16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EPOCH: u64 = 0x0123_4567_89ab_cdef;
+
+    fn tcp_flow() -> Flow {
+        Flow {
+            node: Ipv4Addr::new(10, 0, 1, 5),
+            egress: Ipv4Addr::new(192, 168, 1, 100),
+            pod: Ipv4Addr::new(10, 244, 1, 7),
+            remote: Ipv4Addr::new(93, 184, 216, 34),
+            pod_port: 40000,
+            remote_port: 443,
+            nat_port: 20001,
+            proto: Proto::Tcp,
+            state: FlowState::TcpEstablished,
+        }
+    }
+
+    fn upsert() -> Change {
+        Change {
+            op: Op::Upsert,
+            flow: tcp_flow(),
+            remaining: Duration::from_secs(7440),
+        }
+    }
+
+    /// A batch of seq 7 carrying the upsert of an established TCP flow with 7440 s left.
+    const BATCH: [u8; 56] = [
+        b'E', b'G', b'S', b'Y', 1, 1, 0, 0, // magic, version, kind Batch, reserved
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
+        0, 0, 0, 7, // seq
+        0, 1, 0, 0, // flags, count, reserved
+        1, 6, 3, 0, // upsert, TCP, established, reserved
+        10, 0, 1, 5, // node
+        192, 168, 1, 100, // egress
+        10, 244, 1, 7, // pod
+        93, 184, 216, 34, // remote
+        0x9c, 0x40, 0x01, 0xbb, // pod port 40000, remote port 443
+        0x4e, 0x21, 0, 0, // nat port 20001, reserved
+        0, 0, 0x1d, 0x10, // 7440 s
+    ];
+
+    const NACK: [u8; 32] = [
+        b'E', b'G', b'S', b'Y', 1, 2, 0, 0, // magic, version, kind Nack, reserved
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
+        0, 0, 0, 0, 0, 0, 0, 0x2a, // stream epoch 42
+        0, 0, 0, 3, 0, 0, 0, 9, // from 3 to 9
+    ];
+
+    const HEARTBEAT: [u8; 20] = [
+        b'E', b'G', b'S', b'Y', 1, 3, 0, 0, // magic, version, kind Heartbeat, reserved
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
+        0, 1, 0, 0, // last seq 65536
+    ];
+
+    const RESYNC_REQUEST: [u8; 24] = [
+        b'E', b'G', b'S', b'Y', 1, 4, 0, 0, // magic, version, kind ResyncRequest, reserved
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
+        0, 0, 0, 0, 0, 0, 0, 0, // any stream
+    ];
+
+    #[test]
+    fn a_node_record_round_trips() {
+        let node = Change::node(
+            Ipv4Addr::new(192, 168, 1, 21),
+            [2, 0, 0, 0, 0, 0x21],
+            [2, 0, 0, 0, 1, 0x21],
+        );
+        let r = emit_change(&node);
+        assert_eq!(r[0], 3);
+        assert_eq!(&r[4..8], &[192, 168, 1, 21]);
+        assert_eq!(&r[8..20], &[2, 0, 0, 0, 0, 0x21, 2, 0, 0, 0, 1, 0x21]);
+        assert!(r[20..].iter().all(|b| *b == 0));
+        assert_eq!(parse_change(&r), Ok(node));
+    }
+
+    #[test]
+    fn sizes_fill_the_datagram() {
+        assert_eq!(HEADER_LEN, 16);
+        assert_eq!(BATCH_HEADER_LEN, 24);
+        assert_eq!(MAX_CHANGES, 43);
+        assert_eq!(BATCH_HEADER_LEN + MAX_CHANGES * CHANGE_LEN, MAX_DATAGRAM);
+    }
+
+    #[test]
+    fn batch_fixture_parses_and_emits_the_same_bytes() {
+        let (epoch, m) = Message::parse(&BATCH).expect("valid batch");
+        assert_eq!(epoch, EPOCH);
+        let Message::Batch(b) = m else {
+            panic!("not a batch: {m:?}")
+        };
+        assert_eq!((b.seq, b.flags, b.len()), (7, BatchFlags::LIVE, 1));
+        assert_eq!(b.changes().collect::<Vec<_>>(), vec![upsert()]);
+        assert_eq!(m.to_vec(EPOCH), BATCH);
+        // The record alone, from the change.
+        assert_eq!(emit_change(&upsert())[..], BATCH[24..]);
+    }
+
+    #[test]
+    fn control_fixtures_parse_and_emit_the_same_bytes() {
+        let cases: [(&[u8], Message); 3] = [
+            (
+                &NACK,
+                Message::Nack {
+                    stream_epoch: 42,
+                    from: 3,
+                    to: 9,
+                },
+            ),
+            (&HEARTBEAT, Message::Heartbeat { last_seq: 65536 }),
+            (&RESYNC_REQUEST, Message::ResyncRequest { stream_epoch: 0 }),
+        ];
+        for (bytes, message) in cases {
+            assert_eq!(Message::parse(bytes), Ok((EPOCH, message)));
+            assert_eq!(message.to_vec(EPOCH), bytes);
+            assert_eq!(message.buffer_len(), bytes.len());
+        }
+    }
+
+    #[test]
+    fn a_full_resync_batch_round_trips_with_every_protocol_and_state() {
+        let mut records = Vec::new();
+        let mut changes = Vec::new();
+        for (i, state) in FlowState::ALL.into_iter().enumerate() {
+            for proto in [Proto::Icmp, Proto::Tcp, Proto::Udp] {
+                let c = Change {
+                    op: if i % 2 == 0 { Op::Upsert } else { Op::Delete },
+                    flow: Flow {
+                        proto,
+                        state,
+                        nat_port: 1000 + i as u16,
+                        ..tcp_flow()
+                    },
+                    remaining: Duration::from_secs(u64::from(u32::MAX)),
+                };
+                records.extend_from_slice(&emit_change(&c));
+                changes.push(c);
+            }
+        }
+        let flags = BatchFlags {
+            resync: true,
+            resync_begin: true,
+            resync_end: false,
+        };
+        let batch = Batch::new(u32::MAX, flags, &records).expect("valid records");
+        let bytes = Message::Batch(batch).to_vec(1);
+        assert_eq!(bytes[20], 0b011);
+        let (epoch, m) = Message::parse(&bytes).expect("valid");
+        assert_eq!(epoch, 1);
+        let Message::Batch(b) = m else { panic!() };
+        assert_eq!(b.flags, flags);
+        assert_eq!(b.seq, u32::MAX);
+        assert_eq!(b.changes().collect::<Vec<_>>(), changes);
+    }
+
+    #[test]
+    fn remaining_time_rounds_up_and_saturates() {
+        assert_eq!(remaining_secs(Duration::ZERO), 0);
+        assert_eq!(remaining_secs(Duration::from_micros(1)), 1);
+        assert_eq!(remaining_secs(Duration::from_secs(300)), 300);
+        assert_eq!(remaining_secs(Duration::from_millis(300_001)), 301);
+        assert_eq!(remaining_secs(Duration::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn each_malformation_is_refused_with_its_reason() {
+        let refuse = |good: &[u8], f: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = good.to_vec();
+            f(&mut p);
+            Message::parse(&p).map(|_| ())
+        };
+        use SyncWireError::*;
+        assert_eq!(refuse(&BATCH, &|p| p[0] = b'X'), Err(BadMagic));
+        assert_eq!(refuse(&BATCH, &|p| p[4] = 2), Err(Version));
+        assert_eq!(refuse(&BATCH, &|p| p[5] = 0), Err(Kind));
+        assert_eq!(refuse(&BATCH, &|p| p[5] = 5), Err(Kind));
+        assert_eq!(refuse(&BATCH, &|p| p[21] = 2), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p[21] = 44), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p.push(0)), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p.truncate(23)), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p[20] = 0b1000), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[20] = 0b0010), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[24] = 4), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[25] = 2), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[26] = 8), Err(Field));
+        assert_eq!(refuse(&NACK, &|p| p[27] = 10), Err(Field));
+        assert_eq!(
+            refuse(&NACK, &|p| {
+                p.pop();
+            }),
+            Err(Length)
+        );
+        assert_eq!(refuse(&HEARTBEAT, &|p| p.push(0)), Err(Length));
+        assert_eq!(refuse(&RESYNC_REQUEST, &|p| p.truncate(20)), Err(Length));
+        assert_eq!(refuse(&[], &|_| ()), Err(Length));
+        // A node record parses whatever its flow fields held.
+        assert!(refuse(&BATCH, &|p| p[24] = 3).is_ok());
+        // Reserved bytes are ignored.
+        assert!(refuse(&BATCH, &|p| p[6] = 0xff).is_ok());
+        assert!(refuse(&BATCH, &|p| p[23] = 0xff).is_ok());
+        assert!(refuse(&BATCH, &|p| p[27] = 0xff).is_ok());
+        // A nack range may wrap.
+        let wrapped = Message::Nack {
+            stream_epoch: 1,
+            from: u32::MAX,
+            to: 2,
+        };
+        assert_eq!(Message::parse(&wrapped.to_vec(5)), Ok((5, wrapped)));
+    }
+
+    #[test]
+    fn every_reason_has_its_own_label() {
+        let labels: Vec<_> = SyncWireError::ALL
+            .iter()
+            .map(|e| e.metric_label())
+            .collect();
+        assert_eq!(labels, ["bad_magic", "version", "kind", "length", "field"]);
+        for (i, e) in SyncWireError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+        }
+    }
+
+    /// xorshift64*, seeded: reproducible bit flips.
+    fn next(s: &mut u64) -> u64 {
+        *s ^= *s >> 12;
+        *s ^= *s << 25;
+        *s ^= *s >> 27;
+        s.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn parsing_never_panics_on_any_prefix_or_bit_flips() {
+        let mut full = vec![0u8; MAX_DATAGRAM];
+        let records: Vec<u8> = (0..MAX_CHANGES)
+            .flat_map(|_| emit_change(&upsert()))
+            .collect();
+        Message::Batch(Batch::new(9, BatchFlags::LIVE, &records).expect("valid"))
+            .emit(EPOCH, &mut full);
+        let goods: [&[u8]; 5] = [&BATCH, &NACK, &HEARTBEAT, &RESYNC_REQUEST, &full];
+        for good in goods {
+            for n in 0..good.len() {
+                assert!(Message::parse(&good[..n]).is_err(), "prefix {n} accepted");
+            }
+            for i in 0..good.len() {
+                for bit in 0..8 {
+                    let mut p = good.to_vec();
+                    p[i] ^= 1 << bit;
+                    let _ = Message::parse(&p);
+                }
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let good = goods[(next(&mut seed) % goods.len() as u64) as usize];
+            let mut p = good.to_vec();
+            for _ in 0..1 + next(&mut seed) % 4 {
+                let bit = (next(&mut seed) % (8 * p.len() as u64)) as usize;
+                p[bit / 8] ^= 1 << (bit % 8);
+            }
+            let len = (next(&mut seed) % (p.len() as u64 + 8)) as usize;
+            p.resize(len, 0xa5);
+            if let Ok((_, Message::Batch(b))) = Message::parse(&p) {
+                assert_eq!(b.changes().count(), b.len());
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_expand_across_the_32_bit_wrap() {
+        assert_eq!(expand(5, 1), 5);
+        assert_eq!(expand(0, 1), 0);
+        let near = (1u64 << 32) - 3;
+        assert_eq!(expand(2, near), (1 << 32) + 2);
+        assert_eq!(expand(u32::MAX, (1 << 32) + 1), (1 << 32) - 1);
+        assert_eq!(expand(low32(near), near), near);
+        for seq in [1u64, 1000, (1 << 32) - 1, 1 << 32, (7 << 32) + 12345] {
+            for delta in [0u64, 1, 4096, 1 << 20] {
+                assert_eq!(expand(low32(seq + delta), seq), seq + delta);
+                if seq > delta {
+                    assert_eq!(expand(low32(seq - delta), seq), seq - delta);
+                }
+            }
+        }
+    }
+}
