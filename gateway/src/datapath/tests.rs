@@ -1322,3 +1322,136 @@ fn a_full_export_carries_the_nodes_and_the_owned_flows() {
     assert_eq!(b.peer_counters_now().refused, 1);
     assert_eq!(b.nat().table().len(), 1);
 }
+
+/// The sync's bandwidth for 1000 new flows a second, each through its whole life: TCP
+/// connections opened, closed and expired, or UDP queries answered and expired, through a
+/// real data path and sync sender on a virtual clock. Printed for the measurements
+/// (`cargo test -p egret-gateway --lib sync_bandwidth -- --nocapture`); the bound is the
+/// budget the design promises: under 2 Mbit/s of IPv4 per 1000 TCP flows/s.
+#[test]
+fn sync_bandwidth_per_thousand_new_flows_a_second() {
+    use crate::sync::{Change, Op, Params, Sync};
+    let peer = std::net::SocketAddr::from(([192, 168, 1, 12], 4801));
+    for tcp in [true, false] {
+        let mut s = setup();
+        s.nat.port_range = 20000..=60000;
+        s.nat.max_flows = 1 << 20;
+        let mut dp = Datapath::new(s, t(0)).unwrap();
+        dp.own(t(0), FIP);
+        let mut arp = with_headroom(&encap::arp_frame(
+            GW_MAC,
+            ArpOperation::Reply,
+            (ROUTER_MAC, ROUTER),
+            (GW_MAC, GW),
+        ));
+        dp.handle(t(0), &mut arp.frame());
+        dp.enable_sync();
+        let mut sync = Sync::new(Params::new(7, vec![peer]), t(0));
+        let (mut datagrams, mut payload) = (0u64, 0u64);
+        let mut exports = Vec::new();
+        let mut out = Vec::new();
+        let seconds = 10;
+        let pod = |i: u64| (POD, 10_000 + (i % 50_000) as u16);
+        let remote = |i: u64| (Ipv4Addr::from_bits(0xc633_0000 + i as u32), 443);
+        let mut send = |dp: &mut Datapath, now: Instant, i: u64, out_dir: bool, flags: u8| {
+            let (src, dst) = (pod(i), remote(i));
+            let frame = if out_dir {
+                let inner = ethernet(
+                    GW_MAC,
+                    NODE_VX_MAC,
+                    ETHERTYPE_IPV4,
+                    &tcp_segment(src, dst, flags),
+                );
+                vxlan_from(NODE, VNI, &inner)
+            } else {
+                let port = dp
+                    .nat()
+                    .table()
+                    .lookup_inside(&crate::nat::InsideKey {
+                        node: NODE,
+                        egress: FIP,
+                        pod: src.0,
+                        remote: dst.0,
+                        pod_port: src.1,
+                        remote_port: dst.1,
+                        proto: crate::nat::Proto::Tcp,
+                    })
+                    .map(|id| dp.nat().table().flow(id).nat_port)
+                    .unwrap();
+                ethernet(
+                    GW_MAC,
+                    ROUTER_MAC,
+                    ETHERTYPE_IPV4,
+                    &tcp_segment(dst, (FIP, port), flags),
+                )
+            };
+            dp.handle(now, &mut with_headroom(&frame).frame());
+        };
+        let end_ms = (seconds + 600) * 1000;
+        let mut i = 0u64;
+        for ms in 0..end_ms {
+            let now = t(ms);
+            if ms < seconds * 1000 {
+                // One new flow a millisecond, through its life within that millisecond.
+                if tcp {
+                    send(&mut dp, now, i, true, 0x02);
+                    send(&mut dp, now, i, false, 0x12);
+                    send(&mut dp, now, i, true, 0x10);
+                    send(&mut dp, now, i, true, 0x11);
+                    send(&mut dp, now, i, false, 0x11);
+                    send(&mut dp, now, i, true, 0x10);
+                } else {
+                    let q = udp_packet(pod(i), (REMOTE, 53), 64, b"query");
+                    let inner = ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &q);
+                    dp.handle(
+                        now,
+                        &mut with_headroom(&vxlan_from(NODE, VNI, &inner)).frame(),
+                    );
+                }
+                i += 1;
+            } else if ms % 100 != 0 {
+                continue;
+            }
+            if now >= dp.poll_at() {
+                dp.poll(now);
+                dp.clear_generated();
+            }
+            assert!(dp.take_exports(&mut exports));
+            for e in exports.drain(..) {
+                let change = match e {
+                    Export::Flow { flow, remaining } => Change {
+                        op: Op::Upsert,
+                        flow,
+                        remaining,
+                    },
+                    Export::Deleted(flow) => Change {
+                        op: Op::Delete,
+                        flow,
+                        remaining: Duration::ZERO,
+                    },
+                    Export::Node { address, node } => {
+                        Change::node(address, node.mac.0, node.tunnel_mac.0)
+                    }
+                };
+                sync.queue(now, change);
+            }
+            sync.poll(now, &mut out);
+            for (_, d) in out.drain(..) {
+                datagrams += 1;
+                payload += d.len() as u64;
+            }
+        }
+        assert_eq!(dp.nat().table().len(), 0, "every flow lived its whole life");
+        // IPv4 and UDP headers on top of each payload.
+        let ip_bytes = payload + 28 * datagrams;
+        let mbit = ip_bytes as f64 * 8.0 / seconds as f64 / 1e6;
+        let changes = sync.counters().changes_sent;
+        println!(
+            "{}: {changes} changes for {} flows, {datagrams} datagrams, {payload} B payload: \
+             {mbit:.3} Mbit/s of IPv4 per 1000 new flows/s",
+            if tcp { "TCP" } else { "UDP" },
+            seconds * 1000
+        );
+        assert!(mbit < 2.0, "{mbit} Mbit/s");
+    }
+}
