@@ -1353,7 +1353,7 @@ fn sync_bandwidth_per_thousand_new_flows_a_second() {
         let seconds = 10;
         let pod = |i: u64| (POD, 10_000 + (i % 50_000) as u16);
         let remote = |i: u64| (Ipv4Addr::from_bits(0xc633_0000 + i as u32), 443);
-        let mut send = |dp: &mut Datapath, now: Instant, i: u64, out_dir: bool, flags: u8| {
+        let send = |dp: &mut Datapath, now: Instant, i: u64, out_dir: bool, flags: u8| {
             let (src, dst) = (pod(i), remote(i));
             let frame = if out_dir {
                 let inner = ethernet(
