@@ -243,11 +243,21 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             primary,
             peers: config.election.peers.clone(),
         };
+        let tx = packet::Tx::open(interface.index)
+            .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
         let (dp, leave, stop) = (dp.clone(), leave.clone(), stop.clone());
         std::thread::Builder::new()
             .name("election".into())
             .spawn(move || {
-                let result = vrrp::run(Election::new(params), vrrp, advertising, dp, leave, clock);
+                let result = vrrp::run(
+                    Election::new(params),
+                    vrrp,
+                    advertising,
+                    dp,
+                    leave,
+                    clock,
+                    tx,
+                );
                 if result.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }

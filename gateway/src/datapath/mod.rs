@@ -1147,31 +1147,7 @@ impl Datapath {
             );
             self.counters.arp_requests_sent += 1;
         }
-        let announce = self.setup.announce;
-        for i in 0..self.owned.len() {
-            let o = &mut self.owned[i];
-            if let Some(at) = o.refresh_at.filter(|at| now >= *at) {
-                o.garps_left = announce.count;
-                o.garp_at = at;
-                o.refresh_at = announce.refresh.map(|r| at + r);
-            }
-            if o.garps_left == 0 || now < o.garp_at {
-                continue;
-            }
-            o.garps_left -= 1;
-            o.garp_at = now + announce.interval;
-            let address = o.ip.address;
-            let mac = self.setup.mac;
-            // A gratuitous ARP request (RFC 5227 announcement): sender and target are the
-            // floating IP, so every host and switch on the LAN updates its tables.
-            self.generate_arp(
-                EthernetAddress::BROADCAST,
-                ArpOperation::Request,
-                (mac, address),
-                (EthernetAddress([0; 6]), address),
-            );
-            self.counters.gratuitous_arps_sent += 1;
-        }
+        self.announce(now);
         let owned = &mut self.owned;
         let offloaded = &self.offloaded;
         let mut gone = Vec::new();
@@ -1219,6 +1195,36 @@ impl Datapath {
             }
         }
         self.counters.flows_expired += expired as u64;
+    }
+
+    /// Queues the gratuitous ARPs due at `now` (part of [`poll`](Self::poll)); the
+    /// election's shell calls it right after a takeover, so the first one leaves at once.
+    pub fn announce(&mut self, now: Instant) {
+        let announce = self.setup.announce;
+        for i in 0..self.owned.len() {
+            let o = &mut self.owned[i];
+            if let Some(at) = o.refresh_at.filter(|at| now >= *at) {
+                o.garps_left = announce.count;
+                o.garp_at = at;
+                o.refresh_at = announce.refresh.map(|r| at + r);
+            }
+            if o.garps_left == 0 || now < o.garp_at {
+                continue;
+            }
+            o.garps_left -= 1;
+            o.garp_at = now + announce.interval;
+            let address = o.ip.address;
+            let mac = self.setup.mac;
+            // A gratuitous ARP request (RFC 5227 announcement): sender and target are the
+            // floating IP, so every host and switch on the LAN updates its tables.
+            self.generate_arp(
+                EthernetAddress::BROADCAST,
+                ArpOperation::Request,
+                (mac, address),
+                (EthernetAddress([0; 6]), address),
+            );
+            self.counters.gratuitous_arps_sent += 1;
+        }
     }
 
     /// When [`poll`](Self::poll) has work next.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use smoltcp::time::{Duration, Instant};
 
-use super::packet::setsockopt;
+use super::packet::{Tx, setsockopt};
 use super::{Clock, lock};
 use crate::datapath::Datapath;
 use crate::election::{Action, Election};
@@ -182,16 +182,35 @@ pub fn run(
     dp: Arc<Mutex<Datapath>>,
     stop: Arc<AtomicBool>,
     clock: Clock,
+    mut tx: Tx,
 ) -> io::Result<()> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 2048];
     let mut send_errors = 0u64;
     let mut followed = clock.now();
+    let mut garps = Vec::new();
     election.start(followed);
-    let follow = |election: &Election, now: Instant, send_errors: u64| {
+    // Makes the data path follow the election; a new master's first gratuitous ARP
+    // leaves from here at once rather than at the data path's next timer.
+    let mut follow = |election: &Election, now: Instant, send_errors: u64| {
         let mut core = lock(&dp);
         core.follow(now, election);
         core.note_election_io(advertising.mode(), send_errors);
+        core.announce(now);
+        core.take_generated(&mut garps);
+        drop(core);
+        if !garps.is_empty() {
+            let mut failed = 0;
+            for g in &garps {
+                failed += tx.push(&g.frame, &g.offload);
+            }
+            failed += tx.flush();
+            let mut core = lock(&dp);
+            for _ in 0..failed {
+                core.count_tx_error();
+            }
+            core.recycle_generated(&mut garps);
+        }
     };
     follow(&election, followed, send_errors);
     while !stop.load(Ordering::Relaxed) {
