@@ -22,7 +22,7 @@ use crate::election::{Action, Election};
 use crate::wire::vrrp::{MULTICAST_GROUP, PROTOCOL};
 
 /// The longest the loop sleeps, so that a stop request is noticed quickly.
-const MAX_SLEEP: Duration = Duration::from_millis(50);
+const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// How often the data path's view of the election is refreshed when nothing happens
 /// (counters for the status).
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
