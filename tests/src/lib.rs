@@ -11,18 +11,21 @@
 //!
 //! [`topology`] builds egret's own topology on top of these: a pod, its node, the gateway, a
 //! router and an outside server ([`GatewayLab`]), with the gateway process and the kernel
-//! NAT baseline to compare it with.
+//! NAT baseline to compare it with. [`ha`] adds a second gateway (or keepalived) on the same
+//! LAN, and the traffic and captures that measure a failover between them ([`HaLab`]).
 //!
 //! The lab needs root. Lab tests call [`require_root`] first, which fails them with a clear
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
 mod command;
+pub mod ha;
 mod link;
 mod netns;
 mod packet;
 pub mod topology;
 
 pub use command::check_output;
+pub use ha::HaLab;
 pub use link::{Link, veth_pair};
 pub use netns::{NetNs, reap_stale_namespaces, run_prefix};
 pub use topology::{GatewayLab, Mode};

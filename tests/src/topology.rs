@@ -271,8 +271,7 @@ impl GatewayLab {
 
     fn wire(&self) -> Result<()> {
         for ns in self.all() {
-            sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
-            sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")?;
+            disable_ipv6(ns)?;
         }
         // Before any link exists, so that every interface of the node starts with it off.
         sysctl(&self.node, "net.ipv4.conf.all.rp_filter", "0")?;
@@ -292,23 +291,17 @@ impl GatewayLab {
         }
         self.lan.ip(["link", "add", "br0", "type", "bridge"])?;
         self.lan.ip(["link", "set", "dev", "br0", "up"])?;
-        for (host, port) in [
-            (&self.gw, "gw"),
-            (&self.node, "node"),
-            (&self.router, "router"),
-            (&self.stranger, "stranger"),
+        for (host, port, host_address) in [
+            (&self.gw, "gw", GW_ADDRESS),
+            (&self.node, "node", NODE_ADDRESS),
+            (&self.router, "router", ROUTER_LAN_ADDRESS),
+            (&self.stranger, "stranger", STRANGER_ADDRESS),
         ] {
-            cable(&self.lan, port, host, "eth0")?;
-            self.lan.ip(["link", "set", "dev", port, "master", "br0"])?;
+            join_lan(&self.lan, port, host, host_address)?;
         }
         cable(&self.router, "eth1", &self.outside, "eth0")?;
         cable(&self.node, "pod0", &self.pod, "eth0")?;
 
-        let lan = |address: Ipv4Addr| format!("{address}/{LAN_PREFIX_LEN}");
-        address(&self.gw, "eth0", &lan(GW_ADDRESS))?;
-        address(&self.node, "eth0", &lan(NODE_ADDRESS))?;
-        address(&self.router, "eth0", &lan(ROUTER_LAN_ADDRESS))?;
-        address(&self.stranger, "eth0", &lan(STRANGER_ADDRESS))?;
         address(
             &self.router,
             "eth1",
@@ -625,16 +618,7 @@ impl GatewayLab {
     ///
     /// When curl fails (no answer, HTTP error status).
     pub fn api_get(&self, path: &str) -> Result<String> {
-        self.gw.exec(
-            "curl",
-            [
-                "-sS",
-                "--fail",
-                "--max-time",
-                "5",
-                &format!("http://{API_LISTEN}{path}"),
-            ],
-        )
+        api_get(&self.gw, path)
     }
 
     /// The gateway's `/metrics`, parsed.
@@ -876,7 +860,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    fn start(gw: &NetNs, binary: &Path, config: &Path, log: &Path) -> Result<Self> {
+    /// Starts `egret-gateway run --config <config>` in `gw` (RUST_LOG=info), its stdout and
+    /// stderr into `log`.
+    pub(crate) fn start(gw: &NetNs, binary: &Path, config: &Path, log: &Path) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         // `ip netns exec` execs the program without forking, so the child is the gateway
@@ -974,7 +960,10 @@ pub struct Stopped {
 
 /// SIGTERM, then SIGKILL after `grace`; returns the exit status, how long it took and whether
 /// it had to be killed.
-fn terminate(child: &mut Child, grace: Duration) -> Result<(ExitStatus, Duration, bool)> {
+pub(crate) fn terminate(
+    child: &mut Child,
+    grace: Duration,
+) -> Result<(ExitStatus, Duration, bool)> {
     let started = Instant::now();
     if let Some(status) = child.try_wait()? {
         return Ok((status, Duration::ZERO, false));
@@ -1362,6 +1351,40 @@ impl Drop for WorkDir {
     }
 }
 
+/// `GET http://127.0.0.1:9477<path>` (curl) from inside `ns`, where a gateway's API listens.
+pub(crate) fn api_get(ns: &NetNs, path: &str) -> Result<String> {
+    ns.exec(
+        "curl",
+        [
+            "-sS",
+            "--fail",
+            "--max-time",
+            "5",
+            &format!("http://{API_LISTEN}{path}"),
+        ],
+    )
+}
+
+/// Turns IPv6 off in `ns`, so that no router solicitation or neighbour discovery frame of its
+/// interfaces reaches the gateway (the tests count the gateway's drops exactly).
+pub(crate) fn disable_ipv6(ns: &NetNs) -> Result<()> {
+    sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
+    sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+}
+
+/// Plugs `host` into the LAN: its `eth0` with `host_address`/[`LAN_PREFIX_LEN`], cabled to
+/// port `port` of the bridge `br0` in `lan`.
+pub(crate) fn join_lan(
+    lan: &NetNs,
+    port: &str,
+    host: &NetNs,
+    host_address: Ipv4Addr,
+) -> Result<()> {
+    cable(lan, port, host, "eth0")?;
+    lan.ip(["link", "set", "dev", port, "master", "br0"])?;
+    address(host, "eth0", &format!("{host_address}/{LAN_PREFIX_LEN}"))
+}
+
 /// A veth pair, `a_name` in `a` and `b_name` in `b`, both up; made inside `a` with its peer
 /// moved straight into `b`, so it never appears in the caller's namespace.
 fn cable(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str) -> Result<()> {
@@ -1387,18 +1410,18 @@ fn address(ns: &NetNs, interface: &str, address: &str) -> Result<()> {
     Ok(())
 }
 
-fn default_route(ns: &NetNs, via: Ipv4Addr) -> Result<()> {
+pub(crate) fn default_route(ns: &NetNs, via: Ipv4Addr) -> Result<()> {
     ns.ip(["route", "add", "default", "via", &via.to_string()])?;
     Ok(())
 }
 
-fn sysctl(ns: &NetNs, key: &str, value: &str) -> Result<()> {
+pub(crate) fn sysctl(ns: &NetNs, key: &str, value: &str) -> Result<()> {
     ns.exec("sysctl", ["-qw", &format!("{key}={value}")])?;
     Ok(())
 }
 
 /// The `lladdr` of an `ip neigh show` line that has one.
-fn lladdr(shown: &str) -> Option<String> {
+pub(crate) fn lladdr(shown: &str) -> Option<String> {
     shown
         .split_whitespace()
         .skip_while(|word| *word != "lladdr")
