@@ -74,10 +74,11 @@ pub struct SyncStatus {
     /// Datagrams refused, by reason (`bad_magic`, `version`, `length`, `unknown_peer`, …),
     /// every reason present from the start.
     pub drops: BTreeMap<String, u64>,
-    /// Local changes dropped because a queue was full (a full resync follows), and
-    /// datagrams the kernel refused to send.
+    /// Local changes dropped because a queue was full (a full resync follows), and errors
+    /// the sync socket reported (a datagram the kernel refused to send, an ICMP error a
+    /// peer's host sent back).
     pub queue_overflow: u64,
-    pub send_errors: u64,
+    pub socket_errors: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

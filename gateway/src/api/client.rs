@@ -497,10 +497,10 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
     if !refused.is_empty() {
         out.push_str(&format!("  datagrams refused: {}\n", refused.join(", ")));
     }
-    if sync.queue_overflow + sync.send_errors > 0 {
+    if sync.queue_overflow + sync.socket_errors > 0 {
         out.push_str(&format!(
-            "  changes lost to full queues {}, datagrams not sent {}\n",
-            sync.queue_overflow, sync.send_errors
+            "  changes lost to full queues {}, socket errors {}\n",
+            sync.queue_overflow, sync.socket_errors
         ));
     }
 }

@@ -146,7 +146,7 @@ pub(crate) fn snapshot() -> Snapshot {
                 .into_iter()
                 .collect(),
             queue_overflow: 0,
-            send_errors: 0,
+            socket_errors: 0,
         },
     }
 }

@@ -209,13 +209,13 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     out.family(
         "egret_gateway_sync_drops_total",
         "counter",
-        "Flow sync datagrams refused, by reason; queue_overflow counts local changes dropped (a full resync follows), send_error datagrams the kernel refused.",
+        "Flow sync datagrams refused, by reason; queue_overflow counts local changes dropped (a full resync follows), socket_error errors the sync socket reported.",
     );
     for (reason, count) in &sync.drops {
         out.sample(&[("reason", reason)], *count);
     }
     out.sample(&[("reason", "queue_overflow")], sync.queue_overflow);
-    out.sample(&[("reason", "send_error")], sync.send_errors);
+    out.sample(&[("reason", "socket_error")], sync.socket_errors);
     out.family(
         "egret_gateway_sync_lag_seconds",
         "gauge",

@@ -201,7 +201,7 @@ impl Datapath {
     }
 
     /// Records how the sync stands, for the status.
-    pub fn note_sync(&mut self, sync: &crate::sync::Sync, send_errors: u64) {
+    pub fn note_sync(&mut self, sync: &crate::sync::Sync, socket_errors: u64) {
         let c = sync.counters();
         let p = self.peer_counters_now();
         let mut drops: std::collections::BTreeMap<String, u64> = c
@@ -249,7 +249,7 @@ impl Datapath {
             flows_refused: p.refused,
             drops,
             queue_overflow: c.queue_overflow + p.lost,
-            send_errors,
+            socket_errors,
         };
     }
 

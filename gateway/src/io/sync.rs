@@ -19,6 +19,9 @@ use crate::sync::{Change, MAX_DATAGRAM, Op, Sync};
 
 /// The longest the loop sleeps: how late a local change may be collected.
 const TICK: Duration = Duration::from_millis(5);
+/// Most datagrams read before the loop turns to sending: a flood on the sync port must not
+/// starve the stream to the peers.
+const READ_BUDGET: usize = 1024;
 /// How often the status is refreshed.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
@@ -43,18 +46,22 @@ pub fn run(
     let mut full = Vec::new();
     let mut out = Vec::new();
     let mut send_errors = 0u64;
+    let mut recv_errors = 0u64;
     let mut reported = clock.now();
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
-        loop {
+        for _ in 0..READ_BUDGET {
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) => sync.handle_datagram(now, from, &buf[..n], &mut applied),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // ICMP errors from a peer that is down surface here; the core notices the
-                // silence on its own.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(e),
+                // Errors a peer's ICMP reported (refused, unreachable): the core notices the
+                // silence on its own, and the sync goes on.
+                Err(e) => {
+                    recv_errors += 1;
+                    tracing::debug!(error = %e, "sync receive error");
+                    break;
+                }
             }
             if applied.len() >= 4096 {
                 apply(&dp, now, &mut applied);
@@ -99,7 +106,7 @@ pub fn run(
             }
         }
         if now >= reported + REPORT_EVERY {
-            lock(&dp).note_sync(&sync, send_errors);
+            lock(&dp).note_sync(&sync, send_errors + recv_errors);
             reported = now;
         }
         let now = clock.now();
