@@ -22,4 +22,6 @@ pub mod io;
 pub mod nat;
 pub mod status;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod wire;

@@ -18,7 +18,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::neighbors::{Learned, Node};
 use super::{Datapath, fast};
-use crate::nat::{Flow, FlowId, NatError};
+use crate::nat::{Flow, FlowId};
 use crate::status;
 
 /// Changes recorded at most between two collections by the sync shell; beyond, changes are
@@ -38,6 +38,47 @@ pub enum Export {
     Deleted(Flow),
     /// How to reach a node.
     Node { address: Ipv4Addr, node: Node },
+}
+
+impl From<Export> for crate::sync::Change {
+    /// The record the sync streams for a change.
+    fn from(export: Export) -> crate::sync::Change {
+        use crate::sync::{Change, Op};
+        match export {
+            Export::Flow { flow, remaining } => Change {
+                op: Op::Upsert,
+                flow,
+                remaining,
+            },
+            Export::Deleted(flow) => Change {
+                op: Op::Delete,
+                flow,
+                remaining: Duration::ZERO,
+            },
+            Export::Node { address, node } => Change::node(address, node.mac.0, node.tunnel_mac.0),
+        }
+    }
+}
+
+impl From<crate::sync::Change> for Export {
+    /// A peer's record, as the data path applies it.
+    fn from(change: crate::sync::Change) -> Export {
+        use crate::sync::Op;
+        match change.op {
+            Op::Upsert => Export::Flow {
+                flow: change.flow,
+                remaining: change.remaining,
+            },
+            Op::Delete => Export::Deleted(change.flow),
+            Op::Node { mac, tunnel_mac } => Export::Node {
+                address: change.flow.node,
+                node: Node {
+                    mac: smoltcp::wire::EthernetAddress(mac),
+                    tunnel_mac: smoltcp::wire::EthernetAddress(tunnel_mac),
+                },
+            },
+        }
+    }
 }
 
 /// What the peers' changes did here.
@@ -165,9 +206,7 @@ impl Datapath {
                             self.sync_fast(id);
                         }
                     }
-                    Err(NatError::InstallConflict | NatError::TableFull) => {
-                        self.peer_counters().refused += 1;
-                    }
+                    // Its NAT port is taken here by another flow, or the table is full.
                     Err(_) => self.peer_counters().refused += 1,
                 }
             }

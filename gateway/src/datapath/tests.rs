@@ -1330,7 +1330,7 @@ fn a_full_export_carries_the_nodes_and_the_owned_flows() {
 /// budget the design promises: under 2 Mbit/s of IPv4 per 1000 TCP flows/s.
 #[test]
 fn sync_bandwidth_per_thousand_new_flows_a_second() {
-    use crate::sync::{Change, Op, Params, Sync};
+    use crate::sync::{Params, Sync};
     let peer = std::net::SocketAddr::from(([192, 168, 1, 12], 4801));
     for tcp in [true, false] {
         let mut s = setup();
@@ -1418,22 +1418,7 @@ fn sync_bandwidth_per_thousand_new_flows_a_second() {
             }
             assert!(dp.take_exports(&mut exports));
             for e in exports.drain(..) {
-                let change = match e {
-                    Export::Flow { flow, remaining } => Change {
-                        op: Op::Upsert,
-                        flow,
-                        remaining,
-                    },
-                    Export::Deleted(flow) => Change {
-                        op: Op::Delete,
-                        flow,
-                        remaining: Duration::ZERO,
-                    },
-                    Export::Node { address, node } => {
-                        Change::node(address, node.mac.0, node.tunnel_mac.0)
-                    }
-                };
-                sync.queue(now, change);
+                sync.queue(now, e.into());
             }
             sync.poll(now, &mut out);
             for (_, d) in out.drain(..) {

@@ -8,24 +8,8 @@ use std::collections::BTreeMap;
 use smoltcp::time::{Duration, Instant};
 
 use super::{Action, Election, Params, State};
+use crate::testing::Rng;
 use crate::wire::vrrp::MULTICAST_GROUP;
-
-/// xorshift64*: reproducible loss without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// True with probability `per_mille` / 1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.next() % 1000 < per_mille
-    }
-}
 
 struct Gateway {
     params: Vec<Params>,

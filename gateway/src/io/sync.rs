@@ -15,7 +15,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::{Clock, lock};
 use crate::datapath::{Datapath, Export};
-use crate::sync::{Change, MAX_DATAGRAM, Op, Sync};
+use crate::sync::{Change, MAX_DATAGRAM, Sync};
 
 /// The longest the loop sleeps: how late a local change may be collected.
 const TICK: Duration = Duration::from_millis(5);
@@ -72,7 +72,7 @@ pub fn run(
             let mut core = lock(&dp);
             let complete = core.take_exports(&mut exports);
             for export in exports.drain(..) {
-                sync.queue(now, change_of(export));
+                sync.queue(now, export.into());
             }
             // A peer that asked for the whole table, or all of them when changes were lost.
             let mut wanting: Vec<SocketAddr> =
@@ -90,7 +90,7 @@ pub fn run(
             // a node record is idempotent.
             if !wanting.is_empty() {
                 for node in full.drain(..).filter(|e| matches!(e, Export::Node { .. })) {
-                    sync.queue(now, change_of(node));
+                    sync.queue(now, node.into());
                 }
             }
             full.clear();
@@ -126,40 +126,7 @@ fn apply(dp: &Mutex<Datapath>, now: Instant, applied: &mut Vec<Change>) {
     }
     let mut core = lock(dp);
     for change in applied.drain(..) {
-        core.apply_peer(now, export_of(change));
-    }
-}
-
-fn change_of(export: Export) -> Change {
-    match export {
-        Export::Flow { flow, remaining } => Change {
-            op: Op::Upsert,
-            flow,
-            remaining,
-        },
-        Export::Deleted(flow) => Change {
-            op: Op::Delete,
-            flow,
-            remaining: Duration::ZERO,
-        },
-        Export::Node { address, node } => Change::node(address, node.mac.0, node.tunnel_mac.0),
-    }
-}
-
-fn export_of(change: Change) -> Export {
-    match change.op {
-        Op::Upsert => Export::Flow {
-            flow: change.flow,
-            remaining: change.remaining,
-        },
-        Op::Delete => Export::Deleted(change.flow),
-        Op::Node { mac, tunnel_mac } => Export::Node {
-            address: change.flow.node,
-            node: crate::datapath::Node {
-                mac: smoltcp::wire::EthernetAddress(mac),
-                tunnel_mac: smoltcp::wire::EthernetAddress(tunnel_mac),
-            },
-        },
+        core.apply_peer(now, change.into());
     }
 }
 

@@ -611,6 +611,16 @@ mod tests {
         out.into_iter().map(|(_, d)| d).collect()
     }
 
+    /// B's Nack of `from..=to` in A's stream.
+    fn nack(from: u32, to: u32) -> Vec<u8> {
+        Message::Nack {
+            stream_epoch: A,
+            from,
+            to,
+        }
+        .to_vec(B)
+    }
+
     fn batches(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
         datagrams
             .iter()
@@ -767,14 +777,6 @@ mod tests {
             a.queue(at(i), upsert(i as u16));
             poll(&mut a, at(i + 10));
         }
-        let nack = |from, to| {
-            Message::Nack {
-                stream_epoch: A,
-                from,
-                to,
-            }
-            .to_vec(B)
-        };
         let mut applied = Vec::new();
         a.handle_datagram(at(20), addr(12), &nack(3, 4), &mut applied);
         assert_eq!(a.wants_full_table(), None);
@@ -910,14 +912,6 @@ mod tests {
         let sent = batches(&poll(&mut a, at(10)));
         assert_eq!(seqs(&sent), vec![1, 2, 3]);
         assert_eq!(a.peers().next().map(|p| p.resync_in_progress), Some(false));
-        let nack = |from, to| {
-            Message::Nack {
-                stream_epoch: A,
-                from,
-                to,
-            }
-            .to_vec(B)
-        };
         let mut applied = Vec::new();
         a.handle_datagram(at(20), addr(12), &nack(1, 3), &mut applied);
         assert_eq!(batches(&poll(&mut a, at(20))), sent);

@@ -12,27 +12,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::{Change, Op, Params, ResyncEdge, Sync};
 use crate::nat::{Flow, FlowState, Proto};
-
-/// xorshift64*: reproducible loss and workloads without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// True with probability `per_mille` / 1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
+use crate::testing::Rng;
 
 /// A flow's inside key, ordered.
 type Key = (u32, u32, u32, u32, u16, u16, u8);

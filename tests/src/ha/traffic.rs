@@ -73,14 +73,7 @@ fn read_message(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<Read> {
                 ));
             }
             Ok(n) => filled += n,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(err) if idle(&err) => {
                 // A message started is finished: the stop is for idle moments.
                 if filled == 0 && stop.load(Ordering::Relaxed) {
                     return Ok(Read::Stopped);
@@ -90,6 +83,14 @@ fn read_message(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<Read> {
         }
     }
     Ok(Read::Message(u64::from_be_bytes(buffer)))
+}
+
+/// Whether a socket error only says that nothing happened before its timeout.
+fn idle(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 /// Writes one whole message unless `stop` is set first; returns whether it was written.
@@ -102,14 +103,7 @@ fn write_message(stream: &mut TcpStream, number: u64, stop: &AtomicBool) -> io::
         match stream.write(&bytes[written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(err) if idle(&err) => {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
@@ -812,11 +806,7 @@ impl UdpFlows {
                         }
                     }
                     Ok(_) => {}
-                    Err(err)
-                        if matches!(
-                            err.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(err) if idle(&err) => {}
                     Err(err) => return Err(err).context("the outside UDP server"),
                 }
             }
@@ -868,11 +858,7 @@ impl UdpFlows {
                     Ok((len, _)) => {
                         received[index] = parse_flow_datagram(&buffer[..len], b'i') == Some(index);
                     }
-                    Err(err)
-                        if matches!(
-                            err.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) => {}
+                    Err(err) if idle(&err) => {}
                     Err(err) => bail!("the pod's UDP flow {index}: {err}"),
                 }
             }
