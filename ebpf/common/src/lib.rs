@@ -12,6 +12,7 @@
 use core::{iter::Sum, mem::size_of, ops::AddAssign};
 
 pub mod gateway;
+pub mod node;
 
 /// Name of the TC classifier program in the object (its entry point's function name).
 pub const CLASSIFIER_PROGRAM: &str = "egret_classify";
