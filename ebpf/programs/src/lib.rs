@@ -1,8 +1,10 @@
-//! Everything egret's eBPF programs do besides being entry points: bounds-checked frame reads
-//! and header parsers. The entry points live in `main.rs` (the eBPF object); this library keeps
-//! the parsers generic over [`frame::Frame`] so unit tests run them on byte slices on the host.
+//! Everything egret's eBPF programs do besides being entry points: bounds-checked frame reads,
+//! header parsers and the node programs' decisions. The entry points live in `main.rs` (the
+//! gateway's eBPF object) and `node_main.rs` (the node's); this library keeps the code generic
+//! over [`frame::Frame`] so unit tests run it on byte slices on the host.
 #![cfg_attr(not(test), no_std)]
 
 pub mod classify;
 pub mod frame;
 pub mod gateway;
+pub mod node;
