@@ -9,7 +9,22 @@
 //! - [`prefix`]: IPv4 prefixes.
 
 pub mod config;
+pub mod datapath;
 pub mod ebpf;
 pub mod host;
+pub mod node;
 pub mod policy;
 pub mod prefix;
+pub mod status;
+
+/// An error with its sources, `: `-separated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,10 +1,16 @@
 //! `egret-agent`: the node agent's command line.
 
-use std::{process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use egret_agent::config::{Config, HostFacts, Mode};
 use egret_agent::ebpf::{Classifier, embedded_object};
+use egret_agent::node::{self, Node};
 use egret_ebpf_common::{ClassifierStats, ParseError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -16,8 +22,42 @@ struct Cli {
     command: Command,
 }
 
+/// The default config file.
+const DEFAULT_CONFIG: &str = "/etc/egret/agent.toml";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: set up the node's tunnel, policy routing and masquerade, program the
+    /// eBPF data path, and keep it in line with the config. SIGHUP reloads the config;
+    /// SIGTERM exits and leaves the data path working (pinned), so traffic goes on.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a config file: print the effective config and warnings; on any error print
+    /// `FILE:LINE:COL: error: KEY: ...` and exit 1.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the policies, programmed entries and counters of this node's data path.
+    Status {
+        /// The config file (for the pin path and the state directory).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove everything the agent set up on this node: masquerade table, policy routing,
+    /// tunnel device, eBPF programs and maps. Stop the agent first.
+    Uninstall {
+        /// The config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Diagnostic: attach the eBPF classifier to an interface for a while and print what it
     /// counted.
     ///
@@ -45,6 +85,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Status { config, json } => status(&config, json),
+        Command::Uninstall { config } => uninstall(&config),
         Command::Probe {
             interface,
             duration,
@@ -56,6 +100,113 @@ fn main() -> ExitCode {
             eprintln!("egret-agent: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Loads and checks `path`, printing warnings; errors come back as one message with every
+/// diagnostic on its own `FILE:LINE:COL:` line.
+fn load(path: &Path) -> anyhow::Result<Config> {
+    let checked = Config::load(path, &HostFacts::from_system())
+        .map_err(|err| anyhow::anyhow!("{}", prefixed(path, &err.to_string())))?;
+    for warning in &checked.warnings {
+        eprintln!("{}: {warning}", path.display());
+    }
+    Ok(checked.config)
+}
+
+fn prefixed(path: &Path, text: &str) -> String {
+    text.lines()
+        .map(|line| format!("{}:{line}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn status(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let report = egret_agent::status::gather(&config).map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", egret_agent::status::render(&report));
+    }
+    Ok(())
+}
+
+fn uninstall(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let errors = node::uninstall(&config);
+    if !errors.is_empty() {
+        bail!("uninstall incomplete:\n{}", errors.join("\n"));
+    }
+    eprintln!(
+        "removed the masquerade table, policy routing, tunnel device, eBPF programs and maps"
+    );
+    Ok(())
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    raise_memlock_rlimit();
+    let config = load(path)?;
+    if config.agent.mode == Mode::Kubernetes {
+        bail!(
+            "{}: mode \"kubernetes\" is not available in this build yet; use mode = \"static\"",
+            path.display()
+        );
+    }
+    let mut node = Node::start(config, path)
+        .map_err(|err| anyhow::anyhow!("{}", egret_agent::error_chain(&err)))?;
+    tracing::info!(config = %path.display(), "node programmed; SIGHUP reloads the config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+        let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    if let Err(err) = node.tick() {
+                        tracing::warn!(error = %egret_agent::error_chain(&err), "interface scan");
+                    }
+                }
+                _ = hangup.recv() => reload(&mut node, path),
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("exiting; the data path stays in place");
+        anyhow::Ok(())
+    })
+}
+
+fn reload(node: &mut Node, path: &Path) {
+    let started = std::time::Instant::now();
+    let result = match Config::load(path, &HostFacts::from_system()) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                tracing::warn!("{}: {warning}", path.display());
+            }
+            node.reload(checked.config)
+                .map_err(|err| egret_agent::error_chain(&err))
+        }
+        Err(err) => {
+            let message = prefixed(path, &err.to_string());
+            let _ = node.reload_failed(message.clone());
+            Err(message)
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "config reloaded"),
+        Err(err) => tracing::error!("reload failed, the previous config stays applied: {err}"),
     }
 }
 
@@ -168,13 +319,18 @@ mod tests {
         let Command::Probe {
             interface,
             duration,
-        } = cli.command;
+        } = cli.command
+        else {
+            panic!("not probe");
+        };
         assert_eq!(interface, "eth0");
         assert_eq!(duration, Duration::from_secs(90));
 
         let default = Cli::try_parse_from(["egret-agent", "probe", "--interface", "eth0"])
             .expect("valid command line");
-        let Command::Probe { duration, .. } = default.command;
+        let Command::Probe { duration, .. } = default.command else {
+            panic!("not probe");
+        };
         assert_eq!(duration, Duration::from_secs(5));
 
         assert!(Cli::try_parse_from(["egret-agent", "probe", "-i", "eth0", "-d", "5"]).is_err());

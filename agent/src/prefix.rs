@@ -55,7 +55,8 @@ impl Prefix {
         self.addr
     }
 
-    /// The prefix length, 0 to 32.
+    /// The prefix length, 0 to 32. (A length in bits, not a size: there is no "empty" prefix.)
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> u8 {
         self.len
     }

@@ -1,0 +1,427 @@
+//! The agent on a node, static mode: from a checked config to a programmed node, and back
+//! again on every reload.
+//!
+//! [`Node::start`] brings the node to the config's state: the tunnel device and policy
+//! routing, the eBPF programs against their pinned maps, the map entries (only what differs
+//! from what the maps already hold, so a restart touches nothing that is still right), the
+//! masquerade table, and the programs on every pod interface. [`Node::reload`] does the same
+//! with a new config and never stops what did not change; a config that does not load leaves
+//! everything as it was and is reported. [`Node::tick`] attaches the classifier to pod
+//! interfaces that appeared since, and forgets those that are gone.
+//!
+//! The status file (`[agent].state_dir/status.json`) says what the agent decided: each
+//! policy programmed or rejected (with the reason), the last reload's error, the interfaces.
+//! `egret-agent status` adds the live counters from the pinned maps.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use egret_ebpf_common::node::{FLAG_CHECK_GATEWAYS, NodeConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, glob_match};
+use crate::datapath::{DatapathError, Hook, PinnedMaps, Pins, Programs, node_object};
+use crate::host::HostError;
+use crate::host::masquerade::{self, Masquerade};
+use crate::host::tunnel::{self, OVERHEAD, Tunnel};
+use crate::policy::{self, PolicySpec, PolicyState, Program};
+
+/// Why the agent could not bring the node to its config.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Host networking (`ip`, `nft`, sysctls).
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The eBPF side.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// The policies could not be compiled.
+    #[error("compiling the policies: {0}")]
+    Compile(String),
+    /// The status file.
+    #[error("writing {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the status file holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    /// `[agent].node_name`.
+    pub node_name: String,
+    /// The agent's process id.
+    pub pid: u32,
+    /// The config file in use.
+    pub config: String,
+    /// Seconds since the epoch of the last successful apply.
+    pub applied_at: u64,
+    /// The last reload's error, if the last reload failed (the config before it stays).
+    pub last_error: Option<String>,
+    /// Each policy, in config order.
+    pub policies: Vec<PolicyEntry>,
+    /// The tunnel device and its MTU.
+    pub tunnel_device: String,
+    /// The tunnel device's MTU.
+    pub tunnel_mtu: u16,
+    /// Pod interfaces the classifier is attached to.
+    pub interfaces: Vec<String>,
+    /// Map steps the kernel refused at the last apply.
+    pub failed_steps: Vec<String>,
+}
+
+/// One policy's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// Its name.
+    pub name: String,
+    /// Its id in the maps (hex).
+    pub id: String,
+    /// Its egress IP.
+    pub egress: String,
+    /// `programmed` or `rejected`.
+    pub state: String,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// Source entries it contributed.
+    pub sources: usize,
+    /// Destination entries it won.
+    pub destinations: usize,
+}
+
+/// The agent's hold on the node.
+pub struct Node {
+    config: Config,
+    config_path: PathBuf,
+    pins: Pins,
+    programs: Programs,
+    maps: PinnedMaps,
+    tunnel: Tunnel,
+    state: State,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The tunnel device's settings for `config`.
+fn tunnel_of(config: &Config) -> Result<Tunnel, HostError> {
+    let uplink = match &config.agent.interface {
+        Some(name) => name.clone(),
+        None => tunnel::default_route_interface()?,
+    };
+    let mtu = tunnel::mtu_of(&uplink)?.saturating_sub(OVERHEAD);
+    Ok(Tunnel {
+        device: config.tunnel.device.clone(),
+        port: config.tunnel.port,
+        mtu,
+        mark: config.agent.fwmark,
+        table: config.agent.route_table,
+        priority: config.agent.rule_priority,
+    })
+}
+
+fn node_config(config: &Config, tunnel: &Tunnel) -> NodeConfig {
+    NodeConfig {
+        mark: config.agent.fwmark,
+        vni: config.tunnel.vni,
+        // IPv4 and TCP headers without options: 40 bytes.
+        mss: tunnel.mtu.saturating_sub(40),
+        ttl: 64,
+        flags: if config.tunnel.floating_ips.is_empty() {
+            0
+        } else {
+            FLAG_CHECK_GATEWAYS
+        },
+    }
+}
+
+/// The policy core's view of the config's policies, in age order.
+pub fn specs(config: &Config) -> Vec<PolicySpec> {
+    config
+        .policies
+        .iter()
+        .map(|p| PolicySpec {
+            name: p.name.clone(),
+            sources: p.sources.clone(),
+            destinations: p.destination_cidrs.clone(),
+            excluded: p.excluded_cidrs.clone(),
+            egress: p.egress_source_ip,
+        })
+        .collect()
+}
+
+/// Compiles the config's policies.
+pub fn compile(config: &Config) -> Result<Program, NodeError> {
+    policy::compile(&specs(config), &config.tunnel.floating_ips)
+        .map_err(|err| NodeError::Compile(err.to_string()))
+}
+
+fn masquerade_of(config: &Config) -> Masquerade {
+    Masquerade {
+        non_masquerade: config.masquerade.non_masquerade_cidrs.clone(),
+        masquerade_link_local: config.masquerade.masquerade_link_local,
+        mark: config.agent.fwmark,
+        tunnel_device: config.tunnel.device.clone(),
+    }
+}
+
+impl Node {
+    /// Brings the node to `config`'s state.
+    pub fn start(config: Config, config_path: &Path) -> Result<Node, NodeError> {
+        if !tunnel::forwarding_enabled().unwrap_or(false) {
+            tracing::warn!("net.ipv4.ip_forward is off: pod traffic does not cross this node");
+        }
+        let tunnel = tunnel_of(&config)?;
+        let ensured = tunnel::ensure(&tunnel)?;
+        tracing::info!(device = %tunnel.device, mtu = tunnel.mtu, created = ensured.created_device, rules_added = ensured.added_rules, "tunnel device ready");
+        let pins = Pins::new(&config.agent.pin_path);
+        let reused = pins.exist();
+        let programs = Programs::load(node_object(), &pins)?;
+        let maps = PinnedMaps::open(&pins)?;
+        tracing::info!(pin_path = %config.agent.pin_path.display(), reused, "eBPF programs loaded");
+        let mut node = Node {
+            state: State {
+                node_name: config.agent.node_name.clone(),
+                pid: std::process::id(),
+                config: config_path.display().to_string(),
+                tunnel_device: tunnel.device.clone(),
+                tunnel_mtu: tunnel.mtu,
+                ..State::default()
+            },
+            config,
+            config_path: config_path.to_owned(),
+            pins,
+            programs,
+            maps,
+            tunnel,
+        };
+        node.apply()?;
+        let device = node.tunnel.device.clone();
+        let ifindex = ifindex_of(&device).ok_or_else(|| HostError::Output {
+            command: format!("if_nametoindex({device})"),
+            problem: "the tunnel device vanished".into(),
+        })?;
+        node.programs.attach(&device, ifindex, Hook::TunnelEgress)?;
+        node.programs
+            .attach(&device, ifindex, Hook::TunnelIngress)?;
+        node.tick()?;
+        Ok(node)
+    }
+
+    /// The config in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies the current config to maps, masquerade and status.
+    fn apply(&mut self) -> Result<(), NodeError> {
+        let program = compile(&self.config)?;
+        self.maps
+            .set_config(node_config(&self.config, &self.tunnel))?;
+        let current = self.maps.contents()?;
+        let steps = policy::plan(&current, &program.contents());
+        let applied = self.maps.apply(&steps);
+        if !applied.failed.is_empty() {
+            tracing::error!(failed = applied.failed.len(), first = %applied.failed[0], "the kernel refused some map changes");
+        }
+        tracing::info!(
+            changes = steps.len(),
+            done = applied.done,
+            "maps reconciled"
+        );
+        let keep: BTreeSet<u64> = program.policies.iter().map(|p| p.id).collect();
+        self.maps.retain_policy_stats(&keep)?;
+        masquerade::apply(&masquerade_of(&self.config))?;
+        self.state.policies = program
+            .policies
+            .iter()
+            .map(|p| {
+                let (state, reason, sources, destinations) = match &p.state {
+                    PolicyState::Programmed {
+                        sources,
+                        destinations,
+                    } => ("programmed", None, *sources, *destinations),
+                    PolicyState::Rejected(why) => {
+                        tracing::warn!(policy = %p.name, reason = %why, "policy not programmed");
+                        ("rejected", Some(why.label().to_owned()), 0, 0)
+                    }
+                };
+                PolicyEntry {
+                    name: p.name.clone(),
+                    id: format!("{:016x}", p.id),
+                    egress: p.egress.to_string(),
+                    state: state.into(),
+                    reason,
+                    sources,
+                    destinations,
+                }
+            })
+            .collect();
+        self.state.failed_steps = applied.failed;
+        self.state.applied_at = now_secs();
+        self.write_state()
+    }
+
+    /// Reloads `config` (already checked). Changes only what differs; on failure the error is
+    /// recorded in the status and returned.
+    pub fn reload(&mut self, config: Config) -> Result<(), NodeError> {
+        let result = self.reload_inner(config);
+        self.state.last_error = result.as_ref().err().map(ToString::to_string);
+        self.write_state()?;
+        result
+    }
+
+    fn reload_inner(&mut self, config: Config) -> Result<(), NodeError> {
+        let tunnel = tunnel_of(&config)?;
+        if tunnel != self.tunnel || config.agent.pin_path != self.config.agent.pin_path {
+            tracing::warn!(
+                "tunnel device, routing or pin path changed: applying; programs stay where they are"
+            );
+            tunnel::ensure(&tunnel)?;
+            self.tunnel = tunnel;
+            self.state.tunnel_device = self.tunnel.device.clone();
+            self.state.tunnel_mtu = self.tunnel.mtu;
+        }
+        self.config = config;
+        self.apply()?;
+        self.tick()
+    }
+
+    /// Records a config that did not load.
+    pub fn reload_failed(&mut self, error: String) -> Result<(), NodeError> {
+        self.state.last_error = Some(error);
+        self.write_state()
+    }
+
+    /// Attaches the classifier to new pod interfaces and forgets vanished ones.
+    pub fn tick(&mut self) -> Result<(), NodeError> {
+        let interfaces = interfaces();
+        let live: HashSet<u32> = interfaces.iter().map(|(i, _)| *i).collect();
+        self.programs.sweep(&live);
+        let mut attached = Vec::new();
+        for (ifindex, name) in &interfaces {
+            if name == &self.tunnel.device
+                || !self
+                    .config
+                    .agent
+                    .pod_interfaces
+                    .iter()
+                    .any(|p| glob_match(p, name))
+            {
+                continue;
+            }
+            if !self.programs.is_attached(*ifindex, Hook::PodIngress) {
+                match self.programs.attach(name, *ifindex, Hook::PodIngress) {
+                    Ok(()) => tracing::info!(interface = %name, "classifier attached"),
+                    // The interface may have gone meanwhile; the next tick tries again.
+                    Err(err) => {
+                        tracing::warn!(interface = %name, error = %crate::error_chain(&err), "could not attach the classifier");
+                        continue;
+                    }
+                }
+            }
+            attached.push(name.clone());
+        }
+        attached.sort();
+        if attached != self.state.interfaces {
+            self.state.interfaces = attached;
+            self.write_state()?;
+        }
+        Ok(())
+    }
+
+    /// The status file's path.
+    pub fn state_path(config: &Config) -> PathBuf {
+        config.agent.state_dir.join("status.json")
+    }
+
+    fn write_state(&self) -> Result<(), NodeError> {
+        let dir = &self.config.agent.state_dir;
+        let path = Node::state_path(&self.config);
+        let error = |source| NodeError::State {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(error)?;
+        let text = serde_json::to_string_pretty(&self.state)
+            .map_err(|e| error(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(error)?;
+        std::fs::rename(&tmp, &path).map_err(error)
+    }
+
+    /// The pins in use.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    /// The config file in use.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+}
+
+/// Removes everything the agent set up on the node: masquerade table, rules, routes, tunnel
+/// device, pinned links (detaching the programs) and maps, and the status file.
+pub fn uninstall(config: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(err) = masquerade::remove() {
+        errors.push(err.to_string());
+    }
+    let tunnel = Tunnel {
+        device: config.tunnel.device.clone(),
+        port: config.tunnel.port,
+        mtu: 0,
+        mark: config.agent.fwmark,
+        table: config.agent.route_table,
+        priority: config.agent.rule_priority,
+    };
+    if let Err(err) = tunnel::remove(&tunnel) {
+        errors.push(err.to_string());
+    }
+    if let Err(err) = Pins::new(&config.agent.pin_path).remove_all() {
+        errors.push(err.to_string());
+    }
+    let _ = std::fs::remove_file(Node::state_path(config));
+    errors
+}
+
+/// Every interface of the calling thread's network namespace: (index, name).
+pub fn interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return out;
+    }
+    let mut at = list;
+    // SAFETY: walking the array up to its terminating entry.
+    unsafe {
+        while (*at).if_index != 0 && !(*at).if_name.is_null() {
+            let name = CStr::from_ptr((*at).if_name).to_string_lossy().into_owned();
+            out.push(((*at).if_index, name));
+            at = at.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
+/// The index of interface `name`.
+pub fn ifindex_of(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => None,
+        i => Some(i),
+    }
+}

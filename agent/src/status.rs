@@ -1,0 +1,189 @@
+//! `egret-agent status`: what the agent decided (its status file) and what the data path
+//! counted (the pinned maps, read directly, so it answers even while the agent is down).
+
+use std::collections::BTreeMap;
+
+use egret_ebpf_common::node::{NodeCounter, policy_id};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::datapath::{PinnedMaps, Pins};
+use crate::node::{Node, State};
+
+/// The whole answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `[agent].node_name`.
+    pub node_name: String,
+    /// Whether the process that wrote the status file is alive.
+    pub running: bool,
+    /// Its pid.
+    pub pid: Option<u32>,
+    /// The last reload's error, if any.
+    pub last_error: Option<String>,
+    /// Each policy with its counters.
+    pub policies: Vec<PolicyReport>,
+    /// Entries programmed in the maps.
+    pub entries: Entries,
+    /// Node counters by label.
+    pub counters: BTreeMap<String, u64>,
+    /// Pod interfaces with the classifier.
+    pub interfaces: Vec<String>,
+    /// The tunnel device.
+    pub tunnel_device: String,
+    /// Its MTU.
+    pub tunnel_mtu: u16,
+    /// Map changes the kernel refused at the last apply.
+    pub failed_steps: Vec<String>,
+}
+
+/// One policy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    /// Name.
+    pub name: String,
+    /// `programmed`, `rejected`, or `unknown` (not in the status file).
+    pub state: String,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// Its egress IP.
+    pub egress: String,
+    /// Source entries.
+    pub sources: usize,
+    /// Destination entries.
+    pub destinations: usize,
+    /// Packets tunnelled.
+    pub packets: u64,
+    /// Bytes tunnelled.
+    pub bytes: u64,
+}
+
+/// Entry counts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Entries {
+    /// Source prefixes.
+    pub sources: usize,
+    /// (class, destination) entries.
+    pub destinations: usize,
+    /// Gateway addresses.
+    pub gateways: usize,
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 checks for existence only.
+    i32::try_from(pid).is_ok_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
+}
+
+/// Gathers the report for `config`.
+pub fn gather(config: &Config) -> Result<Report, String> {
+    let path = Node::state_path(config);
+    let state: Option<State> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let pins = Pins::new(&config.agent.pin_path);
+    if state.is_none() && !pins.exist() {
+        return Err(format!(
+            "no agent has run with this config: neither {} nor pinned maps under {} exist",
+            path.display(),
+            config.agent.pin_path.display()
+        ));
+    }
+    let state = state.unwrap_or_default();
+    let maps = PinnedMaps::open(&pins).map_err(|e| crate::error_chain(&e))?;
+    let stats = maps.stats().map_err(|e| crate::error_chain(&e))?;
+    let policy_stats = maps.policy_stats().map_err(|e| crate::error_chain(&e))?;
+    let contents = maps.contents().map_err(|e| crate::error_chain(&e))?;
+    let policies = state
+        .policies
+        .iter()
+        .map(|p| {
+            let counted = policy_stats
+                .get(&policy_id(&p.name))
+                .copied()
+                .unwrap_or_default();
+            PolicyReport {
+                name: p.name.clone(),
+                state: p.state.clone(),
+                reason: p.reason.clone(),
+                egress: p.egress.clone(),
+                sources: p.sources,
+                destinations: p.destinations,
+                packets: counted.packets,
+                bytes: counted.bytes,
+            }
+        })
+        .collect();
+    Ok(Report {
+        node_name: config.agent.node_name.clone(),
+        running: state.pid != 0 && alive(state.pid),
+        pid: (state.pid != 0).then_some(state.pid),
+        last_error: state.last_error,
+        policies,
+        entries: Entries {
+            sources: contents.sources.len(),
+            destinations: contents.destinations.len(),
+            gateways: contents.gateways.len(),
+        },
+        counters: NodeCounter::ALL
+            .iter()
+            .map(|&c| (c.label().to_owned(), stats.get(c)))
+            .collect(),
+        interfaces: state.interfaces,
+        tunnel_device: state.tunnel_device,
+        tunnel_mtu: state.tunnel_mtu,
+        failed_steps: state.failed_steps,
+    })
+}
+
+/// The report as text for an operator.
+pub fn render(report: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let running = match (report.running, report.pid) {
+        (true, Some(pid)) => format!("running (pid {pid})"),
+        _ => "NOT running (the data path keeps its last state)".to_owned(),
+    };
+    let _ = writeln!(out, "node {}: agent {running}", report.node_name);
+    if let Some(err) = &report.last_error {
+        let _ = writeln!(
+            out,
+            "last reload FAILED, previous config still applied: {err}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "tunnel {} mtu {}; classifier on: {}",
+        report.tunnel_device,
+        report.tunnel_mtu,
+        if report.interfaces.is_empty() {
+            "(no pod interface)".to_owned()
+        } else {
+            report.interfaces.join(" ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "entries: {} sources, {} destinations, {} gateways",
+        report.entries.sources, report.entries.destinations, report.entries.gateways
+    );
+    let _ = writeln!(out, "\npolicies:");
+    for p in &report.policies {
+        let state = match &p.reason {
+            Some(reason) => format!("{} ({reason})", p.state),
+            None => p.state.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<16} egress {:<15} {} src {} dst  {} packets {} bytes",
+            p.name, state, p.egress, p.sources, p.destinations, p.packets, p.bytes
+        );
+    }
+    let _ = writeln!(out, "\ncounters:");
+    for (label, value) in &report.counters {
+        let _ = writeln!(out, "  {label:<26} {value}");
+    }
+    for step in &report.failed_steps {
+        let _ = writeln!(out, "refused map change: {step}");
+    }
+    out
+}
