@@ -13,11 +13,14 @@
 //! router and an outside server ([`GatewayLab`]), with the gateway process and the kernel
 //! NAT baseline to compare it with. [`ha`] adds a second gateway (or keepalived) on the same
 //! LAN, and the traffic and captures that measure a failover between them ([`HaLab`]).
+//! [`egress`] is the whole product: two nodes with pods and `egret-agent`, two gateways
+//! sharing two floating IPs, an outside and an internal host ([`AgentLab`]).
 //!
 //! The lab needs root. Lab tests call [`require_root`] first, which fails them with a clear
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
 mod command;
+pub mod egress;
 pub mod ha;
 mod link;
 mod netns;
@@ -25,6 +28,7 @@ mod packet;
 pub mod topology;
 
 pub use command::check_output;
+pub use egress::AgentLab;
 pub use ha::HaLab;
 pub use link::{Link, veth_pair};
 pub use netns::{NetNs, reap_stale_namespaces, run_prefix};

@@ -179,7 +179,7 @@ pub fn gateway_binary() -> Result<PathBuf> {
 }
 
 /// The latest modification time of the files under `dir`.
-fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+pub(crate) fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
     fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
@@ -1327,18 +1327,18 @@ impl Snmp {
 }
 
 /// A scratch directory, removed with everything in it when dropped.
-struct WorkDir {
+pub(crate) struct WorkDir {
     path: PathBuf,
 }
 
 impl WorkDir {
-    fn new(tag: &str) -> Result<Self> {
+    pub(crate) fn new(tag: &str) -> Result<Self> {
         let path = std::env::temp_dir().join(format!("{}-{tag}", run_prefix()));
         fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self { path })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -1387,7 +1387,7 @@ pub(crate) fn join_lan(
 
 /// A veth pair, `a_name` in `a` and `b_name` in `b`, both up; made inside `a` with its peer
 /// moved straight into `b`, so it never appears in the caller's namespace.
-fn cable(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str) -> Result<()> {
+pub(crate) fn cable(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str) -> Result<()> {
     a.ip([
         "link",
         "add",
@@ -1405,7 +1405,7 @@ fn cable(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str) -> Result<()> {
     Ok(())
 }
 
-fn address(ns: &NetNs, interface: &str, address: &str) -> Result<()> {
+pub(crate) fn address(ns: &NetNs, interface: &str, address: &str) -> Result<()> {
     ns.ip(["address", "add", address, "dev", interface])?;
     Ok(())
 }
@@ -1448,7 +1448,7 @@ fn all_floating_ips_master(status: &str) -> bool {
 
 /// Writes `bytes` of deterministic pseudo-random data (xorshift64*, seeded): incompressible,
 /// and different for each seed so that a mixed-up stream does not compare equal.
-fn write_pseudo_random(path: &Path, bytes: u64, seed: u64) -> Result<()> {
+pub(crate) fn write_pseudo_random(path: &Path, bytes: u64, seed: u64) -> Result<()> {
     let mut file = std::io::BufWriter::new(
         File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
@@ -1471,7 +1471,7 @@ fn write_pseudo_random(path: &Path, bytes: u64, seed: u64) -> Result<()> {
 }
 
 /// SHA-256 of a file, by coreutils' `sha256sum`.
-fn sha256(path: &Path) -> Result<String> {
+pub(crate) fn sha256(path: &Path) -> Result<String> {
     let out = check_output(Command::new("sha256sum").arg(path))?;
     out.split_whitespace()
         .next()
