@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use egret_agent::config::{Config, HostFacts, Mode};
 use egret_agent::ebpf::{Classifier, embedded_object};
 use egret_agent::node::{self, Node};
+use egret_agent::status::Location;
 use egret_ebpf_common::{ClassifierStats, ParseError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -106,8 +107,20 @@ fn main() -> ExitCode {
 /// Loads and checks `path`, printing warnings; errors come back as one message with every
 /// diagnostic on its own `FILE:LINE:COL:` line.
 fn load(path: &Path) -> anyhow::Result<Config> {
-    let checked = Config::load(path, &HostFacts::from_system())
-        .map_err(|err| anyhow::anyhow!("{}", prefixed(path, &err.to_string())))?;
+    let checked = match Config::load(path, &HostFacts::from_system()) {
+        Ok(checked) => checked,
+        Err(err) if !err.diagnostics().is_empty() => {
+            // Compiler style, one `FILE:LINE:COL: error: ...` line each, for editors.
+            eprintln!("{}", prefixed(path, &err.to_string()));
+            let count = err.diagnostics().len();
+            bail!(
+                "{}: {count} error{} in the config",
+                path.display(),
+                if count == 1 { "" } else { "s" }
+            );
+        }
+        Err(err) => bail!("{}", egret_agent::error_chain(&err)),
+    };
     for warning in &checked.warnings {
         eprintln!("{}: {warning}", path.display());
     }
@@ -128,8 +141,16 @@ fn check(path: &Path) -> anyhow::Result<()> {
 }
 
 fn status(path: &Path, json: bool) -> anyhow::Result<()> {
-    let config = load(path)?;
-    let report = egret_agent::status::gather(&config).map_err(anyhow::Error::msg)?;
+    let location = match load(path) {
+        Ok(config) => Location::of(&config),
+        Err(err) => {
+            // The agent keeps its previous config when the file breaks; say where it is.
+            eprintln!("egret-agent: {err:#}; reading the state it names anyway");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            Location::salvage(&text)
+        }
+    };
+    let report = egret_agent::status::gather(&location).map_err(anyhow::Error::msg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -341,7 +341,7 @@ impl Node {
 
     /// The status file's path.
     pub fn state_path(config: &Config) -> PathBuf {
-        config.agent.state_dir.join("status.json")
+        crate::status::Location::of(config).state_file()
     }
 
     fn write_state(&self) -> Result<(), NodeError> {

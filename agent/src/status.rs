@@ -6,9 +6,56 @@ use std::collections::BTreeMap;
 use egret_ebpf_common::node::{NodeCounter, policy_id};
 use serde::Serialize;
 
-use crate::config::Config;
+use std::path::PathBuf;
+
+use crate::config::{Config, defaults};
 use crate::datapath::{PinnedMaps, Pins};
-use crate::node::{Node, State};
+use crate::node::State;
+
+/// Where an agent keeps its state: all `status` needs from a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// `[agent].node_name`.
+    pub node_name: String,
+    /// `[agent].pin_path`.
+    pub pin_path: PathBuf,
+    /// `[agent].state_dir`.
+    pub state_dir: PathBuf,
+}
+
+impl Location {
+    /// The location a checked config names.
+    pub fn of(config: &Config) -> Location {
+        Location {
+            node_name: config.agent.node_name.clone(),
+            pin_path: config.agent.pin_path.clone(),
+            state_dir: config.agent.state_dir.clone(),
+        }
+    }
+
+    /// The location a config names even when it does not pass its checks (the agent keeps
+    /// running with its previous config then, and its status matters most): the three keys
+    /// are read as plain TOML strings, with their defaults where missing or unreadable.
+    pub fn salvage(text: &str) -> Location {
+        let value: toml::Table = text.parse().unwrap_or_default();
+        let agent = value.get("agent").and_then(toml::Value::as_table);
+        let key = |name: &str| {
+            agent
+                .and_then(|a| a.get(name))
+                .and_then(toml::Value::as_str)
+        };
+        Location {
+            node_name: key("node_name").unwrap_or("").to_owned(),
+            pin_path: PathBuf::from(key("pin_path").unwrap_or(defaults::PIN_PATH)),
+            state_dir: PathBuf::from(key("state_dir").unwrap_or(defaults::STATE_DIR)),
+        }
+    }
+
+    /// The status file.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("status.json")
+    }
+}
 
 /// The whole answer.
 #[derive(Debug, Clone, Serialize)]
@@ -74,18 +121,18 @@ fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
 }
 
-/// Gathers the report for `config`.
-pub fn gather(config: &Config) -> Result<Report, String> {
-    let path = Node::state_path(config);
+/// Gathers the report of the agent at `location`.
+pub fn gather(location: &Location) -> Result<Report, String> {
+    let path = location.state_file();
     let state: Option<State> = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok());
-    let pins = Pins::new(&config.agent.pin_path);
+    let pins = Pins::new(&location.pin_path);
     if state.is_none() && !pins.exist() {
         return Err(format!(
             "no agent has run with this config: neither {} nor pinned maps under {} exist",
             path.display(),
-            config.agent.pin_path.display()
+            location.pin_path.display()
         ));
     }
     let state = state.unwrap_or_default();
@@ -114,7 +161,11 @@ pub fn gather(config: &Config) -> Result<Report, String> {
         })
         .collect();
     Ok(Report {
-        node_name: config.agent.node_name.clone(),
+        node_name: if state.node_name.is_empty() {
+            location.node_name.clone()
+        } else {
+            state.node_name.clone()
+        },
         running: state.pid != 0 && alive(state.pid),
         pid: (state.pid != 0).then_some(state.pid),
         last_error: state.last_error,
@@ -186,4 +237,22 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "refused map change: {step}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_config_still_says_where_the_state_is() {
+        let broken = "[agent]\nstate_dir = \"/run/x\"\npin_path = \"/sys/fs/bpf/x\"\nbogus = 1\n\
+                      [[policy]]\nsources = [\"10.0.0.0/33\"]\n";
+        let at = Location::salvage(broken);
+        assert_eq!(at.state_dir, PathBuf::from("/run/x"));
+        assert_eq!(at.pin_path, PathBuf::from("/sys/fs/bpf/x"));
+        // Not even TOML: the defaults.
+        let at = Location::salvage("[agent");
+        assert_eq!(at.pin_path, PathBuf::from(defaults::PIN_PATH));
+        assert_eq!(at.state_file(), PathBuf::from("/run/egret/status.json"));
+    }
 }
