@@ -40,6 +40,9 @@ pub enum NodeError {
     /// The policies could not be compiled.
     #[error("compiling the policies: {0}")]
     Compile(String),
+    /// Something the config asks for that this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// The status file.
     #[error("writing {path}: {source}")]
     State {
@@ -281,15 +284,43 @@ impl Node {
     }
 
     fn reload_inner(&mut self, config: Config) -> Result<(), NodeError> {
+        if config.agent.mode != crate::config::Mode::Static {
+            return Err(NodeError::Unsupported(format!(
+                "mode {:?} is not available in this build; the running static config stays",
+                config.agent.mode.as_str()
+            )));
+        }
+        if config.agent.pin_path != self.config.agent.pin_path {
+            tracing::warn!("[agent].pin_path changed: it takes effect at the next start");
+        }
         let tunnel = tunnel_of(&config)?;
-        if tunnel != self.tunnel || config.agent.pin_path != self.config.agent.pin_path {
-            tracing::warn!(
-                "tunnel device, routing or pin path changed: applying; programs stay where they are"
-            );
+        if tunnel != self.tunnel {
             tunnel::ensure(&tunnel)?;
-            self.tunnel = tunnel;
+            if tunnel.device != self.tunnel.device {
+                let ifindex = ifindex_of(&tunnel.device).ok_or_else(|| HostError::Output {
+                    command: format!("if_nametoindex({})", tunnel.device),
+                    problem: "the tunnel device vanished".into(),
+                })?;
+                self.programs
+                    .attach(&tunnel.device, ifindex, Hook::TunnelEgress)?;
+                self.programs
+                    .attach(&tunnel.device, ifindex, Hook::TunnelIngress)?;
+            }
+            let old = std::mem::replace(&mut self.tunnel, tunnel);
+            // The new routing is in place; the old one goes (unless it is the same).
+            if (old.mark, old.table, old.priority)
+                != (self.tunnel.mark, self.tunnel.table, self.tunnel.priority)
+            {
+                tunnel::remove_routing(&old);
+                // Removing the old rules may have taken a shared table's routes: ensure again.
+                tunnel::ensure(&self.tunnel)?;
+            }
+            if old.device != self.tunnel.device {
+                tunnel::remove_device(&old.device)?;
+            }
             self.state.tunnel_device = self.tunnel.device.clone();
             self.state.tunnel_mtu = self.tunnel.mtu;
+            tracing::info!(device = %self.tunnel.device, mtu = self.tunnel.mtu, "tunnel settings changed");
         }
         self.config = config;
         self.apply()?;
@@ -423,5 +454,88 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
     match unsafe { libc::if_nametoindex(name.as_ptr()) } {
         0 => None,
         i => Some(i),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostFacts;
+
+    fn config(text: &str) -> Config {
+        let host = HostFacts {
+            node_name_env: None,
+            hostname: Some("node1".into()),
+        };
+        Config::parse(text, &host).expect("valid config").config
+    }
+
+    const STATIC: &str = r#"
+[agent]
+mode = "static"
+interface = "eth0"
+[tunnel]
+vni = 7
+floating_ips = ["192.168.1.100"]
+[[policy]]
+name = "alice"
+sources = ["10.10.1.0/28"]
+destination_cidrs = ["8.8.8.0/24"]
+excluded_cidrs = ["8.8.8.8/32"]
+egress_source_ip = "192.168.1.100"
+"#;
+
+    fn tunnel(mtu: u16) -> Tunnel {
+        Tunnel {
+            device: "egret0".into(),
+            port: 4800,
+            mtu,
+            mark: 0x0010_0000,
+            table: 4800,
+            priority: 4800,
+        }
+    }
+
+    #[test]
+    fn programs_get_the_tunnel_mss_vni_and_gateway_check() {
+        let config = config(STATIC);
+        let cfg = node_config(&config, &tunnel(1450));
+        assert_eq!(
+            (cfg.mark, cfg.vni, cfg.mss, cfg.ttl, cfg.flags),
+            (0x0010_0000, 7, 1410, 64, FLAG_CHECK_GATEWAYS)
+        );
+        // Without known floating IPs, any gateway address is accepted.
+        let open = self::config(&STATIC.replace("floating_ips = [\"192.168.1.100\"]", ""));
+        assert_eq!(node_config(&open, &tunnel(1450)).flags, 0);
+    }
+
+    #[test]
+    fn policies_keep_their_order_and_fields() {
+        let specs = specs(&config(STATIC));
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, "alice");
+        assert_eq!(specs[0].excluded[0].to_string(), "8.8.8.8/32");
+        let program = compile(&config(STATIC)).expect("compiles");
+        let selected = program.decide(
+            std::net::Ipv4Addr::new(10, 10, 1, 5),
+            std::net::Ipv4Addr::new(8, 8, 8, 4),
+        );
+        assert_eq!(
+            selected.map(|(_, egress)| egress),
+            Some(std::net::Ipv4Addr::new(192, 168, 1, 100))
+        );
+        let excluded = program.decide(
+            std::net::Ipv4Addr::new(10, 10, 1, 5),
+            std::net::Ipv4Addr::new(8, 8, 8, 8),
+        );
+        assert_eq!(excluded, None);
+    }
+
+    #[test]
+    fn the_masquerade_table_follows_the_config() {
+        let m = masquerade_of(&config(STATIC));
+        assert_eq!(m.non_masquerade.len(), 11, "ip-masq-agent's default list");
+        assert!(!m.masquerade_link_local);
+        assert_eq!(m.tunnel_device, "egret0");
     }
 }

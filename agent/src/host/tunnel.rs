@@ -237,15 +237,33 @@ fn ensure_rules(tunnel: &Tunnel) -> Result<usize, HostError> {
 
 /// Removes the rules, the table's routes and the device; what is already gone is fine.
 pub fn remove(tunnel: &Tunnel) -> Result<(), HostError> {
-    for priority in [tunnel.priority, tunnel.priority + 1] {
-        let p = priority.to_string();
-        while run("ip", ["rule", "del", "priority", &p], None).is_ok() {}
+    remove_routing(tunnel);
+    remove_device(&tunnel.device)
+}
+
+/// Removes this tunnel's two rules (only ours: priority, mark and table must all match) and
+/// flushes its table.
+pub fn remove_routing(tunnel: &Tunnel) {
+    for args in rules(tunnel) {
+        // `suppress_prefixlength` is not part of a rule's identity for `ip rule del`.
+        let key: Vec<String> = args
+            .iter()
+            .take_while(|a| a.as_str() != "suppress_prefixlength")
+            .cloned()
+            .collect();
+        let mut del = vec!["rule".to_owned(), "del".to_owned()];
+        del.extend(key);
+        while run("ip", &del, None).is_ok() {}
     }
     let table = tunnel.table.to_string();
     let _ = run("ip", ["route", "flush", "table", &table], None);
-    // Only a collect-metadata VXLAN device is ours; another device of that name is left.
-    if let Some(Some(_)) = device_port(&tunnel.device)? {
-        run("ip", ["link", "del", "dev", &tunnel.device], None)?;
+}
+
+/// Deletes the device if it is a collect-metadata VXLAN device (ours); another device of
+/// that name is left alone.
+pub fn remove_device(device: &str) -> Result<(), HostError> {
+    if let Some(Some(_)) = device_port(device)? {
+        run("ip", ["link", "del", "dev", device], None)?;
     }
     Ok(())
 }
