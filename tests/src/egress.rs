@@ -331,6 +331,9 @@ pub struct AgentConfig {
     pub non_masquerade_cidrs: Vec<String>,
     pub masquerade_link_local: bool,
     pub policies: Vec<Policy>,
+    /// `[agent].pod_interfaces`: `["veth-*"]`, the lab's pod veths, unless changed (a
+    /// pattern that matches nothing leaves the classifier off every interface).
+    pub pod_interfaces: Vec<String>,
 }
 
 impl AgentConfig {
@@ -344,6 +347,7 @@ impl AgentConfig {
             non_masquerade_cidrs: NON_MASQUERADE_CIDRS.map(str::to_owned).to_vec(),
             masquerade_link_local: false,
             policies: vec![Policy::alice()],
+            pod_interfaces: vec!["veth-*".to_owned()],
         }
     }
 
@@ -359,11 +363,12 @@ impl AgentConfig {
         let floating: Vec<String> = self.floating_ips.iter().map(ToString::to_string).collect();
         let mut text = format!(
             "[agent]\nnode_name = {node}\nmode = \"static\"\ninterface = \"eth0\"\n\
-             pod_interfaces = [\"veth-*\"]\npin_path = {pin}\nstate_dir = {state}\n\n\
+             pod_interfaces = [{pods}]\npin_path = {pin}\nstate_dir = {state}\n\n\
              [tunnel]\nport = {TUNNEL_PORT}\nvni = {VNI}\nfloating_ips = [{floating}]\n\n\
              [masquerade]\nnon_masquerade_cidrs = [{non_masquerade}]\n\
              masquerade_link_local = {link_local}\n",
             node = toml_string(self.node.name()),
+            pods = list(&self.pod_interfaces),
             pin = toml_string(&self.pin_path.to_string_lossy()),
             state = toml_string(&self.state_dir.to_string_lossy()),
             floating = list(&floating),
@@ -393,6 +398,69 @@ impl AgentConfig {
         } else {
             "rejected"
         }
+    }
+}
+
+/// A large static config for scale measurements, from `base` (its node, pin path, state
+/// directory, masquerade settings): `policies` policies selecting `sources` /32 sources
+/// between them, an equal share each, with `pod`'s address the first source of the first
+/// policy. Policy `i` (`scale-0000`, ...) leaves with its own floating IP (the lab's two,
+/// then 192.168.52.10 onwards, all in `floating_ips`, so every policy is programmed), toward
+/// its own /24 in 100.64.0.0/10 and toward 203.0.113.0/24 but its upper half. Its other
+/// sources are 10.64.0.1 onwards. No destination holds a lab host: `pod`'s traffic is
+/// classified (its source found, its destination not) and never tunnelled.
+///
+/// # Panics
+///
+/// When `policies` is 0, above 16,384, or more than `sources`.
+pub fn scale_config(base: &AgentConfig, policies: usize, sources: usize, pod: Pod) -> AgentConfig {
+    assert!(
+        (1..=16_384).contains(&policies) && policies <= sources,
+        "scale_config: {policies} policies, {sources} sources"
+    );
+    let floating_ips: Vec<Ipv4Addr> = (0..policies)
+        .map(|i| match FLOATING_IPS.get(i) {
+            Some(ip) => ip.address,
+            None => {
+                let n = u8::try_from((i - FLOATING_IPS.len()) / 200).unwrap_or(u8::MAX);
+                let host = u8::try_from((i - FLOATING_IPS.len()) % 200).unwrap_or(0);
+                Ipv4Addr::new(192, 168, 52_u8.saturating_add(n), 10 + host)
+            }
+        })
+        .collect();
+    // Source k: the pod for k = 0, else 10.64.0.0 + k.
+    let source = |k: usize| -> String {
+        if k == 0 {
+            pod.cidr()
+        } else {
+            let offset = u32::try_from(k).unwrap_or(u32::MAX);
+            format!(
+                "{}/32",
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 64, 0, 0)) + offset)
+            )
+        }
+    };
+    let per_policy = sources / policies;
+    let mut list = Vec::with_capacity(policies);
+    for (i, egress) in floating_ips.iter().enumerate() {
+        let end = if i + 1 == policies {
+            sources
+        } else {
+            (i + 1) * per_policy
+        };
+        let offset = u32::try_from(i << 8).unwrap_or(u32::MAX);
+        let own = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + offset);
+        let mut policy = Policy::new(&format!("scale-{i:04}"), *egress)
+            .to(&format!("{own}/24"))
+            .to("203.0.113.0/24")
+            .except("203.0.113.128/25");
+        policy.sources = (i * per_policy..end).map(source).collect();
+        list.push(policy);
+    }
+    AgentConfig {
+        floating_ips,
+        policies: list,
+        ..base.clone()
     }
 }
 
@@ -1292,6 +1360,19 @@ impl AgentLab {
     pub fn write_agent_config_text(&self, node: Node, text: &str) -> Result<()> {
         let path = self.agent_config_path(node);
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Replaces the whole config of `config.node` (policies, floating IPs, pod interface
+    /// patterns, ...) and rewrites its file, without telling the agent. Start from
+    /// [`Self::agent_config`] to keep the lab's pin path and state directory.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn set_agent_config(&mut self, config: AgentConfig) -> Result<()> {
+        let node = config.node;
+        self.configs[node.index()] = config;
+        self.write_agent_config(node)
     }
 
     fn write_agent_config(&self, node: Node) -> Result<()> {
@@ -2329,7 +2410,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// error returns from `main`, and the lab drops. Later signals only kill again whatever
 /// runs in the lab (SIGKILL ends the program itself).
 ///
-/// Children are unaffected: std starts every child with an empty signal mask.
+/// Children are unaffected: [`crate::NetNs::command`] starts each with an empty signal mask.
 ///
 /// # Errors
 ///
@@ -2488,6 +2569,31 @@ mod tests {
             .map(|p| config.expected_state(p))
             .collect();
         assert_eq!(states, ["programmed", "programmed", "rejected"]);
+    }
+
+    #[test]
+    fn scale_configs_share_the_sources_and_keep_the_pod_first() {
+        let base = config();
+        let config = scale_config(&base, 1000, 10_000, Pod::A1);
+        assert_eq!(config.policies.len(), 1000);
+        assert_eq!(config.floating_ips.len(), 1000);
+        let sources: std::collections::BTreeSet<&String> =
+            config.policies.iter().flat_map(|p| &p.sources).collect();
+        assert_eq!(sources.len(), 10_000);
+        assert_eq!(config.policies[0].sources[0], "10.10.1.5/32");
+        assert!(config.policies.iter().all(|p| p.sources.len() == 10));
+        let egress: std::collections::BTreeSet<Ipv4Addr> =
+            config.policies.iter().map(|p| p.egress_source_ip).collect();
+        assert_eq!(egress.len(), 1000);
+        assert!(
+            config
+                .policies
+                .iter()
+                .all(|p| config.expected_state(p) == "programmed")
+        );
+        assert_eq!(config.policies[999].destination_cidrs[0], "100.67.231.0/24");
+        assert_eq!(config.floating_ips[999], Ipv4Addr::new(192, 168, 56, 207));
+        assert_eq!(config.pin_path, base.pin_path);
     }
 
     #[test]

@@ -137,9 +137,27 @@ impl NetNs {
     /// `ip netns exec <namespace> <program>`: a command that runs inside the namespace. Add
     /// arguments and run it like any [`Command`]. Anything that sends traffic must be run this
     /// way (or with [`NetNs::run`]) and bound to one of the namespace's interfaces.
+    ///
+    /// The child starts with no signal blocked, whatever this process blocks (the lab's
+    /// programs block SIGINT and SIGTERM to handle them on a thread of their own, and the
+    /// standard library does not clear the mask for children): stopping a lab process with
+    /// SIGTERM must work.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        use std::os::unix::process::CommandExt as _;
         let mut command = Command::new("ip");
         command.args(["netns", "exec"]).arg(&self.name).arg(program);
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+        // sigemptyset and sigprocmask are, and nothing is allocated.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&raw mut set);
+                if libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         command
     }
 

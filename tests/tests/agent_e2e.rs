@@ -531,11 +531,35 @@ fn agent_restart_keeps_flows_and_converges() -> Result<()> {
         }
         Ok(())
     })?;
+    // And back: bob's entries are now stale in the pinned maps; a new agent must remove them.
+    step(
+        &mut lab,
+        "kill -9 again; restart with alice only: bob's stale entries go",
+        |lab| {
+            lab.kill_agent(Node::Node1)?;
+            lab.set_policies(Node::Node1, vec![Policy::alice()])?;
+            lab.start_agent(Node::Node1)
+        },
+    )?;
+    step(
+        &mut lab,
+        "pod-a2 leaves with node1's address again",
+        |lab| udp_from(lab, Pod::A2, 7305, NODE1_ADDRESS),
+    )?;
+    step(&mut lab, "status: alice only", |lab| {
+        let status = lab.agent_status(Node::Node1)?;
+        ensure!(
+            status.policy("bob").is_err(),
+            "bob is still reported: {status:?}"
+        );
+        ensure!(status.policy("alice")?.state == "programmed");
+        Ok(())
+    })?;
     let report = live.finish(Duration::from_secs(5));
     eprintln!("   live connection: {}", report.summary());
     ensure!(
         report.survived(),
-        "the live connection did not survive the agent's restart: {}\n{}",
+        "the live connection did not survive the agent's restarts: {}\n{}",
         report.summary(),
         lab.evidence()
     );
