@@ -260,6 +260,15 @@ fn bpf_mounted_at(point: &Path) -> Result<bool> {
     }))
 }
 
+/// Drops ICMP "fragmentation needed" arriving at a host: path MTU discovery off.
+const NO_PMTUD: &str = "table inet no_pmtud {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        icmp type destination-unreachable icmp code frag-needed counter drop
+    }
+}
+";
+
 #[test]
 fn selected_pod_leaves_with_the_egress_ip() -> Result<()> {
     require_root();
@@ -274,6 +283,20 @@ fn selected_pod_leaves_with_the_egress_ip() -> Result<()> {
         &mut lab,
         "pod-b1 (alice, the other node) → outside from the egress IP",
         |lab| sources_are(lab, Pod::B1, OUTSIDE_ADDRESS, EGRESS_IP),
+    )?;
+    // Without path MTU discovery, only the MSS clamp keeps the segments within the tunnel:
+    // both ends drop every "fragmentation needed".
+    step(
+        &mut lab,
+        "pod-a1 and the outside host ignore \"fragmentation needed\"",
+        |lab| {
+            let rules = lab.workdir().join("no-pmtud.nft");
+            fs::write(&rules, NO_PMTUD)?;
+            for ns in [lab.pod(Pod::A1), lab.outside()] {
+                ns.exec("nft", [Path::new("-f"), rules.as_path()])?;
+            }
+            Ok(())
+        },
     )?;
     step(&mut lab, "50 MiB pod-a1 → outside, byte-exact", |lab| {
         transfer_exact(lab, Pod::A1, Direction::PodToOutside, 7100)
@@ -300,6 +323,11 @@ fn selected_pod_leaves_with_the_egress_ip() -> Result<()> {
                 alice.bytes
             );
             ensure!(tunnelled > 0, "node1 tunnelled no packet");
+            let clamped = node1.counter("mss_clamped")?;
+            ensure!(
+                clamped >= 4,
+                "node1 clamped {clamped} MSS options; each transfer's SYN and SYN-ACK need it"
+            );
             ensure!(
                 lab.agent_status(Node::Node2)?
                     .counter("tunnel_out_packets")?
