@@ -839,3 +839,49 @@ fn failover_keeps_the_selected_connection() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn sigterm_keeps_the_data_path_and_uninstall_removes_everything() -> Result<()> {
+    require_root();
+    let _serial = one_lab_at_a_time();
+    let mut lab = running_lab("uni")?;
+    step(
+        &mut lab,
+        "SIGTERM: the agent exits and pod-a1 still leaves from the egress IP",
+        |lab| {
+            let (status, _, killed) = lab.stop_agent(Node::Node1, Duration::from_secs(5))?;
+            ensure!(
+                !killed && status.success(),
+                "the agent did not exit cleanly on SIGTERM: {status:?}, killed {killed}"
+            );
+            udp_from(lab, Pod::A1, 7600, EGRESS_IP)
+        },
+    )?;
+    step(
+        &mut lab,
+        "uninstall removes the table, the routing, the device and the pins",
+        |lab| {
+            lab.agent_uninstall(Node::Node1)?;
+            let node = lab.node(Node::Node1);
+            ensure!(
+                node.exec("nft", ["list", "table", "ip", "egret"]).is_err(),
+                "the masquerade table is still there"
+            );
+            ensure!(
+                node.ip(["link", "show", "dev", "egret0"]).is_err(),
+                "egret0 is still there"
+            );
+            let rules = node.ip(["rule", "show"])?;
+            ensure!(!rules.contains("fwmark"), "rules are left:\n{rules}");
+            let pins = lab.pin_path(Node::Node1);
+            ensure!(!pins.exists(), "{} is still there", pins.display());
+            Ok(())
+        },
+    )?;
+    step(
+        &mut lab,
+        "after uninstall pod-a1 is neither tunnelled nor masqueraded",
+        |lab| udp_from(lab, Pod::A1, 7601, Pod::A1.address()),
+    )?;
+    Ok(())
+}
