@@ -104,8 +104,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads and checks `path`, printing warnings; errors come back as one message with every
-/// diagnostic on its own `FILE:LINE:COL:` line.
+/// Loads and checks `path`, printing warnings. On errors it prints each diagnostic as a
+/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count.
 fn load(path: &Path) -> anyhow::Result<Config> {
     let checked = match Config::load(path, &HostFacts::from_system()) {
         Ok(checked) => checked,
