@@ -8,40 +8,15 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use egret_agent::policy::{Contents, PolicySpec, compile, plan};
+use egret_agent::policy::fixtures::fleet;
+use egret_agent::policy::{Contents, compile, plan};
 use egret_agent::prefix::Prefix;
 
 const POLICIES: u32 = 1_000;
 const PODS_PER_POLICY: u32 = 10;
 
-/// Each policy: 10 pod /32s, two or three destinations, an exclusion inside the first, and
-/// its own egress IP.
-fn fleet() -> Vec<PolicySpec> {
-    (0..POLICIES)
-        .map(|i| {
-            let sources = (0..PODS_PER_POLICY)
-                .map(|k| Prefix::host(Ipv4Addr::from_bits(0x0a40_0000 + i * PODS_PER_POLICY + k)))
-                .collect();
-            let mut destinations = vec![
-                Prefix::new(Ipv4Addr::new(198, 18, 0, 0), 15),
-                Prefix::new(Ipv4Addr::new(192, 0, 2, 0), 24),
-            ];
-            if i % 3 == 0 {
-                destinations.push(Prefix::new(Ipv4Addr::new(203, 0, 113, 0), 24));
-            }
-            PolicySpec {
-                name: format!("team-{i:04}"),
-                sources,
-                destinations,
-                excluded: vec![Prefix::new(Ipv4Addr::new(198, 18, (i % 256) as u8, 0), 24)],
-                egress: Ipv4Addr::from_bits(0xc0a8_6400 + i),
-            }
-        })
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
-    let policies = fleet();
+    let policies = fleet(POLICIES, PODS_PER_POLICY);
     let mut changed = policies.clone();
     changed[500].destinations = vec![Prefix::new(Ipv4Addr::new(203, 0, 113, 0), 24)];
     let current = compile(&policies, &[]).expect("compiles").contents();

@@ -4,9 +4,9 @@
 //! The output parses back to the same [`Config`]: what is only a comment here (the uplink
 //! of the default route) is also what its absence means.
 
-use std::fmt::Display;
-
 use super::{Config, Mode};
+
+use egret_config::effective::{Lines, quote};
 
 pub(super) fn render(config: &Config) -> String {
     let mut out = Lines::default();
@@ -89,36 +89,6 @@ pub(super) fn render(config: &Config) -> String {
         });
     }
     out.finish()
-}
-
-#[derive(Default)]
-struct Lines(Vec<String>);
-
-impl Lines {
-    fn line(&mut self, line: impl Into<String>) {
-        self.0.push(line.into());
-    }
-
-    /// A table header, after a blank line.
-    fn section(&mut self, header: &str) {
-        self.line("");
-        self.line(header);
-    }
-
-    fn key(&mut self, key: &str, value: impl Display) {
-        self.line(format!("{key} = {value}"));
-    }
-
-    fn finish(self) -> String {
-        let mut text = self.0.join("\n");
-        text.push('\n');
-        text
-    }
-}
-
-/// A TOML string, escaped by the toml crate.
-fn quote(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
 }
 
 /// A TOML array on one line, or one element per line when that would be long.

@@ -20,7 +20,6 @@
 
 #![warn(missing_docs)]
 
-mod diagnostic;
 mod effective;
 mod glob;
 mod raw;
@@ -30,7 +29,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Severity};
+pub use egret_config::{Diagnostic, Severity};
 pub use glob::glob_match;
 
 use crate::prefix::Prefix;

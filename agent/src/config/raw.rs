@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
-use super::diagnostic::Report;
+use egret_config::Report;
+use egret_config::document::{self, key_before};
 
 /// A list of strings, as most list keys are; each element keeps its own span.
 pub(super) type RawList = Spanned<Vec<Spanned<String>>>;
@@ -246,20 +247,7 @@ fn path_in(value: &Spanned<DeValue<'_>>, at: usize) -> String {
 
 /// Turns a serde error about the key at `key` into a diagnostic.
 fn report_serde_error(error: &toml::de::Error, key: String, report: &mut Report<'_>) {
-    let message = error.message().trim();
-    let (problem, allowed_text) = if message.starts_with("unknown field `") {
-        // "unknown field `x`, expected one of `a`, `b`": serde lists the valid keys.
-        let valid = message
-            .split_once(", expected ")
-            .map_or("no keys here", |(_, valid)| valid);
-        ("unknown key".to_owned(), valid.to_owned())
-    } else if let Some((problem, expected)) = message.split_once(", expected ") {
-        let schema = allowed(&key);
-        let allowed_text = if schema.is_empty() { expected } else { schema };
-        (problem.to_owned(), allowed_text.to_owned())
-    } else {
-        (message.to_owned(), allowed(&key).to_owned())
-    };
+    let (problem, allowed_text) = document::serde_problem(error.message(), allowed(&key));
     let allowed_text = if allowed_text.is_empty() {
         "see the agent configuration in the README".to_owned()
     } else {
@@ -268,56 +256,10 @@ fn report_serde_error(error: &toml::de::Error, key: String, report: &mut Report<
     report.error(key, error.span(), problem, allowed_text);
 }
 
-/// A TOML syntax error, named after the key it is in or follows.
+/// A TOML syntax error, named after the key it follows.
 fn syntax_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Report<'_>) {
-    let key = error
-        .span()
-        .and_then(|s| key_before(document, s.start))
-        .unwrap_or_else(|| "document".to_owned());
-    let message = error.message().trim();
-    let (problem, allowed_text) = match message.split_once(", expected ") {
-        Some((problem, expected)) => (problem, format!("{expected} here")),
-        None if message == "duplicate key" => (message, "each key once per table".to_owned()),
-        None => (message, "valid TOML, see https://toml.io".to_owned()),
-    };
-    report.error(
-        key,
-        error.span(),
-        format!("TOML syntax: {problem}"),
-        allowed_text,
-    );
-}
-
-/// The path of the last key that starts at or before byte `at`: where a syntax error
-/// happened, since the broken text itself is often not a key or value.
-fn key_before(table: &DeTable<'_>, at: usize) -> Option<String> {
-    fn walk(table: &DeTable<'_>, at: usize, prefix: &str, best: &mut Option<(usize, String)>) {
-        for (key, value) in table.iter() {
-            let path = if prefix.is_empty() {
-                key.get_ref().to_string()
-            } else {
-                format!("{prefix}.{}", key.get_ref())
-            };
-            let start = key.span().start;
-            if start <= at && best.as_ref().is_none_or(|(s, _)| start >= *s) {
-                *best = Some((start, path.clone()));
-            }
-            match value.get_ref() {
-                DeValue::Table(inner) => walk(inner, at, &path, best),
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let DeValue::Table(inner) = item.get_ref() {
-                            walk(inner, at, &format!("{path}[{i}]"), best);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut best = None;
-    walk(table, at, "", &mut best);
-    best.map(|(_, path)| path)
+    let key = error.span().and_then(|s| key_before(document, s.start));
+    document::syntax_error(report, key, error);
 }
 
 /// Where to point for a section as a whole: the `[name]` header, or `name` of an inline
@@ -335,22 +277,7 @@ fn header_span(key: &Spanned<DeString<'_>>, value: &Spanned<DeValue<'_>>) -> Ran
 /// What is valid for a key, from the schema; empty when the schema has nothing to add.
 /// Array indices are ignored: `policy[3].sources[1]` is looked up as `policy[].sources[]`.
 pub(super) fn allowed(key: &str) -> &'static str {
-    let mut generic = String::with_capacity(key.len());
-    let mut in_index = false;
-    for c in key.chars() {
-        match c {
-            '[' => {
-                in_index = true;
-                generic.push('[');
-            }
-            ']' => {
-                in_index = false;
-                generic.push(']');
-            }
-            _ if in_index => {}
-            _ => generic.push(c),
-        }
-    }
+    let generic = document::generic_key(key);
     const PREFIX: &str = "an IPv4 prefix without host bits, such as \"10.0.0.0/8\"";
     match generic.as_str() {
         "agent" => "an [agent] table",

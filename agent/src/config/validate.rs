@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::diagnostic::Report;
 use super::raw::{
     self, Policies, RawAgent, RawConfig, RawList, RawMasquerade, RawPolicy, RawTunnel, Section,
     Table, allowed,
@@ -26,6 +25,7 @@ use super::{
     glob_match,
 };
 use crate::prefix::{Prefix, PrefixError};
+use egret_config::Report;
 
 /// Linux interface names are at most IFNAMSIZ - 1 bytes.
 const IFNAME_MAX: usize = 15;
@@ -63,25 +63,10 @@ pub(super) fn check(text: &str, host: &HostFacts) -> Result<Checked, ConfigError
         }
         .config(&raw)
     });
-    if config.is_none() && !report.has_errors() {
-        // Every path that yields no config reports why; keep that promise even if a future
-        // check forgets to.
-        report.error(
-            "document",
-            None,
-            "not a valid config",
-            "see the agent configuration in the README",
-        );
-    }
-    let valid = !report.has_errors();
-    let diagnostics = report.finish();
-    match config {
-        Some(config) if valid => Ok(Checked {
-            config,
-            warnings: diagnostics,
-        }),
-        _ => Err(ConfigError::Invalid { diagnostics }),
-    }
+    report
+        .conclude(config, "see the agent configuration in the README")
+        .map(|(config, warnings)| Checked { config, warnings })
+        .map_err(|diagnostics| ConfigError::Invalid { diagnostics })
 }
 
 /// A valid list element with its index and place in the file.
@@ -290,7 +275,7 @@ impl Checker<'_, '_, '_> {
         match mode {
             Some(Mode::Kubernetes) if !tables.is_empty() => {
                 let place = match &mode_span {
-                    Some(span) => format!("line {}", self.report.line_of(span.clone())),
+                    Some(span) => format!("line {}", self.report.line_of(Some(span.clone()))),
                     None => "the default".to_owned(),
                 };
                 let first = tables.iter().flatten().next().map(|t| t.span.clone());
@@ -328,7 +313,7 @@ impl Checker<'_, '_, '_> {
                 && object_name_problem(name.get_ref()).is_none()
                 && let Some((j, first)) = names.first(name.get_ref().clone(), i, Some(name.span()))
             {
-                let line = self.report.line_of(first);
+                let line = self.report.line_of(Some(first));
                 self.report.error(
                     format!("policy[{i}].name"),
                     Some(name.span()),
@@ -559,7 +544,7 @@ impl Checker<'_, '_, '_> {
                 continue;
             };
             let line = match older_span {
-                Some(s) => format!(", line {}", self.report.line_of(s.clone())),
+                Some(s) => format!(", line {}", self.report.line_of(Some(s.clone()))),
                 None => String::new(),
             };
             self.report.warning(
@@ -757,7 +742,7 @@ impl Checker<'_, '_, '_> {
         let mut valid = true;
         for item in &items {
             if let Some((j, first)) = seen.first(item.value, item.index, Some(item.span.clone())) {
-                let line = self.report.line_of(first);
+                let line = self.report.line_of(Some(first));
                 self.report.error(
                     format!("{key}[{}]", item.index),
                     Some(item.span.clone()),
@@ -806,7 +791,7 @@ impl Checker<'_, '_, '_> {
             match seen.first(item.value, item.index, Some(item.span.clone())) {
                 None => unique.push(item),
                 Some((j, first)) => {
-                    let line = self.report.line_of(first);
+                    let line = self.report.line_of(Some(first));
                     self.report.warning(
                         format!("{key}[{}]", item.index),
                         Some(item.span),

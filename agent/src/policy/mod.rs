@@ -54,6 +54,8 @@ mod compile;
 mod plan;
 mod reference;
 
+#[doc(hidden)]
+pub mod fixtures;
 #[cfg(test)]
 mod properties;
 

@@ -6,6 +6,8 @@
 
 use super::{Config, Priority, duration};
 
+use egret_config::effective::{Lines, quote};
+
 pub(super) fn render(config: &Config) -> String {
     let mut out = Lines::default();
     out.line("# egret-gateway effective configuration: defaults filled in.");
@@ -129,36 +131,6 @@ pub(super) fn render(config: &Config) -> String {
         }
     }
     out.finish()
-}
-
-#[derive(Default)]
-struct Lines(Vec<String>);
-
-impl Lines {
-    fn line(&mut self, line: impl Into<String>) {
-        self.0.push(line.into());
-    }
-
-    /// A table header, after a blank line.
-    fn section(&mut self, header: &str) {
-        self.line("");
-        self.line(header);
-    }
-
-    fn key(&mut self, key: &str, value: impl std::fmt::Display) {
-        self.line(format!("{key} = {value}"));
-    }
-
-    fn finish(self) -> String {
-        let mut text = self.0.join("\n");
-        text.push('\n');
-        text
-    }
-}
-
-/// A TOML basic string, escaped by the toml crate.
-fn quote(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
 }
 
 fn array(items: impl Iterator<Item = String>) -> String {

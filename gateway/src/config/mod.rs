@@ -11,7 +11,6 @@
 //! value, defaults filled in. [`Config::to_toml`] prints it back as TOML that parses to the
 //! same `Config`.
 
-mod diagnostic;
 pub mod duration;
 mod effective;
 mod interfaces;
@@ -26,7 +25,7 @@ use std::time::Duration;
 
 use smoltcp::wire::Ipv4Cidr;
 
-pub use diagnostic::{Diagnostic, Severity};
+pub use egret_config::{Diagnostic, Severity};
 pub use interfaces::HostFacts;
 
 use crate::nat::{NatParams, Timeouts};

@@ -11,7 +11,8 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::diagnostic::Report;
+use egret_config::Report;
+use egret_config::document::{self, join, key_at, key_before};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
@@ -265,18 +266,8 @@ fn toml_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Repo
     {
         key = join(&key, field);
         ("missing required key".to_owned(), allowed(&key).to_owned())
-    } else if message.starts_with("unknown field `") {
-        // "unknown field `x`, expected one of `a`, `b`": serde lists the valid keys.
-        let valid = message
-            .split_once(", expected ")
-            .map_or("no keys here", |(_, valid)| valid);
-        ("unknown key".to_owned(), valid.to_owned())
-    } else if let Some((problem, expected)) = message.split_once(", expected ") {
-        let schema = allowed(&key);
-        let allowed_text = if schema.is_empty() { expected } else { schema };
-        (problem.to_owned(), allowed_text.to_owned())
     } else {
-        (message.to_owned(), allowed(&key).to_owned())
+        document::serde_problem(message, allowed(&key))
     };
     let key = if key.is_empty() {
         "document".to_owned()
@@ -293,107 +284,16 @@ fn toml_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Repo
 
 /// A TOML syntax error, named after the key it is in or follows.
 fn syntax_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Report<'_>) {
-    let span = error.span();
-    let key = span
-        .as_ref()
-        .and_then(|s| key_at(document, s.start).or_else(|| key_before(document, s.start)))
-        .unwrap_or_else(|| "document".to_owned());
-    let message = error.message().trim();
-    let (problem, allowed_text) = match message.split_once(", expected ") {
-        Some((problem, expected)) => (problem, format!("{expected} here")),
-        None if message == "duplicate key" => (message, "each key once per table".to_owned()),
-        None => (message, "valid TOML, see https://toml.io".to_owned()),
-    };
-    report.error(key, span, format!("TOML syntax: {problem}"), allowed_text);
-}
-
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// The dotted path (`floating_ip[1].vrid`) of the innermost key or value at byte `offset`.
-pub(super) fn key_at(table: &DeTable<'_>, offset: usize) -> Option<String> {
-    key_in_table(table, offset, "")
-}
-
-/// The path of the last key written before byte `offset`: where a syntax error happened
-/// when the broken text itself is not a key or value.
-fn key_before(table: &DeTable<'_>, offset: usize) -> Option<String> {
-    fn walk(table: &DeTable<'_>, offset: usize, prefix: &str, best: &mut Option<(usize, String)>) {
-        for (key, value) in table.iter() {
-            let path = join(prefix, key.get_ref());
-            let start = key.span().start;
-            if start <= offset && best.as_ref().is_none_or(|(s, _)| start >= *s) {
-                *best = Some((start, path.clone()));
-            }
-            match value.get_ref() {
-                DeValue::Table(inner) => walk(inner, offset, &path, best),
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let DeValue::Table(inner) = item.get_ref() {
-                            walk(inner, offset, &format!("{path}[{i}]"), best);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut best = None;
-    walk(table, offset, "", &mut best);
-    best.map(|(_, path)| path)
-}
-
-fn key_in_table(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
-    for (key, value) in table.iter() {
-        let path = join(prefix, key.get_ref());
-        if key.span().contains(&offset) {
-            return Some(path);
-        }
-        if let Some(found) = key_in_value(value, offset, &path) {
-            return Some(found);
-        }
-    }
-    None
-}
-
-fn key_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &str) -> Option<String> {
-    // Children first: a `[table]`'s span is only its header, and an inline container's
-    // span contains its elements' spans.
-    let inner = match value.get_ref() {
-        DeValue::Table(table) => key_in_table(table, offset, path),
-        DeValue::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| key_in_value(item, offset, &format!("{path}[{i}]"))),
-        _ => None,
-    };
-    inner.or_else(|| value.span().contains(&offset).then(|| path.to_owned()))
+    let key = error
+        .span()
+        .and_then(|s| key_at(document, s.start).or_else(|| key_before(document, s.start)));
+    document::syntax_error(report, key, error);
 }
 
 /// What is valid for a key, from the schema; empty when the schema has nothing to add.
 /// Array indices are ignored: `floating_ip[3].vrid` is looked up as `floating_ip[].vrid`.
 pub(super) fn allowed(key: &str) -> &'static str {
-    let mut generic = String::with_capacity(key.len());
-    let mut in_index = false;
-    for c in key.chars() {
-        match c {
-            '[' => {
-                in_index = true;
-                generic.push('[');
-            }
-            ']' => {
-                in_index = false;
-                generic.push(']');
-            }
-            _ if in_index => {}
-            _ => generic.push(c),
-        }
-    }
+    let generic = document::generic_key(key);
     const DURATION: &str =
         "a duration of at least 1s and at most 30d, such as \"30s\", \"4m\" or \"2h4m\"";
     const PRIORITY: &str = "an integer 1..=254 or \"auto\"";

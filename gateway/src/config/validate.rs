@@ -15,7 +15,6 @@ use std::time::Duration;
 use smoltcp::wire::Ipv4Cidr;
 use toml::Spanned;
 
-use super::diagnostic::Report;
 use super::raw::{
     self, RawApi, RawConfig, RawElection, RawFloatingIp, RawGateway, RawKubernetes, RawNat,
     RawPriority, RawSync, RawTunnel, Section, allowed,
@@ -24,6 +23,7 @@ use super::{
     Api, Checked, Config, ConfigError, Election, FloatingIp, Gateway, HostFacts, Kubernetes, Nat,
     Priority, StateSync, Tunnel, defaults, duration,
 };
+use egret_config::Report;
 
 /// Shortest and longest VRRPv3 advert interval: 1 and 4095 centiseconds (a 12-bit field).
 const ADVERT_MIN: Duration = Duration::from_millis(10);
@@ -55,25 +55,13 @@ pub(super) fn check(text: &str, host: &HostFacts) -> Result<Checked, ConfigError
         }
         .config(&raw)
     });
-    if config.is_none() && !report.has_errors() {
-        // Every path that yields no config reports why; keep that promise even if a
-        // future check forgets to.
-        report.error(
-            "document",
-            None,
-            "not a valid config",
-            "see the commented example in packaging/gateway.toml",
-        );
-    }
-    let valid = !report.has_errors();
-    let diagnostics = report.finish();
-    match config {
-        Some(config) if valid => Ok(Checked {
+    report
+        .conclude(
             config,
-            warnings: diagnostics,
-        }),
-        _ => Err(ConfigError::Invalid(diagnostics)),
-    }
+            "see the commented example in packaging/gateway.toml",
+        )
+        .map(|(config, warnings)| Checked { config, warnings })
+        .map_err(ConfigError::Invalid)
 }
 
 struct Checker<'r, 't, 'h> {

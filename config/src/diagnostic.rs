@@ -3,13 +3,13 @@
 use std::fmt;
 use std::ops::Range;
 
-/// Whether a diagnostic stops the gateway from starting.
+/// Whether a diagnostic stops the daemon from starting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     /// Refused: the config is not used.
     Error,
     /// Accepted, but probably not what the operator wants (for example a NAT timeout below
-    /// the RFC minimum).
+    /// the RFC minimum, or a policy that will not be programmed).
     Warning,
 }
 
@@ -20,6 +20,7 @@ pub enum Severity {
 /// `allowed:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
     /// Dotted key path, e.g. `floating_ip[1].vrid` (array indices from 0).
     pub key: String,
@@ -27,6 +28,7 @@ pub struct Diagnostic {
     pub line: usize,
     /// 1-based column, in characters.
     pub column: usize,
+    /// What is wrong.
     pub problem: String,
     /// What would be valid (for a warning: what is recommended).
     pub allowed: String,
@@ -48,13 +50,14 @@ impl fmt::Display for Diagnostic {
 
 /// Collects diagnostics while a document is checked, turning byte spans into lines and
 /// columns.
-pub(super) struct Report<'a> {
+pub struct Report<'a> {
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl<'a> Report<'a> {
-    pub(super) fn new(text: &'a str) -> Report<'a> {
+    /// A report on the document `text`.
+    pub fn new(text: &'a str) -> Report<'a> {
         Report {
             text,
             diagnostics: Vec::new(),
@@ -63,7 +66,7 @@ impl<'a> Report<'a> {
 
     /// Records an error. `span` is a byte range in the document; `None` (a key that is
     /// missing, a default that conflicts) reports line 1, column 1.
-    pub(super) fn error(
+    pub fn error(
         &mut self,
         key: impl Into<String>,
         span: Option<Range<usize>>,
@@ -80,7 +83,7 @@ impl<'a> Report<'a> {
     }
 
     /// Records a warning; `recommended` says what would avoid it.
-    pub(super) fn warning(
+    pub fn warning(
         &mut self,
         key: impl Into<String>,
         span: Option<Range<usize>>,
@@ -116,7 +119,7 @@ impl<'a> Report<'a> {
     }
 
     /// 1-based line of a span's start, to point from one diagnostic to another place.
-    pub(super) fn line_of(&self, span: Option<Range<usize>>) -> usize {
+    pub fn line_of(&self, span: Option<Range<usize>>) -> usize {
         self.line_column(span.map_or(0, |s| s.start)).0
     }
 
@@ -133,14 +136,35 @@ impl<'a> Report<'a> {
         (line, column)
     }
 
-    pub(super) fn has_errors(&self) -> bool {
+    /// Whether an error (not only warnings) was recorded.
+    pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
             .any(|d| d.severity == Severity::Error)
     }
 
+    /// Ends the check of a document that gave `config` (or none): the config with its
+    /// warnings when no error was recorded, else every diagnostic. A check that gives no
+    /// config always says why; should none say so, a `document` error pointing to `see`
+    /// (where the schema is explained) keeps that promise.
+    pub fn conclude<T>(
+        mut self,
+        config: Option<T>,
+        see: &str,
+    ) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
+        if config.is_none() && !self.has_errors() {
+            self.error("document", None, "not a valid config", see);
+        }
+        let valid = !self.has_errors();
+        let diagnostics = self.finish();
+        match config {
+            Some(config) if valid => Ok((config, diagnostics)),
+            _ => Err(diagnostics),
+        }
+    }
+
     /// The diagnostics in file order (errors before warnings on the same spot).
-    pub(super) fn finish(mut self) -> Vec<Diagnostic> {
+    pub fn finish(mut self) -> Vec<Diagnostic> {
         self.diagnostics
             .sort_by_key(|d| (d.line, d.column, d.severity));
         self.diagnostics
@@ -158,6 +182,9 @@ mod tests {
         report.error("b", Some(text.find('=').unwrap_or(0)..0), "p", "q");
         report.error("bé", Some(text.find('"').unwrap_or(0)..0), "p", "q");
         report.error("missing", None, "p", "q");
+        let quote = text.find('"').unwrap_or(0);
+        assert_eq!(report.line_of(Some(quote..quote)), 2);
+        assert_eq!(report.line_of(None), 1);
         let d = report.finish();
         assert_eq!((d[0].line, d[0].column), (1, 1));
         assert_eq!((d[1].line, d[1].column), (1, 3));
