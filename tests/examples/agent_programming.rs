@@ -42,11 +42,9 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use egret_lab::{
     AgentLab,
-    egress::{
-        Node, Pod, check_interrupted, handle_interrupts, interrupted, scale_config,
-        sleep_unless_interrupted,
-    },
+    egress::{Node, Pod, check_interrupted, program_main, scale_config, sleep_unless_interrupted},
     ha::millis,
+    setting,
 };
 
 /// How long a start or a reload may take before the round fails.
@@ -55,32 +53,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
-    if let Err(err) = handle_interrupts() {
-        eprintln!("agent_programming: error: {err:#}");
-        return ExitCode::FAILURE;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) if interrupted() => ExitCode::from(130),
-        Err(err) => {
-            eprintln!("agent_programming: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn setting(position: usize, env: Option<&str>, default: usize) -> Result<usize> {
-    let value = std::env::args()
-        .nth(position)
-        .or_else(|| env.and_then(|env| std::env::var(env).ok()));
-    match value {
-        None => Ok(default),
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=100_000).contains(n))
-            .with_context(|| format!("argument {position}: {text:?} is not a whole number")),
-    }
+    program_main("agent_programming", run)
 }
 
 /// One measurement: the time seen from outside, and what the agent's log said.
@@ -113,9 +86,9 @@ fn run() -> Result<()> {
         unsafe { libc::geteuid() } == 0,
         "needs root: it builds network namespaces and loads eBPF programs"
     );
-    let rounds = setting(1, Some("EGRET_ROUNDS"), 5)?;
-    let policies = setting(2, None, 1000)?;
-    let sources = setting(3, None, 10_000)?;
+    let rounds: usize = setting(1, Some("EGRET_ROUNDS"), 5, 1..=100_000)?;
+    let policies: usize = setting(2, None, 1000, 1..=100_000)?;
+    let sources: usize = setting(3, None, 10_000, 1..=100_000)?;
     ensure!(policies <= sources, "more policies than sources");
     let node = Node::Node1;
     let mut lab = AgentLab::new("prog")?;

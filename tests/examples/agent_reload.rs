@@ -21,42 +21,18 @@ use egret_lab::{
     AgentLab,
     egress::{
         EGRESS_IP, NODE1_ADDRESS, Node, OUTSIDE_ADDRESS, Pod, Policy, check_interrupted,
-        handle_interrupts, interrupted, sleep_unless_interrupted,
+        program_main, sleep_unless_interrupted,
     },
     ha::{median, millis},
+    setting,
 };
 
 fn main() -> ExitCode {
-    if let Err(err) = handle_interrupts() {
-        eprintln!("agent_reload: error: {err:#}");
-        return ExitCode::FAILURE;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) if interrupted() => ExitCode::from(130),
-        Err(err) => {
-            eprintln!("agent_reload: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn rounds() -> Result<u32> {
-    let value = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("EGRET_ROUNDS").ok());
-    match value {
-        None => Ok(10),
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .with_context(|| format!("ROUNDS: {text:?} is not a whole number in 1..=1000")),
-    }
+    program_main("agent_reload", run)
 }
 
 fn run() -> Result<()> {
-    let rounds = rounds()?;
+    let rounds: u32 = setting(1, Some("EGRET_ROUNDS"), 10, 1..=1000)?;
     let mut lab = AgentLab::new("reload")?;
     lab.start_all()?;
     let destination = SocketAddrV4::new(OUTSIDE_ADDRESS, 7600);

@@ -62,10 +62,11 @@ use aya::programs::{
 use egret_lab::{
     AgentLab, NetNs,
     egress::{
-        AgentConfig, NODE1_ADDRESS, Node, OUTSIDE_ADDRESS, Pod, check_interrupted,
-        handle_interrupts, interrupted, scale_config, sleep_unless_interrupted,
+        AgentConfig, NODE1_ADDRESS, Node, OUTSIDE_ADDRESS, Pod, check_interrupted, program_main,
+        scale_config, sleep_unless_interrupted,
     },
-    topology::{Background, wait_listening},
+    setting,
+    topology::iperf3_server,
 };
 
 /// UDP payload of a 64-byte IPv4 packet: 64 - 20 (IPv4) - 8 (UDP).
@@ -122,40 +123,17 @@ struct Run {
 }
 
 fn main() -> ExitCode {
-    if let Err(err) = handle_interrupts() {
-        eprintln!("classifier_cost: error: {err:#}");
-        return ExitCode::FAILURE;
-    }
-    let before = fs::read_to_string(STATS_SYSCTL).unwrap_or_default();
-    let result = run();
-    let after = fs::read_to_string(STATS_SYSCTL).unwrap_or_default();
-    println!(
-        "kernel.bpf_stats_enabled: {} before, {} after",
-        before.trim(),
-        after.trim()
-    );
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) if interrupted() => ExitCode::from(130),
-        Err(err) => {
-            eprintln!("classifier_cost: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn setting(position: usize, env: &str, default: usize) -> Result<usize> {
-    let value = std::env::args()
-        .nth(position)
-        .or_else(|| std::env::var(env).ok());
-    match value {
-        None => Ok(default),
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .with_context(|| format!("{env}: {text:?} is not a whole number in 1..=1000")),
-    }
+    program_main("classifier_cost", || {
+        let before = fs::read_to_string(STATS_SYSCTL).unwrap_or_default();
+        let result = run();
+        let after = fs::read_to_string(STATS_SYSCTL).unwrap_or_default();
+        println!(
+            "kernel.bpf_stats_enabled: {} before, {} after",
+            before.trim(),
+            after.trim()
+        );
+        result
+    })
 }
 
 fn run() -> Result<()> {
@@ -164,9 +142,9 @@ fn run() -> Result<()> {
         unsafe { libc::geteuid() } == 0,
         "needs root: it builds network namespaces and loads eBPF programs"
     );
-    let rounds = setting(1, "EGRET_ROUNDS", 5)?;
-    let seconds = setting(2, "EGRET_SECONDS", 5)?;
-    let senders = setting(3, "EGRET_SENDERS", 2)?;
+    let rounds: usize = setting(1, Some("EGRET_ROUNDS"), 5, 1..=1000)?;
+    let seconds: usize = setting(2, Some("EGRET_SECONDS"), 5, 1..=1000)?;
+    let senders: usize = setting(3, Some("EGRET_SENDERS"), 2, 1..=1000)?;
     let iperf = match std::env::var("EGRET_SENDER").as_deref() {
         Ok("iperf3") => true,
         Ok("mmsg") | Err(_) => false,
@@ -192,15 +170,7 @@ fn run() -> Result<()> {
         .run(|| UdpSocket::bind(destination))?
         .context("binding the sink in the outside namespace")?;
     let _iperf_server = if iperf {
-        let server = Background::spawn(lab.outside().command("iperf3").args([
-            "-s",
-            "-B",
-            &OUTSIDE_ADDRESS.to_string(),
-            "-p",
-            &IPERF_PORT.to_string(),
-        ]))?;
-        wait_listening(lab.outside(), "tcp", IPERF_PORT, Duration::from_secs(5))?;
-        Some(server)
+        Some(iperf3_server(lab.outside(), OUTSIDE_ADDRESS, IPERF_PORT)?)
     } else {
         None
     };

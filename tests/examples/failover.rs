@@ -29,10 +29,11 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use egret_lab::{
     HaLab,
     ha::{FailoverReport, Failure, HaConfig, Load, Member, median, millis},
+    setting,
     topology::gateway_binary,
 };
 
@@ -43,20 +44,6 @@ fn main() -> ExitCode {
             eprintln!("failover: error: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn rounds() -> Result<u32> {
-    let value = std::env::args()
-        .nth(1)
-        .or_else(|| std::env::var("EGRET_ROUNDS").ok());
-    match value {
-        None => Ok(5),
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=50).contains(n))
-            .with_context(|| format!("ROUNDS: {text:?} is not a whole number in 1..=50")),
     }
 }
 
@@ -96,7 +83,7 @@ fn run() -> Result<()> {
         unsafe { libc::geteuid() } == 0,
         "needs root: it builds network namespaces"
     );
-    let rounds = rounds()?;
+    let rounds: u32 = setting(1, Some("EGRET_ROUNDS"), 5, 1..=50)?;
     let binary = gateway_binary()?;
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     println!(

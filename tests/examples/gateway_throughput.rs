@@ -48,10 +48,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use egret_lab::{
-    GatewayLab, Mode,
-    topology::{
-        Background, OUTSIDE_ADDRESS, POD_ADDRESS, gateway_binary, run_with_timeout, wait_listening,
-    },
+    GatewayLab, Mode, setting,
+    topology::{OUTSIDE_ADDRESS, POD_ADDRESS, gateway_binary, iperf3_server, run_with_timeout},
 };
 use serde_json::Value;
 
@@ -88,28 +86,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn setting(position: usize, env: &str, default: u32) -> Result<u32> {
-    let value = std::env::args()
-        .nth(position)
-        .or_else(|| std::env::var(env).ok());
-    match value {
-        None => Ok(default),
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("{env}: {text:?} is not a positive whole number")),
-    }
-}
-
 fn run() -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     ensure!(
         unsafe { libc::geteuid() } == 0,
         "needs root: it builds network namespaces"
     );
-    let rounds = setting(1, "EGRET_ROUNDS", 3)?;
-    let seconds = setting(2, "EGRET_SECONDS", 5)?;
+    let rounds: u32 = setting(1, Some("EGRET_ROUNDS"), 3, 1..=u32::MAX)?;
+    let seconds: u32 = setting(2, Some("EGRET_SECONDS"), 5, 1..=u32::MAX)?;
     let binary = gateway_binary()?;
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
@@ -118,14 +102,7 @@ fn run() -> Result<()> {
     );
 
     let mut lab = GatewayLab::new("tput")?;
-    let _server = Background::spawn(lab.outside().command("iperf3").args([
-        "-s",
-        "-B",
-        &OUTSIDE_ADDRESS.to_string(),
-        "-p",
-        &IPERF_PORT.to_string(),
-    ]))?;
-    wait_listening(lab.outside(), "tcp", IPERF_PORT, Duration::from_secs(5))?;
+    let _server = iperf3_server(lab.outside(), OUTSIDE_ADDRESS, IPERF_PORT)?;
 
     let mut results: Vec<(u32, Mode, Figures)> = Vec::new();
     for round in 1..=rounds {

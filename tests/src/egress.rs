@@ -39,16 +39,16 @@
 //! # The agent's command line
 //!
 //! Everything that knows `egret-agent`'s command line and output is in [`AgentCli`],
-//! [`Agent`], [`AgentStatus`] and [`AgentConfig::render`]; adapt those when the agent's
-//! interface moves.
+//! [`AgentStatus`] and [`AgentConfig::render`], and for `run --config <file>`, which the
+//! gateway shares, in [`crate::topology::Daemon`] (an [`Agent`] is one); adapt those when the
+//! agent's interface moves.
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitCode, ExitStatus, Stdio},
     sync::{
         Once,
         atomic::{AtomicBool, Ordering},
@@ -60,37 +60,39 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-pub use crate::ha::{GW2_ADDRESS, Member};
+pub use crate::ha::{FloatingIpRole, GW2_ADDRESS, Member, parse_roles};
 use crate::{
     NetNs, check_output,
-    ha::{EchoServer, Messenger, MessengerReport, NAT_PORT_RANGE, SYNC_PORT, millis},
+    ha::{
+        EchoServer, GatewayPair, Messenger, MessengerReport, NAT_PORT_RANGE, SYNC_PORT, idle,
+        millis,
+    },
     run_prefix,
     topology::{
-        API_LISTEN, Background, Direction, GW_ADDRESS, Gateway, Metrics, PYTHON, PeerSources,
-        ROUTER_LAN_ADDRESS, Transfer, WorkDir, address, cable, default_route, disable_ipv6,
-        gateway_binary, join_lan, newest_modification, run_with_timeout, scripts_dir, sha256,
-        sysctl, terminate, wait_listening, workspace_root, write_pseudo_random,
+        self, API_LISTEN, Daemon, Direction, End, GW_ADDRESS, Metrics, PeerSources,
+        ROUTER_LAN_ADDRESS, Transfer, WorkDir, address, api_request, cable, default_route,
+        disable_ipv6, join_lan, lab_binary, lan_switch, peer_sources, socat_transfer, sysctl, tail,
     },
 };
 
 /// gw1's address on the LAN.
 pub const GW1_ADDRESS: Ipv4Addr = GW_ADDRESS;
 /// node1's address on the LAN: its masquerade address and its tunnel's outer source.
-pub const NODE1_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 21);
+pub const NODE1_ADDRESS: Ipv4Addr = topology::NODE_ADDRESS;
 /// node2's address on the LAN.
 pub const NODE2_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 22);
 /// The router's LAN address: everyone's default route.
 pub const ROUTER_ADDRESS: Ipv4Addr = ROUTER_LAN_ADDRESS;
 /// The first floating IP (VRID 10, gw1 preferred): alice's egress IP.
-pub const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 100);
+pub const EGRESS_IP: Ipv4Addr = topology::FLOATING_IP;
 /// The second floating IP (VRID 11, gw2 preferred).
 pub const SECOND_EGRESS_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 101);
 /// An address on the LAN that is no floating IP: a policy egressing there is rejected.
 pub const UNKNOWN_EGRESS_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 199);
 /// The router's side of the outside network.
-pub const ROUTER_OUTSIDE_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const ROUTER_OUTSIDE_ADDRESS: Ipv4Addr = topology::ROUTER_OUTSIDE_ADDRESS;
 /// The outside host, inside alice's destination and outside her exclusion.
-pub const OUTSIDE_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub const OUTSIDE_ADDRESS: Ipv4Addr = topology::OUTSIDE_ADDRESS;
 /// The outside host's second address, inside alice's excluded 198.51.100.128/25.
 pub const EXCLUDED_OUTSIDE_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
 /// The router's side of the internal network.
@@ -98,8 +100,8 @@ pub const ROUTER_INTERNAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
 /// The internal host, in a non-masquerade CIDR: pods reach it with their own address.
 pub const INTERNAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 10);
 /// VXLAN port and VNI of the agents and the gateways.
-pub const TUNNEL_PORT: u16 = 4800;
-pub const VNI: u32 = 1;
+pub const TUNNEL_PORT: u16 = topology::TUNNEL_PORT;
+pub const VNI: u32 = topology::VNI;
 /// The gateways' advert interval.
 pub const ADVERT_INTERVAL: Duration = Duration::from_millis(100);
 /// The non-masquerade CIDRs of the agents' `[masquerade]`.
@@ -115,8 +117,6 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONVERGE_SETTLE: Duration = Duration::from_millis(600);
 /// How long an agent may take to program its policies after it starts.
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The outside ports [`AgentLab::sources_seen`] listens on.
-const PEER_SOURCES_PORTS: (u16, u16) = (7001, 7002);
 
 /// One floating IP of the gateways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -525,43 +525,13 @@ garp_refresh = "60s"
 ///
 /// When the file does not exist, with the command that builds it.
 pub fn agent_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("EGRET_AGENT_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || workspace_root().join("target"),
-                |dir| workspace_root().join(dir),
-            );
-            target.join("release").join("egret-agent")
-        }
-    };
-    ensure!(
-        path.is_file(),
-        "no egret-agent binary at {}: build it with `cargo build --release -p egret-agent`, \
-         or point EGRET_AGENT_BIN at one",
-        path.display()
-    );
-    let built = fs::metadata(&path).and_then(|meta| meta.modified()).ok();
-    let edited = [
-        workspace_root().join("agent").join("src"),
-        workspace_root().join("ebpf"),
-    ]
-    .iter()
-    .filter_map(|dir| newest_modification(dir))
-    .max();
-    static WARN: Once = Once::new();
-    if let (Some(built), Some(edited)) = (built, edited)
-        && edited > built
-    {
-        WARN.call_once(|| {
-            eprintln!(
-                "egret-lab: warning: {} is older than the agent's sources; rebuild it with \
-                 `cargo build --release -p egret-agent`",
-                path.display()
-            );
-        });
-    }
-    Ok(path)
+    static WARNED: Once = Once::new();
+    lab_binary(
+        "egret-agent",
+        "EGRET_AGENT_BIN",
+        &["agent/src", "ebpf"],
+        &WARNED,
+    )
 }
 
 /// `egret-agent`'s subcommands, run inside a node's namespace.
@@ -606,19 +576,7 @@ impl AgentCli {
     ///
     /// When it cannot start.
     pub fn spawn(&self, ns: &NetNs, config: &Path, log: &Path) -> Result<Agent> {
-        let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = self
-            .command(ns, "run", config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {} in {}", self.binary.display(), ns.name()))?;
-        Ok(Agent {
-            child: Some(child),
-            log: log.to_owned(),
-        })
+        Daemon::start(ns, &self.binary, config, log, "agent")
     }
 
     /// `egret-agent status --json --config <config>`, parsed.
@@ -687,96 +645,7 @@ impl CheckOutcome {
 
 /// `egret-agent run` in a node's namespace. Dropping it kills it (SIGKILL): an agent that
 /// exits leaves its data path in place anyway, and [`AgentLab`] uninstalls after.
-pub struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    /// Its process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Its log file (stdout and stderr).
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// The last `lines` lines of its log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log, lines)
-    }
-
-    /// Fails when the process has exited, with its status and the end of its log.
-    ///
-    /// # Errors
-    ///
-    /// When it has exited.
-    pub fn ensure_running(&mut self) -> Result<()> {
-        let child = self.child.as_mut().context("the agent was stopped")?;
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "egret-agent exited ({status})\n--- agent log (end) ---\n{}",
-                self.log_tail(40)
-            );
-        }
-        Ok(())
-    }
-
-    /// Sends `signal` (e.g. `libc::SIGHUP`).
-    ///
-    /// # Errors
-    ///
-    /// When it does not run.
-    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
-        self.ensure_running()?;
-        let pid = self
-            .pid()
-            .and_then(|pid| libc::pid_t::try_from(pid).ok())
-            .context("no pid")?;
-        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child, which
-        // `ensure_running` just saw alive.
-        let sent = unsafe { libc::kill(pid, signal) };
-        ensure!(
-            sent == 0,
-            "signalling the agent: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(())
-    }
-
-    /// SIGKILL, and reaps it.
-    ///
-    /// # Errors
-    ///
-    /// When it was already reaped.
-    pub fn kill(mut self) -> Result<ExitStatus> {
-        let mut child = self.child.take().context("the agent was stopped")?;
-        child.kill()?;
-        Ok(child.wait()?)
-    }
-
-    /// SIGTERM; SIGKILL after `grace`. Returns its exit status, how long it took and whether
-    /// it had to be killed.
-    ///
-    /// # Errors
-    ///
-    /// When it was already reaped.
-    pub fn stop(mut self, grace: Duration) -> Result<(ExitStatus, Duration, bool)> {
-        let mut child = self.child.take().context("the agent was stopped")?;
-        terminate(&mut child, grace)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+pub type Agent = Daemon;
 
 /// `egret-agent status --json`.
 #[derive(Debug, Clone)]
@@ -927,58 +796,6 @@ pub struct Switch {
     pub interval: Duration,
 }
 
-/// A floating IP as one gateway's `/status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FloatingIpRole {
-    pub address: Ipv4Addr,
-    /// `master`, `backup` or `initialize`.
-    pub state: String,
-    /// Whether it answers ARP for the address and forwards its traffic.
-    pub owned: bool,
-    pub master_address: Option<Ipv4Addr>,
-    /// When it last changed state, as it recorded (millisecond resolution).
-    pub last_transition: SystemTime,
-}
-
-impl FloatingIpRole {
-    /// Master and owning the address.
-    pub fn is_master(&self) -> bool {
-        self.state == "master" && self.owned
-    }
-}
-
-/// The floating IPs of a gateway's `/status` body.
-///
-/// # Errors
-///
-/// When it is not JSON with a `floating_ips` list.
-pub fn parse_roles(status: &str) -> Result<Vec<FloatingIpRole>> {
-    let status: Value = serde_json::from_str(status).context("/status is not JSON")?;
-    status
-        .get("floating_ips")
-        .and_then(Value::as_array)
-        .context("/status has no floating_ips")?
-        .iter()
-        .map(|ip| {
-            let text = |key: &str| ip.get(key).and_then(Value::as_str);
-            Ok(FloatingIpRole {
-                address: text("address")
-                    .context("a floating IP without address")?
-                    .parse()?,
-                state: text("state").unwrap_or_default().to_owned(),
-                owned: ip.get("owned").and_then(Value::as_bool).unwrap_or(false),
-                master_address: text("master_address").and_then(|text| text.parse().ok()),
-                last_transition: SystemTime::UNIX_EPOCH
-                    + Duration::from_millis(
-                        ip.get("last_transition_unix_ms")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0),
-                    ),
-            })
-        })
-        .collect()
-}
-
 /// A TCP connection from a pod messaging the outside host every 10 ms, each message echoed
 /// (see [`crate::ha::Messenger`]); it survives when nothing is lost, reordered or reset.
 pub struct LiveConnection {
@@ -1072,9 +889,7 @@ pub struct AgentLab {
     agents: [Option<Agent>; 2],
     /// Agents started per node so far: their log names, and whether to uninstall.
     agent_starts: [u32; 2],
-    gateways: [Option<Gateway>; 2],
-    gateway_starts: u32,
-    gateway_logs: [Option<PathBuf>; 2],
+    gateways: GatewayPair,
     configs: [AgentConfig; 2],
     cli: Option<AgentCli>,
     /// The lab's bpffs, while mounted.
@@ -1119,9 +934,7 @@ impl AgentLab {
         let mut lab = Self {
             agents: [None, None],
             agent_starts: [0, 0],
-            gateways: [None, None],
-            gateway_starts: 0,
-            gateway_logs: [None, None],
+            gateways: GatewayPair::new(),
             configs,
             cli: None,
             bpffs: None,
@@ -1179,19 +992,7 @@ impl AgentLab {
         sysctl(&self.router, "net.ipv4.conf.default.rp_filter", "0")?;
         sysctl(&self.router, "net.ipv4.ip_forward", "1")?;
 
-        // A plain switch: with br_netfilter in the kernel the bridge would hand IPv4 frames
-        // to netfilter (see crate::topology).
-        for key in [
-            "net.bridge.bridge-nf-call-iptables",
-            "net.bridge.bridge-nf-call-ip6tables",
-            "net.bridge.bridge-nf-call-arptables",
-        ] {
-            if self.lan.exec("sysctl", ["-n", key]).is_ok() {
-                sysctl(&self.lan, key, "0")?;
-            }
-        }
-        self.lan.ip(["link", "add", "br0", "type", "bridge"])?;
-        self.lan.ip(["link", "set", "dev", "br0", "up"])?;
+        lan_switch(&self.lan)?;
         for member in Member::BOTH {
             join_lan(
                 &self.lan,
@@ -1387,26 +1188,13 @@ impl AgentLab {
     ///
     /// When it already runs or cannot start.
     pub fn start_gateway(&mut self, member: Member) -> Result<()> {
-        ensure!(
-            self.gateways[member.index()].is_none(),
-            "{} is already running",
-            member.name()
-        );
-        let binary = gateway_binary()?;
-        self.gateway_starts += 1;
-        let log =
-            self.workdir
-                .path()
-                .join(format!("{}-{}.log", member.name(), self.gateway_starts));
-        let gateway = Gateway::start(
-            self.gateway_ns(member),
-            &binary,
-            &self.gateway_config_path(member),
-            &log,
-        )?;
-        self.gateways[member.index()] = Some(gateway);
-        self.gateway_logs[member.index()] = Some(log);
-        Ok(())
+        let config = self.gateway_config_path(member);
+        self.gateways.start(
+            member,
+            &self.gws[member.index()],
+            &config,
+            self.workdir.path(),
+        )
     }
 
     /// Starts both gateways and waits until each floating IP is owned by its preferred
@@ -1426,7 +1214,7 @@ impl AgentLab {
 
     /// Whether `member`'s gateway was started and not stopped or killed.
     pub fn gateway_running(&self, member: Member) -> bool {
-        self.gateways[member.index()].is_some()
+        self.gateways.running(member)
     }
 
     /// Fails when a gateway that was started has exited.
@@ -1435,10 +1223,7 @@ impl AgentLab {
     ///
     /// When one has, with the end of its log.
     pub fn ensure_gateways_running(&mut self) -> Result<()> {
-        for gateway in self.gateways.iter_mut().flatten() {
-            gateway.ensure_running()?;
-        }
-        Ok(())
+        self.gateways.ensure_running()
     }
 
     /// `GET <path>` from `member`'s API, in-process (no curl per request).
@@ -1611,27 +1396,12 @@ impl AgentLab {
     ///
     /// When it is not running.
     pub fn kill_gateway(&mut self, member: Member) -> Result<SystemTime> {
-        let gateway = self.gateways[member.index()]
-            .take()
-            .with_context(|| format!("{} is not running", member.name()))?;
-        let pid = gateway
-            .pid()
-            .and_then(|pid| libc::pid_t::try_from(pid).ok())
-            .context("no pid")?;
-        let at = SystemTime::now();
-        // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        // Reaps it.
-        drop(gateway);
-        Ok(at)
+        self.gateways.kill(member)
     }
 
     /// The end of `member`'s latest gateway log.
     pub fn gateway_log_tail(&self, member: Member, lines: usize) -> String {
-        self.gateway_logs[member.index()]
-            .as_deref()
-            .map(|log| tail(log, lines))
-            .unwrap_or_default()
+        self.gateways.log_tail(member, lines)
     }
 
     // --- agents --------------------------------------------------------------------------
@@ -1765,7 +1535,7 @@ impl AgentLab {
     ///
     /// When it does not run.
     pub fn kill_agent(&mut self, node: Node) -> Result<Instant> {
-        let agent = self.agents[node.index()]
+        let mut agent = self.agents[node.index()]
             .take()
             .with_context(|| format!("{}'s agent is not running", node.name()))?;
         let at = Instant::now();
@@ -1784,10 +1554,10 @@ impl AgentLab {
         node: Node,
         grace: Duration,
     ) -> Result<(ExitStatus, Duration, bool)> {
-        let agent = self.agents[node.index()]
+        let mut agent = self.agents[node.index()]
             .take()
             .with_context(|| format!("{}'s agent is not running", node.name()))?;
-        agent.stop(grace)
+        agent.terminate(grace)
     }
 
     /// Sends SIGHUP to `node`'s agent (reload its config file); returns the instant just
@@ -1872,75 +1642,12 @@ impl AgentLab {
     ///
     /// When the listener sees nothing for one of them within 10 s.
     pub fn sources_seen(&self, pod: Pod, destination: Ipv4Addr) -> Result<PeerSources> {
-        let timeout = Duration::from_secs(10);
-        let (tcp_port, udp_port) = PEER_SOURCES_PORTS;
-        let host = self.host_of(destination)?;
-        let mut listener = Background::spawn(
-            host.command(PYTHON)
-                .arg(scripts_dir().join("peer_sources.py"))
-                .args([
-                    destination.to_string(),
-                    tcp_port.to_string(),
-                    udp_port.to_string(),
-                    timeout.as_secs().to_string(),
-                ]),
-        )?;
-        let ready = listener.line(Duration::from_secs(10))?;
-        ensure!(
-            ready.as_deref() == Some("ready"),
-            "peer_sources.py did not start: {ready:?}"
-        );
-        let (pod_ns, source) = (self.pod(pod), pod.address());
-        // Each in its own way: a failure here shows in the listener's report below.
-        let tcp = run_with_timeout(
-            pod_ns.command("socat").args([
-                "-u".to_owned(),
-                "STDIN".to_owned(),
-                format!("TCP:{destination}:{tcp_port},bind={source},connect-timeout=5"),
-            ]),
-            Duration::from_secs(10),
-        );
-        let udp = run_with_timeout(
-            pod_ns.command(PYTHON).args([
-                "-c".to_owned(),
-                format!(
-                    "import socket, time\n\
-                     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-                     s.bind(('{source}', 0))\n\
-                     for _ in range(3):\n    \
-                         s.sendto(b'egret', ('{destination}', {udp_port}))\n    \
-                         time.sleep(0.1)\n"
-                ),
-            ]),
-            Duration::from_secs(10),
-        );
-        let icmp = pod_ns.ping("eth0", destination.into(), 2);
-        let finished = listener.wait(timeout + Duration::from_secs(5))?;
-        let mut seen = PeerSources::default();
-        for line in &finished.stdout {
-            let mut words = line.split_whitespace();
-            let (Some(kind), Some(address)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let address: Ipv4Addr = address
-                .parse()
-                .with_context(|| format!("peer_sources.py printed {line:?}"))?;
-            match kind {
-                "tcp" => seen.tcp = Some(address),
-                "udp" => seen.udp = Some(address),
-                "icmp" => seen.icmp = Some(address),
-                _ => {}
-            }
-        }
-        if seen.tcp.is_none() || seen.udp.is_none() || seen.icmp.is_none() {
-            bail!(
-                "{destination} did not see every probe from {}: {seen:?}; senders: tcp {tcp:?}, \
-                 udp {udp:?}, icmp (replies) {icmp:?}; listener stderr: {}",
-                pod.name(),
-                finished.stderr.trim()
-            );
-        }
-        Ok(seen)
+        let host = End::new(self.host_of(destination)?, destination);
+        peer_sources(self.pod_end(pod), host, 3, 2, Duration::from_secs(10))
+    }
+
+    fn pod_end(&self, pod: Pod) -> End<'_> {
+        End::new(self.pod(pod), pod.address())
     }
 
     /// Opens a TCP connection from `pod` to `destination`, where a listener waits in the
@@ -2122,51 +1829,15 @@ impl AgentLab {
         port: u16,
         timeout: Duration,
     ) -> Result<Transfer> {
-        let name = format!("{}-{direction:?}-{port}", pod.name()).to_lowercase();
-        let source = self.workdir.path().join(format!("{name}.sent"));
-        let sink = self.workdir.path().join(format!("{name}.received"));
-        write_pseudo_random(&source, bytes, u64::from(port))?;
-        let listen = format!("TCP-LISTEN:{port},bind={OUTSIDE_ADDRESS},reuseaddr");
-        let connect = format!(
-            "TCP:{OUTSIDE_ADDRESS}:{port},bind={},connect-timeout=5",
-            pod.address()
-        );
-        let file = |path: &Path| format!("FILE:{}", path.display());
-        let create = |path: &Path| format!("CREATE:{}", path.display());
-        let started = Instant::now();
-        let (server_args, client_args) = match direction {
-            Direction::PodToOutside => ([listen, create(&sink)], [file(&source), connect]),
-            Direction::OutsideToPod => ([file(&source), listen], [connect, create(&sink)]),
-        };
-        let server = Background::spawn(self.outside.command("socat").arg("-u").args(&server_args))?;
-        wait_listening(&self.outside, "tcp", port, Duration::from_secs(5))?;
-        let client = run_with_timeout(
-            self.pod(pod).command("socat").arg("-u").args(&client_args),
-            timeout,
-        );
-        let server = server.wait(Duration::from_secs(10));
-        let elapsed = started.elapsed();
-        client.context("the pod's end of the transfer")?;
-        let server = server?;
-        ensure!(
-            server.status.success(),
-            "the outside end of the transfer: {}: {}",
-            server.status,
-            server.stderr.trim()
-        );
-        let received = fs::metadata(&sink)
-            .with_context(|| format!("reading {}", sink.display()))?
-            .len();
-        let transfer = Transfer {
+        socat_transfer(
+            self.pod_end(pod),
+            End::new(&self.outside, OUTSIDE_ADDRESS),
+            self.workdir.path(),
+            direction,
             bytes,
-            received,
-            sent_sha256: sha256(&source)?,
-            received_sha256: sha256(&sink)?,
-            elapsed,
-        };
-        let _ = fs::remove_file(&source);
-        let _ = fs::remove_file(&sink);
-        Ok(transfer)
+            port,
+            timeout,
+        )
     }
 
     /// Connects `pod` (local port `port`) to an echo server on the outside host's `port` and
@@ -2262,9 +1933,7 @@ impl Drop for AgentLab {
                 }
             }
         }
-        for gateway in self.gateways.iter_mut() {
-            drop(gateway.take());
-        }
+        self.gateways.stop_all();
         // bpffs is no namespace's: what is pinned there outlives the namespaces unless
         // removed. Unmounting frees whatever the agents or the uninstall left.
         if let Some(bpffs) = self.bpffs.take() {
@@ -2298,46 +1967,6 @@ fn switched_at(seen: &BTreeMap<u64, Ipv4Addr>, expected: Ipv4Addr, confirm: usiz
         }
     }
     first.filter(|_| run >= confirm)
-}
-
-/// Whether a socket error only says that nothing was there.
-fn idle(err: &std::io::Error) -> bool {
-    matches!(
-        err.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-    )
-}
-
-/// The last `lines` lines of a file ("" when it cannot be read).
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `GET <path>` from the gateway API of `ns` (127.0.0.1:9477 there), without a process per
-/// request.
-fn api_request(ns: &NetNs, path: &str) -> Result<String> {
-    ns.run(|| -> Result<String> {
-        let address: SocketAddr = API_LISTEN.parse()?;
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: egret\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("the response has no end of head")?;
-        let status_line = head.lines().next().unwrap_or_default();
-        ensure!(
-            status_line.starts_with("HTTP/1.1 200"),
-            "GET {path}: {status_line}"
-        );
-        Ok(body.to_owned())
-    })?
 }
 
 /// Unmounts the lab bpffs mounts (`<temp dir>/egt<pid>-<hex>-<tag>/bpf`) of runs whose
@@ -2448,6 +2077,24 @@ pub fn handle_interrupts() -> Result<()> {
         })
         .context("starting the signal thread")?;
     Ok(())
+}
+
+/// The `main` of a lab program: [`handle_interrupts`], then `run`. Exits 0 when `run`
+/// succeeds, 130 when it failed because of an interrupt, else 1 after printing
+/// `<name>: error: <the error>`.
+pub fn program_main(name: &str, run: impl FnOnce() -> Result<()>) -> ExitCode {
+    if let Err(err) = handle_interrupts() {
+        eprintln!("{name}: error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) if interrupted() => ExitCode::from(130),
+        Err(err) => {
+            eprintln!("{name}: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Whether SIGINT or SIGTERM came (see [`handle_interrupts`]).
@@ -2655,19 +2302,6 @@ mod tests {
         assert_eq!(failed.last_error.as_deref(), Some("agent.toml:3:1: error"));
         assert!(AgentStatus::parse(r#"{"counters": {}}"#).is_err());
         assert!(AgentStatus::parse("not json").is_err());
-    }
-
-    #[test]
-    fn gateway_roles_per_address() {
-        let body = r#"{"floating_ips":[
-            {"address":"192.168.50.100","state":"master","owned":true},
-            {"address":"192.168.50.101","state":"backup","owned":false,
-             "master_address":"192.168.50.12"}]}"#;
-        let roles = parse_roles(body).expect("valid");
-        assert!(roles[0].is_master());
-        assert!(!roles[1].is_master());
-        assert_eq!(roles[1].master_address, Some(GW2_ADDRESS));
-        assert!(parse_roles("{}").is_err());
     }
 
     #[test]

@@ -34,8 +34,7 @@ mod traffic;
 
 use std::{
     fs,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     process::{Child, Stdio},
     thread,
@@ -43,7 +42,9 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
 
+pub(crate) use self::traffic::idle;
 pub use self::{
     capture::{
         Arp, Capture, Frame, Ipv4Summary, Mac, PROTOCOL_VRRP, arp_request, format_mac, parse_mac,
@@ -57,8 +58,8 @@ use crate::{
     GatewayLab, NetNs,
     topology::{
         API_LISTEN, FLOATING_IP, GW_ADDRESS, Gateway, OUTSIDE_ADDRESS, POD_ADDRESS,
-        ROUTER_LAN_ADDRESS, Stopped, default_route, disable_ipv6, gateway_binary, join_lan, lladdr,
-        terminate,
+        ROUTER_LAN_ADDRESS, Stopped, api_request, default_route, disable_ipv6, gateway_binary,
+        join_lan, lladdr, tail, terminate,
     },
 };
 
@@ -276,7 +277,6 @@ impl Election {
     ///
     /// When the body is not JSON or lacks the floating IP.
     pub fn parse(status: &str) -> Result<Self> {
-        use serde_json::Value;
         let status: Value = serde_json::from_str(status).context("/status is not JSON")?;
         let floating = FLOATING_IP.to_string();
         let entry = status
@@ -287,26 +287,25 @@ impl Election {
                     .find(|ip| ip.get("address").and_then(Value::as_str) == Some(&floating))
             })
             .with_context(|| format!("/status lists no floating IP {floating}"))?;
+        let FloatingIpRole {
+            state,
+            owned,
+            master_address,
+            last_transition,
+            ..
+        } = FloatingIpRole::parse(entry)?;
         let number = |value: Option<&Value>| value.and_then(Value::as_u64).unwrap_or(0);
         let field = |name: &str| number(entry.get(name));
         let election = status.get("election");
         Ok(Self {
-            state: entry
-                .get("state")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            owned: entry.get("owned").and_then(Value::as_bool).unwrap_or(false),
-            master_address: entry
-                .get("master_address")
-                .and_then(Value::as_str)
-                .and_then(|text| text.parse().ok()),
+            state,
+            owned,
+            master_address,
             priority: u8::try_from(field("priority")).unwrap_or(0),
             transitions: field("transitions"),
             adverts_sent: field("adverts_sent"),
             adverts_received: field("adverts_received"),
-            last_transition: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(field("last_transition_unix_ms")),
+            last_transition,
             gratuitous_arps_sent: number(status.pointer("/control/gratuitous_arps_sent")),
             not_master_drops: number(status.pointer("/drops/not_master")),
             adverts_rejected: election
@@ -325,6 +324,65 @@ impl Election {
     }
 }
 
+/// A floating IP as one gateway's `/status` shows it (of many, see [`parse_roles`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingIpRole {
+    pub address: Ipv4Addr,
+    /// `master`, `backup` or `initialize`.
+    pub state: String,
+    /// Whether it answers ARP for the address and forwards its traffic.
+    pub owned: bool,
+    pub master_address: Option<Ipv4Addr>,
+    /// When it last changed state, as it recorded (millisecond resolution).
+    pub last_transition: SystemTime,
+}
+
+impl FloatingIpRole {
+    /// Reads one entry of `/status`'s `floating_ips`.
+    ///
+    /// # Errors
+    ///
+    /// When it has no address.
+    fn parse(ip: &Value) -> Result<Self> {
+        let text = |key: &str| ip.get(key).and_then(Value::as_str);
+        Ok(Self {
+            address: text("address")
+                .context("a floating IP without address")?
+                .parse()?,
+            state: text("state").unwrap_or_default().to_owned(),
+            owned: ip.get("owned").and_then(Value::as_bool).unwrap_or(false),
+            master_address: text("master_address").and_then(|text| text.parse().ok()),
+            last_transition: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(
+                    ip.get("last_transition_unix_ms")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0),
+                ),
+        })
+    }
+
+    /// Master and owning the address.
+    pub fn is_master(&self) -> bool {
+        self.state == "master" && self.owned
+    }
+}
+
+/// The floating IPs of a gateway's `/status` body.
+///
+/// # Errors
+///
+/// When it is not JSON with a `floating_ips` list.
+pub fn parse_roles(status: &str) -> Result<Vec<FloatingIpRole>> {
+    let status: Value = serde_json::from_str(status).context("/status is not JSON")?;
+    status
+        .get("floating_ips")
+        .and_then(Value::as_array)
+        .context("/status has no floating_ips")?
+        .iter()
+        .map(FloatingIpRole::parse)
+        .collect()
+}
+
 /// What one member is doing about the floating IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -338,15 +396,119 @@ pub enum Role {
     Down,
 }
 
+/// The `egret-gateway` processes of a lab with two gateway hosts, by [`Member`]: what
+/// [`HaLab`] and [`crate::AgentLab`] run. Dropping it stops them.
+pub(crate) struct GatewayPair {
+    processes: [Option<Gateway>; 2],
+    /// The log of each member's latest gateway process, also once it has stopped.
+    logs: [Option<PathBuf>; 2],
+    /// Processes started so far (also a keepalived in a gateway's place): numbers the logs.
+    starts: u32,
+}
+
+impl GatewayPair {
+    pub(crate) fn new() -> Self {
+        Self {
+            processes: [None, None],
+            logs: [None, None],
+            starts: 0,
+        }
+    }
+
+    /// Counts one more process started in the lab and returns its number.
+    pub(crate) fn next_start(&mut self) -> u32 {
+        self.starts += 1;
+        self.starts
+    }
+
+    /// Starts `member`'s gateway in `ns` with `config` (without waiting for anything); its
+    /// log is `<workdir>/<member>-<n>.log`.
+    ///
+    /// # Errors
+    ///
+    /// When it already runs or cannot start.
+    pub(crate) fn start(
+        &mut self,
+        member: Member,
+        ns: &NetNs,
+        config: &Path,
+        workdir: &Path,
+    ) -> Result<()> {
+        ensure!(
+            !self.running(member),
+            "{} is already running",
+            member.name()
+        );
+        let binary = gateway_binary()?;
+        let log = workdir.join(format!("{}-{}.log", member.name(), self.next_start()));
+        let gateway = Gateway::start(ns, &binary, config, &log)?;
+        self.processes[member.index()] = Some(gateway);
+        self.logs[member.index()] = Some(log);
+        Ok(())
+    }
+
+    /// Whether `member`'s gateway was started and not stopped or killed.
+    pub(crate) fn running(&self, member: Member) -> bool {
+        self.processes[member.index()].is_some()
+    }
+
+    /// Fails when a gateway that was started has exited.
+    ///
+    /// # Errors
+    ///
+    /// When one has, with the end of its log.
+    pub(crate) fn ensure_running(&mut self) -> Result<()> {
+        for gateway in self.processes.iter_mut().flatten() {
+            gateway.ensure_running()?;
+        }
+        Ok(())
+    }
+
+    /// `member`'s gateway, to stop: it counts as not running from now on.
+    ///
+    /// # Errors
+    ///
+    /// When it is not running.
+    pub(crate) fn take(&mut self, member: Member) -> Result<Gateway> {
+        self.processes[member.index()]
+            .take()
+            .with_context(|| format!("{} is not running", member.name()))
+    }
+
+    /// Kills `member`'s gateway with SIGKILL; returns the instant just before the signal.
+    ///
+    /// # Errors
+    ///
+    /// When it is not running.
+    pub(crate) fn kill(&mut self, member: Member) -> Result<SystemTime> {
+        let mut gateway = self.take(member)?;
+        let at = SystemTime::now();
+        gateway.kill()?;
+        Ok(at)
+    }
+
+    /// Stops every gateway that runs ([`Gateway`]'s drop).
+    pub(crate) fn stop_all(&mut self) {
+        for gateway in &mut self.processes {
+            drop(gateway.take());
+        }
+    }
+
+    /// The end of `member`'s latest gateway log ("" when it never ran).
+    pub(crate) fn log_tail(&self, member: Member, lines: usize) -> String {
+        self.logs[member.index()]
+            .as_deref()
+            .map(|log| tail(log, lines))
+            .unwrap_or_default()
+    }
+}
+
 /// The two-gateway lab; see the module documentation. Fields drop in order: the processes
 /// first, then gw2's namespace, then the gateway lab (its namespaces and work directory).
 pub struct HaLab {
-    gateways: [Option<Gateway>; 2],
+    gateways: GatewayPair,
     keepalived: Option<Keepalived>,
     config: HaConfig,
-    starts: u32,
-    /// The log of each member's latest gateway process, also once it has stopped.
-    logs: [Option<PathBuf>; 2],
     /// Failovers run so far; each uses its own pod ports.
     rounds: u16,
     gw2: NetNs,
@@ -368,11 +530,9 @@ impl HaLab {
         join_lan(base.lan(), Member::Gw2.lan_port(), &gw2, GW2_ADDRESS)?;
         default_route(&gw2, ROUTER_LAN_ADDRESS)?;
         let lab = Self {
-            gateways: [None, None],
+            gateways: GatewayPair::new(),
             keepalived: None,
             config,
-            starts: 0,
-            logs: [None, None],
             rounds: 0,
             gw2,
             base,
@@ -425,24 +585,17 @@ impl HaLab {
     /// When it already runs, keepalived holds its place, or it cannot start.
     pub fn start(&mut self, member: Member) -> Result<()> {
         ensure!(
-            self.gateways[member.index()].is_none(),
-            "{} is already running",
-            member.name()
-        );
-        ensure!(
             member == Member::Gw1 || self.keepalived.is_none(),
             "keepalived runs in gw2's place"
         );
-        let binary = gateway_binary()?;
-        self.starts += 1;
-        let log = self
-            .base
-            .workdir()
-            .join(format!("{}-{}.log", member.name(), self.starts));
-        let gateway = Gateway::start(self.ns(member), &binary, &self.config_path(member), &log)?;
-        self.gateways[member.index()] = Some(gateway);
-        self.logs[member.index()] = Some(log);
-        Ok(())
+        let config = self.config_path(member);
+        // `self.ns(member)`, borrowing only the namespaces.
+        let ns = match member {
+            Member::Gw1 => self.base.gw(),
+            Member::Gw2 => &self.gw2,
+        };
+        self.gateways
+            .start(member, ns, &config, self.base.workdir())
     }
 
     /// Starts both gateways at once and waits until they agree ([`Self::wait_converged`]);
@@ -459,7 +612,7 @@ impl HaLab {
 
     /// Whether `member`'s gateway process was started and not stopped or killed.
     pub fn running(&self, member: Member) -> bool {
-        self.gateways[member.index()].is_some()
+        self.gateways.running(member)
     }
 
     /// `GET <path>` from `member`'s API, without a process per request (the failover polls
@@ -469,28 +622,8 @@ impl HaLab {
     ///
     /// When nothing answers or the answer is not 200.
     pub fn api_get(&self, member: Member, path: &str) -> Result<String> {
-        let ns = self.ns(member);
-        ns.run(|| -> Result<String> {
-            let address: SocketAddr = API_LISTEN.parse()?;
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: egret\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            let (head, body) = response
-                .split_once("\r\n\r\n")
-                .context("the response has no end of head")?;
-            let status_line = head.lines().next().unwrap_or_default();
-            ensure!(
-                status_line.starts_with("HTTP/1.1 200"),
-                "GET {path}: {status_line}"
-            );
-            Ok(body.to_owned())
-        })?
-        .with_context(|| format!("asking {}'s API", member.name()))
+        api_request(self.ns(member), path)
+            .with_context(|| format!("asking {}'s API", member.name()))
     }
 
     /// `member`'s election view, from its `/status`.
@@ -572,9 +705,7 @@ impl HaLab {
         let deadline = Instant::now() + timeout;
         let mut held: Option<(Member, Instant)> = None;
         loop {
-            for gateway in self.gateways.iter_mut().flatten() {
-                gateway.ensure_running()?;
-            }
+            self.gateways.ensure_running()?;
             match (self.agreed_master()?, held) {
                 (Some(master), Some((previous, since))) if master == previous => {
                     if since.elapsed() >= settle {
@@ -623,19 +754,7 @@ impl HaLab {
     ///
     /// When it is not running.
     pub fn kill(&mut self, member: Member) -> Result<SystemTime> {
-        let gateway = self.gateways[member.index()]
-            .take()
-            .with_context(|| format!("{} is not running", member.name()))?;
-        let pid = gateway
-            .pid()
-            .and_then(|pid| libc::pid_t::try_from(pid).ok())
-            .context("no pid")?;
-        let at = SystemTime::now();
-        // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        // Reaps it.
-        drop(gateway);
-        Ok(at)
+        self.gateways.kill(member)
     }
 
     /// Stops `member`'s gateway with SIGTERM (it hands over with a priority-0 advert) and
@@ -645,9 +764,7 @@ impl HaLab {
     ///
     /// When it is not running or does not exit in time.
     pub fn terminate(&mut self, member: Member) -> Result<(SystemTime, Stopped)> {
-        let gateway = self.gateways[member.index()]
-            .take()
-            .with_context(|| format!("{} is not running", member.name()))?;
+        let gateway = self.gateways.take(member)?;
         let at = SystemTime::now();
         let stopped = gateway.stop()?;
         Ok((at, stopped))
@@ -696,15 +813,10 @@ impl HaLab {
 
     /// The end of `member`'s latest log (its gateway's, or keepalived's for gw2).
     pub fn log_tail(&self, member: Member, lines: usize) -> String {
-        let path = match (&self.keepalived, member) {
-            (Some(keepalived), Member::Gw2) => Some(keepalived.log.clone()),
-            _ => self.logs[member.index()].clone(),
-        };
-        let text = path
-            .and_then(|path| fs::read_to_string(path).ok())
-            .unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        match (&self.keepalived, member) {
+            (Some(keepalived), Member::Gw2) => tail(&keepalived.log, lines),
+            _ => self.gateways.log_tail(member, lines),
+        }
     }
 
     /// Both members' roles and the end of their logs, for failure messages.
@@ -753,11 +865,10 @@ impl HaLab {
             self.keepalived.as_ref().is_none_or(|k| !k.running()),
             "keepalived already runs"
         );
-        self.starts += 1;
         let keepalived = Keepalived::start(
             &self.gw2,
             self.base.workdir(),
-            self.starts,
+            self.gateways.next_start(),
             &self.config.keepalived_config(priority),
         )?;
         self.keepalived = Some(keepalived);
@@ -1405,6 +1516,19 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
         );
         assert!(Election::parse(r#"{"floating_ips":[]}"#).is_err());
+    }
+
+    #[test]
+    fn gateway_roles_per_address() {
+        let body = r#"{"floating_ips":[
+            {"address":"192.168.50.100","state":"master","owned":true},
+            {"address":"192.168.50.101","state":"backup","owned":false,
+             "master_address":"192.168.50.12"}]}"#;
+        let roles = parse_roles(body).expect("valid");
+        assert!(roles[0].is_master());
+        assert!(!roles[1].is_master());
+        assert_eq!(roles[1].master_address, Some(GW2_ADDRESS));
+        assert!(parse_roles("{}").is_err());
     }
 
     #[test]

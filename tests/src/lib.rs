@@ -34,6 +34,10 @@ pub use link::{Link, veth_pair};
 pub use netns::{NetNs, reap_stale_namespaces, run_prefix};
 pub use topology::{GatewayLab, Mode};
 
+use std::{fmt::Display, ops::RangeInclusive, str::FromStr, time::Instant};
+
+use anyhow::{Context as _, Result};
+
 /// Fails the calling test unless it runs as root (effective uid 0).
 ///
 /// # Panics
@@ -48,4 +52,63 @@ pub fn require_root() {
         "this test needs root: it creates network namespaces and loads eBPF programs (effective \
          uid is {euid}); run the tests as root, e.g. `sudo -E cargo test`"
     );
+}
+
+/// Runs one named step of a lab test: prints `== <name>`, runs `check`, and prints
+/// `   ok (<time>)` when it succeeds. When it fails, the step fails with what `explain` makes
+/// of the check's error (the lab's evidence added, say).
+///
+/// # Errors
+///
+/// When `check` fails.
+pub fn step<L, T>(
+    lab: &mut L,
+    name: &str,
+    check: impl FnOnce(&mut L) -> Result<T>,
+    explain: impl FnOnce(&mut L, anyhow::Error) -> anyhow::Error,
+) -> Result<T> {
+    eprintln!("== {name}");
+    let started = Instant::now();
+    match check(lab) {
+        Ok(value) => {
+            eprintln!("   ok ({:.1?})", started.elapsed());
+            Ok(value)
+        }
+        Err(err) => Err(explain(lab, err)),
+    }
+}
+
+/// A number setting of a lab program: its command-line argument `position`, else the
+/// environment variable `env` (if any), else `default`.
+///
+/// # Errors
+///
+/// When the value given is not a whole number in `range`.
+pub fn setting<T>(
+    position: usize,
+    env: Option<&str>,
+    default: T,
+    range: RangeInclusive<T>,
+) -> Result<T>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    let value = std::env::args()
+        .nth(position)
+        .or_else(|| env.and_then(|env| std::env::var(env).ok()));
+    match value {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| range.contains(n))
+            .with_context(|| {
+                let name = env.map_or_else(|| format!("argument {position}"), str::to_owned);
+                format!(
+                    "{name}: {text:?} is not a whole number in {}..={}",
+                    range.start(),
+                    range.end()
+                )
+            }),
+    }
 }

@@ -34,10 +34,14 @@
 use std::{
     fs::{self, File},
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    sync::{
+        Once,
+        mpsc::{self, Receiver, RecvTimeoutError},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -144,34 +148,60 @@ pub enum Mode {
 ///
 /// When the file does not exist, with the command that builds it.
 pub fn gateway_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("EGRET_GATEWAY_BIN") {
+    static WARNED: Once = Once::new();
+    lab_binary(
+        "egret-gateway",
+        "EGRET_GATEWAY_BIN",
+        &["gateway/src"],
+        &WARNED,
+    )
+}
+
+/// The path of the release binary `program` (also its package's name) that the lab runs:
+/// `$<env>`, else `target/release/<program>` of this workspace (`$CARGO_TARGET_DIR` if set).
+/// Warns once (`warned`) when it is older than the files under `sources` (directories of the
+/// workspace).
+///
+/// # Errors
+///
+/// When the file does not exist, with the command that builds it.
+pub(crate) fn lab_binary(
+    program: &str,
+    env: &str,
+    sources: &[&str],
+    warned: &Once,
+) -> Result<PathBuf> {
+    let path = match std::env::var_os(env) {
         Some(path) => PathBuf::from(path),
         None => {
             let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
                 || workspace_root().join("target"),
                 |dir| workspace_root().join(dir),
             );
-            target.join("release").join("egret-gateway")
+            target.join("release").join(program)
         }
     };
     ensure!(
         path.is_file(),
-        "no egret-gateway binary at {}: build it with `cargo build --release -p egret-gateway` \
-         (scripts/test does), or point EGRET_GATEWAY_BIN at one",
+        "no {program} binary at {}: build it with `cargo build --release -p {program}` \
+         (scripts/test does), or point {env} at one",
         path.display()
     );
     // A plain `cargo test` does not rebuild it: say so rather than test old code unawares.
     let built = fs::metadata(&path).and_then(|meta| meta.modified()).ok();
-    let edited = newest_modification(&workspace_root().join("gateway").join("src"));
-    static WARN: std::sync::Once = std::sync::Once::new();
+    let edited = sources
+        .iter()
+        .filter_map(|dir| newest_modification(&workspace_root().join(dir)))
+        .max();
     if let (Some(built), Some(edited)) = (built, edited)
         && edited > built
     {
-        WARN.call_once(|| {
+        warned.call_once(|| {
             eprintln!(
-                "egret-lab: warning: {} is older than the gateway's sources; rebuild it with \
-             `cargo build --release -p egret-gateway`",
-                path.display()
+                "egret-lab: warning: {} is older than the {}'s sources; rebuild it with \
+                 `cargo build --release -p {program}`",
+                path.display(),
+                program.trim_start_matches("egret-")
             );
         });
     }
@@ -179,7 +209,7 @@ pub fn gateway_binary() -> Result<PathBuf> {
 }
 
 /// The latest modification time of the files under `dir`.
-pub(crate) fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
     fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
@@ -277,20 +307,7 @@ impl GatewayLab {
         sysctl(&self.node, "net.ipv4.conf.all.rp_filter", "0")?;
         sysctl(&self.node, "net.ipv4.conf.default.rp_filter", "0")?;
 
-        // With br_netfilter in the kernel, a bridge hands IPv4 frames to netfilter and drops
-        // those with bad headers first: the lab's malformed frames would never reach the
-        // gateway. A plain switch forwards frames without looking into them.
-        for key in [
-            "net.bridge.bridge-nf-call-iptables",
-            "net.bridge.bridge-nf-call-ip6tables",
-            "net.bridge.bridge-nf-call-arptables",
-        ] {
-            if self.lan.exec("sysctl", ["-n", key]).is_ok() {
-                sysctl(&self.lan, key, "0")?;
-            }
-        }
-        self.lan.ip(["link", "add", "br0", "type", "bridge"])?;
-        self.lan.ip(["link", "set", "dev", "br0", "up"])?;
+        lan_switch(&self.lan)?;
         for (host, port, host_address) in [
             (&self.gw, "gw", GW_ADDRESS),
             (&self.node, "node", NODE_ADDRESS),
@@ -694,69 +711,7 @@ impl GatewayLab {
     ///
     /// When the listener sees nothing for one of them within `timeout`.
     pub fn outside_view_of_pod(&self, timeout: Duration) -> Result<PeerSources> {
-        let (tcp_port, udp_port) = (7001, 7002);
-        let mut listener = Background::spawn(
-            self.outside
-                .command(PYTHON)
-                .arg(scripts_dir().join("peer_sources.py"))
-                .args([
-                    OUTSIDE_ADDRESS.to_string(),
-                    tcp_port.to_string(),
-                    udp_port.to_string(),
-                    timeout.as_secs().max(1).to_string(),
-                ]),
-        )?;
-        let ready = listener.line(Duration::from_secs(10))?;
-        ensure!(
-            ready.as_deref() == Some("ready"),
-            "peer_sources.py did not start: {ready:?}"
-        );
-        let outside = OUTSIDE_ADDRESS.to_string();
-        // Each in its own way: a failure here shows in the listener's report below.
-        let tcp = run_with_timeout(
-            self.pod.command("socat").args([
-                "-u".to_owned(),
-                "STDIN".to_owned(),
-                format!("TCP:{outside}:{tcp_port},bind={POD_ADDRESS},connect-timeout=5"),
-            ]),
-            Duration::from_secs(10),
-        );
-        let udp = run_with_timeout(
-            self.pod.command(PYTHON).args([
-                "-c".to_owned(),
-                format!(
-                    "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
-                     s.bind(('{POD_ADDRESS}', 0)); s.sendto(b'egret', ('{outside}', {udp_port}))"
-                ),
-            ]),
-            Duration::from_secs(10),
-        );
-        let icmp = self.pod.ping("eth0", OUTSIDE_ADDRESS.into(), 1);
-        let finished = listener.wait(timeout + Duration::from_secs(5))?;
-        let mut seen = PeerSources::default();
-        for line in &finished.stdout {
-            let mut words = line.split_whitespace();
-            let (Some(kind), Some(source)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let source: Ipv4Addr = source
-                .parse()
-                .with_context(|| format!("peer_sources.py printed {line:?}"))?;
-            match kind {
-                "tcp" => seen.tcp = Some(source),
-                "udp" => seen.udp = Some(source),
-                "icmp" => seen.icmp = Some(source),
-                _ => {}
-            }
-        }
-        if seen.tcp.is_none() || seen.udp.is_none() || seen.icmp.is_none() {
-            bail!(
-                "the outside server did not see every probe from the pod: {seen:?}; senders: \
-                 tcp {tcp:?}, udp {udp:?}, icmp (replies) {icmp:?}; listener stderr: {}",
-                finished.stderr.trim()
-            );
-        }
-        Ok(seen)
+        peer_sources(self.pod_end(), self.outside_end(), 1, 1, timeout)
     }
 
     /// Sends `bytes` of pseudo-random data over one TCP connection (socat on both ends) and
@@ -772,51 +727,188 @@ impl GatewayLab {
         port: u16,
         timeout: Duration,
     ) -> Result<Transfer> {
-        let name = format!("{direction:?}-{port}").to_lowercase();
-        let source = self.workdir.path().join(format!("{name}.sent"));
-        let sink = self.workdir.path().join(format!("{name}.received"));
-        write_pseudo_random(&source, bytes, u64::from(port))?;
-        let outside = OUTSIDE_ADDRESS.to_string();
-        let listen = format!("TCP-LISTEN:{port},bind={outside},reuseaddr");
-        let connect = format!("TCP:{outside}:{port},bind={POD_ADDRESS},connect-timeout=5");
-        let file = |path: &Path| format!("FILE:{}", path.display());
-        let create = |path: &Path| format!("CREATE:{}", path.display());
-        let started = Instant::now();
-        let (server_args, client_args) = match direction {
-            Direction::PodToOutside => ([listen, create(&sink)], [file(&source), connect]),
-            Direction::OutsideToPod => ([file(&source), listen], [connect, create(&sink)]),
-        };
-        let server = Background::spawn(self.outside.command("socat").arg("-u").args(&server_args))?;
-        wait_listening(&self.outside, "tcp", port, Duration::from_secs(5))?;
-        let client = run_with_timeout(
-            self.pod.command("socat").arg("-u").args(&client_args),
-            timeout,
-        );
-        let server = server.wait(Duration::from_secs(10));
-        let elapsed = started.elapsed();
-        client.context("the pod's end of the transfer")?;
-        let server = server?;
-        ensure!(
-            server.status.success(),
-            "the outside end of the transfer: {}: {}",
-            server.status,
-            server.stderr.trim()
-        );
-        let received = fs::metadata(&sink)
-            .with_context(|| format!("reading {}", sink.display()))?
-            .len();
-        let transfer = Transfer {
+        socat_transfer(
+            self.pod_end(),
+            self.outside_end(),
+            self.workdir.path(),
+            direction,
             bytes,
-            received,
-            sent_sha256: sha256(&source)?,
-            received_sha256: sha256(&sink)?,
-            elapsed,
-        };
-        // The data is of no further use, and 50 MB files add up over a run.
-        let _ = fs::remove_file(&source);
-        let _ = fs::remove_file(&sink);
-        Ok(transfer)
+            port,
+            timeout,
+        )
     }
+
+    fn pod_end(&self) -> End<'_> {
+        End::new(&self.pod, POD_ADDRESS)
+    }
+
+    fn outside_end(&self) -> End<'_> {
+        End::new(&self.outside, OUTSIDE_ADDRESS)
+    }
+}
+
+/// One end of the lab's test traffic: a namespace and the address its sockets bind to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct End<'a> {
+    pub(crate) ns: &'a NetNs,
+    pub(crate) address: Ipv4Addr,
+}
+
+impl<'a> End<'a> {
+    pub(crate) fn new(ns: &'a NetNs, address: Ipv4Addr) -> Self {
+        Self { ns, address }
+    }
+}
+
+/// The ports `tests/scripts/peer_sources.py` listens on for [`peer_sources`]: TCP, UDP.
+const PEER_SOURCES_PORTS: (u16, u16) = (7001, 7002);
+
+/// Which source addresses `listener` sees for a TCP connection, `datagrams` UDP datagrams
+/// (100 ms apart) and `pings` ICMP echoes from `pod` (`tests/scripts/peer_sources.py` listens
+/// on the listener's address, ports 7001 and 7002).
+///
+/// # Errors
+///
+/// When the listener sees nothing for one of them within `timeout`.
+pub(crate) fn peer_sources(
+    pod: End<'_>,
+    listener: End<'_>,
+    datagrams: u32,
+    pings: u32,
+    timeout: Duration,
+) -> Result<PeerSources> {
+    let (tcp_port, udp_port) = PEER_SOURCES_PORTS;
+    let (source, destination) = (pod.address, listener.address);
+    let mut script = Background::spawn(
+        listener
+            .ns
+            .command(PYTHON)
+            .arg(scripts_dir().join("peer_sources.py"))
+            .args([
+                destination.to_string(),
+                tcp_port.to_string(),
+                udp_port.to_string(),
+                timeout.as_secs().max(1).to_string(),
+            ]),
+    )?;
+    let ready = script.line(Duration::from_secs(10))?;
+    ensure!(
+        ready.as_deref() == Some("ready"),
+        "peer_sources.py did not start: {ready:?}"
+    );
+    // Each in its own way: a failure here shows in the listener's report below.
+    let tcp = run_with_timeout(
+        pod.ns.command("socat").args([
+            "-u".to_owned(),
+            "STDIN".to_owned(),
+            format!("TCP:{destination}:{tcp_port},bind={source},connect-timeout=5"),
+        ]),
+        Duration::from_secs(10),
+    );
+    let udp = run_with_timeout(
+        pod.ns.command(PYTHON).args([
+            "-c".to_owned(),
+            format!(
+                "import socket, time\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.bind(('{source}', 0))\n\
+                 for _ in range({datagrams}):\n    \
+                     s.sendto(b'egret', ('{destination}', {udp_port}))\n    \
+                     time.sleep(0.1)\n"
+            ),
+        ]),
+        Duration::from_secs(10),
+    );
+    let icmp = pod.ns.ping("eth0", destination.into(), pings);
+    let finished = script.wait(timeout + Duration::from_secs(5))?;
+    let mut seen = PeerSources::default();
+    for line in &finished.stdout {
+        let mut words = line.split_whitespace();
+        let (Some(kind), Some(address)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let address: Ipv4Addr = address
+            .parse()
+            .with_context(|| format!("peer_sources.py printed {line:?}"))?;
+        match kind {
+            "tcp" => seen.tcp = Some(address),
+            "udp" => seen.udp = Some(address),
+            "icmp" => seen.icmp = Some(address),
+            _ => {}
+        }
+    }
+    if seen.tcp.is_none() || seen.udp.is_none() || seen.icmp.is_none() {
+        bail!(
+            "{destination} did not see every probe from {source}: {seen:?}; senders: tcp \
+             {tcp:?}, udp {udp:?}, icmp (replies) {icmp:?}; listener stderr: {}",
+            finished.stderr.trim()
+        );
+    }
+    Ok(seen)
+}
+
+/// Sends `bytes` of pseudo-random data over one TCP connection between `pod` and `outside`
+/// (socat on both ends, `port` on the outside end, the files in `workdir`) and returns both
+/// ends' SHA-256.
+///
+/// # Errors
+///
+/// When either end fails or the transfer takes longer than `timeout`.
+pub(crate) fn socat_transfer(
+    pod: End<'_>,
+    outside: End<'_>,
+    workdir: &Path,
+    direction: Direction,
+    bytes: u64,
+    port: u16,
+    timeout: Duration,
+) -> Result<Transfer> {
+    let name = format!("{}-{direction:?}-{port}", pod.address).to_lowercase();
+    let source = workdir.join(format!("{name}.sent"));
+    let sink = workdir.join(format!("{name}.received"));
+    write_pseudo_random(&source, bytes, u64::from(port))?;
+    let listen = format!("TCP-LISTEN:{port},bind={},reuseaddr", outside.address);
+    let connect = format!(
+        "TCP:{}:{port},bind={},connect-timeout=5",
+        outside.address, pod.address
+    );
+    let file = |path: &Path| format!("FILE:{}", path.display());
+    let create = |path: &Path| format!("CREATE:{}", path.display());
+    let started = Instant::now();
+    let (server_args, client_args) = match direction {
+        Direction::PodToOutside => ([listen, create(&sink)], [file(&source), connect]),
+        Direction::OutsideToPod => ([file(&source), listen], [connect, create(&sink)]),
+    };
+    let server = Background::spawn(outside.ns.command("socat").arg("-u").args(&server_args))?;
+    wait_listening(outside.ns, "tcp", port, Duration::from_secs(5))?;
+    let client = run_with_timeout(
+        pod.ns.command("socat").arg("-u").args(&client_args),
+        timeout,
+    );
+    let server = server.wait(Duration::from_secs(10));
+    let elapsed = started.elapsed();
+    client.context("the pod's end of the transfer")?;
+    let server = server?;
+    ensure!(
+        server.status.success(),
+        "the outside end of the transfer: {}: {}",
+        server.status,
+        server.stderr.trim()
+    );
+    let received = fs::metadata(&sink)
+        .with_context(|| format!("reading {}", sink.display()))?
+        .len();
+    let transfer = Transfer {
+        bytes,
+        received,
+        sent_sha256: sha256(&source)?,
+        received_sha256: sha256(&sink)?,
+        elapsed,
+    };
+    // The data is of no further use, and 50 MB files add up over a run.
+    let _ = fs::remove_file(&source);
+    let _ = fs::remove_file(&sink);
+    Ok(transfer)
 }
 
 /// Which way a [`GatewayLab::tcp_transfer`] sends.
@@ -853,21 +945,31 @@ pub struct PeerSources {
     pub icmp: Option<Ipv4Addr>,
 }
 
-/// `egret-gateway run` in a namespace. Dropping it stops it like [`Gateway::stop`].
-pub struct Gateway {
+/// A lab daemon, `egret-<role> run` in a namespace, its stdout and stderr in a log file:
+/// what [`Gateway`] and [`crate::egress::Agent`] are. Dropping it kills it (SIGKILL) and
+/// reaps it, unless it was stopped before; a [`Gateway`] stops its own gently first.
+pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
+    /// `gateway` or `agent`: the program is `egret-<role>`.
+    role: &'static str,
 }
 
-impl Gateway {
-    /// Starts `egret-gateway run --config <config>` in `gw` (RUST_LOG=info), its stdout and
-    /// stderr into `log`.
-    pub(crate) fn start(gw: &NetNs, binary: &Path, config: &Path, log: &Path) -> Result<Self> {
+impl Daemon {
+    /// Starts `<binary> run --config <config>` in `ns` (RUST_LOG=info), its stdout and stderr
+    /// into `log`.
+    pub(crate) fn start(
+        ns: &NetNs,
+        binary: &Path,
+        config: &Path,
+        log: &Path,
+        role: &'static str,
+    ) -> Result<Self> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        // `ip netns exec` execs the program without forking, so the child is the gateway
+        // `ip netns exec` execs the program without forking, so the child is the daemon
         // itself and signals reach it directly.
-        let child = gw
+        let child = ns
             .command(binary)
             .args([Path::new("run"), Path::new("--config"), config])
             .env("RUST_LOG", "info")
@@ -875,28 +977,27 @@ impl Gateway {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .with_context(|| format!("starting {} in {}", binary.display(), gw.name()))?;
+            .with_context(|| format!("starting {} in {}", binary.display(), ns.name()))?;
         Ok(Self {
             child: Some(child),
             log: log.to_owned(),
+            role,
         })
     }
 
-    /// The gateway's process id.
+    /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The gateway's log file (its stdout and stderr).
+    /// Its log file (its stdout and stderr).
     pub fn log_path(&self) -> &Path {
         &self.log
     }
 
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        tail(&self.log, lines)
     }
 
     /// Fails when the process has exited, with its status and the end of its log.
@@ -905,14 +1006,91 @@ impl Gateway {
     ///
     /// When it has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
-        let child = self.child.as_mut().context("the gateway was stopped")?;
+        let role = self.role;
+        let child = self
+            .child
+            .as_mut()
+            .with_context(|| format!("the {role} was stopped"))?;
         if let Some(status) = child.try_wait()? {
             bail!(
-                "egret-gateway exited ({status})\n--- gateway log (end) ---\n{}",
+                "egret-{role} exited ({status})\n--- {role} log (end) ---\n{}",
                 self.log_tail(40)
             );
         }
         Ok(())
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`).
+    ///
+    /// # Errors
+    ///
+    /// When it does not run.
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        self.ensure_running()?;
+        let pid = self
+            .pid()
+            .and_then(|pid| libc::pid_t::try_from(pid).ok())
+            .context("no pid")?;
+        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child, which
+        // `ensure_running` just saw alive.
+        let sent = unsafe { libc::kill(pid, signal) };
+        ensure!(
+            sent == 0,
+            "signalling the {}: {}",
+            self.role,
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+
+    /// SIGKILL, and reaps it.
+    ///
+    /// # Errors
+    ///
+    /// When it was already stopped.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let mut child = self.take()?;
+        child.kill()?;
+        Ok(child.wait()?)
+    }
+
+    /// SIGTERM; SIGKILL after `grace`. Returns its exit status, how long it took and whether
+    /// it had to be killed.
+    ///
+    /// # Errors
+    ///
+    /// When it was already stopped.
+    pub fn terminate(&mut self, grace: Duration) -> Result<(ExitStatus, Duration, bool)> {
+        let mut child = self.take()?;
+        terminate(&mut child, grace)
+    }
+
+    /// The process, to stop: the daemon counts as stopped from now on.
+    fn take(&mut self) -> Result<Child> {
+        self.child
+            .take()
+            .with_context(|| format!("the {} was stopped", self.role))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `egret-gateway run` in a namespace (see [`Daemon`] for what else it does). Dropping it
+/// stops it like [`Gateway::stop`].
+pub struct Gateway(Daemon);
+
+impl Gateway {
+    /// Starts `egret-gateway run --config <config>` in `gw` (RUST_LOG=info), its stdout and
+    /// stderr into `log`.
+    pub(crate) fn start(gw: &NetNs, binary: &Path, config: &Path, log: &Path) -> Result<Self> {
+        Daemon::start(gw, binary, config, log, "gateway").map(Self)
     }
 
     /// Sends SIGTERM and waits up to [`GATEWAY_STOP_GRACE`] for the gateway to exit; kills it
@@ -922,8 +1100,7 @@ impl Gateway {
     ///
     /// When it had to be killed.
     pub fn stop(mut self) -> Result<Stopped> {
-        let mut child = self.child.take().context("the gateway was stopped")?;
-        let (status, elapsed, killed) = terminate(&mut child, GATEWAY_STOP_GRACE)?;
+        let (status, elapsed, killed) = self.terminate(GATEWAY_STOP_GRACE)?;
         ensure!(
             !killed,
             "egret-gateway did not exit within {GATEWAY_STOP_GRACE:?} of SIGTERM and was \
@@ -938,9 +1115,23 @@ impl Gateway {
     }
 }
 
+impl Deref for Gateway {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
+}
+
+impl DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.0
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take()
+        if let Some(mut child) = self.0.child.take()
             && let Err(err) = terminate(&mut child, GATEWAY_STOP_GRACE)
         {
             eprintln!("egret-lab: stopping egret-gateway: {err:#}");
@@ -1110,6 +1301,24 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Result<Stri
         finished.stderr.trim()
     );
     Ok(finished.stdout.join("\n"))
+}
+
+/// An `iperf3` server in `ns` on `address`, port `port`, listening when this returns;
+/// stopped when dropped.
+///
+/// # Errors
+///
+/// When it cannot start or does not listen within 5 s.
+pub fn iperf3_server(ns: &NetNs, address: Ipv4Addr, port: u16) -> Result<Background> {
+    let server = Background::spawn(ns.command("iperf3").args([
+        "-s",
+        "-B",
+        &address.to_string(),
+        "-p",
+        &port.to_string(),
+    ]))?;
+    wait_listening(ns, "tcp", port, Duration::from_secs(5))?;
+    Ok(server)
 }
 
 /// Waits until something listens on `port` (`proto` is `tcp` or `udp`) in `ns`.
@@ -1351,6 +1560,13 @@ impl Drop for WorkDir {
     }
 }
 
+/// The last `lines` lines of a file ("" when it cannot be read).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// `GET http://127.0.0.1:9477<path>` (curl) from inside `ns`, where a gateway's API listens.
 pub(crate) fn api_get(ns: &NetNs, path: &str) -> Result<String> {
     ns.exec(
@@ -1365,11 +1581,55 @@ pub(crate) fn api_get(ns: &NetNs, path: &str) -> Result<String> {
     )
 }
 
+/// `GET <path>` from the gateway API of `ns` (127.0.0.1:9477 there), in-process: without a
+/// process per request.
+pub(crate) fn api_request(ns: &NetNs, path: &str) -> Result<String> {
+    ns.run(|| -> Result<String> {
+        let address: SocketAddr = API_LISTEN.parse()?;
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: egret\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("the response has no end of head")?;
+        let status_line = head.lines().next().unwrap_or_default();
+        ensure!(
+            status_line.starts_with("HTTP/1.1 200"),
+            "GET {path}: {status_line}"
+        );
+        Ok(body.to_owned())
+    })?
+}
+
 /// Turns IPv6 off in `ns`, so that no router solicitation or neighbour discovery frame of its
 /// interfaces reaches the gateway (the tests count the gateway's drops exactly).
 pub(crate) fn disable_ipv6(ns: &NetNs) -> Result<()> {
     sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")?;
     sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+}
+
+/// Makes the LAN's switch in `lan`: the bridge `br0`, up, that [`join_lan`] plugs hosts into.
+pub(crate) fn lan_switch(lan: &NetNs) -> Result<()> {
+    // With br_netfilter in the kernel, a bridge hands IPv4 frames to netfilter and drops
+    // those with bad headers first: the lab's malformed frames would never reach the
+    // gateway. A plain switch forwards frames without looking into them.
+    for key in [
+        "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
+        "net.bridge.bridge-nf-call-arptables",
+    ] {
+        if lan.exec("sysctl", ["-n", key]).is_ok() {
+            sysctl(lan, key, "0")?;
+        }
+    }
+    lan.ip(["link", "add", "br0", "type", "bridge"])?;
+    lan.ip(["link", "set", "dev", "br0", "up"])?;
+    Ok(())
 }
 
 /// Plugs `host` into the LAN: its `eth0` with `host_address`/[`LAN_PREFIX_LEN`], cabled to

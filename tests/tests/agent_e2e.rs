@@ -24,8 +24,9 @@ use anyhow::{Context as _, Result, anyhow, ensure};
 use egret_lab::{
     AgentLab, NetNs,
     egress::{
-        EGRESS_IP, EXCLUDED_OUTSIDE_ADDRESS, FLOATING_IPS, INTERNAL_ADDRESS, Member, NODE1_ADDRESS,
-        Node, OUTSIDE_ADDRESS, Pod, Policy, SECOND_EGRESS_IP, Seen, UNKNOWN_EGRESS_IP,
+        EGRESS_IP, EXCLUDED_OUTSIDE_ADDRESS, FLOATING_IPS, INTERNAL_ADDRESS, LiveConnection,
+        Member, NODE1_ADDRESS, Node, OUTSIDE_ADDRESS, Pod, Policy, SECOND_EGRESS_IP, Seen,
+        UNKNOWN_EGRESS_IP,
     },
     ha::{millis, one_lab_at_a_time},
     require_root,
@@ -45,28 +46,17 @@ fn step<T>(
     name: &str,
     check: impl FnOnce(&mut AgentLab) -> Result<T>,
 ) -> Result<T> {
-    eprintln!("== {name}");
-    let started = Instant::now();
-    match check(lab) {
-        Ok(value) => {
-            eprintln!("   ok ({:.1?})", started.elapsed());
-            Ok(value)
+    egret_lab::step(lab, name, check, |lab, err| {
+        if let Some(seconds) = std::env::var("EGRET_LAB_PAUSE_ON_FAILURE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            eprintln!("!! {name} failed; the lab stays up for {seconds} s: {err:#}");
+            std::thread::sleep(std::time::Duration::from_secs(seconds));
         }
         // The cause first, then the evidence, which is long.
-        Err(err) => {
-            if let Some(seconds) = std::env::var("EGRET_LAB_PAUSE_ON_FAILURE")
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                eprintln!("!! {name} failed; the lab stays up for {seconds} s: {err:#}");
-                std::thread::sleep(std::time::Duration::from_secs(seconds));
-            }
-            Err(anyhow!(
-                "step \"{name}\" failed: {err:#}\n{}",
-                lab.evidence()
-            ))
-        }
-    }
+        anyhow!("step \"{name}\" failed: {err:#}\n{}", lab.evidence())
+    })
 }
 
 /// A lab with both gateways converged (gw1 owns .100, gw2 .101) and both agents ready.
@@ -479,8 +469,21 @@ fn forward_drop_on_the_node_stops_the_selected_flow_before_the_gateway() -> Resu
     Ok(())
 }
 
+/// The step that opens a live connection pod-a1 → outside, talking.
+fn open_live_connection(lab: &mut AgentLab) -> Result<LiveConnection> {
+    step(
+        lab,
+        "a live connection pod-a1 → outside (10 ms messages)",
+        |lab| {
+            let live = lab.live_connection(Pod::A1, 7300)?;
+            still_talking(&live, 50)?;
+            Ok(live)
+        },
+    )
+}
+
 /// Waits until the live connection has `more` further echoes, and says how far it got.
-fn still_talking(live: &egret_lab::egress::LiveConnection, more: usize) -> Result<()> {
+fn still_talking(live: &LiveConnection, more: usize) -> Result<()> {
     live.wait_echoes(more, Duration::from_secs(10))?;
     let (sent, echoed) = live.progress();
     eprintln!("   live connection: {sent} sent, {echoed} echoed");
@@ -492,15 +495,7 @@ fn agent_restart_keeps_flows_and_converges() -> Result<()> {
     require_root();
     let _serial = one_lab_at_a_time();
     let mut lab = running_lab("rst")?;
-    let live = step(
-        &mut lab,
-        "a live connection pod-a1 → outside (10 ms messages)",
-        |lab| {
-            let live = lab.live_connection(Pod::A1, 7300)?;
-            still_talking(&live, 50)?;
-            Ok(live)
-        },
-    )?;
+    let live = open_live_connection(&mut lab)?;
     step(&mut lab, "kill -9 node1's agent", |lab| {
         lab.kill_agent(Node::Node1)?;
         Ok(())
@@ -793,17 +788,9 @@ fn failover_keeps_the_selected_connection() -> Result<()> {
     require_root();
     let _serial = one_lab_at_a_time();
     let mut lab = running_lab("fo")?;
-    let live = step(
-        &mut lab,
-        "a live connection pod-a1 → outside (10 ms messages)",
-        |lab| {
-            let live = lab.live_connection(Pod::A1, 7300)?;
-            still_talking(&live, 50)?;
-            // Synced to gw2 before the kill.
-            thread::sleep(Duration::from_millis(500));
-            Ok(live)
-        },
-    )?;
+    let live = open_live_connection(&mut lab)?;
+    // Synced to gw2 before the kill.
+    thread::sleep(Duration::from_millis(500));
     let at = step(
         &mut lab,
         "kill -9 gw1, the master of 192.168.50.100",

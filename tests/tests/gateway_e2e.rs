@@ -35,22 +35,19 @@ fn step<T>(
     name: &str,
     check: impl FnOnce(&mut GatewayLab) -> Result<T>,
 ) -> Result<T> {
-    eprintln!("== {name}");
-    let started = Instant::now();
-    let outcome = check(lab).and_then(|value| {
-        ensure!(
-            !lab.gw_kernel_holds_floating_ip()?,
-            "the gw namespace's kernel holds {FLOATING_IP} as an address:\n{}",
-            lab.gw().ip(["-4", "addr", "show"])?
-        );
-        Ok(value)
-    });
-    match outcome {
-        Ok(value) => {
-            eprintln!("   ok ({:.1?})", started.elapsed());
+    egret_lab::step(
+        lab,
+        name,
+        |lab| {
+            let value = check(lab)?;
+            ensure!(
+                !lab.gw_kernel_holds_floating_ip()?,
+                "the gw namespace's kernel holds {FLOATING_IP} as an address:\n{}",
+                lab.gw().ip(["-4", "addr", "show"])?
+            );
             Ok(value)
-        }
-        Err(err) => {
+        },
+        |lab, err| {
             let mut evidence = String::new();
             if lab.gateway_started() {
                 let drops = lab
@@ -64,9 +61,9 @@ fn step<T>(
                 evidence =
                     format!("\ngateway drops now: {drops}\n--- gateway log (end) ---\n{log}");
             }
-            Err(err.context(format!("step \"{name}\" failed{evidence}")))
-        }
-    }
+            err.context(format!("step \"{name}\" failed{evidence}"))
+        },
+    )
 }
 
 /// Five pings from `ns`, all answered.

@@ -85,8 +85,9 @@ fn read_message(stream: &mut TcpStream, stop: &AtomicBool) -> io::Result<Read> {
     Ok(Read::Message(u64::from_be_bytes(buffer)))
 }
 
-/// Whether a socket error only says that nothing happened before its timeout.
-fn idle(err: &io::Error) -> bool {
+/// Whether a socket error only says that nothing happened before its timeout (or, on a
+/// non-blocking socket, that nothing was there).
+pub(crate) fn idle(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
