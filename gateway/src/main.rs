@@ -267,13 +267,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let mut threads = Vec::with_capacity(workers + 1);
     if let (Some(socket), Some(sync)) = (sync_socket, &config.sync) {
-        let params = egret_gateway::sync::Params::new(seed() | 1, sync.peers.clone());
+        let keys = sync.key.as_ref().map(|(_, secret)| {
+            egret_gateway::sync::Keys::derive(
+                &secret.0,
+                sync.previous_key.as_ref().map(|(_, s)| s.0.as_slice()),
+            )
+        });
+        let authenticated = keys.is_some();
+        let params = egret_gateway::sync::Params {
+            primary,
+            keys,
+            ..egret_gateway::sync::Params::new(epoch(), sync.peers.clone())
+        };
         let core = egret_gateway::sync::Sync::new(params, clock.now());
         let (dp, stop) = (dp.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("sync".into())
             .spawn(move || {
-                let result = io::sync::run(core, socket, dp, stop.clone(), clock);
+                let result = io::sync::run(core, socket, dp, stop.clone(), clock, authenticated);
                 stop.store(true, Ordering::Relaxed);
                 result
             })
@@ -390,6 +401,21 @@ async fn wait_for(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The sync's boot id: 64 random bits from the kernel, never 0. With the frame counter it
+/// is the AEAD nonce, so two boots must never draw the same one: the clock is not enough.
+fn epoch() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = if n == 8 {
+        u64::from_ne_bytes(bytes)
+    } else {
+        // getrandom(2) only fails on kernels older than 3.17: fall back to the seed.
+        seed()
+    };
+    random.max(1)
 }
 
 /// A seed for the NAT's port allocator, different at every start.

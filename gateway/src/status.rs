@@ -66,11 +66,23 @@ pub struct SyncStatus {
     /// Full tables sent to peers, and asked of them.
     pub resyncs_sent: u64,
     pub resyncs_requested: u64,
-    /// Peer flows installed or updated, removed, and refused (their NAT port is taken here
-    /// by another flow, or the table is full).
+    /// Datagrams are sealed and checked with `[sync].key_file`.
+    #[serde(default)]
+    pub authenticated: bool,
+    /// Datagrams opened with `[sync].previous_key_file`: a peer still seals with it.
+    #[serde(default)]
+    pub previous_key: u64,
+    /// Peer flows installed or updated, removed, refused (every reason), and dropped at
+    /// the end of a peer's full resync because the peer no longer had them.
     pub flows_installed: u64,
     pub flows_removed: u64,
     pub flows_refused: u64,
+    #[serde(default)]
+    pub flows_swept: u64,
+    /// Peer changes refused, by reason (`own_address`, `not_master`, `lifetime`, …), every
+    /// reason present from the start.
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
     /// Datagrams refused, by reason (`bad_magic`, `version`, `length`, `unknown_peer`, …),
     /// every reason present from the start.
     pub drops: BTreeMap<String, u64>,
@@ -107,6 +119,12 @@ pub struct SyncPeerStatus {
     pub resyncs_received: u64,
     /// Times it restarted (a new epoch in its stream).
     pub restarts: u64,
+    /// It echoes this gateway's current token: its datagrams are acted on.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// Its election address, as it announces it.
+    #[serde(default)]
+    pub primary: Option<std::net::Ipv4Addr>,
 }
 
 /// The election as a whole (each floating IP's own state is in [`FloatingIpStatus`]).

@@ -123,6 +123,8 @@ pub(crate) fn snapshot() -> Snapshot {
                 resyncs_sent: 1,
                 resyncs_received: 1,
                 restarts: 0,
+                confirmed: true,
+                primary: Some(std::net::Ipv4Addr::new(192, 168, 1, 12)),
             }],
             sent: SyncTraffic {
                 datagrams: 40,
@@ -139,9 +141,15 @@ pub(crate) fn snapshot() -> Snapshot {
             retransmits: 3,
             resyncs_sent: 1,
             resyncs_requested: 1,
+            authenticated: true,
+            previous_key: 3,
             flows_installed: 250,
             flows_removed: 10,
             flows_refused: 4,
+            flows_swept: 2,
+            refused: [("not_master".to_owned(), 3), ("lifetime".to_owned(), 1)]
+                .into_iter()
+                .collect(),
             drops: [("bad_magic".to_owned(), 6), ("unknown_peer".to_owned(), 0)]
                 .into_iter()
                 .collect(),

@@ -105,6 +105,13 @@ pub(super) fn render(config: &Config) -> String {
                 "peers",
                 array(sync.peers.iter().map(|p| quote(&p.to_string()))),
             );
+            match &sync.key {
+                Some((path, _)) => out.key("key_file", quote(&path.display().to_string())),
+                None => out.line("# no key_file: the sync is not authenticated"),
+            }
+            if let Some((path, _)) = &sync.previous_key {
+                out.key("previous_key_file", quote(&path.display().to_string()));
+            }
         }
         None => {
             out.line("");

@@ -19,6 +19,27 @@ use smoltcp::wire::Ipv4Cidr;
 pub struct HostFacts {
     pub hostname: String,
     pub interfaces: BTreeMap<String, Vec<Ipv4Cidr>>,
+    /// Secret files, when the facts are made up (tests); `None` reads the real files.
+    files: Option<BTreeMap<std::path::PathBuf, KeyFile>>,
+}
+
+/// A key file as the check sees it: its permission bits and its bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// `st_mode & 0o7777`.
+    pub mode: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KeyFile {{ mode: {:o}, {} bytes }}",
+            self.mode,
+            self.bytes.len()
+        )
+    }
 }
 
 impl HostFacts {
@@ -27,7 +48,46 @@ impl HostFacts {
         HostFacts {
             hostname: hostname.to_owned(),
             interfaces: BTreeMap::new(),
+            files: Some(BTreeMap::new()),
         }
+    }
+
+    /// Adds (or replaces) a made-up secret file.
+    pub fn with_key_file(mut self, path: &str, mode: u32, bytes: &[u8]) -> HostFacts {
+        self.files.get_or_insert_with(BTreeMap::new).insert(
+            path.into(),
+            KeyFile {
+                mode,
+                bytes: bytes.to_vec(),
+            },
+        );
+        self
+    }
+
+    /// Reads secret files from the file system, even for made-up facts.
+    pub fn reading_real_files(mut self) -> HostFacts {
+        self.files = None;
+        self
+    }
+
+    /// Reads a secret file: a regular file's permission bits and contents.
+    pub fn key_file(&self, path: &std::path::Path) -> Result<KeyFile, String> {
+        if let Some(files) = &self.files {
+            return files
+                .get(path)
+                .cloned()
+                .ok_or_else(|| "cannot read it: No such file or directory".to_owned());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+        if !meta.is_file() {
+            return Err("not a regular file".to_owned());
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+        Ok(KeyFile {
+            mode: meta.permissions().mode() & 0o7777,
+            bytes,
+        })
     }
 
     /// Adds (or replaces) an interface and its addresses.
@@ -41,6 +101,7 @@ impl HostFacts {
         Ok(HostFacts {
             hostname: hostname()?,
             interfaces: interfaces()?,
+            files: None,
         })
     }
 

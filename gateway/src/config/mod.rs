@@ -26,7 +26,7 @@ use std::time::Duration;
 use smoltcp::wire::Ipv4Cidr;
 
 pub use egret_config::{Diagnostic, Severity};
-pub use interfaces::HostFacts;
+pub use interfaces::{HostFacts, KeyFile};
 
 use crate::nat::{NatParams, Timeouts};
 
@@ -204,6 +204,20 @@ pub struct StateSync {
     pub listen: SocketAddr,
     /// Never empty.
     pub peers: Vec<SocketAddr>,
+    /// `key_file` and its contents (checked: long enough, not readable by others).
+    pub key: Option<(PathBuf, Secret)>,
+    /// `previous_key_file` and its contents; only with a `key_file`.
+    pub previous_key: Option<(PathBuf, Secret)>,
+}
+
+/// The contents of a key file. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
 }
 
 /// `[api]`: metrics and status.
@@ -328,11 +342,18 @@ pub(crate) mod fixtures {
     }
 
     /// `eth1` on 192.168.1.0/24, `eth2` without IPv4, and loopback.
+    /// Key files: `sync.key` (0600, 32 bytes), `old.key` (0400, 40 bytes), `short.key`
+    /// (0600, 31 bytes), `world.key` (0644), `group.key` (0640).
     pub(crate) fn host() -> HostFacts {
         HostFacts::new("gw-test")
             .with_interface("eth1", &[cidr("192.168.1.10/24")])
             .with_interface("eth2", &[])
             .with_interface("lo", &[cidr("127.0.0.1/8")])
+            .with_key_file("/etc/egret/sync.key", 0o600, &[1; 32])
+            .with_key_file("/etc/egret/old.key", 0o400, &[2; 40])
+            .with_key_file("/etc/egret/short.key", 0o600, &[3; 31])
+            .with_key_file("/etc/egret/world.key", 0o644, &[4; 32])
+            .with_key_file("/etc/egret/group.key", 0o640, &[5; 32])
     }
 
     /// The smallest valid document: only the required keys.
@@ -413,7 +434,10 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../../packaging/gateway.toml");
 
     fn example_host() -> HostFacts {
-        HostFacts::new("gw1").with_interface("eth1", &[cidr("192.168.1.10/24")])
+        HostFacts::new("gw1")
+            .with_interface("eth1", &[cidr("192.168.1.10/24")])
+            .with_key_file("/etc/egret/sync.key", 0o600, &[7; 32])
+            .with_key_file("/etc/egret/sync.key.old", 0o400, &[8; 32])
     }
 
     #[test]
@@ -562,6 +586,8 @@ mod tests {
             "udp_timeout",
             "icmp_timeout",
             "listen",
+            "key_file",
+            "previous_key_file",
             "kubeconfig",
         ] {
             let written = EXAMPLE
@@ -589,6 +615,8 @@ mod tests {
                     "# vrid = ",
                     "# [sync]",
                     "# listen = ",
+                    "# key_file = ",
+                    "# previous_key_file = ",
                     "# [kubernetes]",
                     "# kubeconfig = ",
                 ] {
@@ -609,7 +637,10 @@ mod tests {
         assert_eq!(config.floating_ips.len(), 2);
         assert_eq!(config.gateway.next_hop, Some(Ipv4Addr::new(192, 168, 1, 1)));
         assert_eq!(config.election.peers.len(), 2);
-        assert!(config.sync.is_some());
+        let sync = config.sync.expect("[sync]");
+        assert_eq!(sync.key.map(|k| k.1), Some(Secret(vec![7; 32])));
+        assert_eq!(sync.previous_key.map(|k| k.1), Some(Secret(vec![8; 32])));
+        assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
         assert!(config.kubernetes.is_some_and(|k| k.kubeconfig.is_some()));
     }
 

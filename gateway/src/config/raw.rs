@@ -69,6 +69,8 @@ pub(super) struct RawNat {
 pub(super) struct RawSync {
     pub listen: Spanned<String>,
     pub peers: Spanned<Vec<Spanned<String>>>,
+    pub key_file: Option<Spanned<String>>,
+    pub previous_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -345,10 +347,15 @@ pub(super) fn allowed(key: &str) -> &'static str {
         | "nat.tcp_closed_timeout"
         | "nat.udp_timeout"
         | "nat.icmp_timeout" => DURATION,
-        "sync" => "a [sync] table with listen and peers, or no [sync] table for no state sync",
+        "sync" => {
+            "a [sync] table with listen, peers and key_file, or no [sync] table for no state sync"
+        }
         "sync.listen" => "a socket address with a non-zero port, such as \"192.168.1.11:4801\"",
         "sync.peers" => "a non-empty list of socket addresses, such as [\"192.168.1.12:4801\"]",
         "sync.peers[]" => "a socket address with a non-zero port, such as \"192.168.1.12:4801\"",
+        "sync.key_file" | "sync.previous_key_file" => {
+            "the path of a file of at least 32 random bytes that only the gateway's user can read (umask 077; head -c 32 /dev/urandom > /etc/egret/sync.key)"
+        }
         "api" => "an [api] table",
         "api.listen" => "a socket address with a non-zero port, such as \"127.0.0.1:9477\"",
         "kubernetes" => "a [kubernetes] table, or none to not report into a cluster",

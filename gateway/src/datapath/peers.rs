@@ -18,7 +18,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::neighbors::{Learned, Node};
 use super::{Datapath, fast};
-use crate::nat::{Flow, FlowId};
+use crate::nat::{Flow, FlowId, InsideKey};
 use crate::status;
 
 /// Changes recorded at most between two collections by the sync shell; beyond, changes are
@@ -81,6 +81,61 @@ impl From<crate::sync::Change> for Export {
     }
 }
 
+/// Why a peer's change was not applied. The `reason` label of
+/// `egret_gateway_sync_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its egress IP is one this gateway owns: a master never takes flows of its own
+    /// addresses from anyone.
+    OwnAddress,
+    /// Another gateway is master of its egress IP, as far as this gateway's election
+    /// knows: the sender's change is stale.
+    NotMaster,
+    /// Its egress IP is none of this gateway's floating IPs.
+    UnknownAddress,
+    /// Its node is outside `[tunnel].allowed_sources`.
+    DisallowedSource,
+    /// Its NAT port is outside `[nat].port_range`.
+    PortRange,
+    /// The time left it announces is longer than this gateway's timeout for its state.
+    Lifetime,
+    /// Its NAT port is taken here by another flow, or the table is full.
+    Conflict,
+    /// A node record that would replace a node binding this gateway verified itself.
+    NodeVerified,
+}
+
+impl Refusal {
+    /// Every reason, in a fixed order (metrics list them all from the start).
+    pub const ALL: [Refusal; 8] = [
+        Refusal::OwnAddress,
+        Refusal::NotMaster,
+        Refusal::UnknownAddress,
+        Refusal::DisallowedSource,
+        Refusal::PortRange,
+        Refusal::Lifetime,
+        Refusal::Conflict,
+        Refusal::NodeVerified,
+    ];
+
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Refusal::OwnAddress => "own_address",
+            Refusal::NotMaster => "not_master",
+            Refusal::UnknownAddress => "unknown_address",
+            Refusal::DisallowedSource => "disallowed_source",
+            Refusal::PortRange => "port_range",
+            Refusal::Lifetime => "lifetime",
+            Refusal::Conflict => "conflict",
+            Refusal::NodeVerified => "node_verified",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What the peers' changes did here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerCounters {
@@ -88,11 +143,25 @@ pub struct PeerCounters {
     pub installed: u64,
     /// Flows removed because a peer removed them.
     pub removed: u64,
-    /// Peer flows refused: their NAT port is taken here by another flow, or the table is full.
+    /// Peer changes refused, of every reason.
     pub refused: u64,
+    /// Peer changes refused, by [`Refusal`].
+    pub refusals: [u64; Refusal::ALL.len()],
+    /// Flows dropped at the end of a peer's full resync because it no longer has them.
+    pub swept: u64,
     /// Local changes lost because the sync shell fell behind (a full resync follows).
     pub lost: u64,
 }
+
+impl PeerCounters {
+    /// Refused changes by reason.
+    pub fn refusals(&self) -> impl Iterator<Item = (Refusal, u64)> + '_ {
+        Refusal::ALL.iter().map(|r| (*r, self.refusals[r.index()]))
+    }
+}
+
+/// The most flows a peer's full resync can mention; a resync beyond it is not swept.
+const SWEEP_LIMIT: usize = 1 << 24;
 
 /// The data path's side of the sync.
 #[derive(Debug, Default)]
@@ -101,6 +170,12 @@ pub(super) struct Peers {
     /// Changes were lost since the last collection.
     lost: bool,
     pub(super) counters: PeerCounters,
+    /// Per peer (election address) whose full resync is under way, the flows it
+    /// mentioned so far; `None` once it mentioned too many to sweep.
+    resyncs: Vec<(
+        Ipv4Addr,
+        Option<std::collections::HashSet<InsideKey, foldhash::fast::RandomState>>,
+    )>,
 }
 
 impl Peers {
@@ -187,10 +262,70 @@ impl Datapath {
         self.export(Export::Node { address, node });
     }
 
-    /// Applies a change a peer sent.
-    pub fn apply_peer(&mut self, now: Instant, change: Export) {
+    /// This gateway's election priority per floating IP, `[vrid, priority]`, as last
+    /// followed: what the sync announces to the peers. Replaces `out`'s contents.
+    pub fn election_claims(&self, out: &mut Vec<[u8; 2]>) {
+        out.clear();
+        out.extend(self.owned.iter().map(|o| [o.ip.vrid, o.election.priority]));
+    }
+
+    /// The primary address of the master of floating IP `address`, as the election last
+    /// told the data path (this gateway's own when it is master).
+    pub fn master_of(&self, address: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.floating(address)
+            .and_then(|i| self.owned[i].election.master)
+    }
+
+    /// Why a flow change from the peer whose election address is `from` must not be
+    /// applied, if it must not.
+    fn refuse_flow(
+        &self,
+        from: Ipv4Addr,
+        flow: &Flow,
+        remaining: Option<Duration>,
+    ) -> Option<Refusal> {
+        let Some(i) = self.floating(flow.egress) else {
+            return Some(Refusal::UnknownAddress);
+        };
+        let o = &self.owned[i];
+        if o.owning {
+            return Some(Refusal::OwnAddress);
+        }
+        if o.election.master.is_some_and(|m| m != from) {
+            return Some(Refusal::NotMaster);
+        }
+        if !self.allowed(flow.node) {
+            return Some(Refusal::DisallowedSource);
+        }
+        if !self.setup.nat.port_range.contains(&flow.nat_port) {
+            return Some(Refusal::PortRange);
+        }
+        // The wire rounds the time left up to whole seconds.
+        let limit = self.setup.nat.timeouts.of(flow.proto, flow.state) + Duration::from_secs(1);
+        if remaining.is_some_and(|r| r > limit) {
+            return Some(Refusal::Lifetime);
+        }
+        None
+    }
+
+    fn refused(&mut self, why: Refusal) {
+        let c = self.peer_counters();
+        c.refused += 1;
+        c.refusals[why.index()] += 1;
+    }
+
+    /// Applies a change the peer whose election address is `from` sent, when it is sane:
+    /// see [`Refusal`] for what is refused.
+    pub fn apply_peer(&mut self, now: Instant, from: Ipv4Addr, change: Export) {
+        if let Export::Flow { flow, .. } | Export::Deleted(flow) = change {
+            self.mention(from, &flow);
+        }
         match change {
             Export::Flow { flow, remaining } => {
+                if let Some(why) = self.refuse_flow(from, &flow, Some(remaining)) {
+                    self.refused(why);
+                    return;
+                }
                 let known = self.nat.table().lookup_inside(&flow.inside_key()).is_some();
                 match self
                     .nat
@@ -206,28 +341,29 @@ impl Datapath {
                             self.sync_fast(id);
                         }
                     }
-                    // Its NAT port is taken here by another flow, or the table is full.
-                    Err(_) => self.peer_counters().refused += 1,
+                    Err(_) => self.refused(Refusal::Conflict),
                 }
             }
             Export::Deleted(flow) => {
-                let table = self.nat.table_mut();
+                if let Some(why) = self.refuse_flow(from, &flow, None) {
+                    self.refused(why);
+                    return;
+                }
+                let table = self.nat.table();
                 let Some(id) = table.lookup_inside(&flow.inside_key()) else {
                     return;
                 };
                 if table.flow(id).nat_port != flow.nat_port {
                     return;
                 }
-                let gone = table.remove(id);
-                if let Some(o) = self.floating(gone.egress) {
-                    self.owned[o].ports.remove(gone.nat_port);
-                }
-                if self.offloaded.remove(&gone.inside_key()) {
-                    self.fast_changes.push(fast::remove(&gone));
-                }
+                self.remove_flow(id);
                 self.peer_counters().removed += 1;
             }
             Export::Node { address, node } => {
+                if !self.allowed(address) {
+                    self.refused(Refusal::DisallowedSource);
+                    return;
+                }
                 if self.nodes.learn(address, node) == Learned::Changed && self.fast {
                     self.forget_node(address);
                 }
@@ -235,12 +371,83 @@ impl Datapath {
         }
     }
 
+    /// Removes a flow the peers no longer have, with its port and fast path entry.
+    fn remove_flow(&mut self, id: FlowId) {
+        let gone = self.nat.table_mut().remove(id);
+        if let Some(o) = self.floating(gone.egress) {
+            self.owned[o].ports.remove(gone.nat_port);
+        }
+        if self.offloaded.remove(&gone.inside_key()) {
+            self.fast_changes.push(fast::remove(&gone));
+        }
+    }
+
+    /// Notes that the resync under way from `from`, if any, mentions `flow`.
+    fn mention(&mut self, from: Ipv4Addr, flow: &Flow) {
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        if let Some((_, seen)) = peers.resyncs.iter_mut().find(|(p, _)| *p == from) {
+            match seen {
+                Some(set) if set.len() < SWEEP_LIMIT => {
+                    set.insert(flow.inside_key());
+                }
+                _ => *seen = None,
+            }
+        }
+    }
+
+    /// The peer whose election address is `from` starts sending its whole table: the
+    /// flows it mentions from here to [`peer_resync_end`](Self::peer_resync_end) are the
+    /// ones it has.
+    pub fn peer_resync_begin(&mut self, from: Ipv4Addr) {
+        let peers = self.peers.get_or_insert_with(Default::default);
+        peers.resyncs.retain(|(p, _)| *p != from);
+        peers.resyncs.push((from, Some(Default::default())));
+    }
+
+    /// The peer whose election address is `from` has sent its whole table: the flows of
+    /// the addresses it is master of (as the election knows) that it did not mention are
+    /// gone on the peer and go here too. Addresses this gateway owns are never touched.
+    pub fn peer_resync_end(&mut self, from: Ipv4Addr) {
+        let Some(peers) = &mut self.peers else {
+            return;
+        };
+        let Some(k) = peers.resyncs.iter().position(|(p, _)| *p == from) else {
+            return;
+        };
+        let Some(seen) = peers.resyncs.swap_remove(k).1 else {
+            return;
+        };
+        let theirs: Vec<Ipv4Addr> = self
+            .owned
+            .iter()
+            .filter(|o| !o.owning && o.election.master == Some(from))
+            .map(|o| o.ip.address)
+            .collect();
+        if theirs.is_empty() {
+            return;
+        }
+        let table = self.nat.table();
+        let stale: Vec<FlowId> = table
+            .export(Instant::ZERO)
+            .map(|(flow, _)| flow)
+            .filter(|f| theirs.contains(&f.egress) && !seen.contains(&f.inside_key()))
+            .filter_map(|f| table.lookup_inside(&f.inside_key()))
+            .collect();
+        for id in &stale {
+            self.remove_flow(*id);
+        }
+        self.peer_counters().swept += stale.len() as u64;
+    }
+
     fn peer_counters(&mut self) -> &mut PeerCounters {
         &mut self.peers.get_or_insert_with(Default::default).counters
     }
 
-    /// Records how the sync stands, for the status.
-    pub fn note_sync(&mut self, sync: &crate::sync::Sync, socket_errors: u64) {
+    /// Records how the sync stands, for the status. `authenticated`: a key seals the
+    /// datagrams.
+    pub fn note_sync(&mut self, sync: &crate::sync::Sync, authenticated: bool, socket_errors: u64) {
         let c = sync.counters();
         let p = self.peer_counters_now();
         let mut drops: std::collections::BTreeMap<String, u64> = c
@@ -251,6 +458,10 @@ impl Datapath {
         drops.insert("stale_epoch".into(), c.stale_epoch);
         drops.insert("duplicate".into(), c.duplicates);
         drops.insert("beyond_window".into(), c.beyond_window);
+        drops.insert("auth".into(), c.auth);
+        drops.insert("unconfirmed".into(), c.unconfirmed);
+        drops.insert("replay".into(), c.replay);
+        drops.insert("resync_rate_limited".into(), c.resync_requests_limited);
         self.sync_status = status::SyncStatus {
             enabled: true,
             peers: sync
@@ -266,6 +477,8 @@ impl Datapath {
                     resyncs_sent: peer.resyncs_sent,
                     resyncs_received: peer.resyncs_received,
                     restarts: peer.restarts,
+                    confirmed: peer.confirmed,
+                    primary: peer.primary,
                 })
                 .collect(),
             sent: status::SyncTraffic {
@@ -286,6 +499,13 @@ impl Datapath {
             flows_installed: p.installed,
             flows_removed: p.removed,
             flows_refused: p.refused,
+            flows_swept: p.swept,
+            refused: p
+                .refusals()
+                .map(|(r, n)| (r.metric_label().to_string(), n))
+                .collect(),
+            authenticated,
+            previous_key: c.previous_key,
             drops,
             queue_overflow: c.queue_overflow + p.lost,
             socket_errors,

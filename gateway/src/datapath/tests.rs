@@ -1167,7 +1167,7 @@ fn sync_to(from: &mut Datapath, to: &mut Datapath, now: Instant) -> Vec<Export> 
     let mut out = Vec::new();
     assert!(from.take_exports(&mut out), "nothing lost");
     for change in &out {
-        to.apply_peer(now, *change);
+        to.apply_peer(now, from.setup.address, *change);
     }
     out
 }
@@ -1316,10 +1316,14 @@ fn a_full_export_carries_the_nodes_and_the_owned_flows() {
     else {
         panic!()
     };
-    b.apply_peer(t(3), Export::Flow { flow, remaining });
+    b.apply_peer(t(3), GW, Export::Flow { flow, remaining });
     flow.pod_port += 1;
-    b.apply_peer(t(3), Export::Flow { flow, remaining });
+    b.apply_peer(t(3), GW, Export::Flow { flow, remaining });
     assert_eq!(b.peer_counters_now().refused, 1);
+    assert_eq!(
+        b.peer_counters_now().refusals[super::peers::Refusal::Conflict as usize],
+        1
+    );
     assert_eq!(b.nat().table().len(), 1);
 }
 
@@ -1330,9 +1334,9 @@ fn a_full_export_carries_the_nodes_and_the_owned_flows() {
 /// budget the design promises: under 2 Mbit/s of IPv4 per 1000 TCP flows/s.
 #[test]
 fn sync_bandwidth_per_thousand_new_flows_a_second() {
-    use crate::sync::{Params, Sync};
+    use crate::sync::{Keys, Params, Sync};
     let peer = std::net::SocketAddr::from(([192, 168, 1, 12], 4801));
-    for tcp in [true, false] {
+    for (tcp, sealed) in [(true, true), (false, true), (true, false), (false, false)] {
         let mut s = setup();
         s.nat.port_range = 20000..=60000;
         s.nat.max_flows = 1 << 20;
@@ -1346,7 +1350,11 @@ fn sync_bandwidth_per_thousand_new_flows_a_second() {
         ));
         dp.handle(t(0), &mut arp.frame());
         dp.enable_sync();
-        let mut sync = Sync::new(Params::new(7, vec![peer]), t(0));
+        let params = Params {
+            keys: sealed.then(|| Keys::derive(&[0x5a; 32], None)),
+            ..Params::new(7, vec![peer])
+        };
+        let mut sync = Sync::new(params, t(0));
         let (mut datagrams, mut payload) = (0u64, 0u64);
         let mut exports = Vec::new();
         let mut out = Vec::new();
@@ -1432,11 +1440,165 @@ fn sync_bandwidth_per_thousand_new_flows_a_second() {
         let mbit = ip_bytes as f64 * 8.0 / seconds as f64 / 1e6;
         let changes = sync.counters().changes_sent;
         println!(
-            "{}: {changes} changes for {} flows, {datagrams} datagrams, {payload} B payload: \
+            "{} {}: {changes} changes for {} flows, {datagrams} datagrams, {payload} B payload: \
              {mbit:.3} Mbit/s of IPv4 per 1000 new flows/s",
             if tcp { "TCP" } else { "UDP" },
+            if sealed { "sealed" } else { "in clear" },
             seconds * 1000
         );
         assert!(mbit < 2.0, "{mbit} Mbit/s");
     }
+}
+
+/// A flow of the master's floating IP, as the master would export it.
+fn peer_flow(pod_port: u16, nat_port: u16) -> Flow {
+    Flow {
+        node: NODE,
+        egress: FIP,
+        pod: POD,
+        remote: REMOTE,
+        pod_port,
+        remote_port: 53,
+        nat_port,
+        proto: crate::nat::Proto::Udp,
+        state: FlowState::Open,
+    }
+}
+
+fn upsert(flow: Flow, secs: u64) -> Export {
+    Export::Flow {
+        flow,
+        remaining: Duration::from_secs(secs),
+    }
+}
+
+fn refusals(dp: &Datapath) -> Vec<(&'static str, u64)> {
+    dp.peer_counters_now()
+        .refusals()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.metric_label(), n))
+        .collect()
+}
+
+#[test]
+fn a_peers_change_is_applied_only_when_it_is_sane() {
+    let mut b = backup();
+    b.enable_sync();
+    let good = peer_flow(40000, 20000);
+    // Each insane field, refused and counted by reason; nothing installed.
+    let other_address = Flow {
+        egress: Ipv4Addr::new(192, 168, 1, 99),
+        ..good
+    };
+    b.apply_peer(t(1), GW, upsert(other_address, 60));
+    b.apply_peer(
+        t(1),
+        GW,
+        upsert(
+            Flow {
+                node: STRANGER,
+                ..good
+            },
+            60,
+        ),
+    );
+    b.apply_peer(
+        t(1),
+        GW,
+        upsert(
+            Flow {
+                nat_port: 19999,
+                ..good
+            },
+            60,
+        ),
+    );
+    // UDP lives 300 s here; the wire rounds up, so 301 s is the most a peer may announce.
+    b.apply_peer(t(1), GW, upsert(good, 302));
+    b.apply_peer(t(1), GW, upsert(good, u64::from(u32::MAX)));
+    let closed = Flow {
+        proto: crate::nat::Proto::Tcp,
+        state: FlowState::TcpClosed,
+        ..good
+    };
+    b.apply_peer(t(1), GW, upsert(closed, 60));
+    assert_eq!(b.nat().table().len(), 0);
+    assert_eq!(
+        refusals(&b),
+        vec![
+            ("unknown_address", 1),
+            ("disallowed_source", 1),
+            ("port_range", 1),
+            ("lifetime", 3),
+        ]
+    );
+    assert_eq!(b.peer_counters_now().refused, 6);
+    // A node record for a node outside allowed_sources is refused too.
+    let node = Node {
+        mac: NODE_MAC,
+        tunnel_mac: NODE_VX_MAC,
+    };
+    b.apply_peer(
+        t(1),
+        GW,
+        Export::Node {
+            address: STRANGER,
+            node,
+        },
+    );
+    assert!(b.nodes.get(STRANGER).is_none());
+    // The sane one is installed.
+    b.apply_peer(t(1), GW, upsert(good, 301));
+    assert_eq!(b.nat().table().len(), 1);
+    // The election says another gateway is master now: GW's changes are stale.
+    b.owned[0].election.master = Some(Ipv4Addr::new(192, 168, 1, 13));
+    b.apply_peer(t(2), GW, Export::Deleted(good));
+    b.apply_peer(t(2), GW, upsert(peer_flow(40001, 20001), 60));
+    assert_eq!(b.nat().table().len(), 1);
+    // A master never takes flows of its own address from anyone.
+    b.owned[0].election.master = Some(GW);
+    b.own(t(3), FIP);
+    b.apply_peer(t(3), GW, Export::Deleted(good));
+    b.apply_peer(t(3), GW, upsert(peer_flow(40001, 20001), 60));
+    assert_eq!(b.nat().table().len(), 1);
+    let r = refusals(&b);
+    assert!(
+        r.contains(&("not_master", 2)) && r.contains(&("own_address", 2)),
+        "{r:?}"
+    );
+    assert!(r.contains(&("disallowed_source", 2)), "{r:?}");
+}
+
+#[test]
+fn the_end_of_a_peers_full_resync_drops_what_it_no_longer_has() {
+    let mut b = backup();
+    b.enable_sync();
+    b.owned[0].election.master = Some(GW);
+    let (kept, gone) = (peer_flow(40000, 20000), peer_flow(40001, 20001));
+    b.apply_peer(t(1), GW, upsert(kept, 60));
+    b.apply_peer(t(1), GW, upsert(gone, 60));
+    assert_eq!(b.nat().table().len(), 2);
+    // Another peer's resync sweeps nothing of GW's addresses.
+    let other = Ipv4Addr::new(192, 168, 1, 13);
+    b.peer_resync_begin(other);
+    b.peer_resync_end(other);
+    assert_eq!(b.nat().table().len(), 2);
+    // GW's resync mentions only `kept`: `gone` goes, with its port.
+    b.peer_resync_begin(GW);
+    b.apply_peer(t(2), GW, upsert(kept, 60));
+    b.peer_resync_end(GW);
+    assert_eq!(b.nat().table().len(), 1);
+    assert!(b.nat().table().lookup_inside(&kept.inside_key()).is_some());
+    assert_eq!(b.peer_counters_now().swept, 1);
+    assert_eq!(b.snapshot(t(2), 0).floating_ips[0].ports_in_use, 1);
+    // An address whose master is unknown, or one this gateway owns, is never swept.
+    b.owned[0].election.master = None;
+    b.peer_resync_begin(GW);
+    b.peer_resync_end(GW);
+    b.owned[0].election.master = Some(GW);
+    b.own(t(3), FIP);
+    b.peer_resync_begin(GW);
+    b.peer_resync_end(GW);
+    assert_eq!(b.nat().table().len(), 1);
+    assert_eq!(b.peer_counters_now().swept, 1);
 }

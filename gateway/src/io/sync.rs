@@ -6,7 +6,7 @@
 //! [`TICK`] to collect the data path's new changes.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use smoltcp::time::{Duration, Instant};
 
 use super::{Clock, lock};
 use crate::datapath::{Datapath, Export};
-use crate::sync::{Change, MAX_DATAGRAM, Sync};
+use crate::sync::{Change, MAX_DATAGRAM, ResyncEdge, ResyncMark, Sync};
 
 /// The longest the loop sleeps: how late a local change may be collected.
 const TICK: Duration = Duration::from_millis(5);
@@ -32,19 +32,33 @@ pub fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Runs the sync until `stop` is set.
+/// What the peers' datagrams asked the data path to do, in order.
+enum Step {
+    /// A change from the peer with this election address.
+    Change(Ipv4Addr, Change),
+    /// That peer's full resync begins: the flows it mentions until its end are its table.
+    ResyncBegin(Ipv4Addr),
+    /// That peer's full resync ends: what it did not mention of its addresses goes.
+    ResyncEnd(Ipv4Addr),
+}
+
+/// Runs the sync until `stop` is set. `authenticated`: the core seals with a key (for the
+/// status).
 pub fn run(
     mut sync: Sync,
     socket: UdpSocket,
     dp: Arc<Mutex<Datapath>>,
     stop: Arc<AtomicBool>,
     clock: Clock,
+    authenticated: bool,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut applied = Vec::new();
+    let mut steps = Vec::new();
     let mut exports = Vec::new();
     let mut full = Vec::new();
     let mut out = Vec::new();
+    let mut claims = Vec::new();
     let mut send_errors = 0u64;
     let mut recv_errors = 0u64;
     let mut reported = clock.now();
@@ -52,7 +66,10 @@ pub fn run(
         let now = clock.now();
         for _ in 0..READ_BUDGET {
             match socket.recv_from(&mut buf) {
-                Ok((n, from)) => sync.handle_datagram(now, from, &buf[..n], &mut applied),
+                Ok((n, from)) => {
+                    sync.handle_datagram(now, from, &buf[..n], &mut applied);
+                    collect(&sync, from, &mut applied, &mut steps);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Errors a peer's ICMP reported (refused, unreachable): the core notices the
@@ -63,17 +80,20 @@ pub fn run(
                     break;
                 }
             }
-            if applied.len() >= 4096 {
-                apply(&dp, now, &mut applied);
+            if steps.len() >= 4096 {
+                apply(&dp, now, &mut steps);
             }
         }
-        apply(&dp, now, &mut applied);
+        apply(&dp, now, &mut steps);
         let complete = {
             let mut core = lock(&dp);
             let complete = core.take_exports(&mut exports);
             for export in exports.drain(..) {
                 sync.queue(now, export.into());
             }
+            // What the peers' heartbeats announce of this gateway's election.
+            core.election_claims(&mut claims);
+            sync.set_claims(&claims);
             // A peer that asked for the whole table, or all of them when changes were lost.
             let mut wanting: Vec<SocketAddr> =
                 std::iter::from_fn(|| sync.wants_full_table()).collect();
@@ -106,7 +126,7 @@ pub fn run(
             }
         }
         if now >= reported + REPORT_EVERY {
-            lock(&dp).note_sync(&sync, send_errors + recv_errors);
+            lock(&dp).note_sync(&sync, authenticated, send_errors + recv_errors);
             reported = now;
         }
         let now = clock.now();
@@ -119,14 +139,44 @@ pub fn run(
     Ok(())
 }
 
+/// Turns what the core applied from one datagram of `from`, and where a resync began or
+/// ended among it, into steps tagged with the peer's election address.
+fn collect(sync: &Sync, from: SocketAddr, applied: &mut Vec<Change>, steps: &mut Vec<Step>) {
+    let marks = sync.resync_marks();
+    if applied.is_empty() && marks.is_empty() {
+        return;
+    }
+    // A datagram that applied anything was fresh, so the peer's address is known.
+    let Some(peer) = sync.peer_primary(from) else {
+        applied.clear();
+        return;
+    };
+    let edge = |m: &ResyncMark| match m.edge {
+        ResyncEdge::Begin => Step::ResyncBegin(peer),
+        ResyncEdge::End => Step::ResyncEnd(peer),
+    };
+    let mut marks = marks.iter().peekable();
+    for (i, change) in applied.drain(..).enumerate() {
+        while let Some(m) = marks.next_if(|m| m.at <= i) {
+            steps.push(edge(m));
+        }
+        steps.push(Step::Change(peer, change));
+    }
+    steps.extend(marks.map(edge));
+}
+
 /// Applies what the peers sent.
-fn apply(dp: &Mutex<Datapath>, now: Instant, applied: &mut Vec<Change>) {
-    if applied.is_empty() {
+fn apply(dp: &Mutex<Datapath>, now: Instant, steps: &mut Vec<Step>) {
+    if steps.is_empty() {
         return;
     }
     let mut core = lock(dp);
-    for change in applied.drain(..) {
-        core.apply_peer(now, change.into());
+    for step in steps.drain(..) {
+        match step {
+            Step::Change(peer, change) => core.apply_peer(now, peer, change.into()),
+            Step::ResyncBegin(peer) => core.peer_resync_begin(peer),
+            Step::ResyncEnd(peer) => core.peer_resync_end(peer),
+        }
     }
 }
 

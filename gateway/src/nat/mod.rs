@@ -43,6 +43,20 @@ impl Default for Timeouts {
     }
 }
 
+impl Timeouts {
+    /// The idle timeout of a flow of `proto` in `state`.
+    pub fn of(&self, proto: Proto, state: FlowState) -> Duration {
+        match (proto, state) {
+            (Proto::Udp, _) => self.udp,
+            (Proto::Icmp, _) => self.icmp,
+            (Proto::Tcp, FlowState::TcpEstablished) => self.tcp_established,
+            (Proto::Tcp, FlowState::TcpTimeWait) => self.tcp_time_wait,
+            (Proto::Tcp, FlowState::TcpClosed) => self.tcp_closed,
+            (Proto::Tcp, _) => self.tcp_transitory,
+        }
+    }
+}
+
 /// Everything the NAT core needs from `[nat]` in `gateway.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatParams {

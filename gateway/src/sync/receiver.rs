@@ -25,8 +25,6 @@ const NACKS_PER_PASS: usize = 64;
 pub(super) struct Rx {
     /// The epoch of the peer's stream being followed.
     pub(super) epoch: Option<u64>,
-    /// The stream followed before it: its late datagrams are ignored, not followed.
-    retired: Option<u64>,
     /// The next seq to apply.
     expected: u64,
     /// The highest seq known to exist (seen in a batch or a heartbeat).
@@ -47,7 +45,6 @@ impl Rx {
     pub(super) fn new(now: Instant) -> Rx {
         Rx {
             epoch: None,
-            retired: None,
             expected: 1,
             highest: 0,
             held: BTreeMap::new(),
@@ -69,21 +66,18 @@ impl Rx {
         self.held.len()
     }
 
-    /// Follows the stream `epoch` a batch or heartbeat belongs to; false when it is the
-    /// stream this one replaced.
-    pub(super) fn follow(&mut self, epoch: u64, counters: &mut Counters) -> bool {
+    /// Follows the stream `epoch` of a fresh datagram (see [`super::session`]: only a
+    /// fresh datagram can change it). Returns whether the peer restarted: another stream
+    /// was followed before.
+    pub(super) fn follow(&mut self, epoch: u64) -> bool {
         if self.epoch == Some(epoch) {
-            return true;
-        }
-        if self.retired == Some(epoch) {
-            counters.stale_epoch += 1;
             return false;
         }
-        if self.epoch.is_some() {
-            // The peer restarted: a new stream from seq 1. A first seq above 1 is a gap
-            // like any other; if the peer can no longer replay it, it resyncs us.
+        let restarted = self.epoch.is_some();
+        if restarted {
+            // A new stream from seq 1. A first seq above 1 is a gap like any other; if
+            // the peer can no longer replay it, it resyncs us.
             self.restarts += 1;
-            self.retired = self.epoch;
         }
         self.epoch = Some(epoch);
         self.expected = 1;
@@ -91,7 +85,7 @@ impl Rx {
         self.held.clear();
         self.nacked_to = 0;
         self.nack_retry_at = None;
-        true
+        restarted
     }
 
     /// A batch of the followed stream, `bytes` the whole datagram.
@@ -128,6 +122,14 @@ impl Rx {
                     slot.insert(bytes.to_vec());
                 }
             }
+        }
+    }
+
+    /// A resync request still due goes at the next poll: the peer has just learnt our
+    /// token, and the earlier ones were not fresh for it.
+    pub(super) fn request_now(&mut self, now: Instant) {
+        if let Some(at) = self.request_at.as_mut() {
+            *at = (*at).min(now);
         }
     }
 

@@ -159,6 +159,8 @@ pub(super) struct Tx {
     /// The peer needs the full table: `wants_full_table` reports it.
     wants_full_table: bool,
     next_heartbeat: Instant,
+    /// When the peer's last ResyncRequest was honoured.
+    request_honoured_at: Option<Instant>,
     pub(super) resyncs_sent: u64,
 }
 
@@ -176,6 +178,7 @@ impl Tx {
             wants_full_table: false,
             // The first heartbeat announces the epoch at once.
             next_heartbeat: now,
+            request_honoured_at: None,
             resyncs_sent: 0,
         }
     }
@@ -354,13 +357,33 @@ impl Tx {
         }
     }
 
-    /// A peer asked for the whole table.
-    pub(super) fn handle_resync_request(&mut self) {
+    /// A peer asked for the whole table. Honoured at most once per `interval` (a
+    /// heartbeat: the peer retries that often until a resync arrives); returns false when
+    /// the request came too soon after the last one honoured and was ignored.
+    pub(super) fn handle_resync_request(&mut self, now: Instant, interval: Duration) -> bool {
+        if self
+            .request_honoured_at
+            .is_some_and(|at| since(now, at) < interval)
+        {
+            return false;
+        }
         // A resync under way already gives the peer everything: the peer skips to its
         // first batch, which its Nacks bring back.
         if !self.resync_in_progress() {
             self.wants_full_table = true;
+            self.request_honoured_at = Some(now);
         }
+        true
+    }
+
+    /// The peer restarted: its first request for our table is honoured at once.
+    pub(super) fn peer_restarted(&mut self) {
+        self.request_honoured_at = None;
+    }
+
+    /// Sends a heartbeat at the next poll: the peer must hear our (new) token soon.
+    pub(super) fn heartbeat_now(&mut self, now: Instant) {
+        self.next_heartbeat = self.next_heartbeat.min(now);
     }
 
     /// Sends what is due at `now` to `peer`.
@@ -370,7 +393,7 @@ impl Tx {
         now: Instant,
         epoch: u64,
         peer: SocketAddr,
-        params: &TxParams,
+        params: &TxParams<'_>,
         spare: &mut Vec<Vec<u8>>,
         out: &mut Vec<(SocketAddr, Vec<u8>)>,
         counters: &mut Counters,
@@ -485,6 +508,7 @@ impl Tx {
         if now >= self.next_heartbeat {
             let hb = Message::Heartbeat {
                 last_seq: wire::low32(self.seq),
+                claims: params.claims,
             };
             send(out, peer, hb.to_vec(epoch), counters);
             self.next_heartbeat = now + params.heartbeat;

@@ -1,22 +1,31 @@
 //! The flow sync datagram: one UDP payload, big-endian, at most [`MAX_DATAGRAM`] bytes.
 //!
-//! Every datagram starts with the same header:
+//! Every datagram starts with the same 48-byte header, sent in clear:
 //!
 //! ```text
 //!  0                   1                   2                   3
-//! |                         magic "EGSY"                          |
-//! |  version = 1  |     kind      |          reserved (0)         |
-//! |                      epoch (64 bits): the sender's boot id    |
-//! |                                                               |
+//!  0 |                         magic "EGSY"                          |
+//!  4 |  version = 2  |     kind      |     suite     |  reserved (0) |
+//!  8 |              epoch (64 bits): the sender's boot id             |
+//! 16 |        counter (64 bits): the datagram's number in the epoch   |
+//! 24 |   token (64 bits): the sender's session token for the receiver |
+//! 32 |    echo (64 bits): the receiver's token, as last heard fresh    |
+//! 40 |         primary: the sender's election address (IPv4)         |
+//! 44 |                          reserved (0)                         |
 //! ```
 //!
-//! and goes on by kind:
+//! then the body by kind, then, when `suite` is 1 (XChaCha20-Poly1305, [`super::seal`]),
+//! the 16-byte tag: the header is authenticated, the body encrypted. Suite 0 carries no
+//! tag and is only spoken between gateways configured without a key. The epoch and counter
+//! are the AEAD nonce; the token and echo bind a datagram to the receiver's current session
+//! with the sender ([`super::session`]), so a datagram recorded before either side
+//! restarted is never fresh again.
 //!
 //! ```text
-//! Batch (1), 24 + 32 × count bytes
-//! 16 |                        seq (low 32 bits)                      |
-//! 20 |     flags     |     count     |          reserved (0)         |
-//! 24 |                 count change records of 32 bytes              |
+//! Batch (1), 56 + 32 × count bytes
+//! 48 |                        seq (low 32 bits)                      |
+//! 52 |     flags     |     count     |          reserved (0)         |
+//! 56 |                 count change records of 32 bytes              |
 //!
 //! Change record
 //!  0 |      op       |     proto     |     state     |  reserved (0) |
@@ -36,23 +45,28 @@
 //! 16 |                                                               |
 //! 20 |                            0 …                                |
 //!
-//! Nack (2), 32 bytes
-//! 16 |      stream_epoch (64 bits): the stream the missing seqs are in |
-//! 20 |                                                               |
-//! 24 |                       from (inclusive)                        |
-//! 28 |                        to (inclusive)                         |
+//! Nack (2), 64 bytes
+//! 48 |      stream_epoch (64 bits): the stream the missing seqs are in |
+//! 52 |                                                               |
+//! 56 |                       from (inclusive)                        |
+//! 60 |                        to (inclusive)                         |
 //!
-//! Heartbeat (3), 20 bytes
-//! 16 |             last_seq: the last seq sent, 0 when none          |
+//! Heartbeat (3), 56 + 2 × count bytes
+//! 48 |             last_seq: the last seq sent, 0 when none          |
+//! 52 |     count     |                  reserved (0)                 |
+//! 56 |     vrid      |   priority    |      … count claims           |
 //!
-//! ResyncRequest (4), 24 bytes
-//! 16 |   stream_epoch (64 bits): the stream wanted in full, 0 = any   |
-//! 20 |                                                               |
+//! ResyncRequest (4), 56 bytes
+//! 48 |   stream_epoch (64 bits): the stream wanted in full, 0 = any   |
+//! 52 |                                                               |
 //! ```
 //!
 //! A change record carries 29 bytes of information; the three reserved bytes keep every
-//! field on its natural alignment. A batch holds at most [`MAX_CHANGES`] (43) records,
-//! which fill a datagram of exactly 1400 bytes.
+//! field on its natural alignment. A batch holds at most [`MAX_CHANGES`] (41) records,
+//! which with the tag fill a datagram of 1384 bytes.
+//!
+//! A heartbeat's claims are the sender's election priority for each of its VRIDs: the
+//! election refuses an advert that claims a peer's address with another priority.
 //!
 //! Batch flags: bit 0 marks a batch of a full resync; bit 1 its first batch and bit 2 its
 //! last (both set for a resync that fits in one batch, possibly empty). Bits 1 and 2 let a
@@ -76,45 +90,56 @@ use crate::nat::{Flow, FlowState, Proto};
 /// "EGSY": egret sync.
 pub const MAGIC: [u8; 4] = *b"EGSY";
 /// The protocol version this code speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The largest datagram ever sent: fits a 1500-byte MTU with room for tunnels.
 pub const MAX_DATAGRAM: usize = 1400;
 /// Length of the header every message starts with.
 pub const HEADER_LEN: usize = field::BODY;
+/// Length of the authentication tag of a sealed datagram.
+pub const TAG_LEN: usize = 16;
 /// Length of a batch before its change records.
 pub const BATCH_HEADER_LEN: usize = field::CHANGES;
 /// Length of one change record.
 pub const CHANGE_LEN: usize = 32;
-/// Most change records in one batch.
-pub const MAX_CHANGES: usize = (MAX_DATAGRAM - BATCH_HEADER_LEN) / CHANGE_LEN;
+/// Most change records in one batch: a sealed batch fits in [`MAX_DATAGRAM`].
+pub const MAX_CHANGES: usize = (MAX_DATAGRAM - TAG_LEN - BATCH_HEADER_LEN) / CHANGE_LEN;
 /// Length of a Nack.
 pub const NACK_LEN: usize = field::NACK_TO.end;
-/// Length of a Heartbeat.
-pub const HEARTBEAT_LEN: usize = field::LAST_SEQ.end;
+/// Length of a Heartbeat without claims.
+pub const HEARTBEAT_LEN: usize = field::CLAIMS;
 /// Length of a ResyncRequest.
 pub const RESYNC_REQUEST_LEN: usize = field::STREAM_EPOCH.end;
+/// The header bytes that make the AEAD nonce: epoch and counter.
+pub const NONCE_FIELDS: core::ops::Range<usize> = 8..24;
 
 mod field {
     use core::ops::Range;
     pub const MAGIC: Range<usize> = 0..4;
     pub const VERSION: usize = 4;
     pub const KIND: usize = 5;
+    pub const SUITE: usize = 6;
     pub const EPOCH: Range<usize> = 8..16;
-    pub const BODY: usize = 16;
+    pub const COUNTER: Range<usize> = 16..24;
+    pub const TOKEN: Range<usize> = 24..32;
+    pub const ECHO: Range<usize> = 32..40;
+    pub const PRIMARY: Range<usize> = 40..44;
+    pub const BODY: usize = 48;
 
     // Batch.
-    pub const SEQ: Range<usize> = 16..20;
-    pub const FLAGS: usize = 20;
-    pub const COUNT: usize = 21;
-    pub const CHANGES: usize = 24;
+    pub const SEQ: Range<usize> = 48..52;
+    pub const FLAGS: usize = 52;
+    pub const COUNT: usize = 53;
+    pub const CHANGES: usize = 56;
 
     // Nack and ResyncRequest.
-    pub const STREAM_EPOCH: Range<usize> = 16..24;
-    pub const NACK_FROM: Range<usize> = 24..28;
-    pub const NACK_TO: Range<usize> = 28..32;
+    pub const STREAM_EPOCH: Range<usize> = 48..56;
+    pub const NACK_FROM: Range<usize> = 56..60;
+    pub const NACK_TO: Range<usize> = 60..64;
 
     // Heartbeat.
-    pub const LAST_SEQ: Range<usize> = 16..20;
+    pub const LAST_SEQ: Range<usize> = 48..52;
+    pub const CLAIM_COUNT: usize = 52;
+    pub const CLAIMS: usize = 56;
 
     /// Offsets within one change record.
     pub mod change {
@@ -154,13 +179,15 @@ const FLAG_RESYNC_END: u8 = 1 << 2;
 pub enum SyncWireError {
     #[error("not a sync datagram: the magic is not \"EGSY\"")]
     BadMagic,
-    #[error("sync protocol version is not 1")]
+    #[error("sync protocol version is not 2")]
     Version,
     #[error("unknown sync message kind")]
     Kind,
     #[error("length does not match the message kind or its change count")]
     Length,
-    #[error("a field holds a value outside its range (op, protocol, state, flags, nack range)")]
+    #[error(
+        "a field holds a value outside its range (op, protocol, state, flags, nack range, suite)"
+    )]
     Field,
 }
 
@@ -189,6 +216,51 @@ impl SyncWireError {
     pub fn index(self) -> usize {
         self as usize
     }
+}
+
+/// How a datagram is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// Not at all: gateways without a sync key.
+    None = 0,
+    /// Sealed with XChaCha20-Poly1305 under the group's key; a 16-byte tag follows.
+    XChaCha20Poly1305 = 1,
+}
+
+/// The fields that bind a datagram to a session, written when it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    /// The datagram's number in the sender's epoch, from 1.
+    pub counter: u64,
+    /// The sender's token for the receiver.
+    pub token: u64,
+    /// The receiver's token as the sender last heard it fresh (0 when never).
+    pub echo: u64,
+    /// The sender's election address.
+    pub primary: Ipv4Addr,
+}
+
+/// A datagram's header, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u8,
+    pub suite: Suite,
+    /// The sender's boot id.
+    pub epoch: u64,
+    pub session: Session,
+}
+
+/// Writes the session fields and the suite of a datagram about to be sent (whole, before
+/// it is sealed).
+pub fn set_session(datagram: &mut [u8], suite: Suite, session: &Session) {
+    if datagram.len() < HEADER_LEN {
+        return;
+    }
+    datagram[field::SUITE] = suite as u8;
+    datagram[field::COUNTER].copy_from_slice(&session.counter.to_be_bytes());
+    datagram[field::TOKEN].copy_from_slice(&session.token.to_be_bytes());
+    datagram[field::ECHO].copy_from_slice(&session.echo.to_be_bytes());
+    datagram[field::PRIMARY].copy_from_slice(&session.primary.octets());
 }
 
 /// A read/write view of a sync datagram's header and body.
@@ -232,9 +304,23 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()[field::KIND]
     }
 
+    pub fn suite(&self) -> u8 {
+        self.buffer.as_ref()[field::SUITE]
+    }
+
     /// The sender's boot id.
     pub fn epoch(&self) -> u64 {
         be_u64(&self.buffer.as_ref()[field::EPOCH])
+    }
+
+    pub fn session(&self) -> Session {
+        let b = self.buffer.as_ref();
+        Session {
+            counter: be_u64(&b[field::COUNTER]),
+            token: be_u64(&b[field::TOKEN]),
+            echo: be_u64(&b[field::ECHO]),
+            primary: ipv4(&b[field::PRIMARY]),
+        }
     }
 
     /// Everything after the header.
@@ -244,14 +330,40 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Writes the header: magic, version, `kind`, reserved zero, `epoch`.
+    /// Writes the header: magic, version, `kind`, `epoch`; the suite, session fields and
+    /// reserved bytes zero (the session is written when the datagram is sent).
     pub fn set_header(&mut self, kind: u8, epoch: u64) {
         let b = self.buffer.as_mut();
         b[field::MAGIC].copy_from_slice(&MAGIC);
         b[field::VERSION] = VERSION;
         b[field::KIND] = kind;
-        b[field::KIND + 1..field::EPOCH.start].fill(0);
+        b[field::SUITE..field::EPOCH.start].fill(0);
         b[field::EPOCH].copy_from_slice(&epoch.to_be_bytes());
+        b[field::COUNTER.start..field::BODY].fill(0);
+    }
+}
+
+impl Header {
+    /// Reads and checks the header of a datagram as received (sealed or not).
+    pub fn parse(bytes: &[u8]) -> Result<Header, SyncWireError> {
+        let packet = Packet::new_checked(bytes)?;
+        if packet.magic() != MAGIC {
+            return Err(SyncWireError::BadMagic);
+        }
+        if packet.version() != VERSION {
+            return Err(SyncWireError::Version);
+        }
+        let suite = match packet.suite() {
+            0 => Suite::None,
+            1 => Suite::XChaCha20Poly1305,
+            _ => return Err(SyncWireError::Field),
+        };
+        Ok(Header {
+            kind: packet.kind(),
+            suite,
+            epoch: packet.epoch(),
+            session: packet.session(),
+        })
     }
 }
 
@@ -355,25 +467,23 @@ pub enum Message<'a> {
         from: u32,
         to: u32,
     },
-    /// The sender is alive and has sent up to `last_seq` on its stream (0: nothing yet).
-    Heartbeat { last_seq: u32 },
+    /// The sender is alive and has sent up to `last_seq` on its stream (0: nothing yet);
+    /// `claims` are its election priority for each of its VRIDs, `[vrid, priority]`.
+    Heartbeat {
+        last_seq: u32,
+        claims: &'a [[u8; 2]],
+    },
     /// The sender wants the whole table; `stream_epoch` is the receiver's stream it last
     /// followed (0 when none).
     ResyncRequest { stream_epoch: u64 },
 }
 
 impl<'a> Message<'a> {
-    /// Reads and checks a datagram: the sender's epoch and the message.
-    pub fn parse(bytes: &'a [u8]) -> Result<(u64, Message<'a>), SyncWireError> {
-        let packet = Packet::new_checked(bytes)?;
-        if packet.magic() != MAGIC {
-            return Err(SyncWireError::BadMagic);
-        }
-        if packet.version() != VERSION {
-            return Err(SyncWireError::Version);
-        }
-        let epoch = packet.epoch();
-        let message = match packet.kind() {
+    /// Reads and checks a plaintext datagram (opened, its tag removed): the header and
+    /// the message.
+    pub fn parse(bytes: &'a [u8]) -> Result<(Header, Message<'a>), SyncWireError> {
+        let header = Header::parse(bytes)?;
+        let message = match header.kind {
             KIND_BATCH => {
                 if bytes.len() < BATCH_HEADER_LEN {
                     return Err(SyncWireError::Length);
@@ -409,11 +519,17 @@ impl<'a> Message<'a> {
                 }
             }
             KIND_HEARTBEAT => {
-                if bytes.len() != HEARTBEAT_LEN {
+                if bytes.len() < HEARTBEAT_LEN {
                     return Err(SyncWireError::Length);
                 }
+                let count = usize::from(bytes[field::CLAIM_COUNT]);
+                if bytes.len() != HEARTBEAT_LEN + 2 * count {
+                    return Err(SyncWireError::Length);
+                }
+                let (claims, _) = bytes[field::CLAIMS..].as_chunks::<2>();
                 Message::Heartbeat {
                     last_seq: be_u32(&bytes[field::LAST_SEQ]),
+                    claims,
                 }
             }
             KIND_RESYNC_REQUEST => {
@@ -426,21 +542,22 @@ impl<'a> Message<'a> {
             }
             _ => return Err(SyncWireError::Kind),
         };
-        Ok((epoch, message))
+        Ok((header, message))
     }
 
-    /// Length of the emitted datagram.
+    /// Length of the emitted datagram (before any tag).
     pub fn buffer_len(&self) -> usize {
         match self {
             Message::Batch(b) => BATCH_HEADER_LEN + b.records.len(),
             Message::Nack { .. } => NACK_LEN,
-            Message::Heartbeat { .. } => HEARTBEAT_LEN,
+            Message::Heartbeat { claims, .. } => HEARTBEAT_LEN + 2 * claims.len().min(255),
             Message::ResyncRequest { .. } => RESYNC_REQUEST_LEN,
         }
     }
 
     /// Writes the datagram of sender `epoch` into `buf` (at least
-    /// [`buffer_len`](Self::buffer_len) bytes).
+    /// [`buffer_len`](Self::buffer_len) bytes), its session fields zero. At most 255
+    /// claims are written.
     pub fn emit(&self, epoch: u64, buf: &mut [u8]) {
         let buf = &mut buf[..self.buffer_len()];
         match *self {
@@ -458,9 +575,13 @@ impl<'a> Message<'a> {
                 buf[field::NACK_FROM].copy_from_slice(&from.to_be_bytes());
                 buf[field::NACK_TO].copy_from_slice(&to.to_be_bytes());
             }
-            Message::Heartbeat { last_seq } => {
+            Message::Heartbeat { last_seq, claims } => {
+                let claims = &claims[..claims.len().min(255)];
                 Packet::new_unchecked(&mut *buf).set_header(KIND_HEARTBEAT, epoch);
                 buf[field::LAST_SEQ].copy_from_slice(&last_seq.to_be_bytes());
+                buf[field::CLAIM_COUNT] = claims.len() as u8;
+                buf[field::CLAIM_COUNT + 1..field::CLAIMS].fill(0);
+                buf[field::CLAIMS..].copy_from_slice(claims.as_flattened());
             }
             Message::ResyncRequest { stream_epoch } => {
                 Packet::new_unchecked(&mut *buf).set_header(KIND_RESYNC_REQUEST, epoch);
@@ -523,7 +644,13 @@ fn check_change(r: &[u8]) -> Result<(), SyncWireError> {
     use field::change as f;
     let op = matches!(r[f::OP], OP_UPSERT | OP_DELETE | OP_NODE);
     let proto = matches!(r[f::PROTO], 1 | 6 | 17);
-    if op && proto && FlowState::from_u8(r[f::STATE]).is_some() {
+    // TCP flows have a TCP state; UDP and ICMP mappings (and node records) are open.
+    let state = match FlowState::from_u8(r[f::STATE]) {
+        Some(FlowState::Open) => r[f::PROTO] != 6,
+        Some(_) => r[f::PROTO] == 6,
+        None => false,
+    };
+    if op && proto && state {
         Ok(())
     } else {
         Err(SyncWireError::Field)
@@ -642,40 +769,80 @@ mod tests {
         }
     }
 
+    /// The header of a datagram of `kind` from epoch 0x0123456789abcdef, unsealed,
+    /// session fields zero (as emitted, before sending).
+    const fn header(kind: u8) -> [u8; 48] {
+        let mut h = [0u8; 48];
+        h[0] = b'E';
+        h[1] = b'G';
+        h[2] = b'S';
+        h[3] = b'Y';
+        h[4] = 2;
+        h[5] = kind;
+        let epoch = EPOCH.to_be_bytes();
+        let mut i = 0;
+        while i < 8 {
+            h[8 + i] = epoch[i];
+            i += 1;
+        }
+        h
+    }
+
+    const fn with<const N: usize>(kind: u8, body: &[u8]) -> [u8; N] {
+        let h = header(kind);
+        let mut d = [0u8; N];
+        let mut i = 0;
+        while i < 48 {
+            d[i] = h[i];
+            i += 1;
+        }
+        while i < N {
+            d[i] = body[i - 48];
+            i += 1;
+        }
+        d
+    }
+
     /// A batch of seq 7 carrying the upsert of an established TCP flow with 7440 s left.
-    const BATCH: [u8; 56] = [
-        b'E', b'G', b'S', b'Y', 1, 1, 0, 0, // magic, version, kind Batch, reserved
-        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
-        0, 0, 0, 7, // seq
-        0, 1, 0, 0, // flags, count, reserved
-        1, 6, 3, 0, // upsert, TCP, established, reserved
-        10, 0, 1, 5, // node
-        192, 168, 1, 100, // egress
-        10, 244, 1, 7, // pod
-        93, 184, 216, 34, // remote
-        0x9c, 0x40, 0x01, 0xbb, // pod port 40000, remote port 443
-        0x4e, 0x21, 0, 0, // nat port 20001, reserved
-        0, 0, 0x1d, 0x10, // 7440 s
-    ];
+    const BATCH: [u8; 88] = with(
+        1,
+        &[
+            0, 0, 0, 7, // seq
+            0, 1, 0, 0, // flags, count, reserved
+            1, 6, 3, 0, // upsert, TCP, established, reserved
+            10, 0, 1, 5, // node
+            192, 168, 1, 100, // egress
+            10, 244, 1, 7, // pod
+            93, 184, 216, 34, // remote
+            0x9c, 0x40, 0x01, 0xbb, // pod port 40000, remote port 443
+            0x4e, 0x21, 0, 0, // nat port 20001, reserved
+            0, 0, 0x1d, 0x10, // 7440 s
+        ],
+    );
 
-    const NACK: [u8; 32] = [
-        b'E', b'G', b'S', b'Y', 1, 2, 0, 0, // magic, version, kind Nack, reserved
-        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
-        0, 0, 0, 0, 0, 0, 0, 0x2a, // stream epoch 42
-        0, 0, 0, 3, 0, 0, 0, 9, // from 3 to 9
-    ];
+    const NACK: [u8; 64] = with(
+        2,
+        &[
+            0, 0, 0, 0, 0, 0, 0, 0x2a, // stream epoch 42
+            0, 0, 0, 3, 0, 0, 0, 9, // from 3 to 9
+        ],
+    );
 
-    const HEARTBEAT: [u8; 20] = [
-        b'E', b'G', b'S', b'Y', 1, 3, 0, 0, // magic, version, kind Heartbeat, reserved
-        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
-        0, 1, 0, 0, // last seq 65536
-    ];
+    const HEARTBEAT: [u8; 60] = with(
+        3,
+        &[
+            0, 1, 0, 0, // last seq 65536
+            2, 0, 0, 0, // two claims, reserved
+            10, 200, 11, 100, // VRID 10 at priority 200, VRID 11 at 100
+        ],
+    );
 
-    const RESYNC_REQUEST: [u8; 24] = [
-        b'E', b'G', b'S', b'Y', 1, 4, 0, 0, // magic, version, kind ResyncRequest, reserved
-        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, // epoch
-        0, 0, 0, 0, 0, 0, 0, 0, // any stream
-    ];
+    const RESYNC_REQUEST: [u8; 56] = with(
+        4,
+        &[
+            0, 0, 0, 0, 0, 0, 0, 0, // any stream
+        ],
+    );
 
     #[test]
     fn a_node_record_round_trips() {
@@ -694,16 +861,18 @@ mod tests {
 
     #[test]
     fn sizes_fill_the_datagram() {
-        assert_eq!(HEADER_LEN, 16);
-        assert_eq!(BATCH_HEADER_LEN, 24);
-        assert_eq!(MAX_CHANGES, 43);
-        assert_eq!(BATCH_HEADER_LEN + MAX_CHANGES * CHANGE_LEN, MAX_DATAGRAM);
+        assert_eq!(HEADER_LEN, 48);
+        assert_eq!(BATCH_HEADER_LEN, 56);
+        assert_eq!(MAX_CHANGES, 41);
+        let sealed = BATCH_HEADER_LEN + MAX_CHANGES * CHANGE_LEN + TAG_LEN;
+        assert_eq!(sealed, 1384);
+        assert!(sealed <= MAX_DATAGRAM && sealed + CHANGE_LEN > MAX_DATAGRAM);
     }
 
     #[test]
     fn batch_fixture_parses_and_emits_the_same_bytes() {
-        let (epoch, m) = Message::parse(&BATCH).expect("valid batch");
-        assert_eq!(epoch, EPOCH);
+        let (h, m) = Message::parse(&BATCH).expect("valid batch");
+        assert_eq!((h.epoch, h.suite, h.kind), (EPOCH, Suite::None, 1));
         let Message::Batch(b) = m else {
             panic!("not a batch: {m:?}")
         };
@@ -711,7 +880,7 @@ mod tests {
         assert_eq!(b.changes().collect::<Vec<_>>(), vec![upsert()]);
         assert_eq!(m.to_vec(EPOCH), BATCH);
         // The record alone, from the change.
-        assert_eq!(emit_change(&upsert())[..], BATCH[24..]);
+        assert_eq!(emit_change(&upsert())[..], BATCH[56..]);
     }
 
     #[test]
@@ -725,11 +894,20 @@ mod tests {
                     to: 9,
                 },
             ),
-            (&HEARTBEAT, Message::Heartbeat { last_seq: 65536 }),
+            (
+                &HEARTBEAT,
+                Message::Heartbeat {
+                    last_seq: 65536,
+                    claims: &[[10, 200], [11, 100]],
+                },
+            ),
             (&RESYNC_REQUEST, Message::ResyncRequest { stream_epoch: 0 }),
         ];
         for (bytes, message) in cases {
-            assert_eq!(Message::parse(bytes), Ok((EPOCH, message)));
+            assert_eq!(
+                Message::parse(bytes).map(|(h, m)| (h.epoch, m)),
+                Ok((EPOCH, message))
+            );
             assert_eq!(message.to_vec(EPOCH), bytes);
             assert_eq!(message.buffer_len(), bytes.len());
         }
@@ -740,7 +918,12 @@ mod tests {
         let mut records = Vec::new();
         let mut changes = Vec::new();
         for (i, state) in FlowState::ALL.into_iter().enumerate() {
-            for proto in [Proto::Icmp, Proto::Tcp, Proto::Udp] {
+            let protos: &[Proto] = if state == FlowState::Open {
+                &[Proto::Icmp, Proto::Udp]
+            } else {
+                &[Proto::Tcp]
+            };
+            for &proto in protos {
                 let c = Change {
                     op: if i % 2 == 0 { Op::Upsert } else { Op::Delete },
                     flow: Flow {
@@ -762,9 +945,9 @@ mod tests {
         };
         let batch = Batch::new(u32::MAX, flags, &records).expect("valid records");
         let bytes = Message::Batch(batch).to_vec(1);
-        assert_eq!(bytes[20], 0b011);
-        let (epoch, m) = Message::parse(&bytes).expect("valid");
-        assert_eq!(epoch, 1);
+        assert_eq!(bytes[52], 0b011);
+        let (h, m) = Message::parse(&bytes).expect("valid");
+        assert_eq!(h.epoch, 1);
         let Message::Batch(b) = m else { panic!() };
         assert_eq!(b.flags, flags);
         assert_eq!(b.seq, u32::MAX);
@@ -789,19 +972,23 @@ mod tests {
         };
         use SyncWireError::*;
         assert_eq!(refuse(&BATCH, &|p| p[0] = b'X'), Err(BadMagic));
-        assert_eq!(refuse(&BATCH, &|p| p[4] = 2), Err(Version));
+        assert_eq!(refuse(&BATCH, &|p| p[4] = 1), Err(Version));
         assert_eq!(refuse(&BATCH, &|p| p[5] = 0), Err(Kind));
         assert_eq!(refuse(&BATCH, &|p| p[5] = 5), Err(Kind));
-        assert_eq!(refuse(&BATCH, &|p| p[21] = 2), Err(Length));
-        assert_eq!(refuse(&BATCH, &|p| p[21] = 44), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p[6] = 2), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[53] = 2), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p[53] = 42), Err(Length));
         assert_eq!(refuse(&BATCH, &|p| p.push(0)), Err(Length));
-        assert_eq!(refuse(&BATCH, &|p| p.truncate(23)), Err(Length));
-        assert_eq!(refuse(&BATCH, &|p| p[20] = 0b1000), Err(Field));
-        assert_eq!(refuse(&BATCH, &|p| p[20] = 0b0010), Err(Field));
-        assert_eq!(refuse(&BATCH, &|p| p[24] = 4), Err(Field));
-        assert_eq!(refuse(&BATCH, &|p| p[25] = 2), Err(Field));
-        assert_eq!(refuse(&BATCH, &|p| p[26] = 8), Err(Field));
-        assert_eq!(refuse(&NACK, &|p| p[27] = 10), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p.truncate(55)), Err(Length));
+        assert_eq!(refuse(&BATCH, &|p| p[52] = 0b1000), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[52] = 0b0010), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[56] = 4), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[57] = 2), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[58] = 8), Err(Field));
+        // A TCP flow in the open state, a UDP flow in a TCP state.
+        assert_eq!(refuse(&BATCH, &|p| p[58] = 0), Err(Field));
+        assert_eq!(refuse(&BATCH, &|p| p[57] = 17), Err(Field));
+        assert_eq!(refuse(&NACK, &|p| p[59] = 10), Err(Field));
         assert_eq!(
             refuse(&NACK, &|p| {
                 p.pop();
@@ -809,21 +996,58 @@ mod tests {
             Err(Length)
         );
         assert_eq!(refuse(&HEARTBEAT, &|p| p.push(0)), Err(Length));
-        assert_eq!(refuse(&RESYNC_REQUEST, &|p| p.truncate(20)), Err(Length));
+        assert_eq!(refuse(&HEARTBEAT, &|p| p[52] = 3), Err(Length));
+        assert_eq!(refuse(&RESYNC_REQUEST, &|p| p.truncate(52)), Err(Length));
         assert_eq!(refuse(&[], &|_| ()), Err(Length));
         // A node record parses whatever its flow fields held.
-        assert!(refuse(&BATCH, &|p| p[24] = 3).is_ok());
+        assert!(
+            refuse(&BATCH, &|p| {
+                p[56] = 3;
+                p[57] = 17;
+                p[58] = 0;
+            })
+            .is_ok()
+        );
         // Reserved bytes are ignored.
-        assert!(refuse(&BATCH, &|p| p[6] = 0xff).is_ok());
-        assert!(refuse(&BATCH, &|p| p[23] = 0xff).is_ok());
-        assert!(refuse(&BATCH, &|p| p[27] = 0xff).is_ok());
+        assert!(refuse(&BATCH, &|p| p[7] = 0xff).is_ok());
+        assert!(refuse(&BATCH, &|p| p[44] = 0xff).is_ok());
+        assert!(refuse(&BATCH, &|p| p[55] = 0xff).is_ok());
+        assert!(refuse(&BATCH, &|p| p[59] = 0xff).is_ok());
         // A nack range may wrap.
         let wrapped = Message::Nack {
             stream_epoch: 1,
             from: u32::MAX,
             to: 2,
         };
-        assert_eq!(Message::parse(&wrapped.to_vec(5)), Ok((5, wrapped)));
+        assert_eq!(
+            Message::parse(&wrapped.to_vec(5)).map(|(h, m)| (h.epoch, m)),
+            Ok((5, wrapped))
+        );
+    }
+
+    #[test]
+    fn session_fields_are_written_at_their_place_and_read_back() {
+        let mut d = RESYNC_REQUEST.to_vec();
+        let session = Session {
+            counter: 0x0102_0304_0506_0708,
+            token: 0x1112_1314_1516_1718,
+            echo: 0x2122_2324_2526_2728,
+            primary: Ipv4Addr::new(192, 168, 1, 11),
+        };
+        set_session(&mut d, Suite::XChaCha20Poly1305, &session);
+        assert_eq!(d[6], 1);
+        assert_eq!(d[16..24], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(d[24..32], [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
+        assert_eq!(d[32..40], [0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28]);
+        assert_eq!(d[40..44], [192, 168, 1, 11]);
+        assert_eq!(d[d.len() - 8..], RESYNC_REQUEST[48..]);
+        let (h, m) = Message::parse(&d).expect("valid");
+        assert_eq!(h.session, session);
+        assert_eq!(h.suite, Suite::XChaCha20Poly1305);
+        assert_eq!(m, Message::ResyncRequest { stream_epoch: 0 });
+        // The nonce is the epoch and the counter.
+        assert_eq!(d[NONCE_FIELDS][..8], EPOCH.to_be_bytes());
+        assert_eq!(d[NONCE_FIELDS][8..], session.counter.to_be_bytes());
     }
 
     #[test]
@@ -848,12 +1072,11 @@ mod tests {
 
     #[test]
     fn parsing_never_panics_on_any_prefix_or_bit_flips() {
-        let mut full = vec![0u8; MAX_DATAGRAM];
         let records: Vec<u8> = (0..MAX_CHANGES)
             .flat_map(|_| emit_change(&upsert()))
             .collect();
-        Message::Batch(Batch::new(9, BatchFlags::LIVE, &records).expect("valid"))
-            .emit(EPOCH, &mut full);
+        let full =
+            Message::Batch(Batch::new(9, BatchFlags::LIVE, &records).expect("valid")).to_vec(EPOCH);
         let goods: [&[u8]; 5] = [&BATCH, &NACK, &HEARTBEAT, &RESYNC_REQUEST, &full];
         for good in goods {
             for n in 0..good.len() {
