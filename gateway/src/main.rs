@@ -155,6 +155,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         interface: ifname.clone(),
         mac: interface.mac,
         address: primary,
+        prefix_len: address.prefix_len(),
+        gateways: other_gateways(&config, primary),
         mtu: interface.mtu,
         next_hop,
         floating_ips: floating_ips.clone(),
@@ -358,6 +360,23 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     result.context("the data path failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The other gateways' addresses, as the config names them (election and sync peers, and
+/// this gateway's own sync address when it is not the interface's).
+fn other_gateways(config: &Config, primary: std::net::Ipv4Addr) -> Vec<std::net::Ipv4Addr> {
+    let mut all: Vec<std::net::Ipv4Addr> = config.election.peers.clone();
+    if let Some(sync) = &config.sync {
+        let ips = sync.peers.iter().chain([&sync.listen]).map(|a| a.ip());
+        all.extend(ips.filter_map(|ip| match ip {
+            std::net::IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4),
+            _ => None,
+        }));
+    }
+    all.retain(|a| *a != primary);
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// The floating IPs with this gateway's priority for each: fixed, or from the `auto` table.

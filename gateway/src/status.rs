@@ -230,6 +230,22 @@ pub struct ControlCounters {
     /// Frames user space read from the interface: all it handled, none of the fast path's.
     #[serde(default)]
     pub frames_read: u64,
+    /// ARP probes of nodes' addresses, and what they concluded.
+    #[serde(default)]
+    pub node_probes: NodeProbes,
+}
+
+/// ARP probes that confirm a node's MAC before traffic from another MAC is believed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeProbes {
+    pub sent: u64,
+    /// Only the bound MAC answered.
+    pub confirmed: u64,
+    /// Only another MAC answered: the node moved there.
+    pub moved: u64,
+    /// Several MACs answered: someone else claims a node's address; the binding stayed.
+    pub conflict: u64,
+    pub unanswered: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +254,9 @@ pub struct NodeStatus {
     /// Outer MAC the node's traffic came from, and the inner MAC of its tunnel device.
     pub mac: String,
     pub tunnel_mac: String,
+    /// The outer MAC is confirmed (by ARP, or as our next hop's for a node behind it).
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// The latest snapshot, written by the data path and read by the API.

@@ -27,6 +27,8 @@ fn datapath() -> Datapath {
         interface: "eth0".into(),
         mac: EthernetAddress([2, 0, 0, 0, 0, 0x11]),
         address: Ipv4Addr::new(192, 168, 1, 11),
+        prefix_len: 24,
+        gateways: vec![Ipv4Addr::new(192, 168, 1, 12)],
         mtu: 1500,
         next_hop: Ipv4Addr::new(192, 168, 1, 1),
         floating_ips: vec![FloatingIp {

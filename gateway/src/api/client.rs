@@ -399,15 +399,27 @@ pub fn render_text(s: &Snapshot) -> String {
     if s.nodes.is_empty() {
         out.push_str("  none seen recently\n");
     } else {
-        let mut rows = vec![["ADDRESS", "MAC", "TUNNEL MAC"].map(String::from).to_vec()];
+        let mut rows = vec![
+            ["ADDRESS", "MAC", "TUNNEL MAC", "VERIFIED"]
+                .map(String::from)
+                .to_vec(),
+        ];
         rows.extend(s.nodes.iter().map(|node| {
             vec![
                 node.address.to_string(),
                 node.mac.clone(),
                 node.tunnel_mac.clone(),
+                if node.verified { "yes" } else { "no" }.into(),
             ]
         }));
         table(&mut out, "  ", &rows, &[]);
+    }
+    let p = &s.control.node_probes;
+    if p.sent > 0 {
+        out.push_str(&format!(
+            "  ARP probes {}: confirmed {}, moved {}, conflict {}, unanswered {}\n",
+            p.sent, p.confirmed, p.moved, p.conflict, p.unanswered
+        ));
     }
     out
 }
@@ -451,6 +463,11 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
         out.push_str("  off (no [sync] table)\n");
         return;
     }
+    out.push_str(if sync.authenticated {
+        "  sealed with [sync].key_file\n"
+    } else {
+        "  NOT AUTHENTICATED: no [sync].key_file; any host on the segment can forge flows\n"
+    });
     let mut rows = vec![
         [
             "PEER",
@@ -496,6 +513,21 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
         .collect();
     if !refused.is_empty() {
         out.push_str(&format!("  datagrams refused: {}\n", refused.join(", ")));
+    }
+    let changes: Vec<String> = sync
+        .refused
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !changes.is_empty() {
+        out.push_str(&format!("  peer changes refused: {}\n", changes.join(", ")));
+    }
+    if sync.flows_swept + sync.previous_key > 0 {
+        out.push_str(&format!(
+            "  flows swept after resyncs {}; datagrams under the previous key {}\n",
+            sync.flows_swept, sync.previous_key
+        ));
     }
     if sync.queue_overflow + sync.socket_errors > 0 {
         out.push_str(&format!(
@@ -709,15 +741,19 @@ control
   frames read by user space  8
 
 sync
+  sealed with [sync].key_file
   PEER               UP   LAG  QUEUE  SENT SEQ  APPLIED SEQ  RESYNCS OUT/IN
   192.168.1.12:4801  yes  4ms     12        41           39  1/1
   changes sent 300, applied 250; peer flows installed 250, removed 10, refused 4
   nacks sent 1, received 2; retransmits 3
   datagrams refused: bad_magic 6
+  peer changes refused: lifetime 1, not_master 3
+  flows swept after resyncs 2; datagrams under the previous key 3
 
 nodes
-  ADDRESS       MAC                TUNNEL MAC
-  192.168.1.21  02:00:00:00:00:21  02:00:00:00:01:21
+  ADDRESS       MAC                TUNNEL MAC         VERIFIED
+  192.168.1.21  02:00:00:00:00:21  02:00:00:00:01:21  yes
+  ARP probes 9: confirmed 7, moved 1, conflict 1, unanswered 0
 ";
         assert_eq!(text, expected);
     }

@@ -82,11 +82,19 @@ pub(crate) fn snapshot() -> Snapshot {
             icmp_errors_rate_limited: 7,
             tx_errors: 6,
             frames_read: 8,
+            node_probes: crate::status::NodeProbes {
+                sent: 9,
+                confirmed: 7,
+                moved: 1,
+                conflict: 1,
+                unanswered: 0,
+            },
         },
         nodes: vec![NodeStatus {
             address: "192.168.1.21".parse().expect("address"),
             mac: "02:00:00:00:00:21".to_owned(),
             tunnel_mac: "02:00:00:00:01:21".to_owned(),
+            verified: true,
         }],
         fast_path: FastPathStatus {
             enabled: true,

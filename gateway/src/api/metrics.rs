@@ -197,19 +197,40 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     out.family(
         "egret_gateway_sync_flows_total",
         "counter",
-        "Peer flows installed (or updated), removed, and refused (NAT port taken here, table full).",
+        "Peer flows installed (or updated), removed, refused (egret_gateway_sync_refused_total has the reasons), and swept at the end of a peer's full resync.",
     );
     for (outcome, n) in [
         ("installed", sync.flows_installed),
         ("removed", sync.flows_removed),
         ("refused", sync.flows_refused),
+        ("swept", sync.flows_swept),
     ] {
         out.sample(&[("outcome", outcome)], n);
     }
     out.family(
+        "egret_gateway_sync_refused_total",
+        "counter",
+        "Peer changes refused, by reason: own_address, not_master (stale: another gateway is master), unknown_address, disallowed_source, port_range, lifetime (longer than the state's timeout), conflict (NAT port taken here, table full), node_verified (would replace a node binding confirmed here).",
+    );
+    for (reason, count) in &sync.refused {
+        out.sample(&[("reason", reason)], *count);
+    }
+    out.family(
+        "egret_gateway_sync_authenticated",
+        "gauge",
+        "1 when the flow sync seals and checks every datagram with [sync].key_file, else 0.",
+    );
+    out.sample(&[], u64::from(sync.authenticated));
+    out.family(
+        "egret_gateway_sync_previous_key_total",
+        "counter",
+        "Flow sync datagrams opened with [sync].previous_key_file: a peer still seals with the old key.",
+    );
+    out.sample(&[], sync.previous_key);
+    out.family(
         "egret_gateway_sync_drops_total",
         "counter",
-        "Flow sync datagrams refused, by reason; queue_overflow counts local changes dropped (a full resync follows), socket_error errors the sync socket reported.",
+        "Flow sync datagrams refused, by reason (auth: not sealed with the group's key; unconfirmed: not bound to this gateway's current session, a replay or the first round trip after a restart; replay: seen already); queue_overflow counts local changes dropped (a full resync follows), socket_error errors the sync socket reported.",
     );
     for (reason, count) in &sync.drops {
         out.sample(&[("reason", reason)], *count);
@@ -283,9 +304,28 @@ pub fn render_prometheus(s: &Snapshot) -> String {
             "Frames user space read from the interface (the fast path's never reach it).",
             control.frames_read,
         ),
+        (
+            "egret_gateway_node_probes_sent_total",
+            "ARP probes of a node's address, sent before a new MAC for it is believed.",
+            control.node_probes.sent,
+        ),
     ] {
         out.family(name, "counter", help);
         out.sample(&[], value);
+    }
+    out.family(
+        "egret_gateway_node_probes_total",
+        "counter",
+        "Node probes decided, by outcome: confirmed (only the bound MAC answered), moved (only another one: rebound), conflict (several answered: binding kept), unanswered.",
+    );
+    let p = &control.node_probes;
+    for (outcome, n) in [
+        ("confirmed", p.confirmed),
+        ("moved", p.moved),
+        ("conflict", p.conflict),
+        ("unanswered", p.unanswered),
+    ] {
+        out.sample(&[("outcome", outcome)], n);
     }
 
     let fast = &s.fast_path;
@@ -593,6 +633,9 @@ mod tests {
             "egret_gateway_sync_resyncs_total",
             "egret_gateway_sync_retransmits_total",
             "egret_gateway_sync_flows_total",
+            "egret_gateway_sync_refused_total",
+            "egret_gateway_sync_authenticated",
+            "egret_gateway_sync_previous_key_total",
             "egret_gateway_sync_drops_total",
             "egret_gateway_sync_lag_seconds",
             "egret_gateway_sync_queue_depth",
@@ -605,6 +648,8 @@ mod tests {
             "egret_gateway_icmp_errors_rate_limited_total",
             "egret_gateway_tx_errors_total",
             "egret_gateway_frames_read_total",
+            "egret_gateway_node_probes_sent_total",
+            "egret_gateway_node_probes_total",
             "egret_gateway_next_hop_resolved",
             "egret_gateway_uptime_seconds",
             "egret_gateway_info",
@@ -738,6 +783,27 @@ mod tests {
         assert_eq!(v("egret_gateway_icmp_errors_rate_limited_total", &[]), 7.0);
         assert_eq!(v("egret_gateway_tx_errors_total", &[]), 6.0);
         assert_eq!(v("egret_gateway_frames_read_total", &[]), 8.0);
+        assert_eq!(v("egret_gateway_node_probes_sent_total", &[]), 9.0);
+        assert_eq!(
+            v(
+                "egret_gateway_node_probes_total",
+                &[("outcome", "conflict")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            v(
+                "egret_gateway_sync_refused_total",
+                &[("reason", "not_master")]
+            ),
+            3.0
+        );
+        assert_eq!(
+            v("egret_gateway_sync_flows_total", &[("outcome", "swept")]),
+            2.0
+        );
+        assert_eq!(v("egret_gateway_sync_authenticated", &[]), 1.0);
+        assert_eq!(v("egret_gateway_sync_previous_key_total", &[]), 3.0);
         assert_eq!(v("egret_gateway_next_hop_resolved", &[]), 1.0);
         assert_eq!(v("egret_gateway_uptime_seconds", &[]), 12.5);
         let version = env!("CARGO_PKG_VERSION");

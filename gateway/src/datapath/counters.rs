@@ -24,6 +24,12 @@ pub enum DropReason {
     TooBig,
     /// Addressed to a floating IP this gateway does not own now (it is a backup for it).
     NotMaster,
+    /// Tunnelled from a node's address but not from the node's bound MAC: spoofed, or the
+    /// node moved and the ARP probe that confirms it is under way.
+    NodeMismatch,
+    /// From a node toward a martian (loopback, multicast, broadcast, …), a gateway's own
+    /// address or a floating IP.
+    Martian,
     /// Lost before the data path saw it: the kernel found the receiving socket's buffer
     /// full. These are every kind of frame on the interface, not only those to a floating IP.
     RxBufferFull,
@@ -32,7 +38,7 @@ pub enum DropReason {
 }
 
 /// The data path's own reasons, before the NAT's.
-const OWN: [DropReason; 9] = [
+const OWN: [DropReason; 11] = [
     DropReason::WrongVni,
     DropReason::DisallowedSource,
     DropReason::TtlExpired,
@@ -41,6 +47,8 @@ const OWN: [DropReason; 9] = [
     DropReason::Truncated,
     DropReason::TooBig,
     DropReason::NotMaster,
+    DropReason::NodeMismatch,
+    DropReason::Martian,
     DropReason::RxBufferFull,
 ];
 
@@ -65,6 +73,8 @@ impl DropReason {
             DropReason::Truncated => "truncated",
             DropReason::TooBig => "too_big",
             DropReason::NotMaster => "not_master",
+            DropReason::NodeMismatch => "node_mismatch",
+            DropReason::Martian => "martian",
             DropReason::RxBufferFull => "rx_buffer_full",
             DropReason::Nat(e) => e.metric_label(),
         }
@@ -107,6 +117,9 @@ pub struct Counters {
     pub icmp_errors_rate_limited: u64,
     pub tx_errors: u64,
     pub frames_read: u64,
+    /// ARP probes of nodes sent, and their verdicts by [`NodeVerdict`](super::NodeVerdict).
+    pub node_probes: u64,
+    pub node_verdicts: [u64; 4],
 }
 
 impl Counters {

@@ -43,7 +43,7 @@ use smoltcp::wire::{
 pub use counters::{Counters, DROP_REASONS, DropReason, PortUse, Traffic};
 pub use fast::FastChange;
 pub use frame::{Frame, Gso, GsoKind, Offload, PartialChecksum};
-pub use neighbors::{NextHop, Node, Nodes};
+pub use neighbors::{Binding, NextHop, Node, Nodes, Verdict as NodeVerdict};
 pub use peers::{Export, PeerCounters};
 
 use crate::election::{Counters as ElectionCounters, Election, State};
@@ -99,6 +99,12 @@ pub struct Setup {
     pub mac: EthernetAddress,
     /// The interface's own primary address: the source of our ARP requests.
     pub address: Ipv4Addr,
+    /// The prefix length of the interface's subnet: nodes inside it are on our link, and
+    /// their MACs are confirmed by ARP; others come through our next hop.
+    pub prefix_len: u8,
+    /// The other gateways' addresses (`[sync]` and `[election]` peers): pods may not reach
+    /// them, nor this gateway's own, through the NAT.
+    pub gateways: Vec<Ipv4Addr>,
     /// The interface's MTU: the largest IPv4 packet it carries.
     pub mtu: u16,
     pub next_hop: Ipv4Addr,
@@ -182,6 +188,7 @@ pub struct Datapath {
     peers: Option<peers::Peers>,
     /// The sync's own figures, as last noted.
     sync_status: status::SyncStatus,
+    probe_scratch: Vec<Ipv4Addr>,
 }
 
 /// Which way an ICMP error leaves.
@@ -357,6 +364,7 @@ impl Datapath {
             },
             peers: None,
             sync_status: Default::default(),
+            probe_scratch: Vec::new(),
         })
     }
 
@@ -559,6 +567,96 @@ impl Datapath {
         }
     }
 
+    /// A frame from node `address` carried `seen`: refused when its outer MAC is not the
+    /// node's bound one (see [`neighbors`]); new and changed bindings are shared with the
+    /// peers once confirmed.
+    fn node_seen(&mut self, now: Instant, address: Ipv4Addr, seen: Node) -> Result<(), DropReason> {
+        let subnet = Ipv4Cidr::new(self.setup.address, self.setup.prefix_len);
+        let expected = if subnet.contains_addr(&address) {
+            None
+        } else {
+            // Behind a router: its frames come from our next hop, or cannot be trusted.
+            Some(self.next_hop.mac.ok_or(DropReason::NoNeighbor)?)
+        };
+        let result = match self.nodes.observe(now, address, seen, expected) {
+            neighbors::Seen::Same => Ok(()),
+            neighbors::Seen::New => {
+                // Shared at once, so a peer taking over can reach the node; a peer never
+                // lets it replace a binding it verified, and a probe settles it here.
+                self.export(Export::Node {
+                    address,
+                    node: seen,
+                });
+                Ok(())
+            }
+            neighbors::Seen::TunnelMoved => {
+                if self.fast {
+                    self.forget_node(address);
+                }
+                self.export(Export::Node {
+                    address,
+                    node: seen,
+                });
+                Ok(())
+            }
+            neighbors::Seen::Mismatch => Err(DropReason::NodeMismatch),
+        };
+        self.send_probes();
+        result
+    }
+
+    /// Sends the ARP requests of the probes just started: broadcast, from the interface's
+    /// address, so that every host claiming the node's address answers.
+    fn send_probes(&mut self) {
+        let mut asked = std::mem::take(&mut self.probe_scratch);
+        self.nodes.take_probes(&mut asked);
+        for address in asked.drain(..) {
+            let source = (self.setup.mac, self.setup.address);
+            let target = (EthernetAddress([0; 6]), address);
+            self.generate_arp(
+                EthernetAddress::BROADCAST,
+                ArpOperation::Request,
+                source,
+                target,
+            );
+            self.counters.node_probes += 1;
+        }
+        self.probe_scratch = asked;
+    }
+
+    /// Applies the probes whose wait is over.
+    fn decide_probes(&mut self, now: Instant) {
+        let mut verdicts = Vec::new();
+        self.nodes.decide(now, &mut verdicts);
+        for (address, verdict, binding) in verdicts {
+            self.counters.node_verdicts[verdict as usize] += 1;
+            // Only a move changes the binding.
+            if verdict == NodeVerdict::Moved {
+                if self.fast {
+                    self.forget_node(address);
+                }
+                self.export(Export::Node {
+                    address,
+                    node: binding.node,
+                });
+            }
+        }
+    }
+
+    /// Whether pods must not reach `dst` through the NAT: martians (RFC 1812: this
+    /// network, loopback, link-local, multicast, reserved, broadcast), this gateway's and
+    /// the other gateways' addresses, and the floating IPs.
+    fn martian(&self, dst: Ipv4Addr) -> bool {
+        let [a, b, ..] = dst.octets();
+        a == 0
+            || a == 127
+            || (a == 169 && b == 254)
+            || a >= 224
+            || dst == self.setup.address
+            || self.setup.gateways.contains(&dst)
+            || self.floating(dst).is_some()
+    }
+
     fn allowed(&self, source: Ipv4Addr) -> bool {
         self.setup
             .allowed_sources
@@ -603,6 +701,9 @@ impl Datapath {
         if source_protocol_addr == self.next_hop.address {
             self.next_hop.learn(now, source_hardware_addr);
         }
+        // An answer, if that address is being probed.
+        self.nodes
+            .arp_from(source_protocol_addr, source_hardware_addr);
         if operation != ArpOperation::Request || self.owner(target_protocol_addr).is_none() {
             return Verdict::Ignore;
         }
@@ -713,12 +814,16 @@ impl Datapath {
         };
         match be16(b, inner + 12) {
             ETHERTYPE_IPV4 => {}
-            ETHERTYPE_ARP => return self.tunnel_arp(frame, outer, inner, end, node),
+            ETHERTYPE_ARP => return self.tunnel_arp(now, frame, outer, inner, end, node),
             _ => return Err(NatError::NotIpv4.into()),
         }
-        self.learn_node(outer.src, node);
+        self.node_seen(now, outer.src, node)?;
+        let b = frame.bytes();
         let inner_ip = inner + ETH_LEN;
         let ip = parse_ipv4(&b[inner_ip..end])?;
+        if self.martian(ip.dst) {
+            return Err(DropReason::Martian);
+        }
         if ip.ttl <= 1 {
             let original = &b[inner_ip..inner_ip + ip.total];
             let via = Via::Tunnel(outer.src, node);
@@ -766,6 +871,7 @@ impl Datapath {
     /// for any address, sending the reply back through the tunnel.
     fn tunnel_arp(
         &mut self,
+        now: Instant,
         frame: &mut Frame<'_>,
         outer: &Ipv4,
         inner: usize,
@@ -789,7 +895,7 @@ impl Datapath {
             // The node announcing itself: nothing to answer.
             return Ok(Verdict::Consumed);
         }
-        self.learn_node(outer.src, node);
+        self.node_seen(now, outer.src, node)?;
         // The reply replaces the request; a fresh outer header goes in front of it.
         let at = frame.start + inner;
         encap::write_arp(
@@ -1148,6 +1254,7 @@ impl Datapath {
             self.counters.arp_requests_sent += 1;
         }
         self.announce(now);
+        self.decide_probes(now);
         let owned = &mut self.owned;
         let offloaded = &self.offloaded;
         let mut gone = Vec::new();
@@ -1241,6 +1348,9 @@ impl Datapath {
         if let Some(t) = self.nat.table().poll_at() {
             at = at.min(t);
         }
+        if let Some(t) = self.nodes.poll_at() {
+            at = at.min(t);
+        }
         at
     }
 
@@ -1305,14 +1415,22 @@ impl Datapath {
                 icmp_errors_rate_limited: self.counters.icmp_errors_rate_limited,
                 tx_errors: self.counters.tx_errors,
                 frames_read: self.counters.frames_read,
+                node_probes: status::NodeProbes {
+                    sent: self.counters.node_probes,
+                    confirmed: self.counters.node_verdicts[NodeVerdict::Confirmed as usize],
+                    moved: self.counters.node_verdicts[NodeVerdict::Moved as usize],
+                    conflict: self.counters.node_verdicts[NodeVerdict::Conflict as usize],
+                    unanswered: self.counters.node_verdicts[NodeVerdict::Unanswered as usize],
+                },
             },
             nodes: self
                 .nodes
                 .iter()
-                .map(|(address, n)| status::NodeStatus {
+                .map(|(address, b)| status::NodeStatus {
                     address,
-                    mac: n.mac.to_string(),
-                    tunnel_mac: n.tunnel_mac.to_string(),
+                    mac: b.node.mac.to_string(),
+                    tunnel_mac: b.node.tunnel_mac.to_string(),
+                    verified: b.verified,
                 })
                 .collect(),
             fast_path: status::FastPathStatus {

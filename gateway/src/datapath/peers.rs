@@ -210,11 +210,10 @@ impl Datapath {
     /// Everything a peer needs to take over: the nodes, and the flows of every address
     /// this gateway owns.
     pub fn export_all(&self, now: Instant, out: &mut Vec<Export>) {
-        out.extend(
-            self.nodes
-                .iter()
-                .map(|(address, node)| Export::Node { address, node }),
-        );
+        out.extend(self.nodes.iter().map(|(address, b)| Export::Node {
+            address,
+            node: b.node,
+        }));
         out.extend(
             self.nat
                 .table()
@@ -246,20 +245,6 @@ impl Datapath {
         if let Some(peers) = &mut self.peers {
             peers.record(export);
         }
-    }
-
-    /// Records a node's MACs; a node whose MACs changed loses its fast path flows.
-    pub(super) fn learn_node(&mut self, address: Ipv4Addr, node: Node) {
-        match self.nodes.learn(address, node) {
-            Learned::Same => return,
-            Learned::New => {}
-            Learned::Changed => {
-                if self.fast {
-                    self.forget_node(address);
-                }
-            }
-        }
-        self.export(Export::Node { address, node });
     }
 
     /// This gateway's election priority per floating IP, `[vrid, priority]`, as last
@@ -364,8 +349,10 @@ impl Datapath {
                     self.refused(Refusal::DisallowedSource);
                     return;
                 }
-                if self.nodes.learn(address, node) == Learned::Changed && self.fast {
-                    self.forget_node(address);
+                match self.nodes.learn_from_peer(address, node) {
+                    None => self.refused(Refusal::NodeVerified),
+                    Some(Learned::Changed) if self.fast => self.forget_node(address),
+                    Some(_) => {}
                 }
             }
         }

@@ -35,6 +35,8 @@ fn setup() -> Setup {
         interface: "eth0".into(),
         mac: GW_MAC,
         address: GW,
+        prefix_len: 24,
+        gateways: vec![Ipv4Addr::new(192, 168, 1, 12)],
         mtu: 1500,
         next_hop: ROUTER,
         floating_ips: vec![FloatingIp {
@@ -62,8 +64,26 @@ fn owning(setup: Setup) -> Datapath {
     dp
 }
 
-/// A data path whose next hop is already resolved.
+/// A data path whose next hop is already resolved, and that confirmed the node's MAC
+/// (an ARP probe the node answered).
 fn datapath() -> Datapath {
+    let mut dp = learning();
+    dp.nodes.observe(t(0), NODE, NODE_NODE, None);
+    dp.nodes.take_probes(&mut Vec::new());
+    dp.nodes.arp_from(NODE, NODE_MAC);
+    dp.nodes
+        .decide(t(0) + neighbors::PROBE_WAIT, &mut Vec::new());
+    assert_eq!(dp.nodes.binding(NODE).map(|b| b.verified), Some(true));
+    dp
+}
+
+const NODE_NODE: Node = Node {
+    mac: NODE_MAC,
+    tunnel_mac: NODE_VX_MAC,
+};
+
+/// A data path whose next hop is already resolved, that knows no node yet.
+fn learning() -> Datapath {
     let mut dp = owning(setup());
     let mut arp = with_headroom(&encap::arp_frame(
         GW_MAC,
@@ -1190,7 +1210,7 @@ fn backup() -> Datapath {
 
 #[test]
 fn a_backup_holds_the_masters_flows_and_after_takeover_translates_them_with_the_same_ports() {
-    let mut a = datapath();
+    let mut a = learning();
     let mut b = backup();
     a.enable_sync();
     b.enable_sync();
@@ -1601,4 +1621,148 @@ fn the_end_of_a_peers_full_resync_drops_what_it_no_longer_has() {
     b.peer_resync_end(GW);
     assert_eq!(b.nat().table().len(), 1);
     assert_eq!(b.peer_counters_now().swept, 1);
+}
+
+#[test]
+fn pods_cannot_reach_martians_gateways_or_floating_ips_through_the_nat() {
+    let mut dp = datapath();
+    let peer_gateway = Ipv4Addr::new(192, 168, 1, 12);
+    for dst in [
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(224, 0, 0, 18),
+        Ipv4Addr::new(0, 1, 2, 3),
+        Ipv4Addr::new(169, 254, 100, 1),
+        Ipv4Addr::new(240, 0, 0, 1),
+        GW,
+        peer_gateway,
+        FIP,
+    ] {
+        let ip = udp_packet((POD, 40000), (dst, 4801), 64, b"forged sync");
+        let inner = ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &ip);
+        let mut buf = with_headroom(&vxlan_from(NODE, VNI, &inner));
+        assert_eq!(
+            dp.handle(t(1), &mut buf.frame()),
+            Verdict::Drop(DropReason::Martian),
+            "{dst}"
+        );
+    }
+    assert_eq!(dp.counters().drops(DropReason::Martian), 9);
+    assert_eq!(dp.nat().table().len(), 0);
+    // The router's own address is an ordinary destination.
+    let ip = udp_packet((POD, 40000), (ROUTER, 53), 64, b"q");
+    let inner = ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &ip);
+    let mut buf = with_headroom(&vxlan_from(NODE, VNI, &inner));
+    assert_eq!(dp.handle(t(1), &mut buf.frame()), Verdict::Transmit);
+}
+
+/// A node's VXLAN frame as a host at `mac` forges it.
+fn vxlan_spoofed(mac: EthernetAddress, inner: &[u8]) -> Vec<u8> {
+    let mut frame = vxlan_from(NODE, VNI, inner);
+    frame[6..12].copy_from_slice(mac.as_bytes());
+    frame
+}
+
+#[test]
+fn a_host_spoofing_a_nodes_address_neither_egresses_nor_gets_its_replies() {
+    let mut dp = datapath();
+    let out = go_out(&mut dp, t(1));
+    let nat_port = UdpPacket::new_checked(&out[34..]).unwrap().src_port();
+    let evil = EthernetAddress([2, 0, 0, 0, 0, 0x66]);
+    let evil_vx = EthernetAddress([2, 0, 0, 0, 1, 0x66]);
+    // VXLAN and a tunnel ARP with the node's address, from the attacker's MAC: refused,
+    // and the node probed once (its first probe, at 0, was a second ago).
+    let ip = udp_packet((POD, 40001), (REMOTE, 53), 64, b"spoofed");
+    let inner = ethernet(GW_MAC, evil_vx, ETHERTYPE_IPV4, &ip);
+    let arp = encap::arp_frame(
+        EthernetAddress::BROADCAST,
+        ArpOperation::Request,
+        (evil_vx, Ipv4Addr::new(169, 254, 100, 2)),
+        (EthernetAddress([0; 6]), Ipv4Addr::new(169, 254, 100, 1)),
+    );
+    for (i, inner) in [inner, arp.to_vec()].iter().enumerate() {
+        let mut buf = with_headroom(&vxlan_spoofed(evil, inner));
+        assert_eq!(
+            dp.handle(t(1002 + i as u64), &mut buf.frame()),
+            Verdict::Drop(DropReason::NodeMismatch)
+        );
+    }
+    let probes: Vec<_> = dp.generated().iter().map(|g| g.frame.clone()).collect();
+    assert_eq!(
+        probes,
+        vec![encap::arp_frame(
+            EthernetAddress::BROADCAST,
+            ArpOperation::Request,
+            (GW_MAC, GW),
+            (EthernetAddress([0; 6]), NODE),
+        )]
+    );
+    dp.clear_generated();
+    // The node answers; so does the attacker: a conflict, and the binding stays.
+    for mac in [NODE_MAC, evil] {
+        let answer = encap::arp_frame(GW_MAC, ArpOperation::Reply, (mac, NODE), (GW_MAC, GW));
+        dp.handle(t(1005), &mut with_headroom(&answer).frame());
+    }
+    dp.poll(t(1002) + neighbors::PROBE_WAIT);
+    let s = dp.snapshot(t(1200), 0);
+    assert_eq!(
+        (s.control.node_probes.sent, s.control.node_probes.conflict),
+        (1, 1)
+    );
+    assert_eq!(s.nodes[0].mac, NODE_MAC.to_string());
+    assert!(s.nodes[0].verified);
+    assert_eq!(s.drops["node_mismatch"], 2);
+    // Replies still go to the node.
+    let reply = udp_packet((REMOTE, 53), (FIP, nat_port), 60, b"answer");
+    let mut buf = with_headroom(&ethernet(GW_MAC, ROUTER_MAC, ETHERTYPE_IPV4, &reply));
+    let mut f = buf.frame();
+    assert_eq!(dp.handle(t(1300), &mut f), Verdict::Transmit);
+    assert_eq!(
+        EthernetFrame::new_checked(f.bytes()).unwrap().dst_addr(),
+        NODE_MAC
+    );
+    let inner = EthernetFrame::new_checked(&f.bytes()[ENCAP_LEN..]).unwrap();
+    assert_eq!(inner.dst_addr(), NODE_VX_MAC);
+}
+
+#[test]
+fn a_node_that_moved_is_followed_once_arp_confirms_it_and_peers_hear_of_it() {
+    let mut dp = datapath();
+    dp.enable_sync();
+    go_out(&mut dp, t(1));
+    let mut exports = Vec::new();
+    dp.take_exports(&mut exports);
+    exports.clear();
+    let moved = EthernetAddress([2, 0, 0, 0, 9, 0x21]);
+    let mut buf = with_headroom(&vxlan_spoofed(moved, &pod_packet(64)));
+    assert_eq!(
+        dp.handle(t(1002), &mut buf.frame()),
+        Verdict::Drop(DropReason::NodeMismatch)
+    );
+    dp.clear_generated();
+    let answer = encap::arp_frame(GW_MAC, ArpOperation::Reply, (moved, NODE), (GW_MAC, GW));
+    dp.handle(t(1003), &mut with_headroom(&answer).frame());
+    dp.poll(t(1002) + neighbors::PROBE_WAIT);
+    assert_eq!(dp.snapshot(t(1200), 0).control.node_probes.moved, 1);
+    let mut buf = with_headroom(&vxlan_spoofed(moved, &pod_packet(64)));
+    assert_eq!(dp.handle(t(1200), &mut buf.frame()), Verdict::Transmit);
+    assert!(dp.take_exports(&mut exports));
+    assert!(
+        exports.iter().any(|e| matches!(
+            e,
+            Export::Node { address: NODE, node } if node.mac == moved && node.tunnel_mac == NODE_VX_MAC
+        )),
+        "{exports:?}"
+    );
+    // A peer's record cannot take the confirmed binding back to the old MAC.
+    dp.apply_peer(
+        t(1300),
+        Ipv4Addr::new(192, 168, 1, 12),
+        Export::Node {
+            address: NODE,
+            node: NODE_NODE,
+        },
+    );
+    assert_eq!(dp.nodes.get(NODE).map(|n| n.mac), Some(moved));
+    assert_eq!(refusals(&dp), vec![("node_verified", 1)]);
 }
