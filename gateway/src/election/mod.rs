@@ -5,8 +5,8 @@
 //! received (whole IPv4 packets) and the time; it checks them ([`crate::wire::vrrp`]),
 //! counts the refused ones by reason, dispatches the rest by VRID, runs the timers, and
 //! returns what to do as [`Action`]s tagged with the floating IP they concern: send an
-//! advert, own the address, release it. It never touches a socket or a clock, so a
-//! simulation of several gateways on a virtual clock drives the very same code.
+//! advert, own the address, release it, announce it again. It never touches a socket or a
+//! clock, so a simulation of several gateways on a virtual clock drives the very same code.
 
 pub mod auto;
 pub mod instance;
@@ -59,6 +59,12 @@ impl Election {
         self.unknown_vrid
     }
 
+    fn refuse(&mut self, e: AdvertError) {
+        if let Some(k) = AdvertError::ALL.iter().position(|x| *x == e) {
+            self.rejected[k] += 1;
+        }
+    }
+
     /// Whether this gateway owns `address` now.
     pub fn owns(&self, address: Ipv4Addr) -> bool {
         self.instances
@@ -90,11 +96,7 @@ impl Election {
     ) {
         match Advert::parse_ipv4(packet) {
             Ok(r) => self.handle_advert(now, r.source, &r.advert, out),
-            Err(e) => {
-                if let Some(k) = AdvertError::ALL.iter().position(|x| *x == e) {
-                    self.rejected[k] += 1;
-                }
-            }
+            Err(e) => self.refuse(e),
         }
     }
 
@@ -114,8 +116,11 @@ impl Election {
             self.unknown_vrid += 1;
             return;
         };
-        self.instances[k].handle_advert(now, source, advert, &mut self.scratch);
+        let refused = self.instances[k].handle_advert(now, source, advert, &mut self.scratch);
         self.flush(k, out);
+        if let Err(e) = refused {
+            self.refuse(e);
+        }
     }
 
     /// Runs the timers that are due.

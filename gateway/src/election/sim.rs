@@ -184,6 +184,8 @@ impl Lan {
                 }
                 Action::Own => self.record(g, address, true),
                 Action::Release => self.record(g, address, false),
+                // Gratuitous ARP only: nothing changes hands.
+                Action::Reannounce => {}
             }
         }
     }
