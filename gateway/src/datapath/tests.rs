@@ -1148,7 +1148,7 @@ fn the_data_path_follows_the_election() {
         preempt: true,
         primary: GW,
     };
-    let mut election = Election::new(vec![params]);
+    let mut election = Election::new(vec![params], Vec::new());
     let mut dp = Datapath::new(setup(), t(0)).unwrap();
     let mut out = Vec::new();
     election.start(t(0));
@@ -1183,7 +1183,12 @@ fn the_data_path_follows_the_election() {
     assert_eq!(s.floating_ips[0].master_address, Some(peer));
     assert_eq!(s.election.adverts_rejected.get("ttl"), Some(&0));
     // The election's own refusals are listed from the start as well.
-    for reason in ["address_mismatch", "zero_not_from_master"] {
+    for reason in [
+        "not_peer",
+        "address_mismatch",
+        "unverified",
+        "zero_not_from_master",
+    ] {
         assert_eq!(
             s.election.adverts_rejected.get(reason),
             Some(&0),

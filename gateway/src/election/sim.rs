@@ -76,7 +76,7 @@ impl Lan {
                     })
                     .collect();
                 Gateway {
-                    election: Election::new(params.clone()),
+                    election: Election::new(params.clone(), Vec::new()),
                     params,
                     alive: false,
                 }
@@ -96,7 +96,7 @@ impl Lan {
 
     fn start(&mut self, g: usize) {
         let gw = &mut self.gateways[g];
-        gw.election = Election::new(gw.params.clone());
+        gw.election = Election::new(gw.params.clone(), Vec::new());
         gw.election.start(self.now);
         gw.alive = true;
     }

@@ -4,10 +4,12 @@
 //! Adverts leave with the header we write (`IP_HDRINCL`): the interface's primary address
 //! as source, TTL 255 and DSCP CS6, to 224.0.0.18 (joined on the interface, never looped
 //! back to ourselves) or to each of `[election].peers`. The kernel delivers adverts to this
-//! socket with their IPv4 header, so the core checks the TTL itself.
+//! socket with their IPv4 header, so the core checks the TTL itself, and, with
+//! `[election].peers`, refuses adverts from any other source (the core got the peers).
 //!
-//! A master that reasserts itself announces its address again at once
-//! ([`Action::Reannounce`]).
+//! The data path follows the election as soon as any instance's state or master changes
+//! ([`Election::generation`]), and a master that reasserts itself announces its address
+//! again at once ([`Action::Reannounce`]).
 
 use std::io;
 use std::mem::size_of;
@@ -194,6 +196,7 @@ pub fn run(
     let mut garps = Vec::new();
     let mut reannounce = Vec::new();
     election.start(followed);
+    let mut generation = election.generation();
     // Makes the data path follow the election; a new master's first gratuitous ARP (or a
     // reasserting master's) leaves from here at once rather than at the data path's next
     // timer.
@@ -236,9 +239,10 @@ pub fn run(
             &mut reannounce,
         );
         let now = clock.now();
-        if changed || now >= followed + FOLLOW_EVERY {
+        if changed || election.generation() != generation || now >= followed + FOLLOW_EVERY {
             follow(&election, now, send_errors, &mut reannounce);
             followed = now;
+            generation = election.generation();
         }
         let until = election
             .poll_at()
