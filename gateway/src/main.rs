@@ -241,9 +241,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 primary,
             })
             .collect();
+        let peers = config.election.peers.clone();
         let advertising = Advertising {
             primary,
-            peers: config.election.peers.clone(),
+            peers: peers.clone(),
         };
         let tx = packet::Tx::open(interface.index)
             .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
@@ -252,7 +253,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .name("election".into())
             .spawn(move || {
                 let result = vrrp::run(
-                    Election::new(params),
+                    Election::new(params, peers),
                     vrrp,
                     advertising,
                     dp,

@@ -509,6 +509,21 @@ impl Datapath {
         true
     }
 
+    /// Announces `address` again, if owned: a new burst of gratuitous ARPs, the first at
+    /// once. For a master that heard another gateway believe it was master (which may have
+    /// moved the LAN's ARP entries). Returns whether it is owned.
+    pub fn reannounce(&mut self, now: Instant, address: Ipv4Addr) -> bool {
+        let Some(i) = self.floating(address) else {
+            return false;
+        };
+        let o = &mut self.owned[i];
+        if o.owning {
+            o.garps_left = self.setup.announce.count;
+            o.garp_at = now;
+        }
+        o.owning
+    }
+
     /// Stops owning `address` at once: no more ARP answers, gratuitous ARP or forwarding;
     /// the fast path gives its flows back. The flows themselves stay, ready for when the
     /// address comes back.

@@ -1115,6 +1115,28 @@ fn gratuitous_arp_bursts_follow_the_settings_and_repeat_while_owning() {
 }
 
 #[test]
+fn a_reasserting_master_announces_again_at_once_and_a_backup_does_not() {
+    let mut dp = Datapath::new(setup(), t(0)).unwrap();
+    // Not owned: nothing to announce.
+    assert!(!dp.reannounce(t(0), FIP));
+    dp.poll(t(0));
+    assert_eq!(garps(&mut dp), 0);
+    dp.own(t(1000), FIP);
+    let mut sent = Vec::new();
+    for ms in (1000..10_000).step_by(50) {
+        if ms == 5000 {
+            // Another gateway believed it was master: a new burst, its first at once.
+            assert!(dp.reannounce(t(ms), FIP));
+        }
+        dp.poll(t(ms));
+        sent.extend(std::iter::repeat_n(ms, garps(&mut dp)));
+    }
+    // The default burst: 3, 1 s apart; again from 5 s.
+    assert_eq!(sent, [1000, 2000, 3000, 5000, 6000, 7000]);
+    assert!(!dp.reannounce(t(10_000), Ipv4Addr::new(192, 168, 1, 222)));
+}
+
+#[test]
 fn releasing_an_address_takes_its_flows_back_from_the_fast_path_and_keeps_them() {
     let mut dp = fast_datapath();
     let nat_port = tcp_out(&mut dp, t(1), 0x02);
@@ -1146,7 +1168,7 @@ fn the_data_path_follows_the_election() {
         preempt: true,
         primary: GW,
     };
-    let mut election = Election::new(vec![params]);
+    let mut election = Election::new(vec![params], Vec::new());
     let mut dp = Datapath::new(setup(), t(0)).unwrap();
     let mut out = Vec::new();
     election.start(t(0));
@@ -1180,6 +1202,19 @@ fn the_data_path_follows_the_election() {
     assert_eq!(s.floating_ips[0].master, "192.168.1.12");
     assert_eq!(s.floating_ips[0].master_address, Some(peer));
     assert_eq!(s.election.adverts_rejected.get("ttl"), Some(&0));
+    // The election's own refusals are listed from the start as well.
+    for reason in [
+        "not_peer",
+        "address_mismatch",
+        "unverified",
+        "zero_not_from_master",
+    ] {
+        assert_eq!(
+            s.election.adverts_rejected.get(reason),
+            Some(&0),
+            "{reason}"
+        );
+    }
 }
 
 /// Hands every change `from` recorded for its peers to `to`; returns them.

@@ -5,7 +5,7 @@
 //!
 //! - **Backup** listens. Each accepted advert re-arms the Master_Down_Timer
 //!   (3 × Master_Adver_Interval + Skew_Time); when it runs out, the instance becomes master.
-//!   With preemption on, an advert of lower priority than ours is not accepted, so its
+//!   With preemption on, an advert of lower priority than ours does not re-arm it, so its
 //!   sender is overthrown when the timer runs out.
 //! - **Master** owns the address and advertises every Advertisement_Interval. It yields to
 //!   an advert of higher priority, or of equal priority from a higher primary address
@@ -14,6 +14,28 @@
 //! - **Leaving** (shutdown) as master sends an advert of priority 0, on which a backup
 //!   waits only Skew_Time before taking over.
 //!
+//! Within what the RFC allows a receiver, this instance is stricter than its letter, so
+//! that a host on the LAN cannot take the address away by advertising:
+//! - an advert whose address list does not hold the floating IP is refused
+//!   ([`AdvertError::AddressMismatch`]; the RFC says a receiver MAY check it, keepalived
+//!   does);
+//! - Master_Adver_Interval learned from an advert is at most our own Advertisement_Interval,
+//!   so no advert stretches our Master_Down_Interval beyond that of our own configuration
+//!   (a 4095 cs advert would otherwise leave the address unanswered for about two minutes
+//!   once its sender goes quiet);
+//! - a backup honours priority 0 (wait Skew_Time only) from the current master alone
+//!   ([`AdvertError::ZeroNotFromMaster`]);
+//! - a master that hears an advert it does not yield to (lower priority, equal priority
+//!   from a lower address, or priority 0) reasserts at once: it advertises and asks the
+//!   shell to announce the address again by gratuitous ARP ([`Action::Reannounce`]), as
+//!   keepalived's `garp_lower_prio_repeat` does, so that switches and the router point
+//!   back to it. It does so at most once per Advertisement_Interval; one more heard within
+//!   that time is answered with the next regular advert.
+//!
+//! [`Instance::master`] is the source of the latest accepted advert of priority > 0 (only
+//! a master advertises one), whether or not it re-armed the timer; our own address while
+//! master.
+//!
 //! A gateway never owns the address in the RFC's sense (priority 255), so the instance
 //! always starts as backup and waits a whole Master_Down_Interval before claiming it.
 
@@ -21,7 +43,7 @@ use core::net::Ipv4Addr;
 
 use smoltcp::time::{Duration, Instant};
 
-use crate::wire::vrrp::Advert;
+use crate::wire::vrrp::{Advert, AdvertError};
 
 /// What an instance is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +88,9 @@ pub enum Action {
     Own,
     /// No longer master: go silent for the address at once.
     Release,
+    /// Still master, but another gateway believed it was: announce the address again by
+    /// gratuitous ARP at once (a new burst), so that the LAN points back to this gateway.
+    Reannounce,
 }
 
 /// Counters of one instance.
@@ -87,6 +112,10 @@ pub struct Instance {
     timer: Option<Instant>,
     /// The current master's primary address, when known.
     master: Option<Ipv4Addr>,
+    /// As master: when it last reasserted itself, and whether it owes a reassertion with
+    /// its next advert (one more lower advert heard within an interval of the last).
+    reasserted: Option<Instant>,
+    reassert_pending: bool,
     last_transition: Option<Instant>,
     counters: Counters,
 }
@@ -104,6 +133,8 @@ impl Instance {
             master_interval,
             timer: None,
             master: None,
+            reasserted: None,
+            reassert_pending: false,
             last_transition: None,
             counters: Counters::default(),
         }
@@ -192,21 +223,40 @@ impl Instance {
             State::Master => {
                 self.advertise(self.params.priority, out);
                 self.timer = Some(now + self.advert_interval());
+                if self.reassert_pending {
+                    self.reassert_pending = false;
+                    self.reasserted = Some(now);
+                    out.push(Action::Reannounce);
+                }
             }
             State::Initialize => self.timer = None,
         }
     }
 
-    /// An advert for this instance's VRID, already checked on the wire, from `source`.
+    /// An advert for this instance's VRID, already checked on the wire (and against the
+    /// peers, by [`crate::election::Election`]), from `source`. Refused adverts change
+    /// nothing and say why.
+    ///
+    /// # Errors
+    ///
+    /// [`AdvertError::AddressMismatch`] when the advert does not list the floating IP,
+    /// [`AdvertError::ZeroNotFromMaster`] for priority 0 at a backup from another than
+    /// the master it follows.
     pub fn handle_advert(
         &mut self,
         now: Instant,
         source: Ipv4Addr,
         advert: &Advert,
         out: &mut Vec<Action>,
-    ) {
+    ) -> Result<(), AdvertError> {
         if advert.vrid != self.params.vrid || source == self.params.primary {
-            return;
+            return Ok(());
+        }
+        if !advert.addresses.contains(&self.params.address) {
+            return Err(AdvertError::AddressMismatch);
+        }
+        if advert.priority == 0 && self.state == State::Backup && self.master != Some(source) {
+            return Err(AdvertError::ZeroNotFromMaster);
         }
         self.counters.adverts_received += 1;
         match self.state {
@@ -215,30 +265,58 @@ impl Instance {
                 if advert.priority == 0 {
                     // The master is leaving: take over after Skew_Time only.
                     self.timer = Some(now + self.skew());
-                } else if !self.params.preempt || advert.priority >= self.params.priority {
-                    self.master_interval = advert.interval_centis.max(1);
+                } else {
+                    // Only a master advertises: whether or not we let it be.
                     self.master = Some(source);
-                    self.timer = Some(now + self.master_down_interval());
+                    if !self.params.preempt || advert.priority >= self.params.priority {
+                        self.master_interval = self.learnt_interval(advert);
+                        self.timer = Some(now + self.master_down_interval());
+                    }
+                    // Else preempting a lower priority: let the timer run out.
                 }
-                // Else preempting a lower priority: let the timer run out.
             }
             State::Master => {
-                if advert.priority == 0 {
-                    // Someone left thinking it was master: reassert at once.
-                    self.advertise(self.params.priority, out);
-                    self.timer = Some(now + self.advert_interval());
-                } else if advert.priority > self.params.priority
+                if advert.priority > self.params.priority
                     || (advert.priority == self.params.priority
                         && u32::from(source) > u32::from(self.params.primary))
                 {
-                    self.master_interval = advert.interval_centis.max(1);
+                    self.master_interval = self.learnt_interval(advert);
                     self.become_backup(now, Some(source));
                     self.timer = Some(now + self.master_down_interval());
                     out.push(Action::Release);
+                } else {
+                    // Someone believes it is master, or left believing so: it yields at
+                    // our advert, and the LAN follows our gratuitous ARP.
+                    self.reassert(now, out);
                 }
-                // Else the sender yields when it hears us.
             }
         }
+        Ok(())
+    }
+
+    /// As master, on an advert it does not yield to: advertise and announce at once, at
+    /// most once per Advertisement_Interval; within it, with the next regular advert.
+    fn reassert(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self
+            .reasserted
+            .is_some_and(|at| now < at + self.advert_interval())
+        {
+            self.reassert_pending = true;
+            return;
+        }
+        self.reasserted = Some(now);
+        self.reassert_pending = false;
+        self.advertise(self.params.priority, out);
+        self.timer = Some(now + self.advert_interval());
+        out.push(Action::Reannounce);
+    }
+
+    /// Master_Adver_Interval from an advert: never longer than our own interval, so that
+    /// no advert stretches our Master_Down_Interval; never 0.
+    fn learnt_interval(&self, advert: &Advert) -> u16 {
+        advert
+            .interval_centis
+            .clamp(1, self.params.interval_centis.max(1))
     }
 
     /// Changes this instance's priority (from `priority = "auto"` when the set of gateways
@@ -261,6 +339,8 @@ impl Instance {
     fn become_backup(&mut self, now: Instant, master: Option<Ipv4Addr>) {
         self.transition(now, State::Backup);
         self.master = master;
+        self.reasserted = None;
+        self.reassert_pending = false;
     }
 
     fn transition(&mut self, now: Instant, to: State) {
@@ -278,6 +358,8 @@ mod tests {
 
     const ME: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 11);
     const PEER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 12);
+    const OTHER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 13);
+    const FLOATING: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 100);
 
     fn params(priority: u8, preempt: bool) -> Params {
         Params {
@@ -340,7 +422,7 @@ mod tests {
         let mut out = Vec::new();
         i.start(at(0));
         for t in (0..20_000).step_by(1000) {
-            i.handle_advert(at(t), PEER, &advert(150), &mut out);
+            assert_eq!(i.handle_advert(at(t), PEER, &advert(150), &mut out), Ok(()));
             i.poll(at(t + 999), &mut out);
         }
         assert_eq!(i.state(), State::Backup);
@@ -353,14 +435,27 @@ mod tests {
         let mut out = Vec::new();
         let mut pre = Instance::new(params(200, true));
         pre.start(at(0));
-        pre.handle_advert(at(100), PEER, &advert(100), &mut out);
-        // Not accepted: the timer armed at start runs out at 3 s + 56/256 s.
+        assert_eq!(
+            pre.handle_advert(at(100), PEER, &advert(100), &mut out),
+            Ok(())
+        );
+        // The timer is not re-armed: the one armed at start runs out at 3 s + 56/256 s.
         assert_eq!(pre.poll_at(), Some(at(0) + pre.master_down_interval()));
+        // Yet the lower gateway is master until then, and the status says so.
+        assert_eq!(pre.master(), Some(PEER));
+        assert_eq!(pre.counters().adverts_received, 1);
         let mut calm = Instance::new(params(200, false));
         calm.start(at(0));
-        calm.handle_advert(at(100), PEER, &advert(100), &mut out);
+        assert_eq!(
+            calm.handle_advert(at(100), PEER, &advert(100), &mut out),
+            Ok(())
+        );
         assert_eq!(calm.poll_at(), Some(at(100) + calm.master_down_interval()));
         assert_eq!(calm.master(), Some(PEER));
+        // The preempting one takes over when its timer runs out, and is master itself.
+        pre.poll(at(0) + pre.master_down_interval(), &mut out);
+        assert_eq!(pre.state(), State::Master);
+        assert_eq!(pre.master(), Some(ME));
     }
 
     #[test]
@@ -371,23 +466,29 @@ mod tests {
         i.poll(at(4000), &mut out);
         assert_eq!(i.state(), State::Master);
         out.clear();
-        // Lower priority, or equal from a lower address: ignored.
-        i.handle_advert(
-            at(4100),
-            Ipv4Addr::new(192, 168, 1, 12),
-            &advert(99),
-            &mut out,
+        // Lower priority, or equal from a lower address: not yielded to (reasserted, see
+        // below).
+        assert_eq!(
+            i.handle_advert(at(4100), PEER, &advert(99), &mut out),
+            Ok(())
         );
-        i.handle_advert(
-            at(4100),
-            Ipv4Addr::new(192, 168, 1, 5),
-            &advert(100),
-            &mut out,
+        assert_eq!(
+            i.handle_advert(
+                at(4100),
+                Ipv4Addr::new(192, 168, 1, 5),
+                &advert(100),
+                &mut out,
+            ),
+            Ok(())
         );
         assert_eq!(i.state(), State::Master);
-        assert!(out.is_empty());
+        assert!(!out.contains(&Action::Release));
+        out.clear();
         // Equal from a higher address: yield.
-        i.handle_advert(at(4200), PEER, &advert(100), &mut out);
+        assert_eq!(
+            i.handle_advert(at(4200), PEER, &advert(100), &mut out),
+            Ok(())
+        );
         assert_eq!(i.state(), State::Backup);
         assert_eq!(out, vec![Action::Release]);
         assert_eq!(i.master(), Some(PEER));
@@ -411,8 +512,14 @@ mod tests {
         p.primary = PEER;
         let mut backup = Instance::new(p);
         backup.start(at(0));
-        backup.handle_advert(at(4000), ME, &advert(100), &mut out);
-        backup.handle_advert(at(5000), ME, &advert(0), &mut out);
+        assert_eq!(
+            backup.handle_advert(at(4000), ME, &advert(100), &mut out),
+            Ok(())
+        );
+        assert_eq!(
+            backup.handle_advert(at(5000), ME, &advert(0), &mut out),
+            Ok(())
+        );
         // Skew_Time at priority 100, 1 s: 609.375 ms.
         assert_eq!(
             backup.poll_at(),
@@ -425,11 +532,209 @@ mod tests {
         let mut out = Vec::new();
         let mut i = Instance::new(params(100, true));
         i.start(at(0));
-        i.handle_advert(at(10), ME, &advert(200), &mut out);
+        assert_eq!(i.handle_advert(at(10), ME, &advert(200), &mut out), Ok(()));
         let mut other = advert(200);
         other.vrid = 11;
-        i.handle_advert(at(10), PEER, &other, &mut out);
+        assert_eq!(i.handle_advert(at(10), PEER, &other, &mut out), Ok(()));
         assert_eq!(i.master(), None);
         assert_eq!(i.counters().adverts_received, 0);
+    }
+
+    /// An instance that became master at 4 s, its actions cleared.
+    fn master(priority: u8) -> (Instance, Vec<Action>) {
+        let mut i = Instance::new(params(priority, true));
+        let mut out = Vec::new();
+        i.start(at(0));
+        i.poll(at(4000), &mut out);
+        assert_eq!(i.state(), State::Master);
+        out.clear();
+        (i, out)
+    }
+
+    /// A backup that follows PEER since `t` ms.
+    fn following(t: i64) -> Instance {
+        let mut i = Instance::new(params(100, true));
+        let mut out = Vec::new();
+        i.start(at(0));
+        assert_eq!(i.handle_advert(at(t), PEER, &advert(200), &mut out), Ok(()));
+        assert_eq!(i.master(), Some(PEER));
+        assert!(out.is_empty());
+        i
+    }
+
+    #[test]
+    fn an_advert_without_the_floating_ip_is_refused_and_changes_nothing() {
+        let without = Advert {
+            addresses: vec![Ipv4Addr::new(192, 168, 1, 101), Ipv4Addr::new(10, 0, 0, 1)],
+            ..advert(254)
+        };
+        // At a master: no yielding.
+        let (mut m, mut out) = master(100);
+        assert_eq!(
+            m.handle_advert(at(4100), PEER, &without, &mut out),
+            Err(AdvertError::AddressMismatch)
+        );
+        assert_eq!(m.state(), State::Master);
+        assert!(out.is_empty());
+        assert_eq!(m.counters().adverts_received, 0);
+        // At a backup: neither a new master nor a re-armed timer.
+        let mut b = following(1000);
+        let armed = b.poll_at();
+        assert_eq!(
+            b.handle_advert(at(1500), OTHER, &without, &mut out),
+            Err(AdvertError::AddressMismatch)
+        );
+        assert_eq!((b.master(), b.poll_at()), (Some(PEER), armed));
+        // Other addresses beside the floating IP are fine (keepalived may carry several).
+        let with = Advert {
+            addresses: vec![Ipv4Addr::new(10, 0, 0, 1), FLOATING],
+            ..advert(200)
+        };
+        assert_eq!(b.handle_advert(at(1600), PEER, &with, &mut out), Ok(()));
+        assert_eq!(b.poll_at(), Some(at(1600) + b.master_down_interval()));
+    }
+
+    #[test]
+    fn no_advert_stretches_the_master_down_interval_beyond_our_own() {
+        let stretched = Advert {
+            interval_centis: 4095,
+            ..advert(254)
+        };
+        let mut out = Vec::new();
+        let mut b = Instance::new(params(100, true));
+        b.start(at(0));
+        let own = b.master_down_interval();
+        assert_eq!(
+            b.handle_advert(at(100), OTHER, &stretched, &mut out),
+            Ok(())
+        );
+        // 3 × 1 s + Skew_Time at 1 s, not 3 × 40.95 s + 24.95 s.
+        assert_eq!(b.master_down_interval(), own);
+        assert_eq!(b.poll_at(), Some(at(100) + own));
+        // A shorter interval than ours is learnt as it is.
+        let quick = Advert {
+            interval_centis: 10,
+            ..advert(254)
+        };
+        assert_eq!(b.handle_advert(at(200), OTHER, &quick, &mut out), Ok(()));
+        assert_eq!(b.master_down_interval(), Duration::from_micros(360_937));
+        // 0 is read as 1 cs, never a zero interval.
+        let zero = Advert {
+            interval_centis: 0,
+            ..advert(254)
+        };
+        assert_eq!(b.handle_advert(at(300), OTHER, &zero, &mut out), Ok(()));
+        assert_eq!(b.master_down_interval(), Duration::from_micros(36_093));
+        // A master yielding to a stretched advert waits its own interval too.
+        let (mut m, mut out) = master(100);
+        assert_eq!(
+            m.handle_advert(at(4100), OTHER, &stretched, &mut out),
+            Ok(())
+        );
+        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(m.poll_at(), Some(at(4100) + own));
+    }
+
+    #[test]
+    fn priority_zero_is_honoured_from_the_current_master_only() {
+        let mut out = Vec::new();
+        let mut b = following(1000);
+        let armed = b.poll_at();
+        // From another host: refused, the timer stays.
+        assert_eq!(
+            b.handle_advert(at(1100), OTHER, &advert(0), &mut out),
+            Err(AdvertError::ZeroNotFromMaster)
+        );
+        assert_eq!((b.master(), b.poll_at()), (Some(PEER), armed));
+        // Before any master is known: refused as well.
+        let mut fresh = Instance::new(params(100, true));
+        fresh.start(at(0));
+        assert_eq!(
+            fresh.handle_advert(at(100), PEER, &advert(0), &mut out),
+            Err(AdvertError::ZeroNotFromMaster)
+        );
+        assert_eq!(fresh.poll_at(), Some(at(0) + fresh.master_down_interval()));
+        // From the master: Skew_Time only (609.375 ms at priority 100, 1 s).
+        assert_eq!(
+            b.handle_advert(at(1200), PEER, &advert(0), &mut out),
+            Ok(())
+        );
+        assert_eq!(b.poll_at(), Some(at(1200) + Duration::from_micros(609_375)));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_master_is_the_latest_advertiser_a_backup_accepted() {
+        let mut out = Vec::new();
+        let mut b = following(1000);
+        assert_eq!(
+            b.handle_advert(at(1100), OTHER, &advert(150), &mut out),
+            Ok(())
+        );
+        assert_eq!(b.master(), Some(OTHER));
+        // A lower one too, though a preempting backup does not re-arm its timer for it.
+        let armed = b.poll_at();
+        assert_eq!(
+            b.handle_advert(at(1200), PEER, &advert(50), &mut out),
+            Ok(())
+        );
+        assert_eq!((b.master(), b.poll_at()), (Some(PEER), armed));
+        // Priority 0 (leaving) names no new master.
+        assert_eq!(
+            b.handle_advert(at(1300), PEER, &advert(0), &mut out),
+            Ok(())
+        );
+        assert_eq!(b.master(), Some(PEER));
+    }
+
+    #[test]
+    fn a_master_hearing_a_lower_advert_reasserts_at_once_at_most_once_per_interval() {
+        let (mut m, mut out) = master(100);
+        assert_eq!(m.poll_at(), Some(at(5000)));
+        // Someone believes it is master at a lower priority: advert and gratuitous ARP now.
+        assert_eq!(
+            m.handle_advert(at(4300), PEER, &advert(50), &mut out),
+            Ok(())
+        );
+        assert_eq!(
+            out,
+            vec![Action::Advertise(advert(100)), Action::Reannounce]
+        );
+        assert_eq!(m.poll_at(), Some(at(5300)));
+        out.clear();
+        // Within the interval: owed to the next regular advert, not sent at once.
+        assert_eq!(
+            m.handle_advert(at(4400), PEER, &advert(0), &mut out),
+            Ok(())
+        );
+        // (Equal priority from a lower address.)
+        let lower = Ipv4Addr::new(192, 168, 1, 5);
+        assert_eq!(
+            m.handle_advert(at(4500), lower, &advert(100), &mut out),
+            Ok(())
+        );
+        assert!(out.is_empty());
+        m.poll(at(5300), &mut out);
+        assert_eq!(
+            out,
+            vec![Action::Advertise(advert(100)), Action::Reannounce]
+        );
+        out.clear();
+        // Nothing owed any more: the next regular advert is plain.
+        m.poll(at(6300), &mut out);
+        assert_eq!(out, vec![Action::Advertise(advert(100))]);
+        out.clear();
+        // A priority-0 advert (someone left believing it was master) reasserts too.
+        assert_eq!(
+            m.handle_advert(at(6400), PEER, &advert(0), &mut out),
+            Ok(())
+        );
+        assert_eq!(
+            out,
+            vec![Action::Advertise(advert(100)), Action::Reannounce]
+        );
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(m.master(), Some(ME));
+        assert_eq!(m.counters().transitions, 2);
     }
 }

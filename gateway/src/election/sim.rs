@@ -1,6 +1,8 @@
 //! A deterministic simulation of gateways electing owners for their floating IPs: the real
 //! [`Election`] of each gateway, real advert bytes, a virtual clock, and a LAN that delays,
-//! loses (seeded) and partitions.
+//! loses (seeded) and partitions, with a hostile host on it that sends adverts of its own
+//! (from its address or spoofing a gateway's) and a router whose ARP entry for each
+//! floating IP follows the latest gratuitous ARP.
 
 use core::net::Ipv4Addr;
 use std::collections::BTreeMap;
@@ -9,10 +11,12 @@ use smoltcp::time::{Duration, Instant};
 
 use super::{Action, Election, Params, State};
 use crate::testing::Rng;
-use crate::wire::vrrp::MULTICAST_GROUP;
+use crate::wire::vrrp::{Advert, AdvertError, MULTICAST_GROUP};
 
 struct Gateway {
     params: Vec<Params>,
+    /// `[election].peers`: empty for multicast.
+    peers: Vec<Ipv4Addr>,
     election: Election,
     alive: bool,
 }
@@ -32,6 +36,33 @@ struct Ownership {
     /// When the current overlap of two or more owners began.
     overlap_since: Option<Instant>,
     longest_overlap: Duration,
+    /// The gateway the router's ARP entry points to: the latest to announce the address by
+    /// gratuitous ARP (on owning it, or reasserting).
+    router_entry: Option<usize>,
+    /// When the router's entry began to point to a gateway that does not own the address
+    /// (or nowhere), and the longest such outage once it had an owner.
+    outage_since: Option<Instant>,
+    longest_outage: Duration,
+    /// Reassertions (gratuitous ARP again) by (time, gateway).
+    reannounced: Vec<(Instant, usize)>,
+}
+
+impl Ownership {
+    fn outage(&self) -> bool {
+        self.router_entry.is_none_or(|g| !self.owners.contains(&g))
+    }
+
+    /// Keeps the outage record after a change at `now`.
+    fn update_outage(&mut self, now: Instant) {
+        match (self.outage(), self.outage_since) {
+            (true, None) => self.outage_since = Some(now),
+            (false, Some(since)) => {
+                self.longest_outage = self.longest_outage.max(now - since);
+                self.outage_since = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Lan {
@@ -76,8 +107,9 @@ impl Lan {
                     })
                     .collect();
                 Gateway {
-                    election: Election::new(params.clone()),
+                    election: Election::new(params.clone(), Vec::new()),
                     params,
+                    peers: Vec::new(),
                     alive: false,
                 }
             })
@@ -94,9 +126,18 @@ impl Lan {
         }
     }
 
+    /// Every gateway gets the others as `[election].peers` (unicast mode).
+    fn with_peers(mut self) -> Lan {
+        let n = self.gateways.len();
+        for (g, gw) in self.gateways.iter_mut().enumerate() {
+            gw.peers = (0..n).filter(|p| *p != g).map(primary).collect();
+        }
+        self
+    }
+
     fn start(&mut self, g: usize) {
         let gw = &mut self.gateways[g];
-        gw.election = Election::new(gw.params.clone());
+        gw.election = Election::new(gw.params.clone(), gw.peers.clone());
         gw.election.start(self.now);
         gw.alive = true;
     }
@@ -182,9 +223,42 @@ impl Lan {
                         });
                     }
                 }
-                Action::Own => self.record(g, address, true),
+                Action::Own => {
+                    self.record(g, address, true);
+                    self.garp(g, address);
+                }
                 Action::Release => self.record(g, address, false),
+                Action::Reannounce => {
+                    let now = self.now;
+                    self.ownership
+                        .entry(address)
+                        .or_default()
+                        .reannounced
+                        .push((now, g));
+                    self.garp(g, address);
+                }
             }
+        }
+    }
+
+    /// A gratuitous ARP from gateway `g`: the router's entry for `address` points to it.
+    fn garp(&mut self, g: usize, address: Ipv4Addr) {
+        let now = self.now;
+        let o = self.ownership.entry(address).or_default();
+        o.router_entry = Some(g);
+        o.update_outage(now);
+    }
+
+    /// The hostile host sends `advert` from `source` (its own address or a spoofed one) to
+    /// the gateways `to`; it arrives after the LAN's latency, never lost.
+    fn inject(&mut self, source: Ipv4Addr, advert: &Advert, to: &[usize]) {
+        let packet = advert.emit_ipv4(source, MULTICAST_GROUP);
+        for &g in to {
+            self.in_flight.push(InFlight {
+                at: self.now + self.latency,
+                to: g,
+                packet: packet.clone(),
+            });
         }
     }
 
@@ -201,6 +275,7 @@ impl Lan {
             o.owners.retain(|x| *x != g);
         }
         o.log.push((now, g, owns));
+        o.update_outage(now);
         match (o.owners.len() >= 2, o.overlap_since) {
             (true, None) => o.overlap_since = Some(now),
             (false, Some(since)) => {
@@ -228,6 +303,44 @@ impl Lan {
 
     fn state(&self, g: usize, k: usize) -> State {
         self.gateways[g].election.instances()[k].state()
+    }
+
+    /// Adverts gateway `g` refused for `reason`.
+    fn refused(&self, g: usize, reason: AdvertError) -> u64 {
+        self.gateways[g]
+            .election
+            .rejected()
+            .find(|(e, _)| *e == reason)
+            .map_or(0, |(_, n)| n)
+    }
+
+    /// Restarts the outage and overlap records of every address from now.
+    fn reset_records(&mut self) {
+        let now = self.now;
+        for o in self.ownership.values_mut() {
+            o.longest_outage = Duration::ZERO;
+            o.longest_overlap = Duration::ZERO;
+            o.outage_since = o.outage().then_some(now);
+            o.overlap_since = (o.owners.len() >= 2).then_some(now);
+        }
+    }
+
+    /// The longest outage of floating IP k since the last reset, an ongoing one included.
+    fn longest_outage(&self, k: usize) -> Duration {
+        let o = &self.ownership[&floating(k)];
+        let ongoing = o
+            .outage_since
+            .map_or(Duration::ZERO, |since| self.now - since);
+        o.longest_outage.max(ongoing)
+    }
+
+    /// The longest overlap of two owners of floating IP k since the last reset.
+    fn longest_overlap(&self, k: usize) -> Duration {
+        let o = &self.ownership[&floating(k)];
+        let ongoing = o
+            .overlap_since
+            .map_or(Duration::ZERO, |since| self.now - since);
+        o.longest_overlap.max(ongoing)
     }
 }
 
@@ -432,4 +545,229 @@ fn with_auto_priorities_each_gateway_owns_its_share_and_a_failed_ones_spread() {
     for g in 0..3 {
         assert_eq!(owned_by(&lan, g), 2, "gateway {g} after the return");
     }
+}
+
+/// Gateway g's priority for floating IP k in [`SPREAD`].
+fn spread(g: usize, k: usize) -> u8 {
+    SPREAD[g][k]
+}
+
+/// The hostile host: on the LAN, not a gateway.
+const HOSTILE: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 40);
+
+fn advert_for(k: usize, priority: u8, interval_centis: u16) -> Advert {
+    Advert {
+        vrid: 10 + k as u8,
+        priority,
+        interval_centis,
+        addresses: vec![floating(k)],
+    }
+}
+
+/// SPREAD at 100 ms with `[election].peers`, converged, each gateway holding a fresh
+/// authenticated claim of each other's priorities (as the flow sync will announce them).
+fn converged_with_peers_and_claims() -> Lan {
+    let mut lan = Lan::new(&SPREAD, 10, true).with_peers();
+    lan.start_all();
+    lan.run_for(Duration::from_secs(5));
+    for g in 0..3 {
+        for p in (0..3).filter(|p| *p != g) {
+            let claims: Vec<(u8, u8)> = (0..3).map(|k| (10 + k as u8, spread(p, k))).collect();
+            let fresh_until = lan.now + Duration::from_secs(3600);
+            lan.gateways[g]
+                .election
+                .note_claims(primary(p), fresh_until, &claims);
+        }
+    }
+    for k in 0..3 {
+        assert_eq!(lan.owners(k), vec![k]);
+    }
+    lan.reset_records();
+    lan
+}
+
+#[test]
+fn with_peers_a_hostile_host_never_takes_an_address_from_its_master() {
+    let mut lan = converged_with_peers_and_claims();
+    let attacked_at = lan.now;
+    let all = [0, 1, 2];
+    // 20 s of attacks on every address, a round every 20 ms.
+    for _ in 0..1000 {
+        for k in 0..3 {
+            let (m, b1, b2) = (k, (k + 1) % 3, (k + 2) % 3);
+            // From its own address, the highest priority, the longest interval.
+            lan.inject(HOSTILE, &advert_for(k, 254, 4095), &all);
+            // Spoofing a backup at its own priority, without the floating IP.
+            let mut without = advert_for(k, spread(b1, k), 10);
+            without.addresses = vec![HOSTILE];
+            lan.inject(primary(b1), &without, &all);
+            // Spoofing a backup at a priority it does not have, unicast to the master.
+            lan.inject(primary(b1), &advert_for(k, 254, 10), &[m]);
+            // Priority 0 spoofing a backup, to the other backup.
+            lan.inject(primary(b1), &advert_for(k, 0, 10), &[b2]);
+            // Spoofing the master at its own priority with a stretched interval.
+            lan.inject(primary(m), &advert_for(k, spread(m, k), 4095), &[b1, b2]);
+        }
+        lan.run_for(Duration::from_millis(20));
+    }
+    for k in 0..3 {
+        let changes = lan.changes_since(k, attacked_at);
+        assert!(changes.is_empty(), "floating IP {k}: {changes:?}");
+        assert_eq!(lan.longest_outage(k), Duration::ZERO, "floating IP {k}");
+        assert_eq!(lan.owners(k), vec![k]);
+    }
+    for g in 0..3 {
+        for reason in [
+            AdvertError::NotPeer,
+            AdvertError::AddressMismatch,
+            AdvertError::Unverified,
+            AdvertError::ZeroNotFromMaster,
+        ] {
+            // Each gateway got each attack 1000 times for at least one address.
+            assert!(
+                lan.refused(g, reason) >= 1000,
+                "gateway {g}: {reason:?} counted {}",
+                lan.refused(g, reason)
+            );
+        }
+        // The hostile host's own 3000, and the 1000 spoofing this very gateway (its own
+        // address is no peer of its own).
+        assert_eq!(lan.refused(g, AdvertError::NotPeer), 4000);
+    }
+    // The stretched adverts were accepted but did not stretch anything: the master of
+    // floating IP 0 dies right after the last one, and gateway 1 claims the address
+    // within its own Master_Down_Interval (360.9 ms), not 3 × 40.95 s + Skew_Time.
+    lan.inject(primary(0), &advert_for(0, 200, 4095), &[1, 2]);
+    let killed_at = lan.now;
+    lan.kill(0);
+    lan.run_for(Duration::from_secs(5));
+    let claims: Vec<_> = lan
+        .changes_since(0, killed_at)
+        .into_iter()
+        .filter(|c| c.2)
+        .collect();
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert_eq!(claims[0].1, 1);
+    assert!(
+        claims[0].0 - killed_at <= LATENCY + Duration::from_micros(360_938),
+        "took {}",
+        claims[0].0 - killed_at
+    );
+}
+
+#[test]
+fn a_spoofed_priority_zero_from_the_master_never_makes_it_release() {
+    // The one advert the rules cannot tell from the real master's: its leaving. A backup
+    // takes over after Skew_Time; the master, still there, reasserts at once (or, within an
+    // interval of its last reassertion, with its next advert), the backup yields, and the
+    // router's entry points back to the master.
+    // Periods off the 100 ms advert rhythm, so that the spoof lands at every phase of it:
+    // one landing just after a real advert lets the backup's Skew_Time run out first.
+    for period in [530, 70, 20] {
+        let mut lan = converged_with_peers_and_claims();
+        let attacked_at = lan.now;
+        for _ in 0..(10_000 / period) {
+            lan.inject(primary(0), &advert_for(0, 0, 10), &[1, 2]);
+            lan.run_for(Duration::from_millis(period as u64));
+        }
+        lan.run_for(Duration::from_secs(1));
+        let changes = lan.changes_since(0, attacked_at);
+        assert!(
+            !changes.iter().any(|c| c.1 == 0),
+            "period {period} ms: the master released: {changes:?}"
+        );
+        assert!(
+            changes.iter().all(|c| c.1 == 1),
+            "period {period} ms: {changes:?}"
+        );
+        assert_eq!(lan.owners(0), vec![0]);
+        // The router never pointed to a gateway that did not own the address.
+        assert_eq!(lan.longest_outage(0), Duration::ZERO, "period {period} ms");
+        // Two owners at most for one advert interval and the LAN's round trip.
+        let overlap = lan.longest_overlap(0);
+        assert!(
+            overlap <= Duration::from_millis(100) + LATENCY * 2,
+            "period {period} ms: two owners for {overlap}"
+        );
+        let o = &lan.ownership[&floating(0)];
+        let claims = changes.iter().filter(|c| c.2).count();
+        let reasserted = o.reannounced.iter().filter(|r| r.1 == 0).count();
+        if period == 20 {
+            // Every spoof restarts Skew_Time before it runs out: the backup never claims.
+            assert_eq!(claims, 0, "period {period} ms: {changes:?}");
+        } else {
+            assert!(
+                claims > 0 && reasserted > 0,
+                "period {period} ms: {claims} claims, {reasserted} reassertions"
+            );
+        }
+        // Every time gateway 1 claimed, gateway 0 announced again no later than it yielded.
+        for (t, g, owns) in &changes {
+            if *g == 1 && !owns {
+                assert!(
+                    o.reannounced
+                        .iter()
+                        .any(|r| r.1 == 0 && r.0 <= *t && *t - r.0 <= LATENCY),
+                    "period {period} ms: gateway 1 yielded at {t} without a reassertion"
+                );
+            }
+        }
+        // Other addresses were not touched.
+        assert!(lan.changes_since(1, attacked_at).is_empty());
+        assert!(lan.changes_since(2, attacked_at).is_empty());
+    }
+}
+
+#[test]
+fn without_peers_any_host_can_hold_an_address_but_not_beyond_our_own_interval() {
+    // Multicast mode: the hostile host is as good as a gateway. What the rules still hold:
+    // adverts without the floating IP and priority 0 from a non-master do nothing, and the
+    // address is claimed again within our own Master_Down_Interval once it goes quiet.
+    let mut lan = Lan::new(&SPREAD, 10, true);
+    lan.start_all();
+    lan.run_for(Duration::from_secs(5));
+    lan.reset_records();
+    let all = [0, 1, 2];
+    let mut without = advert_for(0, 254, 4095);
+    without.addresses = vec![floating(1)];
+    for _ in 0..100 {
+        lan.inject(HOSTILE, &without, &all);
+        lan.inject(HOSTILE, &advert_for(1, 0, 10), &all);
+        lan.run_for(Duration::from_millis(100));
+    }
+    for k in 0..3 {
+        assert_eq!(lan.owners(k), vec![k]);
+        assert_eq!(lan.longest_outage(k), Duration::ZERO);
+    }
+    for g in 0..3 {
+        assert_eq!(lan.refused(g, AdvertError::AddressMismatch), 100);
+    }
+    // Priority 0 from the hostile host at the master of floating IP 1 is reasserted against;
+    // at the backups it is refused.
+    assert_eq!(lan.refused(0, AdvertError::ZeroNotFromMaster), 100);
+    assert_eq!(lan.refused(2, AdvertError::ZeroNotFromMaster), 100);
+    // At priority 254 with the floating IP it takes the address: nobody owns it while the
+    // host advertises.
+    let started = lan.now;
+    for _ in 0..100 {
+        lan.inject(HOSTILE, &advert_for(0, 254, 4095), &all);
+        lan.run_for(Duration::from_millis(100));
+    }
+    assert!(lan.owners(0).is_empty());
+    assert_eq!(
+        lan.changes_since(0, started),
+        vec![(started + LATENCY, 0, false)]
+    );
+    // It stops: gateway 0 claims after its own Master_Down_Interval (321.9 ms) from the last
+    // advert, not after the advertised 3 × 40.95 s + Skew_Time.
+    let last = lan.now - Duration::from_millis(100) + LATENCY;
+    lan.run_for(Duration::from_secs(2));
+    assert_eq!(lan.owners(0), vec![0]);
+    let claimed = lan.changes_since(0, last);
+    assert_eq!(
+        claimed,
+        vec![(last + Duration::from_micros(321_875), 0, true)]
+    );
+    assert_eq!(lan.owners(1), vec![1]);
+    assert_eq!(lan.owners(2), vec![2]);
 }

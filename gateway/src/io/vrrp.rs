@@ -4,7 +4,12 @@
 //! Adverts leave with the header we write (`IP_HDRINCL`): the interface's primary address
 //! as source, TTL 255 and DSCP CS6, to 224.0.0.18 (joined on the interface, never looped
 //! back to ourselves) or to each of `[election].peers`. The kernel delivers adverts to this
-//! socket with their IPv4 header, so the core checks the TTL itself.
+//! socket with their IPv4 header, so the core checks the TTL itself, and, with
+//! `[election].peers`, refuses adverts from any other source (the core got the peers).
+//!
+//! The data path follows the election as soon as any instance's state or master changes
+//! ([`Election::generation`]), and a master that reasserts itself announces its address
+//! again at once ([`Action::Reannounce`]).
 
 use std::io;
 use std::mem::size_of;
@@ -189,41 +194,55 @@ pub fn run(
     let mut send_errors = 0u64;
     let mut followed = clock.now();
     let mut garps = Vec::new();
+    let mut reannounce = Vec::new();
     election.start(followed);
-    // Makes the data path follow the election; a new master's first gratuitous ARP
-    // leaves from here at once rather than at the data path's next timer.
-    let mut follow = |election: &Election, now: Instant, send_errors: u64| {
-        let mut core = lock(&dp);
-        core.follow(now, election);
-        core.note_election_io(advertising.mode(), send_errors);
-        core.announce(now);
-        core.take_generated(&mut garps);
-        drop(core);
-        if !garps.is_empty() {
-            let mut failed = 0;
-            for g in &garps {
-                failed += tx.push(&g.frame, &g.offload);
-            }
-            failed += tx.flush();
+    let mut generation = election.generation();
+    // Makes the data path follow the election; a new master's first gratuitous ARP (or a
+    // reasserting master's) leaves from here at once rather than at the data path's next
+    // timer.
+    let mut follow =
+        |election: &Election, now: Instant, send_errors: u64, reannounce: &mut Vec<Ipv4Addr>| {
             let mut core = lock(&dp);
-            for _ in 0..failed {
-                core.count_tx_error();
+            core.follow(now, election);
+            for address in reannounce.drain(..) {
+                core.reannounce(now, address);
             }
-            core.recycle_generated(&mut garps);
-        }
-    };
-    follow(&election, followed, send_errors);
+            core.note_election_io(advertising.mode(), send_errors);
+            core.announce(now);
+            core.take_generated(&mut garps);
+            drop(core);
+            if !garps.is_empty() {
+                let mut failed = 0;
+                for g in &garps {
+                    failed += tx.push(&g.frame, &g.offload);
+                }
+                failed += tx.flush();
+                let mut core = lock(&dp);
+                for _ in 0..failed {
+                    core.count_tx_error();
+                }
+                core.recycle_generated(&mut garps);
+            }
+        };
+    follow(&election, followed, send_errors, &mut reannounce);
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
         election.poll(now, &mut out);
         while let Some(n) = socket.recv(&mut buf)? {
             election.handle_packet(clock.now(), &buf[..n], &mut out);
         }
-        let changed = carry_out(&mut out, &socket, &advertising, &mut send_errors);
+        let changed = carry_out(
+            &mut out,
+            &socket,
+            &advertising,
+            &mut send_errors,
+            &mut reannounce,
+        );
         let now = clock.now();
-        if changed || now >= followed + FOLLOW_EVERY {
-            follow(&election, now, send_errors);
+        if changed || election.generation() != generation || now >= followed + FOLLOW_EVERY {
+            follow(&election, now, send_errors, &mut reannounce);
             followed = now;
+            generation = election.generation();
         }
         let until = election
             .poll_at()
@@ -236,17 +255,25 @@ pub fn run(
     }
     let now = clock.now();
     election.shutdown(now, &mut out);
-    carry_out(&mut out, &socket, &advertising, &mut send_errors);
-    follow(&election, now, send_errors);
+    carry_out(
+        &mut out,
+        &socket,
+        &advertising,
+        &mut send_errors,
+        &mut reannounce,
+    );
+    follow(&election, now, send_errors, &mut reannounce);
     Ok(())
 }
 
-/// Sends the adverts among `actions` and empties it. Returns whether ownership changed.
+/// Sends the adverts among `actions`, collects the addresses to announce again into
+/// `reannounce`, and empties `actions`. Returns whether the data path must follow now.
 fn carry_out(
     actions: &mut Vec<(Ipv4Addr, Action)>,
     socket: &VrrpSocket,
     advertising: &Advertising,
     send_errors: &mut u64,
+    reannounce: &mut Vec<Ipv4Addr>,
 ) -> bool {
     let mut changed = false;
     for (address, action) in actions.drain(..) {
@@ -266,6 +293,16 @@ fn carry_out(
             }
             Action::Release => {
                 tracing::info!(%address, "backup: releasing the address");
+                changed = true;
+            }
+            Action::Reannounce => {
+                // At most once per advert interval, but during an attack that is often:
+                // not worth a line each time.
+                tracing::debug!(
+                    %address,
+                    "master: another gateway believed it was master; announcing the address again"
+                );
+                reannounce.push(address);
                 changed = true;
             }
         }

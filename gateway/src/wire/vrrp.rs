@@ -15,7 +15,11 @@
 //!
 //! [`Advert::parse_ipv4`] reads a whole IPv4 packet and applies every check RFC 5798
 //! section 7.1 asks of a receiver that does not depend on configuration: TTL 255, version
-//! 3, type advertisement, a length that matches the address count, the checksum.
+//! 3, type advertisement, a length that matches the address count, the checksum. The checks
+//! that depend on configuration and on the election's state (who may advertise, the
+//! floating IP in the list, a peer's verified priority) are the election's
+//! ([`crate::election`]); their refusals are counted under reasons of the same
+//! [`AdvertError`], so that one list names them all.
 
 use core::net::Ipv4Addr;
 
@@ -64,17 +68,31 @@ pub enum AdvertError {
     Length,
     #[error("checksum is wrong")]
     Checksum,
+    // The election's refusals of well-formed adverts.
+    #[error("the source is not one of [election].peers")]
+    NotPeer,
+    #[error("the address list does not hold the VRID's floating IP")]
+    AddressMismatch,
+    #[error("the priority differs from the one the peer announced over the authenticated sync")]
+    Unverified,
+    #[error("priority 0 (the master leaving) from a source that is not the current master")]
+    ZeroNotFromMaster,
 }
 
 impl AdvertError {
-    /// Every reason, in a fixed order (metrics list them all from the start).
-    pub const ALL: [AdvertError; 6] = [
+    /// Every reason, in a fixed order (metrics list them all from the start): first those
+    /// of [`Advert::parse_ipv4`], then the election's.
+    pub const ALL: [AdvertError; 10] = [
         AdvertError::NotVrrp,
         AdvertError::Ttl,
         AdvertError::Version,
         AdvertError::Type,
         AdvertError::Length,
         AdvertError::Checksum,
+        AdvertError::NotPeer,
+        AdvertError::AddressMismatch,
+        AdvertError::Unverified,
+        AdvertError::ZeroNotFromMaster,
     ];
 
     /// The `reason` label of the rejected-adverts counter.
@@ -86,6 +104,10 @@ impl AdvertError {
             AdvertError::Type => "type",
             AdvertError::Length => "length",
             AdvertError::Checksum => "checksum",
+            AdvertError::NotPeer => "not_peer",
+            AdvertError::AddressMismatch => "address_mismatch",
+            AdvertError::Unverified => "unverified",
+            AdvertError::ZeroNotFromMaster => "zero_not_from_master",
         }
     }
 }
