@@ -229,6 +229,12 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     let leave = Arc::new(AtomicBool::new(false));
     let dp = Arc::new(Mutex::new(dp));
+    // The peers' election priorities, as the authenticated sync announces them.
+    let claims: Option<io::SharedClaims> = config
+        .sync
+        .as_ref()
+        .and_then(|s| s.key.as_ref())
+        .map(|_| Arc::new(Mutex::new(Vec::new())));
     let election = {
         let params = floating_ips
             .iter()
@@ -245,6 +251,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let advertising = Advertising {
             primary,
             peers: peers.clone(),
+            claims: claims.clone(),
         };
         let tx = packet::Tx::open(interface.index)
             .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
@@ -276,7 +283,6 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 sync.previous_key.as_ref().map(|(_, s)| s.0.as_slice()),
             )
         });
-        let authenticated = keys.is_some();
         let params = egret_gateway::sync::Params {
             primary,
             keys,
@@ -287,7 +293,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let thread = std::thread::Builder::new()
             .name("sync".into())
             .spawn(move || {
-                let result = io::sync::run(core, socket, dp, stop.clone(), clock, authenticated);
+                let result = io::sync::run(core, socket, dp, stop.clone(), clock, claims);
                 stop.store(true, Ordering::Relaxed);
                 result
             })

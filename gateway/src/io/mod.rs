@@ -26,6 +26,23 @@ const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(250);
 /// The longest the loop sleeps, so that a stop request is noticed quickly.
 const MAX_SLEEP_MS: i32 = 100;
 
+/// What each peer gateway announced of its election over the authenticated sync: its
+/// priority per VRID, believed until `fresh_until`. The sync thread writes it, the
+/// election thread checks adverts against it ([`crate::election::Election::note_claims`]).
+/// Only an authenticated sync writes it: an unauthenticated claim would let any host
+/// silence a real peer's adverts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The peer's election address.
+    pub peer: std::net::Ipv4Addr,
+    pub fresh_until: Instant,
+    /// `(vrid, priority)`.
+    pub priorities: Vec<(u8, u8)>,
+}
+
+/// The peers' latest claims, shared between the sync and the election threads.
+pub type SharedClaims = Arc<Mutex<Vec<Claim>>>;
+
 /// A monotonic clock in the cores' time type, counted from a start every thread shares.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock(std::time::Instant);

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use smoltcp::time::{Duration, Instant};
 
-use super::{Clock, lock};
+use super::{Claim, Clock, SharedClaims, lock};
 use crate::datapath::{Datapath, Export};
 use crate::sync::{Change, MAX_DATAGRAM, ResyncEdge, ResyncMark, Sync};
 
@@ -42,28 +42,30 @@ enum Step {
     ResyncEnd(Ipv4Addr),
 }
 
-/// Runs the sync until `stop` is set. `authenticated`: the core seals with a key (for the
-/// status).
+/// Runs the sync until `stop` is set. `claims`: where the peers' election claims go, when
+/// the core seals with a key (`None` without one: they could be forged).
 pub fn run(
     mut sync: Sync,
     socket: UdpSocket,
     dp: Arc<Mutex<Datapath>>,
     stop: Arc<AtomicBool>,
     clock: Clock,
-    authenticated: bool,
+    claims: Option<SharedClaims>,
 ) -> io::Result<()> {
+    let authenticated = claims.is_some();
+    let mut ours = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut applied = Vec::new();
     let mut steps = Vec::new();
     let mut exports = Vec::new();
     let mut full = Vec::new();
     let mut out = Vec::new();
-    let mut claims = Vec::new();
     let mut send_errors = 0u64;
     let mut recv_errors = 0u64;
     let mut reported = clock.now();
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
+        let heard = sync.counters().datagrams_received;
         for _ in 0..READ_BUDGET {
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
@@ -85,6 +87,11 @@ pub fn run(
             }
         }
         apply(&dp, now, &mut steps);
+        if let Some(shared) = &claims
+            && sync.counters().datagrams_received != heard
+        {
+            publish_claims(&sync, shared);
+        }
         let complete = {
             let mut core = lock(&dp);
             let complete = core.take_exports(&mut exports);
@@ -92,8 +99,8 @@ pub fn run(
                 sync.queue(now, export.into());
             }
             // What the peers' heartbeats announce of this gateway's election.
-            core.election_claims(&mut claims);
-            sync.set_claims(&claims);
+            core.election_claims(&mut ours);
+            sync.set_claims(&ours);
             // A peer that asked for the whole table, or all of them when changes were lost.
             let mut wanting: Vec<SocketAddr> =
                 std::iter::from_fn(|| sync.wants_full_table()).collect();
@@ -137,6 +144,23 @@ pub fn run(
         wait(&socket, until)?;
     }
     Ok(())
+}
+
+/// Hands the peers' latest authenticated claims to the election, fresh for three
+/// heartbeats after each arrived (as long as the peer counts as alive).
+fn publish_claims(sync: &Sync, shared: &SharedClaims) {
+    let latest: Vec<Claim> = sync
+        .peer_claims()
+        .map(|c| Claim {
+            peer: c.primary,
+            fresh_until: c.heard_at + sync.heartbeat() * 3,
+            priorities: c.priorities.iter().map(|[v, p]| (*v, *p)).collect(),
+        })
+        .collect();
+    let mut shared = lock(shared);
+    if *shared != latest {
+        *shared = latest;
+    }
 }
 
 /// Turns what the core applied from one datagram of `from`, and where a resync began or

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use smoltcp::time::{Duration, Instant};
 
 use super::packet::{Tx, setsockopt};
-use super::{Clock, lock};
+use super::{Clock, SharedClaims, lock};
 use crate::datapath::Datapath;
 use crate::election::{Action, Election};
 use crate::wire::vrrp::{MULTICAST_GROUP, PROTOCOL};
@@ -158,6 +158,9 @@ pub struct Advertising {
     pub primary: Ipv4Addr,
     /// `[election].peers`; empty for multicast.
     pub peers: Vec<Ipv4Addr>,
+    /// The peers' priorities as the authenticated sync announces them: an advert from a
+    /// peer at another priority is refused. `None` without an authenticated sync.
+    pub claims: Option<SharedClaims>,
 }
 
 impl Advertising {
@@ -227,6 +230,11 @@ pub fn run(
     follow(&election, followed, send_errors, &mut reannounce);
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
+        if let Some(claims) = &advertising.claims {
+            for c in lock(claims).iter() {
+                election.note_claims(c.peer, c.fresh_until, &c.priorities);
+            }
+        }
         election.poll(now, &mut out);
         while let Some(n) = socket.recv(&mut buf)? {
             election.handle_packet(clock.now(), &buf[..n], &mut out);

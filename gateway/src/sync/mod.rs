@@ -397,6 +397,11 @@ impl Sync {
         self.epoch
     }
 
+    /// The heartbeat interval: a peer silent for three of them is down.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
     /// This gateway's election priority per VRID, `[vrid, priority]`, announced to the
     /// peers in every heartbeat from now on (at most 255).
     pub fn set_claims(&mut self, claims: &[[u8; 2]]) {
