@@ -9,6 +9,7 @@
 //! - [`http`]: the pure request → response function and the tokio server around it.
 //! - [`client`]: fetching `GET /status` with a blocking socket, and printing it readably.
 
+pub mod admission;
 pub mod client;
 pub mod http;
 pub mod metrics;
