@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use egret_lab::{
     GatewayLab, require_root,
     topology::{
-        Background, GW_ADDRESS, Metrics, PYTHON, ROUTER_LAN_ADDRESS, STRANGER_ADDRESS, scripts_dir,
+        Background, GW_ADDRESS, Metrics, PYTHON, ROUTER_LAN_ADDRESS, STRANGER_ADDRESS,
+        gateway_binary, scripts_dir,
     },
 };
 
@@ -209,6 +210,24 @@ fn scrapes_are_answered_while_a_lan_host_holds_300_slow_connections() -> Result<
             Ok(())
         },
     )?;
+
+    step(
+        &mut lab,
+        "`egret-gateway status` from the router reads the gateway under attack",
+        |lab| {
+            let text = lab
+                .router()
+                .exec(gateway_binary()?, ["status", "--api", &api.to_string()])?;
+            ensure!(
+                text.lines()
+                    .any(|line| line.split_whitespace().eq(["gateway", "gw1"])),
+                "the status printed:\n{text}"
+            );
+            Ok(())
+        },
+    )?;
+    // The attack was still running: its next round is due.
+    next_round(&mut attack)?;
 
     drop(attack);
     step(&mut lab, "SIGTERM stops the gateway with status 0", |lab| {
