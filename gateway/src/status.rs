@@ -48,6 +48,20 @@ pub struct Snapshot {
     /// Flow state sync with the peer gateways (`[sync]`).
     #[serde(default)]
     pub sync: SyncStatus,
+    /// The status API's own connections. The API server fills this in when it answers; the
+    /// data path leaves it empty.
+    #[serde(default)]
+    pub api: ApiStatus,
+}
+
+/// The connections of the status API (`[api].listen`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiStatus {
+    /// Connections open now: being read, answered, or waiting for their request head.
+    pub connections_open: u64,
+    /// Connections closed as soon as they were accepted because a limit was reached, by
+    /// reason (`client_limit`, `total_limit`), every reason present from the start.
+    pub connections_refused: BTreeMap<String, u64>,
 }
 
 /// Flow state sync with the peer gateways.

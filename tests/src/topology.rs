@@ -243,6 +243,10 @@ pub struct GatewayLab {
     mode: Mode,
     workdir: WorkDir,
     config: PathBuf,
+    /// `[gateway].fast_path` when set, else the default.
+    fast_path: Option<bool>,
+    /// `[api].listen`.
+    api_listen: SocketAddr,
     starts: u32,
     lan: NetNs,
     gw: NetNs,
@@ -273,6 +277,8 @@ impl GatewayLab {
             mode: Mode::Egret,
             workdir,
             config,
+            fast_path: None,
+            api_listen: API_LISTEN.parse().context("API_LISTEN")?,
             starts: 0,
             lan: ns("lan")?,
             gw: ns("gw")?,
@@ -549,11 +555,35 @@ impl GatewayLab {
     ///
     /// When the config cannot be written.
     pub fn set_fast_path(&mut self, on: bool) -> Result<()> {
-        let text = GATEWAY_CONFIG.replacen(
-            "interface = \"eth0\"\n",
-            &format!("interface = \"eth0\"\nfast_path = {on}\n"),
+        self.fast_path = Some(on);
+        self.write_config()
+    }
+
+    /// Sets the gateway's `[api].listen` (default [`API_LISTEN`]) for its next start; the
+    /// lab's own API requests ([`GatewayLab::api_get`]) go there, from the gw namespace.
+    ///
+    /// # Errors
+    ///
+    /// When the config cannot be written.
+    pub fn set_api_listen(&mut self, listen: SocketAddr) -> Result<()> {
+        self.api_listen = listen;
+        self.write_config()
+    }
+
+    /// Writes [`GATEWAY_CONFIG`] with the settings made to the lab.
+    fn write_config(&self) -> Result<()> {
+        let mut text = GATEWAY_CONFIG.replacen(
+            &format!("listen = \"{API_LISTEN}\"\n"),
+            &format!("listen = \"{}\"\n", self.api_listen),
             1,
         );
+        if let Some(on) = self.fast_path {
+            text = text.replacen(
+                "interface = \"eth0\"\n",
+                &format!("interface = \"eth0\"\nfast_path = {on}\n"),
+                1,
+            );
+        }
         fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
     }
 
@@ -629,13 +659,13 @@ impl GatewayLab {
         gateway.stop()
     }
 
-    /// `GET http://127.0.0.1:9477<path>` from inside the gw namespace.
+    /// `GET http://<[api].listen><path>` from inside the gw namespace.
     ///
     /// # Errors
     ///
     /// When curl fails (no answer, HTTP error status).
     pub fn api_get(&self, path: &str) -> Result<String> {
-        api_get(&self.gw, path)
+        api_get(&self.gw, self.api_listen, path)
     }
 
     /// The gateway's `/metrics`, parsed.
@@ -1567,8 +1597,8 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// `GET http://127.0.0.1:9477<path>` (curl) from inside `ns`, where a gateway's API listens.
-pub(crate) fn api_get(ns: &NetNs, path: &str) -> Result<String> {
+/// `GET http://<api><path>` (curl) from inside `ns`, where a gateway's API listens.
+pub(crate) fn api_get(ns: &NetNs, api: SocketAddr, path: &str) -> Result<String> {
     ns.exec(
         "curl",
         [
@@ -1576,7 +1606,7 @@ pub(crate) fn api_get(ns: &NetNs, path: &str) -> Result<String> {
             "--fail",
             "--max-time",
             "5",
-            &format!("http://{API_LISTEN}{path}"),
+            &format!("http://{api}{path}"),
         ],
     )
 }

@@ -10,7 +10,6 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::http::find_head_end;
 use crate::status::Snapshot;
 
 /// Largest status response read. Far above any real gateway's (a few hundred bytes per
@@ -164,7 +163,7 @@ pub fn parse_status_response(addr: SocketAddr, response: &[u8]) -> Result<Snapsh
     if response.is_empty() {
         return Err(malformed("it closed the connection without answering"));
     }
-    let end = find_head_end(response, 0)
+    let end = find_head_end(response)
         .ok_or_else(|| malformed("the response ends before its headers do"))?;
     let head = std::str::from_utf8(&response[..end])
         .map_err(|_| malformed("the response headers are not UTF-8"))?;
@@ -213,6 +212,26 @@ pub fn parse_status_response(addr: SocketAddr, response: &[u8]) -> Result<Snapsh
         });
     }
     serde_json::from_slice(body).map_err(|cause| ApiError::Json { addr, cause })
+}
+
+/// The length of the head at the start of `bytes`, its final empty line included, if the
+/// head is complete. Lines may end in CRLF or a bare LF (RFC 9112 lets a recipient accept
+/// both).
+fn find_head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .find_map(|(i, _)| {
+            let rest = &bytes[i + 1..];
+            if rest.starts_with(b"\n") {
+                Some(i + 2)
+            } else if rest.starts_with(b"\r\n") {
+                Some(i + 3)
+            } else {
+                None
+            }
+        })
 }
 
 /// `HTTP/1.1 200 OK` → `(200, "OK")`.
@@ -564,6 +583,22 @@ mod tests {
     use super::*;
     use crate::api::fixtures;
     use crate::api::http::respond;
+    use hyper::Method;
+
+    /// `response` on the wire as the server sends it (hyper, one request per connection).
+    fn wire(response: crate::api::Response) -> Vec<u8> {
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nCache-Control: no-store\r\n\
+             Content-Length: {}\r\nConnection: close\r\nDate: Tue, 14 Nov 2023 22:13:20 GMT\r\n\r\n",
+            response.status.as_str(),
+            response.status.canonical_reason().unwrap_or_default(),
+            response.content_type,
+            response.body.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(response.body.as_bytes());
+        head
+    }
 
     fn addr() -> SocketAddr {
         "127.0.0.1:9477".parse().expect("address")
@@ -572,11 +607,22 @@ mod tests {
     #[test]
     fn a_response_of_the_server_parses_back_to_its_snapshot() {
         let snapshot = fixtures::snapshot();
-        let wire = respond(b"GET /status HTTP/1.1\r\n\r\n", &snapshot).to_bytes();
+        let wire = wire(respond(&Method::GET, "/status", &snapshot));
         assert_eq!(
             parse_status_response(addr(), &wire).expect("status"),
             snapshot
         );
+    }
+
+    #[test]
+    fn the_head_end_is_found_with_either_line_ending() {
+        assert_eq!(
+            find_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nrest"),
+            Some(25)
+        );
+        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\n\nrest"), Some(17));
+        assert_eq!(find_head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(find_head_end(b""), None);
     }
 
     #[test]
@@ -600,18 +646,19 @@ mod tests {
 
     #[test]
     fn an_error_status_is_reported_with_its_reason() {
-        let wire = respond(b"GET /status HTTP/1.1\r\n", &Snapshot::default()).to_bytes();
-        let error = parse_status_response(addr(), &wire).expect_err("400");
+        let wire = wire(respond(&Method::GET, "/stat", &Snapshot::default()));
+        let error = parse_status_response(addr(), &wire).expect_err("404");
         assert!(
-            matches!(error, ApiError::Status { status: 400, .. }),
+            matches!(error, ApiError::Status { status: 404, .. }),
             "{error:?}"
         );
         assert_eq!(
             error.to_string(),
-            "the gateway API at 127.0.0.1:9477 answered GET /status with 400 Bad Request \
-             (bad request: incomplete request head); is [api].listen the address of \
+            "the gateway API at 127.0.0.1:9477 answered GET /status with 404 Not Found \
+             (no such path: /stat; try /metrics or /status); is [api].listen the address of \
              egret-gateway and not of another service?"
         );
+
         let wire = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
         let error = parse_status_response(addr(), wire).expect_err("500");
         assert!(error.to_string().ends_with("with 500 Internal Server Error; see the gateway's log (journalctl -u egret-gateway)"), "{error}");

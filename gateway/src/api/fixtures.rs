@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::status::{
-    ControlCounters, ElectionStatus, FastPathStatus, FloatingIpStatus, FlowStatus, NextHopStatus,
-    NodeStatus, Snapshot, SyncPeerStatus, SyncStatus, SyncTraffic, Traffic,
+    ApiStatus, ControlCounters, ElectionStatus, FastPathStatus, FloatingIpStatus, FlowStatus,
+    NextHopStatus, NodeStatus, Snapshot, SyncPeerStatus, SyncStatus, SyncTraffic, Traffic,
 };
 
 /// Gateway gw1 owning 192.168.1.100 and backing up 192.168.1.101, with traffic, one
@@ -163,6 +163,15 @@ pub(crate) fn snapshot() -> Snapshot {
                 .collect(),
             queue_overflow: 0,
             socket_errors: 0,
+        },
+        api: ApiStatus {
+            connections_open: 3,
+            connections_refused: [
+                ("client_limit".to_owned(), 284),
+                ("total_limit".to_owned(), 0),
+            ]
+            .into_iter()
+            .collect(),
         },
     }
 }

@@ -365,6 +365,21 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     out.sample(&[], fast.install_failures);
 
     out.family(
+        "egret_gateway_api_connections_open",
+        "gauge",
+        "Connections to this API open now, the one answering this scrape included.",
+    );
+    out.sample(&[], s.api.connections_open);
+    out.family(
+        "egret_gateway_api_connections_refused_total",
+        "counter",
+        "Connections to this API closed as soon as accepted, by reason: client_limit (the client address had its maximum open), total_limit (the server had).",
+    );
+    for (reason, count) in &s.api.connections_refused {
+        out.sample(&[("reason", reason)], *count);
+    }
+
+    out.family(
         "egret_gateway_next_hop_resolved",
         "gauge",
         "1 when the next hop's MAC address is known, else 0.",
@@ -650,6 +665,8 @@ mod tests {
             "egret_gateway_frames_read_total",
             "egret_gateway_node_probes_sent_total",
             "egret_gateway_node_probes_total",
+            "egret_gateway_api_connections_open",
+            "egret_gateway_api_connections_refused_total",
             "egret_gateway_next_hop_resolved",
             "egret_gateway_uptime_seconds",
             "egret_gateway_info",
@@ -804,6 +821,21 @@ mod tests {
         );
         assert_eq!(v("egret_gateway_sync_authenticated", &[]), 1.0);
         assert_eq!(v("egret_gateway_sync_previous_key_total", &[]), 3.0);
+        assert_eq!(v("egret_gateway_api_connections_open", &[]), 3.0);
+        assert_eq!(
+            v(
+                "egret_gateway_api_connections_refused_total",
+                &[("reason", "client_limit")]
+            ),
+            284.0
+        );
+        assert_eq!(
+            v(
+                "egret_gateway_api_connections_refused_total",
+                &[("reason", "total_limit")]
+            ),
+            0.0
+        );
         assert_eq!(v("egret_gateway_next_hop_resolved", &[]), 1.0);
         assert_eq!(v("egret_gateway_uptime_seconds", &[]), 12.5);
         let version = env!("CARGO_PKG_VERSION");

@@ -5,17 +5,23 @@
 //! one. Nothing here can change the gateway's state, so nothing here needs authentication;
 //! keep `[api].listen` on a loopback or management address.
 //!
+//! - [`http`]: the pure request → response function.
+//! - [`admission`]: the server's limits, and the pure bookkeeping of connections per client.
+//! - [`server`]: hyper's HTTP/1.1 server around them, on the gateway's tokio runtime.
 //! - [`metrics`]: the snapshot as Prometheus text (`GET /metrics`).
-//! - [`http`]: the pure request → response function and the tokio server around it.
 //! - [`client`]: fetching `GET /status` with a blocking socket, and printing it readably.
 
+pub mod admission;
 pub mod client;
 pub mod http;
 pub mod metrics;
+pub mod server;
 
 #[cfg(test)]
 mod fixtures;
 
+pub use admission::Limits;
 pub use client::{ApiError, fetch_status, parse_status_response, render_text};
-pub use http::{Response, respond, serve};
+pub use http::{Response, respond};
 pub use metrics::render_prometheus;
+pub use server::{Server, serve};

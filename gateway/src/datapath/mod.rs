@@ -1454,6 +1454,8 @@ impl Datapath {
             },
             election: self.election.clone(),
             sync: self.sync_status.clone(),
+            // Filled in by the API server, which owns those connections.
+            api: status::ApiStatus::default(),
         }
     }
 }
