@@ -183,6 +183,7 @@ impl Default for Nat {
             port_range,
             max_flows,
             timeouts: t,
+            ..
         } = NatParams::default();
         let std = |d: smoltcp::time::Duration| Duration::from_micros(d.total_micros());
         Nat {
@@ -305,6 +306,7 @@ impl Config {
                 udp: smoltcp_duration(nat.udp_timeout),
                 icmp: smoltcp_duration(nat.icmp_timeout),
             },
+            ..NatParams::default()
         }
     }
 }
@@ -500,6 +502,7 @@ mod tests {
                     udp: secs(10 * 60),
                     icmp: secs(90),
                 },
+                ..NatParams::default()
             }
         );
     }
