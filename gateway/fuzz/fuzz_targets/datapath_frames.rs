@@ -43,7 +43,7 @@ fn datapath() -> Datapath {
         nat: NatParams {
             port_range: 20000..=20099,
             max_flows: 4096,
-            timeouts: Default::default(),
+            ..NatParams::default()
         },
         seed: 7,
     };

@@ -86,6 +86,7 @@ pub(super) fn render(config: &Config) -> String {
         )),
     );
     out.key("max_flows", nat.max_flows);
+    out.key("max_flows_per_pod", nat.max_flows_per_pod);
     for (key, timeout) in [
         ("tcp_established_timeout", nat.tcp_established_timeout),
         ("tcp_transitory_timeout", nat.tcp_transitory_timeout),
@@ -186,6 +187,7 @@ vrid = 255
 [nat]
 port_range = "20000-30000"
 max_flows = 4294967295
+max_flows_per_pod = 100000
 tcp_established_timeout = "1h30m15s"
 tcp_transitory_timeout = "5m"
 tcp_time_wait_timeout = "4m0.5s"
@@ -247,6 +249,7 @@ kubeconfig = "/etc/egret/kube config"
             "# priority: 100 from [election]",
             "port_range = \"16384-65535\"",
             "max_flows = 1000000",
+            "max_flows_per_pod = 65536",
             "tcp_established_timeout = \"2h4m\"",
             "tcp_transitory_timeout = \"4m\"",
             "tcp_time_wait_timeout = \"4m\"",

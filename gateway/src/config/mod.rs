@@ -168,6 +168,7 @@ impl FloatingIp {
 pub struct Nat {
     pub port_range: RangeInclusive<u16>,
     pub max_flows: u32,
+    pub max_flows_per_pod: u32,
     pub tcp_established_timeout: Duration,
     pub tcp_transitory_timeout: Duration,
     pub tcp_time_wait_timeout: Duration,
@@ -182,12 +183,14 @@ impl Default for Nat {
         let NatParams {
             port_range,
             max_flows,
+            max_flows_per_pod,
             timeouts: t,
         } = NatParams::default();
         let std = |d: smoltcp::time::Duration| Duration::from_micros(d.total_micros());
         Nat {
             port_range,
             max_flows,
+            max_flows_per_pod,
             tcp_established_timeout: std(t.tcp_established),
             tcp_transitory_timeout: std(t.tcp_transitory),
             tcp_time_wait_timeout: std(t.tcp_time_wait),
@@ -311,6 +314,7 @@ impl Config {
         NatParams {
             port_range: nat.port_range.clone(),
             max_flows: nat.max_flows,
+            max_flows_per_pod: nat.max_flows_per_pod,
             timeouts: Timeouts {
                 tcp_established: smoltcp_duration(nat.tcp_established_timeout),
                 tcp_transitory: smoltcp_duration(nat.tcp_transitory_timeout),
@@ -505,17 +509,21 @@ mod tests {
     fn nat_section_maps_into_nat_params() {
         let text = format!(
             "{MINIMAL}\n[nat]\nport_range = \"20000-29999\"\nmax_flows = 5000\n\
+             max_flows_per_pod = 1000\n\
              tcp_established_timeout = \"3h\"\ntcp_transitory_timeout = \"5m\"\n\
              tcp_time_wait_timeout = \"4m30s\"\ntcp_closed_timeout = \"1.5s\"\n\
              udp_timeout = \"10m\"\nicmp_timeout = \"90s\"\n"
         );
-        let params = accept(&text).config.nat_params();
+        let checked = accept(&text);
+        assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+        let params = checked.config.nat_params();
         let secs = smoltcp::time::Duration::from_secs;
         assert_eq!(
             params,
             NatParams {
                 port_range: 20000..=29999,
                 max_flows: 5000,
+                max_flows_per_pod: 1000,
                 timeouts: Timeouts {
                     tcp_established: secs(3 * 3600),
                     tcp_transitory: secs(5 * 60),
@@ -579,6 +587,7 @@ mod tests {
             "vrid",
             "port_range",
             "max_flows",
+            "max_flows_per_pod",
             "tcp_established_timeout",
             "tcp_transitory_timeout",
             "tcp_time_wait_timeout",

@@ -56,6 +56,7 @@ pub(super) struct RawFloatingIp {
 pub(super) struct RawNat {
     pub port_range: Option<Spanned<String>>,
     pub max_flows: Option<Spanned<i64>>,
+    pub max_flows_per_pod: Option<Spanned<i64>>,
     pub tcp_established_timeout: Option<Spanned<String>>,
     pub tcp_transitory_timeout: Option<Spanned<String>>,
     pub tcp_time_wait_timeout: Option<Spanned<String>>,
@@ -341,6 +342,9 @@ pub(super) fn allowed(key: &str) -> &'static str {
         "nat" => "a [nat] table",
         "nat.port_range" => "\"lo-hi\" with 1 <= lo <= hi <= 65535, such as \"16384-65535\"",
         "nat.max_flows" => "an integer 1..=4294967295",
+        "nat.max_flows_per_pod" => {
+            "an integer 1..=4294967295, below max_flows (default 65536): one pod's share of the table"
+        }
         "nat.tcp_established_timeout"
         | "nat.tcp_transitory_timeout"
         | "nat.tcp_time_wait_timeout"

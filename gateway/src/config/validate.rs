@@ -320,6 +320,13 @@ impl Checker<'_, '_, '_> {
             None => Some(default.max_flows),
             Some(max) => self.int::<u32>("nat.max_flows", max, 1..=i64::from(u32::MAX)),
         };
+        let max_flows_per_pod = match &n.max_flows_per_pod {
+            None => Some(default.max_flows_per_pod),
+            Some(max) => self.int::<u32>("nat.max_flows_per_pod", max, 1..=i64::from(u32::MAX)),
+        };
+        if let (Some(total), Some(share)) = (max_flows, max_flows_per_pod) {
+            self.share_below_table(n, total, share);
+        }
         const RFC5382: &str = "RFC 5382 REQ-5";
         let tcp_established_timeout = self.timeout(
             "nat.tcp_established_timeout",
@@ -361,6 +368,7 @@ impl Checker<'_, '_, '_> {
         Some(Nat {
             port_range: port_range?,
             max_flows: max_flows?,
+            max_flows_per_pod: max_flows_per_pod?,
             tcp_established_timeout: tcp_established_timeout?,
             tcp_transitory_timeout: tcp_transitory_timeout?,
             tcp_time_wait_timeout: tcp_time_wait_timeout?,
@@ -368,6 +376,39 @@ impl Checker<'_, '_, '_> {
             udp_timeout: udp_timeout?,
             icmp_timeout: icmp_timeout?,
         })
+    }
+
+    /// A pod's share as large as the table protects nothing: one pod can still fill it. The
+    /// warning points at the share when it is written, else at the `max_flows` that made the
+    /// default share too large.
+    fn share_below_table(&mut self, n: &RawNat, total: u32, share: u32) {
+        if share < total {
+            return;
+        }
+        let suggested = (total / 4).max(1);
+        let recommended = format!(
+            "max_flows_per_pod below max_flows, such as {suggested} (a quarter of the table)"
+        );
+        match (&n.max_flows_per_pod, &n.max_flows) {
+            (Some(written), _) => self.report.warning(
+                "nat.max_flows_per_pod",
+                Some(written.span()),
+                format!(
+                    "{share} is not below max_flows ({total}): one pod can still fill the \
+                     flow table and keep every other pod from opening flows"
+                ),
+                recommended,
+            ),
+            (None, written) => self.report.warning(
+                "nat.max_flows",
+                written.as_ref().map(Spanned::span),
+                format!(
+                    "{total} is not above the default max_flows_per_pod ({share}): one pod \
+                     can fill the flow table and keep every other pod from opening flows"
+                ),
+                format!("also set {recommended}"),
+            ),
+        }
     }
 
     /// `Some(None)`: no `[sync]`, so no state sync; `None`: invalid.
@@ -1318,6 +1359,66 @@ mod tests {
             let text = with(&format!("[nat]\nmax_flows = {bad}\n"));
             assert_error(&text, "nat.max_flows", "max_flows");
         }
+    }
+
+    #[test]
+    fn max_flows_per_pod_out_of_range_is_refused() {
+        for bad in ["0", "-1", "4294967296"] {
+            let text = with(&format!(
+                "[nat]\nmax_flows = 10\nmax_flows_per_pod = {bad}\n"
+            ));
+            let e = assert_error(&text, "nat.max_flows_per_pod", "max_flows_per_pod");
+            assert!(e.problem.contains("out of range"), "{bad}: {}", e.problem);
+            assert!(e.allowed.contains("1..=4294967295"), "{}", e.allowed);
+        }
+        let text = with("[nat]\nmax_flows_per_pod = \"1000\"\n");
+        assert_error(&text, "nat.max_flows_per_pod", "max_flows_per_pod");
+    }
+
+    #[test]
+    fn max_flows_per_pod_below_max_flows_is_taken_without_warning() {
+        let text = with("[nat]\nmax_flows = 5000\nmax_flows_per_pod = 1000\n");
+        let checked = accept(&text);
+        assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+        assert_eq!(checked.config.nat.max_flows_per_pod, 1000);
+        assert_eq!(checked.config.nat_params().max_flows_per_pod, 1000);
+    }
+
+    #[test]
+    fn a_share_not_below_max_flows_is_accepted_with_a_warning_on_it() {
+        for share in ["5000", "9000"] {
+            let text = with(&format!(
+                "[nat]\nmax_flows = 5000\nmax_flows_per_pod = {share}\n"
+            ));
+            let checked = accept(&text);
+            assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+            let w = &checked.warnings[0];
+            assert_eq!(w.severity, Severity::Warning);
+            assert_eq!(
+                (w.key.as_str(), w.line),
+                ("nat.max_flows_per_pod", line_of(&text, "max_flows_per_pod"))
+            );
+            assert!(w.problem.contains("not below max_flows (5000)"), "{w}");
+            assert!(w.allowed.contains("1250"), "{w}");
+        }
+    }
+
+    #[test]
+    fn a_small_max_flows_under_the_default_share_is_accepted_with_a_warning() {
+        let text = with("[nat]\nport_range = \"20000-29999\"\nmax_flows = 5000\n");
+        let checked = accept(&text);
+        assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+        let w = &checked.warnings[0];
+        assert_eq!(
+            (w.key.as_str(), w.line),
+            ("nat.max_flows", line_of(&text, "max_flows"))
+        );
+        assert!(
+            w.problem.contains("default max_flows_per_pod (65536)"),
+            "{w}"
+        );
+        assert!(w.allowed.contains("max_flows_per_pod"), "{w}");
+        assert_eq!(checked.config.nat.max_flows_per_pod, 65536);
     }
 
     #[test]

@@ -51,7 +51,7 @@ fn setup() -> Setup {
         nat: NatParams {
             port_range: 20000..=20001,
             max_flows: 1024,
-            timeouts: Timeouts::default(),
+            ..NatParams::default()
         },
         seed: 1,
     }
@@ -512,6 +512,47 @@ fn replies_without_a_flow_and_ports_running_out_are_counted() {
     }
     assert_eq!(dp.counters().drops(NatError::PortsExhausted.into()), 1);
     assert_eq!(dp.snapshot(t(1), 0).floating_ips[0].ports_in_use, 2);
+}
+
+#[test]
+fn a_pod_past_its_share_is_dropped_as_pod_quota_and_others_go_on() {
+    let mut s = setup();
+    s.nat.port_range = 20000..=29999;
+    s.nat.max_flows_per_pod = 2;
+    let mut dp = owning(s);
+    let mut arp = with_headroom(&encap::arp_frame(
+        GW_MAC,
+        ArpOperation::Reply,
+        (ROUTER_MAC, ROUTER),
+        (GW_MAC, GW),
+    ));
+    dp.handle(t(0), &mut arp.frame());
+    let send = |dp: &mut Datapath, pod: Ipv4Addr, sport: u16| {
+        let ip = udp_packet((pod, sport), (REMOTE, 53), 64, b"q");
+        let frame = vxlan_from(
+            NODE,
+            VNI,
+            &ethernet(GW_MAC, NODE_VX_MAC, ETHERTYPE_IPV4, &ip),
+        );
+        dp.handle(t(1), &mut with_headroom(&frame).frame())
+    };
+    for sport in [21000, 21001] {
+        assert!(send(&mut dp, POD, sport) == Verdict::Transmit);
+    }
+    for sport in 21002..21010 {
+        assert_eq!(
+            send(&mut dp, POD, sport),
+            Verdict::Drop(NatError::PodQuota.into())
+        );
+    }
+    // A packet of a flow the pod holds still goes through.
+    assert!(send(&mut dp, POD, 21000) == Verdict::Transmit);
+    let other = Ipv4Addr::new(10, 10, 1, 6);
+    assert!(send(&mut dp, other, 21000) == Verdict::Transmit);
+    assert_eq!(dp.counters().drops(NatError::PodQuota.into()), 8);
+    let snapshot = dp.snapshot(t(1), 0);
+    assert_eq!(snapshot.flows.live, 3);
+    assert_eq!(snapshot.drops.get("pod_quota"), Some(&8));
 }
 
 #[test]

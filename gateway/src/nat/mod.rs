@@ -64,6 +64,10 @@ pub struct NatParams {
     pub port_range: RangeInclusive<u16>,
     /// Live flows at most; new flows beyond it are refused and counted.
     pub max_flows: u32,
+    /// Live flows of one pod (inner source address) at most: a new flow of a pod at its
+    /// share is refused ([`NatError::PodQuota`]). Flows installed from a peer count but are
+    /// never refused. Values below 1 are taken as 1.
+    pub max_flows_per_pod: u32,
     pub timeouts: Timeouts,
 }
 
@@ -72,6 +76,7 @@ impl Default for NatParams {
         NatParams {
             port_range: 16384..=65535,
             max_flows: 1_000_000,
+            max_flows_per_pod: 65_536,
             timeouts: Timeouts::default(),
         }
     }
@@ -112,6 +117,8 @@ pub enum NatError {
     PortsExhausted,
     #[error("flow table full")]
     TableFull,
+    #[error("the pod holds its share of the flow table")]
+    PodQuota,
     #[error("flow clashes with a live flow")]
     InstallConflict,
     #[error("empty NAT port range")]
@@ -122,7 +129,7 @@ pub enum NatError {
 
 impl NatError {
     /// Every variant, for metrics that list all reasons from the start.
-    pub const ALL: [NatError; 13] = [
+    pub const ALL: [NatError; 14] = [
         NatError::Malformed,
         NatError::NotIpv4,
         NatError::BadChecksum,
@@ -133,6 +140,7 @@ impl NatError {
         NatError::NoFlow,
         NatError::PortsExhausted,
         NatError::TableFull,
+        NatError::PodQuota,
         NatError::InstallConflict,
         NatError::BadPortRange,
         NatError::OutOfMemory,
@@ -151,6 +159,7 @@ impl NatError {
             NatError::NoFlow => "no_flow",
             NatError::PortsExhausted => "ports_exhausted",
             NatError::TableFull => "table_full",
+            NatError::PodQuota => "pod_quota",
             NatError::InstallConflict => "install_conflict",
             NatError::BadPortRange => "bad_port_range",
             NatError::OutOfMemory => "out_of_memory",

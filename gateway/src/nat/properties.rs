@@ -3,13 +3,15 @@
 //! - no mapping is handed out twice;
 //! - reverse lookup always finds the forward entry;
 //! - expiry frees exactly the flows whose deadline passed;
+//! - each pod's count of live flows equals a recount, whatever frees or installs flows, and
+//!   creation never takes a pod past its share (a peer's installs may);
 //! - translate-then-reverse is the identity, byte for byte.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 
 use super::checksum;
 use super::table::FlowId;
@@ -17,11 +19,15 @@ use super::{Flow, FlowState, FlowTable, InsideKey, Nat, NatError, NatParams, Pro
 
 const PORTS: core::ops::RangeInclusive<u16> = 100..=103;
 const MAX_FLOWS: u32 = 24;
+/// Four pods with seven flows each would overflow the table: both limits are reached.
+const SHARE: u32 = 7;
+const PODS: u8 = 4;
 
 fn params() -> NatParams {
     NatParams {
         port_range: PORTS,
         max_flows: MAX_FLOWS,
+        max_flows_per_pod: SHARE,
         timeouts: Timeouts::default(),
     }
 }
@@ -40,7 +46,7 @@ fn inside_key(pod: u8, pod_port: u16, remote: u8, remote_port: u8, proto: u8) ->
     InsideKey {
         node: Ipv4Addr::new(192, 168, 1, 20 + pod % 2),
         egress: Ipv4Addr::new(192, 168, 1, 100),
-        pod: Ipv4Addr::new(10, 10, 1, pod % 4),
+        pod: Ipv4Addr::new(10, 10, 1, pod % PODS),
         remote: Ipv4Addr::new(198, 51, 100, remote % 2),
         pod_port: 98 + pod_port % 10,
         remote_port: if proto == Proto::Icmp {
@@ -68,6 +74,17 @@ enum Op {
     Remove {
         pick: usize,
     },
+    /// A flow from a peer gateway, as flow sync installs it: any NAT port of the range,
+    /// never refused for its pod's share.
+    Install {
+        pod: u8,
+        pod_port: u16,
+        remote: u8,
+        remote_port: u8,
+        proto: u8,
+        nat_port: u16,
+        remaining: u16,
+    },
     Advance {
         secs: u16,
     },
@@ -79,6 +96,10 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(pod, pod_port, remote, remote_port, proto)| Op::Create { pod, pod_port, remote, remote_port, proto }),
         3 => (any::<usize>(), 0u8..8).prop_map(|(pick, state)| Op::Touch { pick, state }),
         1 => any::<usize>().prop_map(|pick| Op::Remove { pick }),
+        3 => (any::<u8>(), any::<u16>(), any::<u8>(), any::<u8>(), any::<u8>(), PORTS, any::<u16>())
+            .prop_map(|(pod, pod_port, remote, remote_port, proto, nat_port, remaining)| {
+                Op::Install { pod, pod_port, remote, remote_port, proto, nat_port, remaining }
+            }),
         2 => (0u16..5).prop_map(|secs| Op::Advance { secs }),
         1 => (0u16..400).prop_map(|secs| Op::Advance { secs }),
     ]
@@ -94,6 +115,11 @@ fn timeout_secs(t: &Timeouts, flow: &Flow) -> u32 {
         (Proto::Tcp, _) => t.tcp_transitory,
     };
     d.secs() as u32
+}
+
+/// Live flows of `pod` in the model.
+fn pod_count(model: &[(FlowId, Flow, u32)], pod: Ipv4Addr) -> u32 {
+    model.iter().filter(|(_, f, _)| f.pod == pod).count() as u32
 }
 
 proptest! {
@@ -116,8 +142,10 @@ proptest! {
                     }
                     prop_assert!(table.lookup_inside(&key).is_none());
                     let first = if key.proto == Proto::Tcp { FlowState::TcpSynSent } else { FlowState::Open };
+                    let held = pod_count(&model, key.pod);
                     match table.create(Instant::from_secs(i64::from(now)), key, first) {
                         Ok(id) => {
+                            prop_assert!(held < SHARE, "created a flow for {} holding {held}", key.pod);
                             let flow = *table.flow(id);
                             prop_assert_eq!(flow.inside_key(), key);
                             prop_assert!(PORTS.contains(&flow.nat_port));
@@ -136,8 +164,10 @@ proptest! {
                             }
                             model.push((id, flow, now + timeout_secs(&timeouts, &flow)));
                         }
-                        Err(NatError::TableFull) => prop_assert!(model.len() >= MAX_FLOWS as usize),
+                        Err(NatError::PodQuota) => prop_assert!(held >= SHARE, "refused {} holding {held}", key.pod),
+                        Err(NatError::TableFull) => prop_assert!(model.len() >= MAX_FLOWS as usize && held < SHARE),
                         Err(NatError::PortsExhausted) => {
+                            prop_assert!(held < SHARE && model.len() < MAX_FLOWS as usize);
                             // The range is small, so the allocator searched all of it.
                             let used: HashSet<u16> = model
                                 .iter()
@@ -175,6 +205,43 @@ proptest! {
                     let (id, flow, _) = model.swap_remove(pick % model.len());
                     prop_assert_eq!(table.remove(id), flow);
                 }
+                Op::Install { pod, pod_port, remote, remote_port, proto, nat_port, remaining } => {
+                    let key = inside_key(pod, pod_port, remote, remote_port, proto);
+                    let state = if key.proto == Proto::Tcp { FlowState::TcpEstablished } else { FlowState::Open };
+                    let flow = Flow::new(key, nat_port, state);
+                    // At most the state's timeout: a packet then never moves the deadline
+                    // back, which the model (expiry exactly at the deadline) relies on.
+                    let remaining = 1 + u32::from(remaining) % timeout_secs(&timeouts, &flow);
+                    let deadline = now + remaining;
+                    let result = table.install(
+                        Instant::from_secs(i64::from(now)),
+                        flow,
+                        Duration::from_secs(u64::from(remaining)),
+                    );
+                    let same_inside = model.iter().position(|(_, f, _)| f.inside_key() == key);
+                    let clash = model.iter().any(|(_, f, _)| f.outside_key() == flow.outside_key());
+                    match (same_inside, result) {
+                        // The peer's newer copy of a flow this table has: refreshed in place.
+                        (Some(i), Ok(id)) => {
+                            prop_assert_eq!(model[i].1.nat_port, nat_port);
+                            prop_assert_eq!(model[i].0, id);
+                            model[i].1.state = state;
+                            model[i].2 = deadline;
+                        }
+                        (Some(i), Err(NatError::InstallConflict)) => {
+                            prop_assert_ne!(model[i].1.nat_port, nat_port);
+                        }
+                        (None, Ok(id)) => {
+                            prop_assert!(!clash && model.len() < MAX_FLOWS as usize);
+                            model.push((id, flow, deadline));
+                        }
+                        (None, Err(NatError::InstallConflict)) => prop_assert!(clash),
+                        (None, Err(NatError::TableFull)) => {
+                            prop_assert!(!clash && model.len() >= MAX_FLOWS as usize);
+                        }
+                        (_, other) => prop_assert!(false, "install gave {other:?}"),
+                    }
+                }
                 Op::Advance { secs } => {
                     now += u32::from(secs);
                     let mut expired = Vec::new();
@@ -188,6 +255,16 @@ proptest! {
                 }
             }
             prop_assert_eq!(table.len(), model.len());
+            // Every pod's count is a recount of its live flows (check_invariants below also
+            // sees that no pod without flows keeps an entry).
+            for pod in 0..PODS {
+                let pod = Ipv4Addr::new(10, 10, 1, pod);
+                prop_assert_eq!(table.pod_flows(pod), pod_count(&model, pod), "count of {}", pod);
+            }
+            prop_assert_eq!(
+                table.pods(),
+                model.iter().map(|(_, f, _)| f.pod).collect::<HashSet<_>>().len()
+            );
             // Reverse lookup always finds the forward entry, and both find the model's flow.
             for (id, flow, _) in &model {
                 prop_assert_eq!(table.lookup_inside(&flow.inside_key()), Some(*id));
@@ -310,7 +387,7 @@ proptest! {
 
     #[test]
     fn translate_then_reverse_is_identity(specs in proptest::collection::vec(spec(), 1..40)) {
-        let mut nat = Nat::new(&NatParams { port_range: 20000..=20100, max_flows: 1024, timeouts: Timeouts::default() }, 3).unwrap();
+        let mut nat = Nat::new(&NatParams { port_range: 20000..=20100, max_flows: 1024, ..NatParams::default() }, 3).unwrap();
         let mut seen: HashMap<(Proto, Ipv4Addr, Ipv4Addr, u16, u16), FlowId> = HashMap::new();
         let now = Instant::from_secs(1);
         for s in specs {

@@ -9,6 +9,15 @@
 //! - The first [`WHEEL_SLOTS`] entries of the slab are the sentinels of a hashed timer wheel
 //!   with one-second slots. Every flow sits in exactly one slot's circular list, which makes
 //!   unlinking O(1) without storing the slot.
+//! - `pods` counts the live flows of each pod (inner source address) for
+//!   [`NatParams::max_flows_per_pod`]: a 4-byte key, a 4-byte count and a control byte per
+//!   pod with live flows, nothing per flow. A pod has an entry exactly while it has live
+//!   flows. The map has room for `POD_MAP_START` pods from the start and never shrinks, so
+//!   with a steady number of pods the packet path does not allocate (and when it must grow
+//!   and cannot, the new flow is refused as [`NatError::OutOfMemory`], not a crash). Counts
+//!   change in one place each way: `insert` (a created or a newly installed flow) and
+//!   `release` (removal and expiry); an install that refreshes a flow keeps its pod, and so
+//!   its count.
 //!
 //! Expiry is lazy: a packet only moves a flow's deadline forward; the flow stays in the slot
 //! it was linked into, which is never later than its deadline. When the wheel reaches that
@@ -20,12 +29,15 @@
 //! Invariants (checked by the property tests):
 //! - every live flow is in both indexes, exactly once, and in exactly one wheel slot;
 //! - no two live flows share an outside key, so a reply always finds one flow;
-//! - the wheel slot a flow is linked into is not later than its deadline.
+//! - the wheel slot a flow is linked into is not later than its deadline;
+//! - each pod's count is the number of its live flows, and only pods with live flows have one;
+//! - [`FlowTable::create`] never takes a pod past its share (installs from a peer may).
 
 use core::hash::BuildHasher;
 use core::net::Ipv4Addr;
 
 use foldhash::fast::FixedState;
+use hashbrown::HashMap;
 use smoltcp::time::{Duration, Instant};
 
 use super::flow::{Flow, FlowState, InsideKey, OutsideKey, Proto};
@@ -42,6 +54,10 @@ const FREE: u32 = u32::MAX;
 
 /// The largest `max_flows` the slab can index.
 pub const MAX_FLOWS_LIMIT: u32 = u32::MAX - WHEEL_SLOTS - 1;
+
+/// Pods the per-pod counts have room for from the start (about 18 KiB): a gateway serving up
+/// to this many pods at once never allocates on the packet path.
+const POD_MAP_START: u32 = 1024;
 
 /// Linux's `nf_nat_l4proto_unique_tuple` budget: up to 128 probes from a random offset, then
 /// rounds of half as many from new random offsets while a round has at least 16.
@@ -91,6 +107,8 @@ pub struct TableCounters {
     pub removed: u64,
     pub ports_exhausted: u64,
     pub table_full: u64,
+    /// New flows refused because their pod held its share ([`NatError::PodQuota`]).
+    pub pod_quota: u64,
     /// Flows the wheel looked at (expired or relinked): the cost of expiry.
     pub wheel_visits: u64,
 }
@@ -160,6 +178,9 @@ pub struct FlowTable {
     max_flows: u32,
     inside: Index,
     outside: Index,
+    /// Live flows per pod, keyed by the pod's address bits; no zero counts.
+    pods: HashMap<u32, u32, FixedState>,
+    max_per_pod: u32,
     hasher: FixedState,
     rng: Rng,
     port_lo: u16,
@@ -175,6 +196,8 @@ impl core::fmt::Debug for FlowTable {
         f.debug_struct("FlowTable")
             .field("live", &self.live)
             .field("max_flows", &self.max_flows)
+            .field("max_flows_per_pod", &self.max_per_pod)
+            .field("pods", &self.pods.len())
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
@@ -203,6 +226,9 @@ impl FlowTable {
         }
         let inside = Index::new(max_flows as usize)?;
         let outside = Index::new(max_flows as usize)?;
+        let mut pods = HashMap::with_hasher(hasher.clone());
+        pods.try_reserve(POD_MAP_START.min(max_flows) as usize)
+            .map_err(|_| NatError::OutOfMemory)?;
 
         Ok(FlowTable {
             entries,
@@ -211,6 +237,8 @@ impl FlowTable {
             max_flows,
             inside,
             outside,
+            pods,
+            max_per_pod: params.max_flows_per_pod.max(1),
             hasher,
             rng,
             port_lo: lo,
@@ -232,6 +260,22 @@ impl FlowTable {
 
     pub fn max_flows(&self) -> u32 {
         self.max_flows
+    }
+
+    /// One pod's share: [`NatParams::max_flows_per_pod`].
+    pub fn max_flows_per_pod(&self) -> u32 {
+        self.max_per_pod
+    }
+
+    /// Live flows whose inner source address is `pod`.
+    #[inline]
+    pub fn pod_flows(&self, pod: Ipv4Addr) -> u32 {
+        self.pods.get(&pod.to_bits()).copied().unwrap_or(0)
+    }
+
+    /// Pods with live flows.
+    pub fn pods(&self) -> usize {
+        self.pods.len()
     }
 
     pub fn counters(&self) -> TableCounters {
@@ -327,12 +371,20 @@ impl FlowTable {
     }
 
     /// Creates a flow for `key`: picks a NAT port and starts the flow in `state`.
+    ///
+    /// Refused, in this order, when the pod holds its share ([`NatError::PodQuota`]: its own
+    /// doing, even if the table is full too), when the table is full, and when no NAT port
+    /// is free toward the destination.
     pub fn create(
         &mut self,
         now: Instant,
         key: InsideKey,
         state: FlowState,
     ) -> Result<FlowId, NatError> {
+        if self.pod_flows(key.pod) >= self.max_per_pod {
+            self.counters.pod_quota += 1;
+            return Err(NatError::PodQuota);
+        }
         if self.live >= self.max_flows {
             self.counters.table_full += 1;
             return Err(NatError::TableFull);
@@ -341,6 +393,8 @@ impl FlowTable {
             self.lookup_inside(&key).is_none(),
             "create on an existing inside key"
         );
+        // Room for a new pod's count before anything changes, so `insert` cannot fail.
+        self.reserve_pod()?;
         let nat_port = self.allocate_port(&key)?;
         let deadline = secs(now).saturating_add(self.timeouts.get(key.proto, state));
         let id = self.insert(Flow::new(key, nat_port, state), deadline);
@@ -352,6 +406,10 @@ impl FlowTable {
     ///
     /// A flow with the same inside key is replaced when it holds the same NAT port (the
     /// peer's copy is newer); any other clash with a live flow is refused.
+    ///
+    /// The flow counts toward its pod's share but is never refused for it: the peer that
+    /// owns the floating IP admitted it, and refusing would break a live connection at
+    /// failover. A pod taken past its share this way opens no new flow until it is below.
     pub fn install(
         &mut self,
         now: Instant,
@@ -378,6 +436,7 @@ impl FlowTable {
             self.counters.table_full += 1;
             return Err(NatError::TableFull);
         }
+        self.reserve_pod()?;
         let id = self.insert(flow, deadline);
         self.counters.installed += 1;
         Ok(id)
@@ -534,7 +593,16 @@ impl FlowTable {
             .insert(self.hasher.hash_one(flow.outside_key()), id);
         self.link(id, deadline);
         self.live += 1;
+        // `reserve_pod` made room for a new pod: this never allocates.
+        *self.pods.entry(flow.pod.to_bits()).or_insert(0) += 1;
         FlowId(id)
+    }
+
+    /// Makes sure a new pod's count can be inserted without allocating: fails instead of
+    /// aborting when memory runs out. Free unless the map is at its capacity.
+    #[inline]
+    fn reserve_pod(&mut self) -> Result<(), NatError> {
+        self.pods.try_reserve(1).map_err(|_| NatError::OutOfMemory)
     }
 
     /// Removes the flow from both indexes and returns it.
@@ -547,12 +615,24 @@ impl FlowTable {
         flow
     }
 
+    /// Puts a flow's entry on the free list and takes the flow off its pod's count: the one
+    /// way out for every flow (removal and expiry).
     fn release(&mut self, id: u32) {
         let e = &mut self.entries[id as usize];
         e.prev = FREE;
         e.next = self.free;
         self.free = id;
         self.live -= 1;
+        // Every live flow's pod has a count (checked by `check_invariants`).
+        if let hashbrown::hash_map::Entry::Occupied(mut count) =
+            self.pods.entry(e.flow.pod.to_bits())
+        {
+            if *count.get() > 1 {
+                *count.get_mut() -= 1;
+            } else {
+                count.remove();
+            }
+        }
     }
 
     fn link(&mut self, id: u32, deadline: u32) {
@@ -641,13 +721,18 @@ impl FlowTable {
         assert_eq!(self.inside.len(), live.len());
         assert_eq!(self.outside.len(), live.len());
         let mut outside_keys = HashSet::new();
+        let mut per_pod = std::collections::HashMap::new();
         for &i in &live {
             let f = self.entries[i as usize].flow;
             assert_eq!(self.lookup_inside(&f.inside_key()), Some(FlowId(i)));
             assert_eq!(self.lookup_outside(&f.outside_key()), Some(FlowId(i)));
             let k = f.outside_key();
             assert!(outside_keys.insert((k.egress, k.remote, k.nat_port, k.remote_port, k.proto)));
+            *per_pod.entry(f.pod.to_bits()).or_insert(0u32) += 1;
         }
+        let counted: std::collections::HashMap<u32, u32> =
+            self.pods.iter().map(|(&pod, &n)| (pod, n)).collect();
+        assert_eq!(counted, per_pod, "per-pod counts differ from a recount");
     }
 }
 
@@ -659,7 +744,7 @@ mod tests {
         NatParams {
             port_range: ports,
             max_flows,
-            timeouts: Timeouts::default(),
+            ..NatParams::default()
         }
     }
 
@@ -881,6 +966,162 @@ mod tests {
         let c = t.create(at(0), key(40002, 53), FlowState::Open).unwrap();
         assert_eq!(c, a);
         t.check_invariants();
+    }
+
+    fn share(max_flows: u32, per_pod: u32) -> NatParams {
+        NatParams {
+            max_flows_per_pod: per_pod,
+            ..params(16384..=65535, max_flows)
+        }
+    }
+
+    fn of_pod(pod: u8, pod_port: u16) -> InsideKey {
+        InsideKey {
+            pod: Ipv4Addr::new(10, 10, 1, pod),
+            ..key(pod_port, 53)
+        }
+    }
+
+    #[test]
+    fn a_pod_at_its_share_is_refused_exactly_there() {
+        let mut t = FlowTable::new(&share(100, 3), 1).unwrap();
+        for p in 0..3 {
+            t.create(at(0), of_pod(5, 40000 + p), FlowState::Open)
+                .unwrap();
+        }
+        assert_eq!(t.pod_flows(Ipv4Addr::new(10, 10, 1, 5)), 3);
+        assert_eq!(
+            t.create(at(0), of_pod(5, 40003), FlowState::Open),
+            Err(NatError::PodQuota)
+        );
+        assert_eq!(t.counters().pod_quota, 1);
+        assert_eq!(t.counters().created, 3);
+        assert_eq!(t.len(), 3, "nothing created, nothing taken over");
+        assert!(t.lookup_inside(&of_pod(5, 40003)).is_none());
+        // Its live flows carry on.
+        let id = t.lookup_inside(&of_pod(5, 40000)).unwrap();
+        t.touch(id, at(1), FlowState::Open);
+        t.check_invariants();
+    }
+
+    #[test]
+    fn other_pods_are_unaffected_by_one_at_its_share() {
+        let mut t = FlowTable::new(&share(100, 2), 1).unwrap();
+        for p in 0..2 {
+            t.create(at(0), of_pod(5, 40000 + p), FlowState::Open)
+                .unwrap();
+        }
+        for p in 0..50 {
+            let _ = t.create(at(0), of_pod(5, 41000 + p), FlowState::Open);
+        }
+        assert_eq!(t.counters().pod_quota, 50);
+        for pod in 6..=9 {
+            for p in 0..2 {
+                t.create(at(0), of_pod(pod, 40000 + p), FlowState::Open)
+                    .unwrap();
+            }
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.pods(), 5);
+        // The same port of the same pod toward another destination is another flow.
+        let mut k = of_pod(6, 40000);
+        k.remote = Ipv4Addr::new(198, 51, 100, 99);
+        assert_eq!(t.create(at(0), k, FlowState::Open), Err(NatError::PodQuota));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn a_share_is_freed_by_removal_and_by_expiry() {
+        let pod = Ipv4Addr::new(10, 10, 1, 5);
+        let mut t = FlowTable::new(&share(100, 2), 1).unwrap();
+        let a = t.create(at(0), of_pod(5, 40000), FlowState::Open).unwrap();
+        let mut tcp = of_pod(5, 40001);
+        tcp.proto = Proto::Tcp;
+        let b = t.create(at(0), tcp, FlowState::TcpSynSent).unwrap();
+        assert_eq!(
+            t.create(at(0), of_pod(5, 40002), FlowState::Open),
+            Err(NatError::PodQuota)
+        );
+        t.remove(a);
+        assert_eq!(t.pod_flows(pod), 1);
+        let c = t.create(at(0), of_pod(5, 40002), FlowState::Open).unwrap();
+        // A reset closes the TCP flow soon; the UDP one idles out after 5 minutes.
+        t.touch(b, at(1), FlowState::TcpClosed);
+        assert_eq!(t.expire(at(11), |_| {}), 1);
+        assert_eq!(t.pod_flows(pod), 1);
+        t.create(at(11), of_pod(5, 40003), FlowState::Open).unwrap();
+        t.check_invariants();
+        let _ = c;
+        assert_eq!(t.expire(at(400), |_| {}), 2);
+        assert_eq!(t.pod_flows(pod), 0);
+        assert_eq!(t.pods(), 0, "no entry is kept for a pod without flows");
+        t.check_invariants();
+    }
+
+    #[test]
+    fn a_peers_flows_count_but_are_never_refused() {
+        let pod = Ipv4Addr::new(10, 10, 1, 5);
+        let mut master = FlowTable::new(&share(100, 10), 1).unwrap();
+        for p in 0..5 {
+            master
+                .create(at(0), of_pod(5, 40000 + p), FlowState::Open)
+                .unwrap();
+        }
+        // The backup's share is smaller: every flow of the master is installed anyway.
+        let mut backup = FlowTable::new(&share(100, 3), 2).unwrap();
+        for (flow, left) in master.export(at(0)) {
+            backup.install(at(0), flow, left).unwrap();
+        }
+        assert_eq!(backup.pod_flows(pod), 5);
+        assert_eq!(backup.counters().pod_quota, 0);
+        // A refresh of a flow it holds replaces it in place: still five.
+        for (flow, left) in master.export(at(10)) {
+            backup.install(at(10), flow, left).unwrap();
+        }
+        assert_eq!((backup.pod_flows(pod), backup.len()), (5, 5));
+        // Past its share, the pod opens no new flow here until it is below again.
+        assert_eq!(
+            backup.create(at(10), of_pod(5, 40100), FlowState::Open),
+            Err(NatError::PodQuota)
+        );
+        for p in 0..3 {
+            let id = backup.lookup_inside(&of_pod(5, 40000 + p)).unwrap();
+            backup.remove(id);
+        }
+        assert_eq!(backup.pod_flows(pod), 2);
+        backup
+            .create(at(10), of_pod(5, 40100), FlowState::Open)
+            .unwrap();
+        backup.check_invariants();
+    }
+
+    #[test]
+    fn a_pod_at_its_share_hears_pod_quota_even_when_the_table_is_full() {
+        let mut t = FlowTable::new(&share(4, 2), 1).unwrap();
+        for (pod, p) in [(5, 0), (5, 1), (6, 0), (6, 1)] {
+            t.create(at(0), of_pod(pod, 40000 + p), FlowState::Open)
+                .unwrap();
+        }
+        assert_eq!(
+            t.create(at(0), of_pod(5, 40002), FlowState::Open),
+            Err(NatError::PodQuota)
+        );
+        assert_eq!(
+            t.create(at(0), of_pod(7, 40000), FlowState::Open),
+            Err(NatError::TableFull)
+        );
+        assert_eq!((t.counters().pod_quota, t.counters().table_full), (1, 1));
+    }
+
+    #[test]
+    fn a_zero_share_is_taken_as_one() {
+        let mut t = FlowTable::new(&share(100, 0), 1).unwrap();
+        assert_eq!(t.max_flows_per_pod(), 1);
+        t.create(at(0), of_pod(5, 40000), FlowState::Open).unwrap();
+        assert_eq!(
+            t.create(at(0), of_pod(5, 40001), FlowState::Open),
+            Err(NatError::PodQuota)
+        );
     }
 
     #[test]

@@ -692,7 +692,6 @@ fn rewrite_quote(icmp: &mut [u8], q: &Quote, side: Side, addr: Ipv4Addr, port: u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::Timeouts;
     use crate::nat::checksum;
     use crate::nat::fixtures::*;
 
@@ -708,7 +707,7 @@ mod tests {
         let params = NatParams {
             port_range: ports,
             max_flows: 2 * PREFETCH_MIN_FLOWS as u32,
-            timeouts: Timeouts::default(),
+            ..NatParams::default()
         };
         Nat::new(&params, 42).unwrap()
     }
