@@ -471,8 +471,8 @@ fn toml_string(text: &str) -> String {
 
 /// The gateway config of `member`: both floating IPs with `member` preferred for its own,
 /// 100 ms adverts with preemption (multicast), the nodes' /28 allowed, flow sync with the
-/// other gateway, the API on its loopback.
-pub fn gateway_config(member: Member) -> String {
+/// other gateway sealed with `<workdir>/sync.key`, the API on its loopback.
+pub fn gateway_config(member: Member, workdir: &Path) -> String {
     let (me, other) = (member.address(), member.other().address());
     let mut text = format!(
         r#"[gateway]
@@ -509,7 +509,8 @@ garp_refresh = "60s"
     }
     text.push_str(&format!(
         "\n[nat]\nport_range = \"{NAT_PORT_RANGE}\"\n\n[sync]\nlisten = \"{me}:{SYNC_PORT}\"\n\
-         peers = [\"{other}:{SYNC_PORT}\"]\n\n[api]\nlisten = \"{API_LISTEN}\"\n"
+         peers = [\"{other}:{SYNC_PORT}\"]\nkey_file = {key}\n\n[api]\nlisten = \"{API_LISTEN}\"\n",
+        key = toml_string(&workdir.join(crate::SYNC_KEY).display().to_string()),
     ));
     text
 }
@@ -949,9 +950,10 @@ impl AgentLab {
         };
         lab.wire().context("building the agent lab")?;
         lab.mount_bpffs()?;
+        crate::write_sync_key(lab.workdir())?;
         for member in Member::BOTH {
             let path = lab.gateway_config_path(member);
-            fs::write(&path, gateway_config(member))
+            fs::write(&path, gateway_config(member, lab.workdir()))
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         for node in Node::BOTH {
@@ -2245,7 +2247,7 @@ mod tests {
 
     #[test]
     fn gateway_configs_prefer_each_gateway_for_one_address() {
-        let gw1 = gateway_config(Member::Gw1);
+        let gw1 = gateway_config(Member::Gw1, Path::new("/run/lab"));
         assert!(
             gw1.contains("address = \"192.168.50.100\"\nvrid = 10\npriority = 200"),
             "{gw1}"
@@ -2256,7 +2258,7 @@ mod tests {
         );
         assert!(gw1.contains("listen = \"192.168.50.11:4801\""), "{gw1}");
         assert!(gw1.contains("peers = [\"192.168.50.12:4801\"]"), "{gw1}");
-        let gw2 = gateway_config(Member::Gw2);
+        let gw2 = gateway_config(Member::Gw2, Path::new("/run/lab"));
         assert!(
             gw2.contains("address = \"192.168.50.100\"\nvrid = 10\npriority = 100"),
             "{gw2}"

@@ -146,6 +146,9 @@ pub struct HaConfig {
     pub unicast: bool,
     /// A `[sync]` table in both configs.
     pub sync: bool,
+    /// The sync seals its datagrams with a key the lab writes (`[sync].key_file`); false
+    /// runs it unauthenticated, as a gateway without a key does.
+    pub sync_key: bool,
 }
 
 impl Default for HaConfig {
@@ -157,6 +160,7 @@ impl Default for HaConfig {
             preempt: true,
             unicast: false,
             sync: true,
+            sync_key: true,
         }
     }
 }
@@ -178,16 +182,26 @@ impl HaConfig {
         self.advert_interval * 3 + self.skew_time(member)
     }
 
-    /// The config file of `member`.
-    pub fn gateway_config(&self, member: Member) -> String {
+    /// The config file of `member`; its sync key, when it has one, is `<workdir>/sync.key`.
+    pub fn gateway_config(&self, member: Member, workdir: &Path) -> String {
         let (me, other) = (member.address(), member.other().address());
         let peers = if self.unicast {
             format!("\"{other}\"")
         } else {
             String::new()
         };
+        let key = if self.sync_key {
+            format!(
+                "key_file = \"{}\"\n",
+                workdir.join(crate::SYNC_KEY).display()
+            )
+        } else {
+            String::new()
+        };
         let sync = if self.sync {
-            format!("\n[sync]\nlisten = \"{me}:{SYNC_PORT}\"\npeers = [\"{other}:{SYNC_PORT}\"]\n")
+            format!(
+                "\n[sync]\nlisten = \"{me}:{SYNC_PORT}\"\npeers = [\"{other}:{SYNC_PORT}\"]\n{key}"
+            )
         } else {
             String::new()
         };
@@ -537,10 +551,13 @@ impl HaLab {
             gw2,
             base,
         };
+        if lab.config.sync && lab.config.sync_key {
+            crate::write_sync_key(lab.base.workdir())?;
+        }
         for member in Member::BOTH {
             let path = lab.config_path(member);
-            fs::write(&path, lab.config.gateway_config(member))
-                .with_context(|| format!("writing {}", path.display()))?;
+            let text = lab.config.gateway_config(member, lab.base.workdir());
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(lab)
     }
@@ -1472,8 +1489,9 @@ mod tests {
             unicast: true,
             ..HaConfig::default()
         };
-        let gw2 = config.gateway_config(Member::Gw2);
+        let gw2 = config.gateway_config(Member::Gw2, Path::new("/run/lab"));
         assert!(gw2.contains("name = \"gw2\""), "{gw2}");
+        assert!(gw2.contains("key_file = \"/run/lab/sync.key\""), "{gw2}");
         assert!(gw2.contains("priority = 100"), "{gw2}");
         assert!(gw2.contains("peers = [\"192.168.50.11\"]"), "{gw2}");
         assert!(gw2.contains("listen = \"192.168.50.12:4801\""), "{gw2}");
@@ -1483,7 +1501,7 @@ mod tests {
             sync: false,
             ..HaConfig::default()
         }
-        .gateway_config(Member::Gw1);
+        .gateway_config(Member::Gw1, Path::new("/run/lab"));
         assert!(multicast.contains("peers = []"), "{multicast}");
         assert!(!multicast.contains("[sync]"), "{multicast}");
         let keepalived = config.keepalived_config(150);

@@ -38,6 +38,34 @@ use std::{fmt::Display, ops::RangeInclusive, str::FromStr, time::Instant};
 
 use anyhow::{Context as _, Result};
 
+/// The name of the lab's flow sync key file in a work directory.
+pub const SYNC_KEY: &str = "sync.key";
+
+/// Writes a fresh sync key into `dir` as every gateway's `[sync].key_file` wants it: 32
+/// random bytes, readable by its owner alone. Returns its path.
+///
+/// # Errors
+///
+/// When the file cannot be written.
+pub fn write_sync_key(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(SYNC_KEY);
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut r| std::io::Read::read_exact(&mut r, &mut key))
+        .context("reading /dev/urandom")?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&key))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// Fails the calling test unless it runs as root (effective uid 0).
 ///
 /// # Panics

@@ -8,8 +8,10 @@
 //!
 //! - With `[election].peers` (100 ms adverts, gw1 master at priority 200): the stranger at
 //!   priority 254 and Max Adver Int 4095 cs, by multicast and unicast to the master, with
-//!   and without the floating IP; adverts spoofing gw2 without the floating IP; adverts
-//!   spoofing gw2 at a lower priority (the master reasserts); priority 0 spoofing gw1 to gw2
+//!   and without the floating IP; adverts spoofing gw2 at priority 254 (refused as
+//!   `unverified`: gw2 announces its priority over the sealed flow sync); adverts spoofing
+//!   gw2 at its own priority, without the floating IP (refused) and with it (a lower
+//!   advert: the master reasserts); priority 0 spoofing gw1 to gw2
 //!   (gw2 may take over after Skew_Time; gw1 reasserts at once). Throughout, the master's
 //!   `/status` stays master — sampled while each attack runs and read again from a
 //!   snapshot taken after it ended — with no transition at all, each refusal is counted
@@ -482,6 +484,19 @@ fn with_peers_a_stranger_never_takes_the_floating_ip_from_the_master() -> Result
             vec![],
             vec![],
         ),
+        // gw2 announces its priority (100) over the sealed sync: an advert in its name at
+        // any other priority is not gw2's.
+        (
+            Attack::new(
+                "spoofing gw2 at priority 254, unicast to the master",
+                GW2_ADDRESS,
+                To::Unicast(gw1),
+                254,
+                10,
+            ),
+            vec![("unverified", n)],
+            vec![],
+        ),
         (
             Attack::new(
                 "spoofing gw2 at priority 254 without the floating IP, unicast to the master",
@@ -491,15 +506,28 @@ fn with_peers_a_stranger_never_takes_the_floating_ip_from_the_master() -> Result
                 10,
             )
             .without_floating_ip(),
+            vec![("unverified", n)],
+            vec![],
+        ),
+        (
+            Attack::new(
+                "spoofing gw2 at its own priority without the floating IP, unicast to the \
+                 master",
+                GW2_ADDRESS,
+                To::Unicast(gw1),
+                100,
+                10,
+            )
+            .without_floating_ip(),
             vec![("address_mismatch", n)],
             vec![],
         ),
         (
             Attack::new(
-                "spoofing gw2 at a lower priority, unicast to the master",
+                "spoofing gw2 at its own priority, unicast to the master",
                 GW2_ADDRESS,
                 To::Unicast(gw1),
-                50,
+                100,
                 10,
             ),
             vec![],
@@ -532,7 +560,7 @@ fn with_peers_a_stranger_never_takes_the_floating_ip_from_the_master() -> Result
         );
         refusals(gw1, attack, &before[0], &after[0], at_gw1)?;
         refusals(gw2, attack, &before[1], &after[1], at_gw2)?;
-        if attack.priority < 200 {
+        if attack.priority < 200 && at_gw1.is_empty() {
             // A lower advert at the master: it reasserts, at most once per 100 ms, with a
             // fresh gratuitous ARP each time: about 20 in these 2 s, against 2 s / 1 s of
             // an undisturbed burst (none at all once the first burst is over).
