@@ -1,5 +1,16 @@
 //! Layer-2 addresses the data path needs and learns itself, without the host's kernel:
 //! the next hop's MAC (resolved by our own ARP) and, per node, the MACs that reach it.
+//!
+//! A node's binding is what replies are sent to, so any host that can send a frame with a
+//! node's address must not be able to move it. A node is bound to the MACs of its first
+//! frame; from then on its outer MAC changes only once this gateway has confirmed the new
+//! one: a frame from another MAC is refused and the node *probed* — a broadcast ARP
+//! request for its address, at most every [`PROBE_EVERY`] per node and
+//! [`PROBES_PER_SECOND`] in all — and after [`PROBE_WAIT`] the answers decide: only the
+//! bound MAC confirms the binding, only another one moves it there, several keep it (a
+//! conflict: someone else claims the address). A node outside our subnet must come from
+//! our next hop's MAC, which our own ARP resolves. The tunnel device MAC is taken only from
+//! frames of the bound outer MAC, and a peer's record never replaces a confirmed binding.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -158,7 +169,7 @@ pub enum Learned {
 impl Nodes {
     /// A frame from `address` carried `seen`. `expected` is the outer MAC it must come
     /// from when that is known without asking (a node behind our next hop); otherwise a
-    /// node whose outer MAC is not the bound one is probed (see [`Probe`]).
+    /// node whose outer MAC is not the bound one is probed (an ARP request; see the module doc).
     pub fn observe(
         &mut self,
         now: Instant,

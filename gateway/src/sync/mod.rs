@@ -8,7 +8,23 @@
 //! [`wants_full_table`](Sync::wants_full_table) with
 //! [`queue_resync`](Sync::queue_resync) and a table export, sends what
 //! [`poll`](Sync::poll) returns and sleeps until [`poll_at`](Sync::poll_at). The epoch
-//! (a random boot id, never 0) is chosen by the shell.
+//! (a random boot id, never 0) and the keys are chosen by the shell.
+//!
+//! # Who is heard
+//!
+//! Flow state decides which outside packets reach which pod, so only the gateways of the
+//! group may write it, and nothing they said before may be said again:
+//! - with [`Keys`], every datagram is sealed ([`seal`]: XChaCha20-Poly1305, header
+//!   authenticated, body encrypted); one that does not open is refused (`auth`);
+//! - a datagram is acted on only when it is *fresh* (`session.rs`): it echoes the token this
+//!   gateway holds for its sender, which changes whenever either side restarts, and its
+//!   counter was not seen before. So an epoch change (a peer's restart) is only ever taken
+//!   from a fresh, authenticated datagram, and no state is kept on disk. Not-fresh
+//!   datagrams are answered with a heartbeat that echoes their token (rate-limited), which
+//!   is how two gateways that know nothing of each other confirm each other in one round
+//!   trip each way;
+//! - a peer's ResyncRequests are honoured at most once a heartbeat (at once after it
+//!   restarted), so nothing a peer sends can make this gateway stream its table in a loop.
 //!
 //! # Protocol
 //!
@@ -37,9 +53,9 @@
 //!   and supersedes everything before it: a receiver skips straight to it, whatever it
 //!   was missing. The receiver reports where a resync begins and ends
 //!   ([`Sync::resync_marks`]) so the shell can drop the flows the peer no longer has.
-//! - **Restarts.** A new epoch in a peer's batches or heartbeats means the peer restarted:
-//!   its new stream is followed from seq 1 (a gap up to its first seq is nacked; if the
-//!   peer cannot replay it, it resyncs), and late datagrams of the old stream are ignored.
+//! - **Restarts.** A new epoch in a peer's fresh datagram means the peer restarted: its
+//!   new stream is followed from seq 1 (a gap up to its first seq is nacked; if the peer
+//!   cannot replay it, it resyncs), and datagrams of the old stream are never fresh again.
 //!   A gateway that has not yet received a peer's table (always the case right after
 //!   [`Sync::new`]) asks for it every `heartbeat` until a resync starts arriving.
 //!
@@ -57,15 +73,18 @@
 //!   allocated per change: changes are written straight into batch buffers, which are
 //!   reused.
 //!
-//! What the shell must add:
+//! What the shell must add (`io::sync` with the data path's `apply_peer` and
+//! `peer_resync_begin`/`_end`):
 //! - Changes applied from a peer are not queued again: every gateway streams only what it
 //!   changed itself.
-//! - A full resync carries the sender's whole table, flows it learned from other gateways
-//!   included, and those may be behind. Apply a peer's change only when that peer is
-//!   master of the flow's egress IP (a restarted gateway is backup, so it takes its
-//!   flows back from whoever held its addresses meanwhile).
+//! - Apply a peer's change only when it is sane: its egress IP is not one this gateway
+//!   owns, and that peer (known by the election address every datagram names,
+//!   [`Sync::peer_primary`]) is its master as far as the election knows; its fields within
+//!   this gateway's config (allowed sources, port range, timeouts).
 //! - To drop the flows a peer deleted while its stream could not be replayed, sweep at
 //!   the end of its resync ([`Sync::resync_marks`]).
+//! - Hand the peers' election claims ([`Sync::peer_claims`]) to the election only when the
+//!   sync is sealed: unauthenticated, they could be forged.
 
 pub mod seal;
 pub mod wire;

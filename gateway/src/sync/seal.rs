@@ -13,7 +13,7 @@
 //! a new key is rolled out; the shell counts its use.
 //!
 //! Nothing here decides freshness: replayed datagrams open fine. The session tokens and
-//! the replay window of [`super::session`] refuse them.
+//! the replay window of the `session` module refuse them.
 
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
