@@ -292,15 +292,7 @@ impl Election {
     /// When the body is not JSON or lacks the floating IP.
     pub fn parse(status: &str) -> Result<Self> {
         let status: Value = serde_json::from_str(status).context("/status is not JSON")?;
-        let floating = FLOATING_IP.to_string();
-        let entry = status
-            .get("floating_ips")
-            .and_then(Value::as_array)
-            .and_then(|ips| {
-                ips.iter()
-                    .find(|ip| ip.get("address").and_then(Value::as_str) == Some(&floating))
-            })
-            .with_context(|| format!("/status lists no floating IP {floating}"))?;
+        let entry = floating_ip_status(&status)?;
         let FloatingIpRole {
             state,
             owned,
@@ -336,6 +328,23 @@ impl Election {
     pub fn is_master(&self) -> bool {
         self.state == "master" && self.owned
     }
+}
+
+/// The lab floating IP's entry in a gateway's `/status` (parsed).
+///
+/// # Errors
+///
+/// When the status lists no such floating IP.
+pub fn floating_ip_status(status: &Value) -> Result<&Value> {
+    let floating = FLOATING_IP.to_string();
+    status
+        .get("floating_ips")
+        .and_then(Value::as_array)
+        .and_then(|ips| {
+            ips.iter()
+                .find(|ip| ip.get("address").and_then(Value::as_str) == Some(&floating))
+        })
+        .with_context(|| format!("/status lists no floating IP {floating}"))
 }
 
 /// A floating IP as one gateway's `/status` shows it (of many, see [`parse_roles`]).

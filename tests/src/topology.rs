@@ -659,6 +659,22 @@ impl GatewayLab {
         gateway.stop()
     }
 
+    /// Stops the gateway with SIGTERM and checks that it exited with status 0.
+    ///
+    /// # Errors
+    ///
+    /// When it was not running, or exited otherwise (with the end of its log).
+    pub fn stop_gateway_cleanly(&mut self) -> Result<Stopped> {
+        let stopped = self.stop_gateway()?;
+        ensure!(
+            stopped.status.code() == Some(0),
+            "egret-gateway exited with {} after SIGTERM\n--- gateway log (end) ---\n{}",
+            stopped.status,
+            stopped.log
+        );
+        Ok(stopped)
+    }
+
     /// `GET http://<[api].listen><path>` from inside the gw namespace.
     ///
     /// # Errors

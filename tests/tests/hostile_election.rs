@@ -86,15 +86,7 @@ fn unix_ms(ms: u64) -> SystemTime {
 impl Seen {
     fn parse(body: &str) -> Result<Self> {
         let status: Value = serde_json::from_str(body).context("/status is not JSON")?;
-        let floating = FLOATING_IP.to_string();
-        let ip = status
-            .get("floating_ips")
-            .and_then(Value::as_array)
-            .and_then(|ips| {
-                ips.iter()
-                    .find(|ip| ip.get("address").and_then(Value::as_str) == Some(&floating))
-            })
-            .with_context(|| format!("/status lists no floating IP {floating}"))?;
+        let ip = egret_lab::ha::floating_ip_status(&status)?;
         let number = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
         Ok(Self {
             taken: unix_ms(number(status.get("taken_unix_ms"))),
