@@ -3,7 +3,7 @@
 //! order), per change, against the NAT's own cost of setting a new flow up (`nat` bench,
 //! `new_flow`). A new flow is one to a few changes (created, new TCP states, expired).
 //! `sync` speaks in clear (no `[sync].key_file`), `sync_sealed` seals every datagram with
-//! XChaCha20-Poly1305. Run: `cargo bench -p egret-gateway --bench sync`.
+//! AES-256-GCM. Run: `cargo bench -p egret-gateway --bench sync`.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -14,7 +14,7 @@
 //!
 //! Flow state decides which outside packets reach which pod, so only the gateways of the
 //! group may write it, and nothing they said before may be said again:
-//! - with [`Keys`], every datagram is sealed ([`seal`]: XChaCha20-Poly1305, header
+//! - with [`Keys`], every datagram is sealed ([`seal`]: AES-256-GCM, header
 //!   authenticated, body encrypted); one that does not open is refused (`auth`);
 //! - a datagram is acted on only when it is *fresh* (`session.rs`): it echoes the token this
 //!   gateway holds for its sender, which changes whenever either side restarts, and its
@@ -363,7 +363,7 @@ pub struct Sync {
     counters: Counters,
     /// The latest time handed in.
     now: Instant,
-    /// The counter of the last datagram sent: the AEAD nonce with the epoch.
+    /// The counter of the last datagram sent: the AEAD nonce (under the epoch's key).
     sent: u64,
     /// This gateway's election priorities, announced in heartbeats.
     claims: Vec<[u8; 2]>,
@@ -487,8 +487,8 @@ impl Sync {
                 return;
             }
         };
-        let plain: &[u8] = match (&self.keys, header.suite) {
-            (Some(keys), wire::Suite::XChaCha20Poly1305) => {
+        let plain: &[u8] = match (&mut self.keys, header.suite) {
+            (Some(keys), wire::Suite::Aes256Gcm) => {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(bytes);
                 match keys.open(&mut self.scratch) {
@@ -639,7 +639,7 @@ impl Sync {
             claims: &self.claims,
         };
         let suite = if self.keys.is_some() {
-            wire::Suite::XChaCha20Poly1305
+            wire::Suite::Aes256Gcm
         } else {
             wire::Suite::None
         };
@@ -687,7 +687,7 @@ impl Sync {
                     primary: self.primary,
                 };
                 wire::set_session(datagram, suite, &session);
-                if let Some(keys) = &self.keys {
+                if let Some(keys) = &mut self.keys {
                     keys.seal(datagram);
                 }
                 self.counters.datagrams_sent += 1;

@@ -14,10 +14,10 @@
 //! 44 |                          reserved (0)                         |
 //! ```
 //!
-//! then the body by kind, then, when `suite` is 1 (XChaCha20-Poly1305, [`super::seal`]),
+//! then the body by kind, then, when `suite` is 1 (AES-256-GCM, [`super::seal`]),
 //! the 16-byte tag: the header is authenticated, the body encrypted. Suite 0 carries no
-//! tag and is only spoken between gateways configured without a key. The epoch and counter
-//! are the AEAD nonce; the token and echo bind a datagram to the receiver's current session
+//! tag and is only spoken between gateways configured without a key. The epoch picks the
+//! sender's key and the counter is the nonce; the token and echo bind a datagram to the receiver's current session
 //! with the sender ([`super::session`]), so a datagram recorded before either side
 //! restarted is never fresh again.
 //!
@@ -109,7 +109,8 @@ pub const NACK_LEN: usize = field::NACK_TO.end;
 pub const HEARTBEAT_LEN: usize = field::CLAIMS;
 /// Length of a ResyncRequest.
 pub const RESYNC_REQUEST_LEN: usize = field::STREAM_EPOCH.end;
-/// The header bytes that make the AEAD nonce: epoch and counter.
+/// The header bytes that choose the AEAD key and nonce: the epoch (the sender's key) and the
+/// counter (the nonce).
 pub const NONCE_FIELDS: core::ops::Range<usize> = 8..24;
 
 mod field {
@@ -223,8 +224,8 @@ impl SyncWireError {
 pub enum Suite {
     /// Not at all: gateways without a sync key.
     None = 0,
-    /// Sealed with XChaCha20-Poly1305 under the group's key; a 16-byte tag follows.
-    XChaCha20Poly1305 = 1,
+    /// Sealed with AES-256-GCM under a key of the group; a 16-byte tag follows.
+    Aes256Gcm = 1,
 }
 
 /// The fields that bind a datagram to a session, written when it is sent.
@@ -355,7 +356,7 @@ impl Header {
         }
         let suite = match packet.suite() {
             0 => Suite::None,
-            1 => Suite::XChaCha20Poly1305,
+            1 => Suite::Aes256Gcm,
             _ => return Err(SyncWireError::Field),
         };
         Ok(Header {
@@ -1034,7 +1035,7 @@ mod tests {
             echo: 0x2122_2324_2526_2728,
             primary: Ipv4Addr::new(192, 168, 1, 11),
         };
-        set_session(&mut d, Suite::XChaCha20Poly1305, &session);
+        set_session(&mut d, Suite::Aes256Gcm, &session);
         assert_eq!(d[6], 1);
         assert_eq!(d[16..24], [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(d[24..32], [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18]);
@@ -1043,9 +1044,9 @@ mod tests {
         assert_eq!(d[d.len() - 8..], RESYNC_REQUEST[48..]);
         let (h, m) = Message::parse(&d).expect("valid");
         assert_eq!(h.session, session);
-        assert_eq!(h.suite, Suite::XChaCha20Poly1305);
+        assert_eq!(h.suite, Suite::Aes256Gcm);
         assert_eq!(m, Message::ResyncRequest { stream_epoch: 0 });
-        // The nonce is the epoch and the counter.
+        // The key is the epoch's, the nonce the counter.
         assert_eq!(d[NONCE_FIELDS][..8], EPOCH.to_be_bytes());
         assert_eq!(d[NONCE_FIELDS][8..], session.counter.to_be_bytes());
     }
