@@ -160,7 +160,8 @@ impl PeerCounters {
     }
 }
 
-/// The most flows a peer's full resync can mention; a resync beyond it is not swept.
+/// The most flows a peer's full resync can mention (and at most `[nat].max_flows`); a
+/// resync beyond it is not swept.
 const SWEEP_LIMIT: usize = 1 << 24;
 
 /// The data path's side of the sync.
@@ -371,12 +372,14 @@ impl Datapath {
 
     /// Notes that the resync under way from `from`, if any, mentions `flow`.
     fn mention(&mut self, from: Ipv4Addr, flow: &Flow) {
+        // No table holds more: a resync mentioning more flows is not one to sweep by.
+        let limit = SWEEP_LIMIT.min(self.nat.table().max_flows() as usize);
         let Some(peers) = &mut self.peers else {
             return;
         };
         if let Some((_, seen)) = peers.resyncs.iter_mut().find(|(p, _)| *p == from) {
             match seen {
-                Some(set) if set.len() < SWEEP_LIMIT => {
+                Some(set) if set.len() < limit => {
                     set.insert(flow.inside_key());
                 }
                 _ => *seen = None,
