@@ -700,7 +700,11 @@ fn forged_and_replayed_sync_datagrams_change_nothing_on_the_master() -> Result<(
         .arg(FLOOD_BATCHES.to_string())
     };
 
-    let start = [lab.snapshot(gw1)?, lab.snapshot(gw2)?];
+    // Snapshots newer than anything done so far: the figures no forgery may move.
+    let start = [
+        lab.snapshot_after(gw1, SystemTime::now())?,
+        lab.snapshot_after(gw2, SystemTime::now())?,
+    ];
     let attacks = vec![
         Forgery::new(
             "recorded gw2 → gw1, replayed",
@@ -1329,7 +1333,12 @@ fn a_full_resync_sweeps_the_flows_the_master_closed_while_the_sync_was_cut() -> 
     lab.wait_snapshot(gw2, "the doomed connections installed", SETTLE, |s| {
         s.grew(&held, "/flows/live") >= doomed_u64
     })?;
-    let live = lab.snapshot(gw1)?.count("/flows/live");
+    // gw1 publishes its status every 250 ms: wait for one that holds them all.
+    let live = lab
+        .wait_snapshot(gw1, "the doomed connections' flows", SETTLE, |s| {
+            s.count("/flows/live") >= u64::from(survivors) + doomed_u64
+        })?
+        .count("/flows/live");
 
     // The outage: gw2's namespace drops the sync both ways.
     let cut = NftTable::add(
@@ -1362,6 +1371,8 @@ fn a_full_resync_sweeps_the_flows_the_master_closed_while_the_sync_was_cut() -> 
     let sent = churn.stop(Duration::from_secs(2))?;
     let churned = churned?;
     let churn_time = churn_started.elapsed();
+    // Every one of them, with its 1 s timeout: one linked behind the expiry wheel's cursor
+    // would stay a whole turn of the wheel (4096 s).
     lab.wait_snapshot(gw1, "the churn's flows expired", SETTLE, |s| {
         s.count("/flows/live") + doomed_u64 <= live
     })?;
