@@ -30,6 +30,7 @@
 //! survived.
 
 mod capture;
+mod snapshot;
 mod traffic;
 
 use std::{
@@ -50,6 +51,7 @@ pub use self::{
         Arp, Capture, Frame, Ipv4Summary, Mac, PROTOCOL_VRRP, arp_request, format_mac, parse_mac,
         sent_by,
     },
+    snapshot::{COUNTERS_LAG, NodeEntry, Snapshot},
     traffic::{
         EchoServer, FlowSet, FlowState, Messenger, MessengerReport, Ticker, UdpFlows, endpoint,
     },
@@ -149,6 +151,9 @@ pub struct HaConfig {
     /// The sync seals its datagrams with a key the lab writes (`[sync].key_file`); false
     /// runs it unauthenticated, as a gateway without a key does.
     pub sync_key: bool,
+    /// More `[nat]` keys for both gateways, each a key and its TOML value as written
+    /// (`("udp_timeout", "\"2s\"")`), after the lab's `port_range`.
+    pub nat: Vec<(String, String)>,
 }
 
 impl Default for HaConfig {
@@ -161,6 +166,7 @@ impl Default for HaConfig {
             unicast: false,
             sync: true,
             sync_key: true,
+            nat: Vec::new(),
         }
     }
 }
@@ -205,6 +211,11 @@ impl HaConfig {
         } else {
             String::new()
         };
+        let nat: String = self
+            .nat
+            .iter()
+            .map(|(key, value)| format!("{key} = {value}\n"))
+            .collect();
         format!(
             r#"[gateway]
 name = "{name}"
@@ -230,7 +241,7 @@ vrid = {VRID}
 
 [nat]
 port_range = "{NAT_PORT_RANGE}"
-{sync}
+{nat}{sync}
 [api]
 listen = "{API_LISTEN}"
 "#,
@@ -1506,6 +1517,15 @@ mod tests {
         assert!(gw2.contains("listen = \"192.168.50.12:4801\""), "{gw2}");
         assert!(gw2.contains("peers = [\"192.168.50.11:4801\"]"), "{gw2}");
         assert!(gw2.contains("advert_interval = \"100ms\""), "{gw2}");
+        let short = HaConfig {
+            nat: vec![("udp_timeout".into(), "\"2s\"".into())],
+            ..HaConfig::default()
+        }
+        .gateway_config(Member::Gw1, Path::new("/run/lab"));
+        assert!(
+            short.contains("port_range = \"40000-60000\"\nudp_timeout = \"2s\"\n"),
+            "{short}"
+        );
         let multicast = HaConfig {
             sync: false,
             ..HaConfig::default()

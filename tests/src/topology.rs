@@ -43,7 +43,7 @@ use std::{
         mpsc::{self, Receiver, RecvTimeoutError},
     },
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -1313,6 +1313,30 @@ impl Background {
     }
 }
 
+impl Background {
+    /// Stops it (SIGTERM, SIGKILL after `grace`) and returns what it left: a process that
+    /// runs until told to stop, and then reports.
+    ///
+    /// # Errors
+    ///
+    /// When it was already waited for.
+    pub fn stop(mut self, grace: Duration) -> Result<Finished> {
+        let mut child = self.child.take().context("already waited for")?;
+        let (status, _, _) = terminate(&mut child, grace)?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        let stdout = self.lines.iter().collect();
+        Ok(Finished {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take()
@@ -1330,6 +1354,106 @@ pub struct Finished {
     /// Its stdout lines not yet read with [`Background::line`].
     pub stdout: Vec<String>,
     pub stderr: String,
+}
+
+/// A generator script of the lab (`tests/scripts`) running in the background. It prints
+/// what it is about to send, then `ready` just before its first packet leaves, and at the
+/// end `sent N ... last T`: how many it sent, and T the wall-clock time (Unix seconds) its
+/// last one left.
+pub struct Generator {
+    background: Background,
+    what: String,
+    /// The lines it printed before `ready`.
+    pub preamble: Vec<String>,
+}
+
+/// What a [`Generator`] reported at its end.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Packets sent.
+    pub count: u64,
+    /// When the last one left.
+    pub last: SystemTime,
+    /// Every line it printed after `ready`.
+    pub lines: Vec<String>,
+}
+
+impl Generator {
+    /// Spawns `command` and returns once it printed `ready` (importing scapy takes a
+    /// while); `what` names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot start, or ends or says nothing for 30 s before `ready`.
+    pub fn start(command: &mut Command, what: &str) -> Result<Self> {
+        let mut background = Background::spawn(command)?;
+        let mut preamble = Vec::new();
+        loop {
+            match background.line(Duration::from_secs(30))? {
+                Some(line) if line == "ready" => break,
+                Some(line) => preamble.push(line),
+                None => {
+                    let finished = background.wait(Duration::from_secs(5))?;
+                    bail!(
+                        "`{what}` ended before it was ready ({}): {preamble:?} {}",
+                        finished.status,
+                        finished.stderr.trim()
+                    );
+                }
+            }
+        }
+        Ok(Self {
+            background,
+            what: what.to_owned(),
+            preamble,
+        })
+    }
+
+    /// Waits for it to end by itself, within `timeout`, and reads its report.
+    ///
+    /// # Errors
+    ///
+    /// When it fails, runs longer, or reports no `sent N ... last T`.
+    pub fn finish(self, timeout: Duration) -> Result<Sent> {
+        let done = self.background.wait(timeout)?;
+        let report = done
+            .stdout
+            .iter()
+            .find_map(|line| parse_sent(line))
+            .filter(|_| done.status.success());
+        let Some((count, last)) = report else {
+            bail!(
+                "`{}`: {} {:?} {}",
+                self.what,
+                done.status,
+                done.stdout,
+                done.stderr.trim()
+            );
+        };
+        Ok(Sent {
+            count,
+            last,
+            lines: done.stdout,
+        })
+    }
+}
+
+/// `sent N ... last T` (other words between): N and T.
+fn parse_sent(line: &str) -> Option<(u64, SystemTime)> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("sent") {
+        return None;
+    }
+    let count = words.next()?.parse().ok()?;
+    let seconds: f64 = words
+        .skip_while(|word| *word != "last")
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((
+        count,
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds),
+    ))
 }
 
 /// Runs `command` to completion within `timeout` and returns its stdout.
@@ -1847,6 +1971,19 @@ mod tests {
         assert!(!all_floating_ips_master(backup));
         assert!(!all_floating_ips_master(r#"{"floating_ips":[]}"#));
         assert!(!all_floating_ips_master("not json"));
+    }
+
+    #[test]
+    fn generator_reports() {
+        let (count, last) = parse_sent("sent 300 rounds 2 last 1700000000.250000").expect("report");
+        assert_eq!(count, 300);
+        assert_eq!(
+            last,
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250)
+        );
+        assert_eq!(parse_sent("sent 3 last 12.5").map(|(n, _)| n), Some(3));
+        assert!(parse_sent("sent udp:1 3").is_none());
+        assert!(parse_sent("expect auth 3").is_none());
     }
 
     #[test]

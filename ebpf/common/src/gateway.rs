@@ -77,7 +77,10 @@ pub struct OutKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutValue {
     pub nat_port: [u8; 2],
-    pub pad: [u8; 6],
+    /// The MAC the node's frames come from (its binding): a frame of the flow from any
+    /// other MAC is left to user space, which refuses it, whatever its outer source address
+    /// says.
+    pub node_mac: [u8; 6],
     /// `bpf_ktime_get_ns` of the last packet the fast path forwarded (0: none yet), so that
     /// user space does not expire a flow that only the kernel saw.
     pub last_seen_ns: u64,

@@ -109,8 +109,17 @@ pub fn egret_gw_forward(ctx: TcContext) -> i32 {
     let packets = wire_packets(ctx.skb.skb);
     let forwarded = match candidate(&ctx, gso_size(ctx.skb.skb), cfg) {
         Some(Candidate::Out { key, inner_len }) => match EGRET_GW_OUT.get_ptr_mut(&key) {
-            // SAFETY: a value of a map that outlives the run; only `last_seen_ns` is written.
-            Some(v) => forward_out(&ctx, cfg, &key, unsafe { &mut *v }, inner_len, packets),
+            Some(v) => {
+                // SAFETY: a value of a map that outlives the run; only `last_seen_ns` is
+                // written.
+                let v = unsafe { &mut *v };
+                // Only from the node's bound MAC: a host spoofing the node's address is
+                // user space's to refuse (and to count, and to probe the node for).
+                if !from_mac(&ctx, &v.node_mac) {
+                    return TC_ACT_PIPE;
+                }
+                forward_out(&ctx, cfg, &key, v, inner_len, packets)
+            }
             None => return TC_ACT_PIPE,
         },
         Some(Candidate::In { key, len }) => match EGRET_GW_IN.get_ptr_mut(&key) {
@@ -128,6 +137,22 @@ pub fn egret_gw_forward(ctx: TcContext) -> i32 {
             TC_ACT_SHOT as i32
         }
     }
+}
+
+/// Whether the frame's Ethernet source is `mac`.
+#[inline(always)]
+fn from_mac(ctx: &TcContext, mac: &[u8; 6]) -> bool {
+    let Ok(source) = ctx.load::<[u8; 6]>(6) else {
+        return false;
+    };
+    // Byte by byte: no call to memcmp, which eBPF has not.
+    let mut differ = 0;
+    let mut i = 0;
+    while i < 6 {
+        differ |= source[i] ^ mac[i];
+        i += 1;
+    }
+    differ == 0
 }
 
 #[inline(always)]

@@ -70,6 +70,7 @@ pub fn install(flow: &Flow, node: Node, src_port: u16) -> FastChange {
             out_key,
             OutValue {
                 nat_port: flow.nat_port.to_be_bytes(),
+                node_mac: node.mac.0,
                 ..OutValue::default()
             },
         ),

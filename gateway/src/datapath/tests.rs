@@ -964,6 +964,8 @@ fn a_udp_flow_is_handed_to_the_fast_path_as_it_is_created_with_what_user_space_w
     assert_eq!(out.0.remote_port, 53u16.to_be_bytes());
     assert_eq!(out.0.proto, 17);
     assert_eq!(out.1.nat_port, nat_port.to_be_bytes());
+    // Only frames from the node's bound MAC ride the flow out of the kernel.
+    assert_eq!(out.1.node_mac, NODE_MAC.0);
     assert_eq!(inbound.0.nat_port, nat_port.to_be_bytes());
     assert_eq!(inbound.1.node_mac, NODE_MAC.0);
     assert_eq!(inbound.1.tunnel_mac, NODE_VX_MAC.0);

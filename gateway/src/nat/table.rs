@@ -29,7 +29,8 @@
 //! Invariants (checked by the property tests):
 //! - every live flow is in both indexes, exactly once, and in exactly one wheel slot;
 //! - no two live flows share an outside key, so a reply always finds one flow;
-//! - the wheel slot a flow is linked into is not later than its deadline;
+//! - the wheel slot a flow is linked into is not later than its deadline, nor behind the
+//!   wheel's cursor (a deadline already passed is linked into the next slot to process);
 //! - each pod's count is the number of its live flows, and only pods with live flows have one;
 //! - [`FlowTable::create`] never takes a pod past its share (installs from a peer may).
 
@@ -636,7 +637,10 @@ impl FlowTable {
     }
 
     fn link(&mut self, id: u32, deadline: u32) {
-        let slot = deadline % WHEEL_SLOTS;
+        // A deadline the wheel has passed already (the clock was read before the last
+        // expiry, and the timeout is shorter than that lag) goes into the next slot to be
+        // processed: its own slot comes round again only a whole turn later.
+        let slot = deadline.max(self.cursor) % WHEEL_SLOTS;
         let tail = self.entries[slot as usize].prev;
         self.entries[id as usize].prev = tail;
         self.entries[id as usize].next = slot;
@@ -902,6 +906,23 @@ mod tests {
         t.touch(id, at(2), FlowState::TcpClosed);
         assert_eq!(t.expire(at(11), |_| {}), 0);
         assert_eq!(t.expire(at(12), |_| {}), 1);
+    }
+
+    #[test]
+    fn a_flow_due_before_the_wheel_s_cursor_expires_at_the_next_pass() {
+        let mut t = FlowTable::new(&params(16384..=65535, 100), 1).unwrap();
+        // The expiry ran at second 400 (a worker's clock is read before it waits for the
+        // table, so another can expire in between) ...
+        assert_eq!(t.expire(at(400), |_| {}), 0);
+        // ... and a flow comes in with a clock read earlier, due before 400 already.
+        t.create(at(0), key(40000, 53), FlowState::Open).unwrap();
+        t.check_invariants();
+        assert_eq!(
+            t.expire(at(401), |_| {}),
+            1,
+            "expired at the next pass, not a turn of the wheel later"
+        );
+        assert!(t.is_empty());
     }
 
     #[test]
