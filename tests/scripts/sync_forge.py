@@ -18,8 +18,8 @@ SOURCE is one of:
           [--epoch {sniffed,new}] [--echo {sniffed,zero}] [--expect REASON]
           [message options]
         Datagrams made from scratch. v1: the unauthenticated format of version 1; plain:
-        version 2 with no seal (suite 0); sealed: version 2 sealed with XChaCha20-Poly1305
-        under the key derived from FILE as the gateways derive theirs (HKDF-SHA256), so a
+        version 2 with no seal (suite 0); sealed: version 2 sealed with AES-256-GCM under
+        the epoch's key derived from FILE as the gateways derive theirs (HKDF-SHA256), so a
         key file of random bytes is a wrong key, and the gateways' own file is the right one
         (the lab's control that the sealing here is the gateways'). With --sniff, the header
         carries what an eavesdropper reads in clear from the capture's latest datagram from
@@ -67,7 +67,7 @@ import sys
 import time
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SYNC_PORT = 4801
@@ -76,7 +76,7 @@ HEADER_LEN = 48
 V1_MAX_CHANGES = 43
 V2_MAX_CHANGES = 41
 TAG_LEN = 16
-INFO = b"egret flow sync v2 xchacha20poly1305"
+INFO = b"egret flow sync v2 aes-256-gcm epoch "
 FOREVER = 0xFFFFFFFF
 KIND_BATCH, KIND_NACK, KIND_HEARTBEAT, KIND_RESYNC = 1, 2, 3, 4
 OP_UPSERT, OP_NODE = 1, 3
@@ -87,56 +87,33 @@ STATE = {6: 3, 17: 0}
 M32 = 0xFFFFFFFF
 
 
-def rotl(v, c):
-    return ((v << c) & M32) | (v >> (32 - c))
-
-
-def quarter(s, a, b, c, d):
-    s[a] = (s[a] + s[b]) & M32
-    s[d] = rotl(s[d] ^ s[a], 16)
-    s[c] = (s[c] + s[d]) & M32
-    s[b] = rotl(s[b] ^ s[c], 12)
-    s[a] = (s[a] + s[b]) & M32
-    s[d] = rotl(s[d] ^ s[a], 8)
-    s[c] = (s[c] + s[d]) & M32
-    s[b] = rotl(s[b] ^ s[c], 7)
-
-
-def hchacha20(key, nonce16):
-    """The HChaCha20 subkey (draft-irtf-cfrg-xchacha, section 2.2)."""
-    s = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574]
-    s += list(struct.unpack("<8I", key)) + list(struct.unpack("<4I", nonce16))
-    for _ in range(10):
-        quarter(s, 0, 4, 8, 12)
-        quarter(s, 1, 5, 9, 13)
-        quarter(s, 2, 6, 10, 14)
-        quarter(s, 3, 7, 11, 15)
-        quarter(s, 0, 5, 10, 15)
-        quarter(s, 1, 6, 11, 12)
-        quarter(s, 2, 7, 8, 13)
-        quarter(s, 3, 4, 9, 14)
-    return struct.pack("<8I", *(s[0:4] + s[12:16]))
-
-
 def derive(secret):
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO).derive(secret)
+    """The key secret for the HKDF expansion: what the gateways keep of the file."""
+    return secret
 
 
-def seal(key, datagram):
-    """XChaCha20-Poly1305: the header authenticated, the body encrypted, the tag appended;
-    the nonce is the header's epoch and counter, then zeros."""
+def epoch_key(secret, epoch):
+    """The key of a sender's boot, as the gateways derive it: HKDF-SHA256 of the file's
+    bytes, expanded with the epoch as context."""
+    info = INFO + epoch.to_bytes(8, "big")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def seal(secret, datagram):
+    """AES-256-GCM under the sender's epoch key: the header authenticated, the body
+    encrypted, the tag appended; the nonce is the header's counter, then zeros."""
     header, body = datagram[:HEADER_LEN], datagram[HEADER_LEN:]
-    nonce = datagram[8:24] + bytes(8)
-    subkey = hchacha20(key, nonce[:16])
-    return header + ChaCha20Poly1305(subkey).encrypt(bytes(4) + nonce[16:], body, header)
+    epoch = int.from_bytes(datagram[8:16], "big")
+    nonce = datagram[16:24] + bytes(4)
+    return header + AESGCM(epoch_key(secret, epoch)).encrypt(nonce, body, header)
 
 
 def self_test():
-    # draft-irtf-cfrg-xchacha-03, 2.2.1.
-    key = bytes(range(32))
-    nonce = bytes.fromhex("000000090000004a0000000031415927")
-    want = "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
-    assert hchacha20(key, nonce).hex() == want
+    # RFC 5869 A.1: HKDF-SHA256 as the gateways use it (extract, then expand).
+    ikm = bytes([0x0B] * 22)
+    okm = HKDF(algorithm=hashes.SHA256(), length=42, salt=bytes(range(13)),
+               info=bytes(range(0xF0, 0xFA))).derive(ikm)
+    assert okm.hex().startswith("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56")
 
 
 def ipv4(text):
