@@ -594,7 +594,8 @@ impl Datapath {
             Some(self.next_hop.mac.ok_or(DropReason::NoNeighbor)?)
         };
         let result = match self.nodes.observe(now, address, seen, expected) {
-            neighbors::Seen::Same => Ok(()),
+            // The packet path's case: nothing to probe or share.
+            neighbors::Seen::Same => return Ok(()),
             neighbors::Seen::New => {
                 // Shared at once, so a peer taking over can reach the node; a peer never
                 // lets it replace a binding it verified, and a probe settles it here.
