@@ -70,6 +70,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from inet import checksum
+
 SYNC_PORT = 4801
 MAGIC = b"EGSY"
 HEADER_LEN = 48
@@ -329,15 +331,6 @@ def forge(a):
                               "plain": "auth", "sealed": "auth"}[a.format]
         expect[reason] = expect.get(reason, 0) + 1
     return datagrams, expect
-
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def frame(src_mac, dst_mac, src, dst, payload, ident):

@@ -1299,21 +1299,24 @@ impl Background {
             }
             thread::sleep(Duration::from_millis(20));
         };
+        Ok(self.finished(status))
+    }
+
+    /// What it left once it exited with `status`: its output, all of it.
+    fn finished(&mut self, status: std::process::ExitStatus) -> Finished {
         let stderr = self
             .stderr
             .take()
             .and_then(|reader| reader.join().ok())
             .unwrap_or_default();
         let stdout = self.lines.iter().collect();
-        Ok(Finished {
+        Finished {
             status,
             stdout,
             stderr,
-        })
+        }
     }
-}
 
-impl Background {
     /// Stops it (SIGTERM, SIGKILL after `grace`) and returns what it left: a process that
     /// runs until told to stop, and then reports.
     ///
@@ -1323,17 +1326,7 @@ impl Background {
     pub fn stop(mut self, grace: Duration) -> Result<Finished> {
         let mut child = self.child.take().context("already waited for")?;
         let (status, _, _) = terminate(&mut child, grace)?;
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
-        let stdout = self.lines.iter().collect();
-        Ok(Finished {
-            status,
-            stdout,
-            stderr,
-        })
+        Ok(self.finished(status))
     }
 }
 

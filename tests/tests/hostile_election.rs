@@ -54,9 +54,6 @@ const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 const NOT_FLOATING: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 99);
 /// The longest the router may go without an answer from the floating IP.
 const MAX_OUTAGE: Duration = Duration::from_secs(1);
-/// How long a refusal may take to show in `/status`: the data path takes the election's
-/// counters at once on a change of state or master, else every 250 ms.
-const COUNTERS_LAG: Duration = Duration::from_millis(300);
 /// How much later than its Master_Down_Interval after the last advert a gateway may record
 /// its takeover: the LAN, the election loop's wake-up, millisecond records.
 const TIMER_SLACK: Duration = Duration::from_millis(30);
@@ -67,7 +64,6 @@ type Refusals = Vec<(&'static str, u64)>;
 /// One gateway's `/status`, as of the snapshot's own time.
 #[derive(Debug, Clone)]
 struct Seen {
-    taken: SystemTime,
     state: String,
     owned: bool,
     master_address: Option<Ipv4Addr>,
@@ -86,10 +82,13 @@ fn unix_ms(ms: u64) -> SystemTime {
 impl Seen {
     fn parse(body: &str) -> Result<Self> {
         let status: Value = serde_json::from_str(body).context("/status is not JSON")?;
-        let ip = egret_lab::ha::floating_ip_status(&status)?;
+        Self::from_status(&status)
+    }
+
+    fn from_status(status: &Value) -> Result<Self> {
+        let ip = egret_lab::ha::floating_ip_status(status)?;
         let number = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
         Ok(Self {
-            taken: unix_ms(number(status.get("taken_unix_ms"))),
             state: ip
                 .get("state")
                 .and_then(Value::as_str)
@@ -139,21 +138,7 @@ fn seen(lab: &HaLab, member: Member) -> Result<Seen> {
 
 /// `member`'s status from a snapshot taken after `after`, its refusal counters included.
 fn seen_after(lab: &HaLab, member: Member, after: SystemTime) -> Result<Seen> {
-    let after = after + COUNTERS_LAG;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let s = seen(lab, member)?;
-        if s.taken > after {
-            return Ok(s);
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{}'s status is not refreshed: last snapshot {:?}",
-            member.name(),
-            s.taken
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    Seen::from_status(&lab.snapshot_after(member, after)?.body)
 }
 
 /// Where an attack's adverts go.
@@ -317,6 +302,19 @@ impl Pinger {
         })
     }
 
+    /// Waits for its first reply: the router reaches the floating IP.
+    fn wait_reply(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !fs::read_to_string(&self.out)?.contains("bytes from") {
+            ensure!(
+                Instant::now() < deadline,
+                "the router got no reply from the floating IP within {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Stops it and returns the times of the replies.
     fn stop(mut self) -> Result<Vec<SystemTime>> {
         let mut child = self.child.take().context("already stopped")?;
@@ -410,7 +408,7 @@ fn with_peers_a_stranger_never_takes_the_floating_ip_from_the_master() -> Result
     let (gw1, gw2) = (Member::Gw1, Member::Gw2);
     let start = seen(&lab, gw1)?;
     let pinger = Pinger::start(lab.base().router(), &lab.base().workdir().join("ping.txt"))?;
-    thread::sleep(Duration::from_millis(500));
+    pinger.wait_reply(Duration::from_secs(5))?;
     let attacked_at = SystemTime::now();
 
     // (attack, the refusals gw1 and gw2 must count: exactly these.)
@@ -651,8 +649,14 @@ fn no_advert_stretches_the_wait_for_a_dead_master() -> Result<()> {
     )
     .paced(150, Duration::from_millis(20));
     eprintln!("== {}", stretch.what);
+    let before = lab.snapshot(gw2)?;
     let generator = stretch.start(&lab)?;
-    thread::sleep(Duration::from_secs(1));
+    lab.wait_snapshot(
+        gw2,
+        "accepting the stretched adverts",
+        Duration::from_secs(5),
+        |s| s.grew(&before, "/floating_ips/0/adverts_received") >= 20,
+    )?;
     let killed_at = lab.kill(gw1)?;
     // While they come, gw2 cannot tell them from gw1's: it waits (VRRPv3 has no
     // authentication; see the README).
@@ -746,7 +750,12 @@ fn without_peers_the_rules_still_refuse_and_no_outage_outlasts_our_own_interval(
     eprintln!("== {}", taken.what);
     let down = lab.config().master_down_interval(gw1);
     let generator = taken.start(&lab)?;
-    thread::sleep(taken.duration() / 2);
+    lab.wait_snapshot(gw1, "yielding to the stranger", taken.duration(), |s| {
+        s.body
+            .pointer("/floating_ips/0/state")
+            .and_then(Value::as_str)
+            == Some("backup")
+    })?;
     let during = seen(&lab, gw1)?;
     ensure!(
         !during.is_master() && during.master_address == Some(STRANGER_ADDRESS),

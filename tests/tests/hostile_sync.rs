@@ -616,6 +616,19 @@ fn path(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
+/// Waits until `member` has received five more sync datagrams from its peer (heartbeats at
+/// least): a recording running meanwhile holds that much more of both streams.
+fn more_heartbeats(lab: &HaLab, member: Member) -> Result<()> {
+    let seen = lab.snapshot(member)?;
+    lab.wait_snapshot(
+        member,
+        "five more heartbeats from its peer",
+        Duration::from_secs(10),
+        |s| s.grew(&seen, "/sync/received/datagrams") >= 5,
+    )?;
+    Ok(())
+}
+
 #[test]
 fn forged_and_replayed_sync_datagrams_change_nothing_on_the_master() -> Result<()> {
     require_root();
@@ -624,13 +637,7 @@ fn forged_and_replayed_sync_datagrams_change_nothing_on_the_master() -> Result<(
     let (lab, mut recording) = recorded_lab("hsync", HaConfig::default())?;
     let (_server, flows) = synced_connections(&lab, 20_000, 4)?;
     // A few heartbeats more of both, then the recording is what an eavesdropper holds.
-    let seen = lab.snapshot(gw1)?;
-    lab.wait_snapshot(
-        gw1,
-        "five more heartbeats from gw2",
-        Duration::from_secs(10),
-        |s| s.grew(&seen, "/sync/received/datagrams") >= 5,
-    )?;
+    more_heartbeats(&lab, gw1)?;
     recording.stop();
     eprintln!(
         "== recorded on gw2's port: {} datagrams gw2 → gw1, {} gw1 → gw2",
@@ -901,13 +908,7 @@ fn forged_restarts_and_sweeps_to_the_backup_do_not_cost_a_connection_at_failover
     {
         // Clear of the pod ports the failover's traffic binds (20000 and up, 41000 and up).
         let (_server, _flows) = synced_connections(&lab, 36_000, 4)?;
-        let seen = lab.snapshot(gw2)?;
-        lab.wait_snapshot(
-            gw2,
-            "five more heartbeats from gw1",
-            Duration::from_secs(10),
-            |s| s.grew(&seen, "/sync/received/datagrams") >= 5,
-        )?;
+        more_heartbeats(&lab, gw2)?;
     }
     recording.stop();
     eprintln!(

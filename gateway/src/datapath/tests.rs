@@ -85,15 +85,21 @@ const NODE_NODE: Node = Node {
 /// A data path whose next hop is already resolved, that knows no node yet.
 fn learning() -> Datapath {
     let mut dp = owning(setup());
+    resolve_next_hop(&mut dp);
+    dp
+}
+
+/// The router answers the data path's ARP request: its next hop is resolved.
+fn resolve_next_hop(dp: &mut Datapath) {
+    let (mac, address) = (dp.setup.mac, dp.setup.address);
     let mut arp = with_headroom(&encap::arp_frame(
-        GW_MAC,
+        mac,
         ArpOperation::Reply,
         (ROUTER_MAC, ROUTER),
-        (GW_MAC, GW),
+        (mac, address),
     ));
     assert_eq!(dp.handle(t(0), &mut arp.frame()), Verdict::Ignore);
     assert_eq!(dp.next_hop().mac, Some(ROUTER_MAC));
-    dp
 }
 
 struct Buf {
@@ -520,13 +526,7 @@ fn a_pod_past_its_share_is_dropped_as_pod_quota_and_others_go_on() {
     s.nat.port_range = 20000..=29999;
     s.nat.max_flows_per_pod = 2;
     let mut dp = owning(s);
-    let mut arp = with_headroom(&encap::arp_frame(
-        GW_MAC,
-        ArpOperation::Reply,
-        (ROUTER_MAC, ROUTER),
-        (GW_MAC, GW),
-    ));
-    dp.handle(t(0), &mut arp.frame());
+    resolve_next_hop(&mut dp);
     let send = |dp: &mut Datapath, pod: Ipv4Addr, sport: u16| {
         let ip = udp_packet((pod, sport), (REMOTE, 53), 64, b"q");
         let frame = vxlan_from(
@@ -1276,13 +1276,7 @@ fn backup() -> Datapath {
     s.mac = EthernetAddress([2, 0, 0, 0, 0, 0x12]);
     s.address = Ipv4Addr::new(192, 168, 1, 12);
     let mut dp = Datapath::new(s, t(0)).unwrap();
-    let mut arp = with_headroom(&encap::arp_frame(
-        dp.setup.mac,
-        ArpOperation::Reply,
-        (ROUTER_MAC, ROUTER),
-        (dp.setup.mac, dp.setup.address),
-    ));
-    dp.handle(t(0), &mut arp.frame());
+    resolve_next_hop(&mut dp);
     dp
 }
 
@@ -1440,13 +1434,7 @@ fn sync_bandwidth_per_thousand_new_flows_a_second() {
         s.nat.max_flows = 1 << 20;
         let mut dp = Datapath::new(s, t(0)).unwrap();
         dp.own(t(0), FIP);
-        let mut arp = with_headroom(&encap::arp_frame(
-            GW_MAC,
-            ArpOperation::Reply,
-            (ROUTER_MAC, ROUTER),
-            (GW_MAC, GW),
-        ));
-        dp.handle(t(0), &mut arp.frame());
+        resolve_next_hop(&mut dp);
         dp.enable_sync();
         let params = Params {
             keys: sealed.then(|| Keys::derive(&[0x5a; 32], None)),

@@ -762,16 +762,6 @@ fn since(now: Instant, then: Instant) -> Duration {
     }
 }
 
-/// Queues a datagram for `peer`; [`Sync::poll`] stamps, seals and counts it.
-fn send(
-    out: &mut Vec<(SocketAddr, Vec<u8>)>,
-    peer: SocketAddr,
-    bytes: Vec<u8>,
-    _counters: &mut Counters,
-) {
-    out.push((peer, bytes));
-}
-
 #[cfg(test)]
 mod tests {
     use core::net::Ipv4Addr;

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use smoltcp::time::{Duration, Instant};
 
 use super::wire::{self, Batch, Message};
-use super::{Change, Counters, HOLD_LIMIT, NACK_RETRY, ResyncEdge, ResyncMark, send};
+use super::{Change, Counters, HOLD_LIMIT, NACK_RETRY, ResyncEdge, ResyncMark};
 
 /// Most Nack datagrams one pass sends to one peer.
 const NACKS_PER_PASS: usize = 64;
@@ -201,7 +201,7 @@ impl Rx {
             let request = Message::ResyncRequest {
                 stream_epoch: self.epoch.unwrap_or(0),
             };
-            send(out, peer, request.to_vec(own_epoch), counters);
+            out.push((peer, request.to_vec(own_epoch)));
             counters.resyncs_requested += 1;
             self.request_at = Some(now + heartbeat);
         }
@@ -220,7 +220,7 @@ impl Rx {
                 from: wire::low32(from),
                 to: wire::low32(to),
             };
-            send(out, peer, m.to_vec(own_epoch), counters);
+            out.push((peer, m.to_vec(own_epoch)));
             counters.nacks_sent += 1;
         };
         // Newly found gaps, at once.

@@ -25,7 +25,7 @@ use foldhash::fast::FixedState;
 use smoltcp::time::{Duration, Instant};
 
 use super::wire::{self, BATCH_HEADER_LEN, BatchFlags, CHANGE_LEN, MAX_CHANGES, Message};
-use super::{Change, Counters, Op, QUEUE_LIMIT, RETRANSMIT_HOLDOFF, TxParams, send, since};
+use super::{Change, Counters, Op, QUEUE_LIMIT, RETRANSMIT_HOLDOFF, TxParams, since};
 use crate::nat::{Flow, InsideKey};
 
 /// Most batches a paced resync sends at once after a late poll.
@@ -440,7 +440,7 @@ impl Tx {
                 counters.changes_sent += count_of(&bytes) as u64;
                 slot.sent = true;
             }
-            send(out, peer, bytes, counters);
+            out.push((peer, bytes));
         }
 
         // Live batches: full ones at once, the last one once it is old enough.
@@ -462,7 +462,7 @@ impl Tx {
                 count,
             );
             counters.changes_sent += count as u64;
-            send(out, peer, bytes.clone(), counters);
+            out.push((peer, bytes.clone()));
             self.push(Content::Live(bytes), true, spare);
         }
 
@@ -492,7 +492,7 @@ impl Tx {
             let (begin, seq) = (r.begin, self.seq + 1);
             let bytes = r.build(from, to, seq, flags, now, epoch, spare);
             counters.changes_sent += count_of(&bytes) as u64;
-            send(out, peer, bytes, counters);
+            out.push((peer, bytes));
             self.push(
                 Content::Resync {
                     begin,
@@ -510,7 +510,7 @@ impl Tx {
                 last_seq: wire::low32(self.seq),
                 claims: params.claims,
             };
-            send(out, peer, hb.to_vec(epoch), counters);
+            out.push((peer, hb.to_vec(epoch)));
             self.next_heartbeat = now + params.heartbeat;
         }
     }
