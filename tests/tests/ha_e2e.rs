@@ -50,8 +50,8 @@ fn arp_for_floating_ip(frames: &[Frame], mac: Mac) -> usize {
         .count()
 }
 
-/// Starts both gateways and checks who won, and that only the winner speaks for the
-/// floating IP: its adverts alone, its gratuitous ARP alone, its ARP answer alone.
+/// Starts both gateways, the expected winner first, and checks who won, and that only the
+/// winner speaks for the floating IP: its adverts alone, its gratuitous ARP alone, its ARP answer alone.
 fn check_convergence(config: HaConfig, expected: Member) -> Result<()> {
     let mut lab = HaLab::new("conv", config.clone())?;
     let macs = [lab.mac(Member::Gw1)?, lab.mac(Member::Gw2)?];
@@ -62,7 +62,9 @@ fn check_convergence(config: HaConfig, expected: Member) -> Result<()> {
         Capture::start(lab.base().lan(), Member::Gw2.lan_port())?,
     ];
     let router_capture = Capture::start(lab.base().router(), "eth0")?;
-    let master = lab.start_both()?;
+    // The preferred gateway runs its election before the other starts; the restart tests
+    // cover the other order.
+    let master = lab.start_ahead(expected)?;
     let backup = master.other();
     ensure!(
         master == expected,
