@@ -32,6 +32,8 @@ const IPV4: &str = r"^(([0-9]{1,3})\.){3}[0-9]{1,3}$";
 const CIDR: &str = r"^(([0-9]{1,3})\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$";
 
 /// The gateways' floating IPs, and in the status who is up and who holds which address.
+// Each printcolumn(...) repeats `type_ = ...`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[kube(
     group = "egret.dev",
@@ -90,6 +92,8 @@ pub enum GatewayState {
 
 /// Which pods leave through which egress IP toward which destinations; or, with
 /// `action: NoSNAT`, which destinations pods reach with their own address.
+// Each printcolumn(...) repeats `type_ = ...`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "egret.dev",
