@@ -470,6 +470,7 @@ mod tests {
         let host = HostFacts {
             node_name_env: None,
             hostname: Some("node1".into()),
+            namespace_env: None,
         };
         Config::parse(text, &host).expect("valid config").config
     }

@@ -68,6 +68,16 @@ pub(super) fn render(config: &Config) -> String {
     }
     out.key("masquerade_link_local", masquerade.masquerade_link_local);
 
+    if config.agent.mode == Mode::Kubernetes {
+        let kubernetes = &config.kubernetes;
+        out.section("[kubernetes]");
+        match &kubernetes.kubeconfig {
+            Some(path) => out.key("kubeconfig", quote(&path.display().to_string())),
+            None => out.line("# kubeconfig: none; the pod's service account, then $KUBECONFIG"),
+        }
+        out.key("namespace", quote(&kubernetes.namespace));
+    }
+
     for policy in &config.policies {
         let prefixes =
             |list: &[crate::prefix::Prefix]| array(list.iter().map(|p| quote(&p.to_string())));
@@ -213,6 +223,10 @@ non_masquerade_cidrs = [
     "240.0.0.0/4",
 ]
 masquerade_link_local = false
+
+[kubernetes]
+# kubeconfig: none; the pod's service account, then $KUBECONFIG
+namespace = "egret-system"
 
 # [[policy]]: none here; policies come from the cluster
 "#;

@@ -46,6 +46,8 @@ pub struct Config {
     pub tunnel: Tunnel,
     /// `[masquerade]`: what unselected traffic does.
     pub masquerade: Masquerade,
+    /// `[kubernetes]`: how the agent reaches the cluster (Kubernetes mode).
+    pub kubernetes: Kubernetes,
     /// The `[[policy]]` tables in file order, which is also their age (the first is the
     /// oldest). Always empty in [`Mode::Kubernetes`].
     pub policies: Vec<Policy>,
@@ -146,6 +148,15 @@ impl Default for Masquerade {
     }
 }
 
+/// `[kubernetes]`: the API server and where the agents keep their Leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// A kubeconfig file; `None`: the pod's service account, then `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the agents' Leases (the status writer's and one per node).
+    pub namespace: String,
+}
+
 /// One `[[policy]]`: which pod flows leave through which egress IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -190,6 +201,8 @@ pub mod defaults {
     pub const TUNNEL_VNI: u32 = 1;
     /// `[tunnel].device`.
     pub const TUNNEL_DEVICE: &str = "egret0";
+    /// `[kubernetes].namespace` when `$POD_NAMESPACE` is not set.
+    pub const NAMESPACE: &str = "egret-system";
     /// `[masquerade].masquerade_link_local`, as ip-masq-agent.
     pub const MASQUERADE_LINK_LOCAL: bool = false;
 
@@ -224,6 +237,9 @@ pub struct HostFacts {
     pub node_name_env: Option<String>,
     /// The host name; `None` when unknown.
     pub hostname: Option<String>,
+    /// `$POD_NAMESPACE` (the DaemonSet sets it from `metadata.namespace`); `None` when
+    /// unset.
+    pub namespace_env: Option<String>,
 }
 
 impl HostFacts {
@@ -239,6 +255,7 @@ impl HostFacts {
             hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
                 .and_then(non_empty),
+            namespace_env: std::env::var("POD_NAMESPACE").ok().and_then(non_empty),
         }
     }
 }
@@ -333,6 +350,7 @@ pub(crate) mod fixtures {
         HostFacts {
             node_name_env: None,
             hostname: Some("Node-7".to_owned()),
+            namespace_env: None,
         }
     }
 
@@ -475,6 +493,10 @@ egress_source_ip = "192.168.1.100"
                     ]),
                     masquerade_link_local: false,
                 },
+                kubernetes: Kubernetes {
+                    kubeconfig: None,
+                    namespace: "egret-system".to_owned(),
+                },
                 policies: vec![Policy {
                     name: "alice-frontend".to_owned(),
                     sources: prefixes(&["10.10.1.0/28"]),
@@ -563,6 +585,7 @@ egress_source_ip = "192.168.1.100"
         let env = HostFacts {
             node_name_env: Some("node-env".to_owned()),
             hostname: Some("host".to_owned()),
+            namespace_env: None,
         };
         let parse = |text: &str, host: &HostFacts| {
             Config::parse(text, host).map(|c| c.config.agent.node_name)

@@ -55,6 +55,14 @@ pub(super) struct RawMasquerade {
     pub masquerade_link_local: Option<bool>,
 }
 
+/// `[kubernetes]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawKubernetes {
+    pub kubeconfig: Option<Spanned<String>>,
+    pub namespace: Option<Spanned<String>>,
+}
+
 /// One `[[policy]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
@@ -112,11 +120,12 @@ pub(super) struct RawConfig {
     pub agent: Section<RawAgent>,
     pub tunnel: Section<RawTunnel>,
     pub masquerade: Section<RawMasquerade>,
+    pub kubernetes: Section<RawKubernetes>,
     pub policies: Policies,
 }
 
 /// The sections `agent.toml` knows, as an operator writes them.
-const SECTIONS: &str = "the sections [agent], [tunnel], [masquerade] and [[policy]]";
+const SECTIONS: &str = "the sections [agent], [tunnel], [masquerade], [kubernetes] and [[policy]]";
 
 /// Parses `text` into sections, reporting syntax errors, unknown keys and wrong TOML
 /// types. Returns `None` when the text is not TOML at all.
@@ -133,6 +142,7 @@ pub(super) fn parse(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
         agent: Section::Absent,
         tunnel: Section::Absent,
         masquerade: Section::Absent,
+        kubernetes: Section::Absent,
         policies: Policies::Absent,
     };
     for (key, value) in document.iter() {
@@ -141,6 +151,7 @@ pub(super) fn parse(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
             "agent" => raw.agent = table("agent", value, span, report).into(),
             "tunnel" => raw.tunnel = table("tunnel", value, span, report).into(),
             "masquerade" => raw.masquerade = table("masquerade", value, span, report).into(),
+            "kubernetes" => raw.kubernetes = table("kubernetes", value, span, report).into(),
             "policy" => raw.policies = policies(key, value, report),
             other => {
                 let problem = if matches!(value.get_ref(), DeValue::Table(_)) {
@@ -328,6 +339,15 @@ pub(super) fn allowed(key: &str) -> &'static str {
         | "policy[].destination_cidrs[]"
         | "policy[].excluded_cidrs[]" => PREFIX,
         "masquerade.masquerade_link_local" => "true or false (default false)",
+        "kubernetes" => "a [kubernetes] table",
+        "kubernetes.kubeconfig" => {
+            "an absolute path to a kubeconfig file; leave it out to use the pod's service \
+             account, then $KUBECONFIG"
+        }
+        "kubernetes.namespace" => {
+            "the namespace of the agents' Leases: a DNS label of 1 to 63 lowercase letters, \
+             digits and '-' (default: $POD_NAMESPACE, then \"egret-system\")"
+        }
         "policy" | "policy[]" => {
             "[[policy]] tables with name, sources, destination_cidrs and egress_source_ip \
              (and optionally excluded_cidrs)"

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::raw::{
-    self, Policies, RawAgent, RawConfig, RawList, RawMasquerade, RawPolicy, RawTunnel, Section,
-    Table, allowed,
+    self, Policies, RawAgent, RawConfig, RawKubernetes, RawList, RawMasquerade, RawPolicy,
+    RawTunnel, Section, Table, allowed,
 };
 use super::{
-    Agent, Checked, Config, ConfigError, HostFacts, Masquerade, Mode, Policy, Tunnel, defaults,
-    glob_match,
+    Agent, Checked, Config, ConfigError, HostFacts, Kubernetes, Masquerade, Mode, Policy, Tunnel,
+    defaults, glob_match,
 };
 use crate::prefix::{Prefix, PrefixError};
 use egret_config::Report;
@@ -87,6 +87,7 @@ impl Checker<'_, '_, '_> {
         let agent = self.agent(&raw.agent, mode);
         let tunnel = self.tunnel(&raw.tunnel);
         let masquerade = self.masquerade(&raw.masquerade);
+        let kubernetes = self.kubernetes(&raw.kubernetes, mode);
         if let (Some(agent), Some(tunnel)) = (&agent, &tunnel) {
             self.pod_patterns_spare_own_interfaces(raw, agent, tunnel);
         }
@@ -96,6 +97,7 @@ impl Checker<'_, '_, '_> {
             agent: agent?,
             tunnel: tunnel?,
             masquerade: masquerade?,
+            kubernetes: kubernetes?,
             policies: policies?,
         })
     }
@@ -255,6 +257,57 @@ impl Checker<'_, '_, '_> {
         Some(Masquerade {
             non_masquerade_cidrs: non_masquerade_cidrs?,
             masquerade_link_local: masquerade_link_local?,
+        })
+    }
+
+    fn kubernetes(
+        &mut self,
+        section: &Section<RawKubernetes>,
+        mode: Option<Mode>,
+    ) -> Option<Kubernetes> {
+        let absent = RawKubernetes::default();
+        let (k, table) = contents(section, &absent)?;
+        if let (Some(table), Some(Mode::Static)) = (table, mode) {
+            self.report.warning(
+                "kubernetes",
+                Some(table.span.clone()),
+                "ignored in mode \"static\": the agent does not talk to a cluster",
+                "no [kubernetes] table, or mode = \"kubernetes\"",
+            );
+        }
+        let kubeconfig = self.value(
+            table,
+            "kubeconfig",
+            &k.kubeconfig,
+            || None,
+            |c, raw| c.absolute_path("kubernetes.kubeconfig", raw).map(Some),
+        );
+        let from_env = self
+            .host
+            .namespace_env
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        let namespace = self.value(
+            table,
+            "namespace",
+            &k.namespace,
+            || from_env.unwrap_or_else(|| defaults::NAMESPACE.to_owned()),
+            |c, raw| {
+                let key = "kubernetes.namespace";
+                match label_problem(raw.get_ref()) {
+                    None => Some(raw.get_ref().clone()),
+                    Some(problem) => {
+                        c.report.error(key, Some(raw.span()), problem, allowed(key));
+                        None
+                    }
+                }
+            },
+        );
+        Some(Kubernetes {
+            kubeconfig: kubeconfig?,
+            namespace: namespace?,
         })
     }
 
@@ -1031,6 +1084,23 @@ fn object_name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// Why `name` is not a namespace name (an RFC 1123 DNS label), if it is not one.
+fn label_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 63 {
+        return Some(format!("{name:?} is not 1 to 63 characters long"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!("{name:?} contains {c:?}"));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some(format!("{name:?} starts or ends with '-'"));
+    }
+    None
+}
+
 /// Why `name` cannot name a node outside Kubernetes, if it cannot.
 fn plain_name_problem(name: &str) -> Option<String> {
     if name.trim().is_empty() {
@@ -1154,6 +1224,42 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_table_names_a_kubeconfig_and_the_leases_namespace() {
+        let config =
+            accept("[kubernetes]\nkubeconfig = \"/etc/egret/kubeconfig\"\nnamespace = \"egret\"\n")
+                .config;
+        assert_eq!(
+            config.kubernetes.kubeconfig.as_deref(),
+            Some(Path::new("/etc/egret/kubeconfig"))
+        );
+        assert_eq!(config.kubernetes.namespace, "egret");
+        assert_error(
+            "[kubernetes]\nkubeconfig = \"kubeconfig\"\n",
+            "kubernetes.kubeconfig",
+            "\"kubeconfig\"",
+        );
+        for bad in ["Egret", "-egret", "egret.system", ""] {
+            assert_error(
+                &format!("[kubernetes]\nnamespace = {bad:?}\n"),
+                "kubernetes.namespace",
+                &format!("{bad:?}"),
+            );
+        }
+        assert_warning(
+            "[agent]\nmode = \"static\"\n[kubernetes]\n",
+            "kubernetes",
+            "[kubernetes]",
+        );
+        // The DaemonSet's $POD_NAMESPACE is the default.
+        let host = HostFacts {
+            namespace_env: Some("egret".to_owned()),
+            ..super::super::fixtures::host()
+        };
+        let config = Config::parse("", &host).expect("valid").config;
+        assert_eq!(config.kubernetes.namespace, "egret");
+    }
+
+    #[test]
     fn unknown_section_and_stray_top_level_key_are_refused() {
         let text = "mode = \"static\"\n\n[agnet]\nnode_name = \"x\"\n";
         let lines = rendered(&refuse(text));
@@ -1161,9 +1267,9 @@ mod tests {
             lines,
             [
                 "1:1: error: mode: unknown key outside any section; allowed: the sections \
-                 [agent], [tunnel], [masquerade] and [[policy]]",
+                 [agent], [tunnel], [masquerade], [kubernetes] and [[policy]]",
                 "3:2: error: agnet: unknown section; allowed: the sections [agent], [tunnel], \
-                 [masquerade] and [[policy]]",
+                 [masquerade], [kubernetes] and [[policy]]",
             ]
         );
     }
@@ -1284,6 +1390,7 @@ mod tests {
         let host = HostFacts {
             node_name_env: Some("node_1".to_owned()),
             hostname: None,
+            namespace_env: None,
         };
         let error = Config::parse("[agent]\nfwmark = 1\n", &host).expect_err("bad default");
         assert_eq!(
