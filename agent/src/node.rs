@@ -1,5 +1,10 @@
-//! The agent on a node, static mode: from a checked config to a programmed node, and back
-//! again on every reload.
+//! The agent on a node: from a checked config and a [`Desired`] state to a programmed node,
+//! and again on every reload or cluster change.
+//!
+//! In static mode the desired state is the config's policies ([`Desired::of_config`]); in
+//! Kubernetes mode the cluster side computes it and hands it over with [`Node::program`].
+//! Until it does, the maps keep what they hold: an agent restarted while the API is
+//! unreachable changes nothing.
 //!
 //! [`Node::start`] brings the node to the config's state: the tunnel device and policy
 //! routing, the eBPF programs against their pinned maps, the map entries (only what differs
@@ -15,18 +20,21 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::CStr;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use egret_ebpf_common::node::{FLAG_CHECK_GATEWAYS, NodeConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, glob_match};
+use crate::config::{Config, Mode, glob_match};
 use crate::datapath::{DatapathError, Hook, PinnedMaps, Pins, Programs, node_object};
 use crate::host::HostError;
 use crate::host::masquerade::{self, Masquerade};
+use crate::host::routes::Routes;
 use crate::host::tunnel::{self, OVERHEAD, Tunnel};
 use crate::policy::{self, PolicySpec, PolicyState, Program};
+use crate::prefix::Prefix;
 
 /// Why the agent could not bring the node to its config.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +85,13 @@ pub struct State {
     pub interfaces: Vec<String>,
     /// Map steps the kernel refused at the last apply.
     pub failed_steps: Vec<String>,
+    /// Kubernetes mode before the first cluster view: the maps keep what they held.
+    #[serde(default)]
+    pub waiting_for_cluster: bool,
+    /// Selected sources routed through an interface the classifier is not attached to, as
+    /// `source via interface`: their traffic is not tunnelled.
+    #[serde(default)]
+    pub unwatched_sources: Vec<String>,
 }
 
 /// One policy's outcome.
@@ -107,6 +122,38 @@ pub struct Node {
     maps: PinnedMaps,
     tunnel: Tunnel,
     state: State,
+    /// What the maps and the masquerade table should hold; `None` in Kubernetes mode until
+    /// the first cluster view.
+    desired: Option<Desired>,
+}
+
+/// What the node should program, whatever it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The policies, oldest first, as the policy core takes them.
+    pub policies: Vec<PolicySpec>,
+    /// The gateways' floating IPs (empty: egress IPs are not checked).
+    pub known_gateways: Vec<Ipv4Addr>,
+    /// Destinations unselected pod traffic reaches with the pod's own address.
+    pub non_masquerade: Vec<Prefix>,
+    /// Whether traffic to 169.254.0.0/16 is masqueraded too.
+    pub masquerade_link_local: bool,
+    /// Kubernetes mode: the addresses of the node's selected pods, whose routes say which
+    /// interfaces the classifier watches. `None` (static mode): `[agent].pod_interfaces`.
+    pub pod_addresses: Option<Vec<Ipv4Addr>>,
+}
+
+impl Desired {
+    /// Static mode: the config's policies, floating IPs and masquerade table.
+    pub fn of_config(config: &Config) -> Desired {
+        Desired {
+            policies: specs(config),
+            known_gateways: config.tunnel.floating_ips.clone(),
+            non_masquerade: config.masquerade.non_masquerade_cidrs.clone(),
+            masquerade_link_local: config.masquerade.masquerade_link_local,
+            pod_addresses: None,
+        }
+    }
 }
 
 fn now_secs() -> u64 {
@@ -132,14 +179,14 @@ fn tunnel_of(config: &Config) -> Result<Tunnel, HostError> {
     })
 }
 
-fn node_config(config: &Config, tunnel: &Tunnel) -> NodeConfig {
+fn node_config(config: &Config, tunnel: &Tunnel, known_gateways: &[Ipv4Addr]) -> NodeConfig {
     NodeConfig {
         mark: config.agent.fwmark,
         vni: config.tunnel.vni,
         // IPv4 and TCP headers without options: 40 bytes.
         mss: tunnel.mtu.saturating_sub(40),
         ttl: 64,
-        flags: if config.tunnel.floating_ips.is_empty() {
+        flags: if known_gateways.is_empty() {
             0
         } else {
             FLAG_CHECK_GATEWAYS
@@ -162,23 +209,24 @@ pub fn specs(config: &Config) -> Vec<PolicySpec> {
         .collect()
 }
 
-/// Compiles the config's policies.
-pub fn compile(config: &Config) -> Result<Program, NodeError> {
-    policy::compile(&specs(config), &config.tunnel.floating_ips)
+/// Compiles the desired policies.
+pub fn compile(desired: &Desired) -> Result<Program, NodeError> {
+    policy::compile(&desired.policies, &desired.known_gateways)
         .map_err(|err| NodeError::Compile(err.to_string()))
 }
 
-fn masquerade_of(config: &Config) -> Masquerade {
+fn masquerade_of(config: &Config, desired: &Desired) -> Masquerade {
     Masquerade {
-        non_masquerade: config.masquerade.non_masquerade_cidrs.clone(),
-        masquerade_link_local: config.masquerade.masquerade_link_local,
+        non_masquerade: desired.non_masquerade.clone(),
+        masquerade_link_local: desired.masquerade_link_local,
         mark: config.agent.fwmark,
         tunnel_device: config.tunnel.device.clone(),
     }
 }
 
 impl Node {
-    /// Brings the node to `config`'s state.
+    /// Brings the node to `config`'s state. In Kubernetes mode the maps and the masquerade
+    /// table stay as they are until [`Node::program`] brings the cluster's state.
     pub fn start(config: Config, config_path: &Path) -> Result<Node, NodeError> {
         if !tunnel::forwarding_enabled().unwrap_or(false) {
             tracing::warn!("net.ipv4.ip_forward is off: pod traffic does not cross this node");
@@ -198,8 +246,10 @@ impl Node {
                 config: config_path.display().to_string(),
                 tunnel_device: tunnel.device.clone(),
                 tunnel_mtu: tunnel.mtu,
+                waiting_for_cluster: config.agent.mode == Mode::Kubernetes,
                 ..State::default()
             },
+            desired: (config.agent.mode == Mode::Static).then(|| Desired::of_config(&config)),
             config,
             config_path: config_path.to_owned(),
             pins,
@@ -225,12 +275,29 @@ impl Node {
         &self.config
     }
 
-    /// Applies the current config to maps, masquerade and status.
-    fn apply(&mut self) -> Result<(), NodeError> {
+    /// Programs `desired` (Kubernetes mode: the cluster's state for this node); changes only
+    /// what differs from what the maps hold. Returns what the policy core made of it.
+    pub fn program(&mut self, desired: Desired) -> Result<Program, NodeError> {
+        self.desired = Some(desired);
+        self.state.waiting_for_cluster = false;
+        let program = self.apply()?;
+        self.tick()?;
+        Ok(program.unwrap_or_default())
+    }
+
+    /// Applies the desired state to maps, masquerade and status; `None` when there is none
+    /// yet (the maps are left alone).
+    fn apply(&mut self) -> Result<Option<Program>, NodeError> {
+        let Some(desired) = &self.desired else {
+            return self.write_state().map(|()| None);
+        };
         let started = std::time::Instant::now();
-        let program = compile(&self.config)?;
-        self.maps
-            .set_config(node_config(&self.config, &self.tunnel))?;
+        let program = compile(desired)?;
+        self.maps.set_config(node_config(
+            &self.config,
+            &self.tunnel,
+            &desired.known_gateways,
+        ))?;
         let current = self.maps.contents()?;
         let steps = policy::plan(&current, &program.contents());
         let applied = self.maps.apply(&steps);
@@ -247,7 +314,7 @@ impl Node {
         );
         let keep: BTreeSet<u64> = program.policies.iter().map(|p| p.id).collect();
         self.maps.retain_policy_stats(&keep)?;
-        masquerade::apply(&masquerade_of(&self.config))?;
+        masquerade::apply(&masquerade_of(&self.config, desired))?;
         self.state.policies = program
             .policies
             .iter()
@@ -275,7 +342,8 @@ impl Node {
             .collect();
         self.state.failed_steps = applied.failed;
         self.state.applied_at = now_secs();
-        self.write_state()
+        self.write_state()?;
+        Ok(Some(program))
     }
 
     /// Reloads `config` (already checked). Changes only what differs; on failure the error is
@@ -288,9 +356,10 @@ impl Node {
     }
 
     fn reload_inner(&mut self, config: Config) -> Result<(), NodeError> {
-        if config.agent.mode != crate::config::Mode::Static {
+        if config.agent.mode != self.config.agent.mode {
             return Err(NodeError::Unsupported(format!(
-                "mode {:?} is not available in this build; the running static config stays",
+                "[agent].mode changed to {:?}: it takes effect at the next start; the running \
+                 config stays",
                 config.agent.mode.as_str()
             )));
         }
@@ -326,6 +395,9 @@ impl Node {
             self.state.tunnel_mtu = self.tunnel.mtu;
             tracing::info!(device = %self.tunnel.device, mtu = self.tunnel.mtu, "tunnel settings changed");
         }
+        if config.agent.mode == Mode::Static {
+            self.desired = Some(Desired::of_config(&config));
+        }
         self.config = config;
         self.apply()?;
         self.tick()
@@ -337,21 +409,37 @@ impl Node {
         self.write_state()
     }
 
-    /// Attaches the classifier to new pod interfaces and forgets vanished ones.
+    /// Attaches the classifier to new pod interfaces and forgets vanished ones: in static
+    /// mode the interfaces `[agent].pod_interfaces` matches, in Kubernetes mode those the
+    /// node routes its selected pods through. Selected sources routed elsewhere are
+    /// reported (log and status): their traffic is not tunnelled.
     pub fn tick(&mut self) -> Result<(), NodeError> {
         let interfaces = interfaces();
         let live: HashSet<u32> = interfaces.iter().map(|(i, _)| *i).collect();
         self.programs.sweep(&live);
+        let routes = Routes::read();
+        let routed: Option<HashSet<String>> = self
+            .desired
+            .as_ref()
+            .and_then(|d| d.pod_addresses.as_ref())
+            .map(|pods| {
+                pods.iter()
+                    .filter_map(|pod| routes.interface_of(*pod))
+                    .map(str::to_owned)
+                    .collect()
+            });
+        let watched = |name: &str| match &routed {
+            Some(routed) => routed.contains(name),
+            None => self
+                .config
+                .agent
+                .pod_interfaces
+                .iter()
+                .any(|p| glob_match(p, name)),
+        };
         let mut attached = Vec::new();
         for (ifindex, name) in &interfaces {
-            if name == &self.tunnel.device
-                || !self
-                    .config
-                    .agent
-                    .pod_interfaces
-                    .iter()
-                    .any(|p| glob_match(p, name))
-            {
+            if name == &self.tunnel.device || !watched(name) {
                 continue;
             }
             if !self.programs.is_attached(*ifindex, Hook::PodIngress) {
@@ -367,11 +455,45 @@ impl Node {
             attached.push(name.clone());
         }
         attached.sort();
+        let unwatched = self.unwatched_sources(&routes, &attached);
+        if unwatched != self.state.unwatched_sources {
+            for source in unwatched
+                .iter()
+                .filter(|s| !self.state.unwatched_sources.contains(s))
+            {
+                tracing::error!(source = %source, "a selected source is routed through an interface the classifier does not watch: its traffic is NOT tunnelled (static mode: add the interface to [agent].pod_interfaces)");
+            }
+            self.state.unwatched_sources = unwatched;
+            self.write_state()?;
+        }
         if attached != self.state.interfaces {
             self.state.interfaces = attached;
             self.write_state()?;
         }
         Ok(())
+    }
+
+    /// The selected sources whose route leaves through an interface not in `attached` (nor
+    /// the loopback or tunnel device), as `source via interface`.
+    fn unwatched_sources(&self, routes: &Routes, attached: &[String]) -> Vec<String> {
+        let Some(desired) = &self.desired else {
+            return Vec::new();
+        };
+        let sources: BTreeSet<Prefix> = desired
+            .policies
+            .iter()
+            .flat_map(|p| p.sources.iter().copied())
+            .collect();
+        sources
+            .into_iter()
+            .filter_map(|source| {
+                let interface = routes.interface_of(source.addr())?;
+                let watched = attached.iter().any(|a| a == interface)
+                    || interface == "lo"
+                    || interface == self.tunnel.device;
+                (!watched).then(|| format!("{source} via {interface}"))
+            })
+            .collect()
     }
 
     /// The status file's path.
@@ -504,14 +626,14 @@ egress_source_ip = "192.168.1.100"
     #[test]
     fn programs_get_the_tunnel_mss_vni_and_gateway_check() {
         let config = config(STATIC);
-        let cfg = node_config(&config, &tunnel(1450));
+        let cfg = node_config(&config, &tunnel(1450), &config.tunnel.floating_ips);
         assert_eq!(
             (cfg.mark, cfg.vni, cfg.mss, cfg.ttl, cfg.flags),
             (0x0010_0000, 7, 1410, 64, FLAG_CHECK_GATEWAYS)
         );
         // Without known floating IPs, any gateway address is accepted.
         let open = self::config(&STATIC.replace("floating_ips = [\"192.168.1.100\"]", ""));
-        assert_eq!(node_config(&open, &tunnel(1450)).flags, 0);
+        assert_eq!(node_config(&open, &tunnel(1450), &[]).flags, 0);
     }
 
     #[test]
@@ -520,7 +642,7 @@ egress_source_ip = "192.168.1.100"
         assert_eq!(specs.len(), 1);
         assert_eq!(specs[0].name, "alice");
         assert_eq!(specs[0].excluded[0].to_string(), "8.8.8.8/32");
-        let program = compile(&config(STATIC)).expect("compiles");
+        let program = compile(&Desired::of_config(&config(STATIC))).expect("compiles");
         let selected = program.decide(
             std::net::Ipv4Addr::new(10, 10, 1, 5),
             std::net::Ipv4Addr::new(8, 8, 8, 4),
@@ -538,7 +660,8 @@ egress_source_ip = "192.168.1.100"
 
     #[test]
     fn the_masquerade_table_follows_the_config() {
-        let m = masquerade_of(&config(STATIC));
+        let config = config(STATIC);
+        let m = masquerade_of(&config, &Desired::of_config(&config));
         assert_eq!(m.non_masquerade.len(), 11, "ip-masq-agent's default list");
         assert!(!m.masquerade_link_local);
         assert_eq!(m.tunnel_device, "egret0");

@@ -3,13 +3,15 @@
 //! - [`tunnel`]: the collect-metadata VXLAN device that carries selected flows to the
 //!   gateways and brings their replies back, the policy routing that sends marked packets to
 //!   it, and the sysctls the return path needs;
-//! - [`masquerade`]: the node masquerade (ip-masq-agent semantics) in one nftables table.
+//! - [`masquerade`]: the node masquerade (ip-masq-agent semantics) in one nftables table;
+//! - [`routes`]: which interface the node routes an address through (where pod traffic enters).
 //!
 //! Each part is a pure description of the wanted state (rendered text, command lists) plus a
 //! thin shell that runs `ip` and `nft`. Everything is idempotent: applying the same state twice
 //! changes nothing, and a restarted agent finds its own objects and keeps them.
 
 pub mod masquerade;
+pub mod routes;
 pub mod tunnel;
 
 use std::ffi::OsStr;
