@@ -6,12 +6,14 @@
 //! - [`host`]: the node's own networking the agent manages: the tunnel device, policy routing,
 //!   sysctls, and the masquerade table.
 //! - [`ebpf`]: loads the eBPF objects, attaches the programs and reads their counters.
+//! - [`kubernetes`]: Kubernetes mode's shell: watches, Leases, status writes.
 //! - [`prefix`]: IPv4 prefixes.
 
 pub mod config;
 pub mod datapath;
 pub mod ebpf;
 pub mod host;
+pub mod kubernetes;
 pub mod node;
 pub mod policy;
 pub mod prefix;
