@@ -15,7 +15,7 @@
 //! and ends.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, SystemTime};
 
 use egret_crd::{EgressGateway, EgressGatewayStatus, GatewayState};
@@ -231,10 +231,11 @@ impl Shell {
         let deadline = loop {
             let now = Instant::now();
             // Skipped while the data path writes it: the next round reads it.
-            let observation = snapshot
-                .try_lock()
-                .ok()
-                .map(|s| Observation::from_snapshot(&s));
+            let observation = match snapshot.try_lock() {
+                Ok(s) => Some(Observation::from_snapshot(&s)),
+                Err(TryLockError::Poisoned(s)) => Some(Observation::from_snapshot(&s.into_inner())),
+                Err(TryLockError::WouldBlock) => None,
+            };
             if let Some(observation) = observation {
                 reporter.observe(now.into_std(), &observation);
             }
