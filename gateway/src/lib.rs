@@ -11,6 +11,7 @@
 //! - [`io`]: the packet sockets, the kernel guard and the loop around the data path.
 //! - [`wire`]: our own wire formats (VXLAN, the VRRPv3 advert).
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
+//! - [`report`]: what the gateway reports into the `EgressGateway` status, as a pure core.
 //! - [`status`]: the counters and state the gateway reports.
 //! - [`sync`]: flow state streamed to peer gateways, as a pure core.
 
@@ -20,6 +21,7 @@ pub mod datapath;
 pub mod election;
 pub mod io;
 pub mod nat;
+pub mod report;
 pub mod status;
 pub mod sync;
 #[cfg(test)]

@@ -67,6 +67,9 @@ enum Command {
 /// An invalid config: already reported line by line, exits with 2.
 const EXIT_INVALID_CONFIG: u8 = 2;
 
+/// How long a stopping gateway tries to report itself `Down` into the cluster.
+const KUBERNETES_STOP_DEADLINE: Duration = Duration::from_millis(1500);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -285,6 +288,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         });
         let params = egret_gateway::sync::Params {
             primary,
+            name: config.gateway.name.clone(),
             keys,
             ..egret_gateway::sync::Params::new(epoch(), sync.peers.clone())
         };
@@ -323,6 +327,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         adverts = if multicast { "multicast" } else { "unicast" },
         sync = ?config.sync.as_ref().map(|s| &s.peers),
         api = %config.api.listen,
+        kubernetes = ?config.kubernetes.as_ref().map(|k| &k.gateway),
         workers,
         fast_path = fast.is_ok(),
         "gateway running"
@@ -333,7 +338,20 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .context("cannot handle SIGTERM")?
     };
     let stopped = stop.clone();
-    runtime.block_on(async move {
+    // With [kubernetes], a task on this runtime reports into the EgressGateway status; it
+    // only reads the published snapshot, so the data path never waits for the API.
+    let kubernetes = config.kubernetes.as_ref().map(|_| io::kube::shared());
+    let reporting = runtime.block_on(async {
+        let reporting = match (&config.kubernetes, &kubernetes) {
+            (Some(k), Some(shared)) => Some(io::kube::start(
+                k.kubeconfig.clone(),
+                &k.gateway,
+                &config.gateway.name,
+                snapshot.clone(),
+                shared.clone(),
+            )),
+            _ => None,
+        };
         let shutdown = async {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
@@ -341,13 +359,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 _ = wait_for(&stopped) => {}
             }
         };
-        api::serve(listener, snapshot, shutdown).await;
+        api::serve(listener, snapshot, kubernetes, shutdown).await;
+        reporting
     });
     // Hand the addresses over (priority 0) while the data path still runs, then stop it.
     leave.store(true, Ordering::Relaxed);
     let left = election
         .join()
         .map_err(|_| anyhow::anyhow!("the election thread panicked"))?;
+    if let Some(reporting) = reporting {
+        // The addresses are handed over: report this gateway Down, briefly.
+        if runtime.block_on(reporting.stop(KUBERNETES_STOP_DEADLINE)) {
+            tracing::info!("reported Down into the EgressGateway status");
+        } else {
+            tracing::warn!(
+                "could not report Down into the EgressGateway status within {KUBERNETES_STOP_DEADLINE:?}; the peers will mark this gateway Down"
+            );
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     if let Ok(fast) = &fast {
         // Everything back to user space (which stops) before the program goes.

@@ -52,7 +52,38 @@ pub struct Snapshot {
     /// data path leaves it empty.
     #[serde(default)]
     pub api: ApiStatus,
+    /// Reporting into the cluster (`[kubernetes]`). The API server fills this in from the
+    /// reporter when it answers; the data path leaves it empty.
+    #[serde(default)]
+    pub kubernetes: KubernetesStatus,
 }
+
+/// How reporting into the `EgressGateway` status goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesStatus {
+    /// A `[kubernetes]` table is configured.
+    pub enabled: bool,
+    /// The `EgressGateway` reported into, and this gateway's field manager there.
+    pub object: String,
+    pub field_manager: String,
+    /// What the last successful apply said: `nodes` (`Up`/`Down`) and `floatingIPs`.
+    pub nodes: BTreeMap<String, String>,
+    pub floating_ips: BTreeMap<String, String>,
+    /// Successful applies, and the wall-clock time of the last one (ms since the epoch).
+    pub applies: u64,
+    pub last_apply_unix_ms: Option<u64>,
+    /// What this gateway would report differs from the last apply: one is waiting, in
+    /// flight, or backing off after an error.
+    pub pending: bool,
+    /// Failed applies by reason (`timeout`, `transport`, `not_found`, `forbidden`,
+    /// `refused`, `server`, `client`), every reason present from the start.
+    pub errors: BTreeMap<String, u64>,
+    /// The last error, while the status is pending because of it.
+    pub last_error: Option<String>,
+}
+
+/// The reporter's state, written by the reporter and read by the API.
+pub type SharedKubernetes = std::sync::Arc<std::sync::Mutex<KubernetesStatus>>;
 
 /// The connections of the status API (`[api].listen`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +170,13 @@ pub struct SyncPeerStatus {
     /// Its election address, as it announces it.
     #[serde(default)]
     pub primary: Option<std::net::Ipv4Addr>,
+    /// Its `[gateway].name`, as its heartbeats announce it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Milliseconds since its last fresh datagram, as of the sync's latest report (`None`:
+    /// never heard).
+    #[serde(default)]
+    pub silent_ms: Option<u64>,
 }
 
 /// The election as a whole (each floating IP's own state is in [`FloatingIpStatus`]).

@@ -39,11 +39,13 @@ SOURCE is one of:
           sweep         empty full resyncs (a batch flagged as the first and the last of
                         a resync, without records): "I hold no flow"
           resync        ResyncRequests (stream 0: any)
-          heartbeat     heartbeats claiming priority 254 for VRID 10
+          heartbeat     heartbeats claiming priority 254 for VRID 10, naming the sender
+                        --name (default: none; the gateways report a peer by the name
+                        its heartbeats carry)
         Upserts announce the longest time left there is (2^32 - 1 s) unless --remaining.
         Options: --flow PROTO:POD:POD_PORT:REMOTE:REMOTE_PORT:NAT_PORT (tcp or udp;
         repeatable), --node IP, --egress IP (the floating IP), --node-mac MAC,
-        --remote IP:PORT, --port-range A-B, --remaining SECONDS.
+        --remote IP:PORT, --port-range A-B, --remaining SECONDS, --name NAME.
 
 Every datagram leaves as a whole Ethernet frame through a packet socket bound to IFACE,
 from IFACE's MAC to --dst-mac, UDP from --src-ip:4801 to --dst-ip:4801: no route or address
@@ -308,7 +310,10 @@ def forge(a):
             if a.message == "resync":
                 kind, body = KIND_RESYNC, struct.pack("!Q", 0)
             else:
-                kind, body = KIND_HEARTBEAT, struct.pack("!IB3x", 0, 1) + bytes([10, 254])
+                # last_seq 0, one claim, the name's length, reserved; the claim; the name.
+                name = a.name.encode()
+                kind = KIND_HEARTBEAT
+                body = struct.pack("!IBB2x", 0, 1, len(name)) + bytes([10, 254]) + name
             if a.format == "v1":
                 datagrams.append(v1(kind, epoch, body[:8] if kind == KIND_RESYNC else body[:4]))
             else:
@@ -381,6 +386,7 @@ def main():
     f.add_argument("--remote", default="198.51.100.10:10000")
     f.add_argument("--port-range", default="40000-60000")
     f.add_argument("--remaining", type=int, default=FOREVER)
+    f.add_argument("--name", default="")
     a = parser.parse_args()
     self_test()
     if a.self_test:

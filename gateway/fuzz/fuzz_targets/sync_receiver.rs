@@ -32,6 +32,8 @@ fn params(epoch: u64, peer: u8, keys: &Keys) -> Params {
     Params {
         keys: Some(keys.clone()),
         primary: Ipv4Addr::new(192, 168, 1, 11),
+        // Named, so A's heartbeats carry a name for the flips to reach.
+        name: "gw-a".into(),
         ..Params::new(epoch, vec![addr(peer)])
     }
 }

@@ -413,6 +413,7 @@ pub fn render_text(s: &Snapshot) -> String {
     );
 
     sync(&mut out, &s.sync);
+    kubernetes(&mut out, s);
 
     out.push_str("\nnodes\n");
     if s.nodes.is_empty() {
@@ -490,6 +491,7 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
     let mut rows = vec![
         [
             "PEER",
+            "NAME",
             "UP",
             "LAG",
             "QUEUE",
@@ -503,6 +505,7 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
     rows.extend(sync.peers.iter().map(|p| {
         vec![
             p.address.clone(),
+            p.name.clone().unwrap_or_else(|| "?".into()),
             if p.alive { "yes" } else { "no" }.into(),
             format!("{:.0}ms", p.lag_seconds * 1000.0),
             p.queue_depth.to_string(),
@@ -511,7 +514,7 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
             format!("{}/{}", p.resyncs_sent, p.resyncs_received),
         ]
     }));
-    table(out, "  ", &rows, &[2, 3, 4, 5]);
+    table(out, "  ", &rows, &[3, 4, 5, 6]);
     out.push_str(&format!(
         "  changes sent {}, applied {}; peer flows installed {}, removed {}, refused {}\n",
         sync.sent.changes,
@@ -553,6 +556,60 @@ fn sync(out: &mut String, sync: &crate::status::SyncStatus) {
             "  changes lost to full queues {}, socket errors {}\n",
             sync.queue_overflow, sync.socket_errors
         ));
+    }
+}
+
+/// The reporting into the EgressGateway status: where, how recent, what it said.
+fn kubernetes(out: &mut String, s: &Snapshot) {
+    let k = &s.kubernetes;
+    out.push_str("\nkubernetes\n");
+    if !k.enabled {
+        out.push_str("  off (no [kubernetes] table)\n");
+        return;
+    }
+    let last = match k.last_apply_unix_ms {
+        Some(ms) => format!(
+            "last applied {} ago",
+            uptime(s.taken_unix_ms.saturating_sub(ms) as f64 / 1000.0)
+        ),
+        None => "never applied".to_owned(),
+    };
+    out.push_str(&format!(
+        "  EgressGateway {} as {}: {last}, {} applies, {}\n",
+        k.object,
+        k.field_manager,
+        k.applies,
+        if k.pending {
+            "changes pending"
+        } else {
+            "up to date"
+        }
+    ));
+    if let Some(error) = &k.last_error {
+        out.push_str(&format!("  last error: {error}\n"));
+    }
+    if !k.nodes.is_empty() {
+        let mut rows = vec![vec!["GATEWAY".to_owned(), "STATE".to_owned()]];
+        rows.extend(k.nodes.iter().map(|(n, st)| vec![n.clone(), st.clone()]));
+        table(out, "  ", &rows, &[]);
+    }
+    if !k.floating_ips.is_empty() {
+        let mut rows = vec![vec!["FLOATING IP".to_owned(), "HOLDER".to_owned()]];
+        rows.extend(
+            k.floating_ips
+                .iter()
+                .map(|(a, n)| vec![a.clone(), n.clone()]),
+        );
+        table(out, "  ", &rows, &[]);
+    }
+    let errors: Vec<String> = k
+        .errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !errors.is_empty() {
+        out.push_str(&format!("  apply errors: {}\n", errors.join(", ")));
     }
 }
 
@@ -789,13 +846,23 @@ control
 
 sync
   sealed with [sync].key_file
-  PEER               UP   LAG  QUEUE  SENT SEQ  APPLIED SEQ  RESYNCS OUT/IN
-  192.168.1.12:4801  yes  4ms     12        41           39  1/1
+  PEER               NAME  UP   LAG  QUEUE  SENT SEQ  APPLIED SEQ  RESYNCS OUT/IN
+  192.168.1.12:4801  gw2   yes  4ms     12        41           39  1/1
   changes sent 300, applied 250; peer flows installed 250, removed 10, refused 4
   nacks sent 1, received 2; retransmits 3
   datagrams refused: bad_magic 6
   peer changes refused: lifetime 1, not_master 3
   flows swept after resyncs 2; datagrams under the previous key 3
+
+kubernetes
+  EgressGateway default as egret-gateway/gw1: last applied 2s ago, 3 applies, up to date
+  GATEWAY  STATE
+  gw1      Up
+  gw2      Up
+  FLOATING IP    HOLDER
+  192.168.1.100  gw1
+  192.168.1.101  gw2
+  apply errors: timeout 1
 
 nodes
   ADDRESS       MAC                TUNNEL MAC         VERIFIED

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::status::{
     ApiStatus, ControlCounters, ElectionStatus, FastPathStatus, FloatingIpStatus, FlowStatus,
-    NextHopStatus, NodeStatus, Snapshot, SyncPeerStatus, SyncStatus, SyncTraffic, Traffic,
+    KubernetesStatus, NextHopStatus, NodeStatus, Snapshot, SyncPeerStatus, SyncStatus, SyncTraffic,
+    Traffic,
 };
 
 /// Gateway gw1 owning 192.168.1.100 and backing up 192.168.1.101, with traffic, one
@@ -133,6 +134,8 @@ pub(crate) fn snapshot() -> Snapshot {
                 restarts: 0,
                 confirmed: true,
                 primary: Some(std::net::Ipv4Addr::new(192, 168, 1, 12)),
+                name: Some("gw2".to_owned()),
+                silent_ms: Some(400),
             }],
             sent: SyncTraffic {
                 datagrams: 40,
@@ -172,6 +175,27 @@ pub(crate) fn snapshot() -> Snapshot {
             ]
             .into_iter()
             .collect(),
+        },
+        kubernetes: KubernetesStatus {
+            enabled: true,
+            object: "default".to_owned(),
+            field_manager: "egret-gateway/gw1".to_owned(),
+            nodes: [("gw1", "Up"), ("gw2", "Up")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            floating_ips: [("192.168.1.100", "gw1"), ("192.168.1.101", "gw2")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            applies: 3,
+            last_apply_unix_ms: Some(1_699_999_998_000),
+            pending: false,
+            errors: crate::io::kube::KubeError::LABELS
+                .iter()
+                .map(|l| ((*l).to_owned(), u64::from(*l == "timeout")))
+                .collect(),
+            last_error: None,
         },
     }
 }

@@ -379,6 +379,36 @@ pub fn render_prometheus(s: &Snapshot) -> String {
         out.sample(&[("reason", reason)], *count);
     }
 
+    let k = &s.kubernetes;
+    out.family(
+        "egret_gateway_kubernetes_applies_total",
+        "counter",
+        "Successful server-side applies of this gateway's keys of the EgressGateway status ([kubernetes]).",
+    );
+    out.sample(&[], k.applies);
+    out.family(
+        "egret_gateway_kubernetes_apply_errors_total",
+        "counter",
+        "Failed applies of the EgressGateway status, by reason: client, timeout, transport, not_found, forbidden, refused, server.",
+    );
+    for (reason, count) in &k.errors {
+        out.sample(&[("reason", reason)], *count);
+    }
+    out.family(
+        "egret_gateway_kubernetes_last_apply_timestamp_seconds",
+        "gauge",
+        "When the EgressGateway status was last applied successfully, in seconds since the Unix epoch.",
+    );
+    if let Some(ms) = k.last_apply_unix_ms {
+        out.sample_f64(&[], ms as f64 / 1000.0);
+    }
+    out.family(
+        "egret_gateway_kubernetes_pending",
+        "gauge",
+        "1 while what this gateway reports differs from its last successful apply (waiting, in flight or retrying), else 0.",
+    );
+    out.sample(&[], u64::from(k.pending));
+
     out.family(
         "egret_gateway_next_hop_resolved",
         "gauge",
@@ -667,6 +697,10 @@ mod tests {
             "egret_gateway_node_probes_total",
             "egret_gateway_api_connections_open",
             "egret_gateway_api_connections_refused_total",
+            "egret_gateway_kubernetes_applies_total",
+            "egret_gateway_kubernetes_apply_errors_total",
+            "egret_gateway_kubernetes_last_apply_timestamp_seconds",
+            "egret_gateway_kubernetes_pending",
             "egret_gateway_next_hop_resolved",
             "egret_gateway_uptime_seconds",
             "egret_gateway_info",
@@ -836,6 +870,26 @@ mod tests {
             ),
             0.0
         );
+        assert_eq!(v("egret_gateway_kubernetes_applies_total", &[]), 3.0);
+        assert_eq!(
+            v(
+                "egret_gateway_kubernetes_apply_errors_total",
+                &[("reason", "timeout")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            v(
+                "egret_gateway_kubernetes_apply_errors_total",
+                &[("reason", "forbidden")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            v("egret_gateway_kubernetes_last_apply_timestamp_seconds", &[]),
+            1_699_999_998.0
+        );
+        assert_eq!(v("egret_gateway_kubernetes_pending", &[]), 0.0);
         assert_eq!(v("egret_gateway_next_hop_resolved", &[]), 1.0);
         assert_eq!(v("egret_gateway_uptime_seconds", &[]), 12.5);
         let version = env!("CARGO_PKG_VERSION");

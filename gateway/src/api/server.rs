@@ -39,22 +39,24 @@ use tracing::{debug, trace};
 
 use super::admission::{Admission, Client, Limits, MAX_HEAD};
 use super::http::respond;
-use crate::status::{ApiStatus, SharedSnapshot};
+use crate::status::{ApiStatus, SharedKubernetes, SharedSnapshot};
 
 /// Pause after a failed accept, typically the process being out of file descriptors, so
 /// the accept loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves the API on `listener` with the gateway's [`Limits`] until `shutdown` completes.
-/// Connections still open then are dropped with the runtime.
+/// Serves the API on `listener` with the gateway's [`Limits`] until `shutdown` completes,
+/// showing the Kubernetes reporter's state when there is one. Connections still open then
+/// are dropped with the runtime.
 pub async fn serve(
     listener: TcpListener,
     snapshot: SharedSnapshot,
+    kubernetes: Option<SharedKubernetes>,
     shutdown: impl Future<Output = ()>,
 ) {
-    Server::new(snapshot, Limits::default())
-        .serve(listener, shutdown)
-        .await;
+    let mut server = Server::new(snapshot, Limits::default());
+    server.kubernetes = kubernetes;
+    server.serve(listener, shutdown).await;
 }
 
 /// The API server: the snapshot it answers from, its limits and its connection counts.
@@ -64,6 +66,8 @@ pub struct Server {
     snapshot: SharedSnapshot,
     limits: Limits,
     admission: Arc<Mutex<Admission>>,
+    /// The Kubernetes reporter's state, with `[kubernetes]`.
+    kubernetes: Option<SharedKubernetes>,
 }
 
 impl Server {
@@ -72,6 +76,7 @@ impl Server {
             snapshot,
             limits,
             admission: Arc::new(Mutex::new(Admission::new(limits))),
+            kubernetes: None,
         }
     }
 
@@ -149,6 +154,9 @@ impl Server {
         // Copy under each lock, render after both are released.
         let mut snapshot = lock(&self.snapshot).clone();
         snapshot.api = self.status();
+        if let Some(kubernetes) = &self.kubernetes {
+            snapshot.kubernetes = lock(kubernetes).clone();
+        }
         respond(request.method(), request.uri().path(), &snapshot).into_http()
     }
 }

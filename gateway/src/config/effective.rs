@@ -128,10 +128,9 @@ pub(super) fn render(config: &Config) -> String {
             out.section("[kubernetes]");
             match &kubernetes.kubeconfig {
                 Some(path) => out.key("kubeconfig", quote(&path.to_string_lossy())),
-                None => out.line(
-                    "# kubeconfig: the client's usual search ($KUBECONFIG, ~/.kube/config, in-cluster)",
-                ),
+                None => out.line("# kubeconfig: $KUBECONFIG, read at start"),
             }
+            out.key("gateway", quote(&kubernetes.gateway));
         }
         None => {
             out.line("");
@@ -204,6 +203,7 @@ listen = "[::1]:9000"
 
 [kubernetes]
 kubeconfig = "/etc/egret/kube config"
+gateway = "egress.example"
 "#;
 
     fn round_trip(text: &str) -> (Config, String) {
@@ -270,9 +270,13 @@ kubeconfig = "/etc/egret/kube config"
     #[test]
     fn an_empty_kubernetes_table_stays_empty() {
         let (config, printed) = round_trip(&format!("{MINIMAL}\n[kubernetes]\n"));
-        assert!(config.kubernetes.is_some_and(|k| k.kubeconfig.is_none()));
         assert!(
-            printed.contains("# kubeconfig: the client's usual search"),
+            config
+                .kubernetes
+                .is_some_and(|k| k.kubeconfig.is_none() && k.gateway == "default")
+        );
+        assert!(
+            printed.contains("# kubeconfig: $KUBECONFIG, read at start\ngateway = \"default\"\n"),
             "{printed}"
         );
     }

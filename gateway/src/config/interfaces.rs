@@ -21,6 +21,8 @@ pub struct HostFacts {
     pub interfaces: BTreeMap<String, Vec<Ipv4Cidr>>,
     /// Secret files, when the facts are made up (tests); `None` reads the real files.
     files: Option<BTreeMap<std::path::PathBuf, KeyFile>>,
+    /// `$KUBECONFIG`, the default of `[kubernetes].kubeconfig`.
+    pub kubeconfig_env: Option<String>,
 }
 
 /// A key file as the check sees it: its permission bits and its bytes.
@@ -49,7 +51,14 @@ impl HostFacts {
             hostname: hostname.to_owned(),
             interfaces: BTreeMap::new(),
             files: Some(BTreeMap::new()),
+            kubeconfig_env: None,
         }
+    }
+
+    /// Sets a made-up `$KUBECONFIG`.
+    pub fn with_kubeconfig_env(mut self, value: &str) -> HostFacts {
+        self.kubeconfig_env = Some(value.to_owned());
+        self
     }
 
     /// Adds (or replaces) a made-up secret file.
@@ -70,7 +79,8 @@ impl HostFacts {
         self
     }
 
-    /// Reads a secret file: a regular file's permission bits and contents.
+    /// Reads a secret file (a sync key, a kubeconfig): a regular file's permission bits
+    /// and contents.
     pub fn key_file(&self, path: &std::path::Path) -> Result<KeyFile, String> {
         if let Some(files) = &self.files {
             return files
@@ -102,6 +112,7 @@ impl HostFacts {
             hostname: hostname()?,
             interfaces: interfaces()?,
             files: None,
+            kubeconfig_env: std::env::var("KUBECONFIG").ok(),
         })
     }
 

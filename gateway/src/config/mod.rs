@@ -232,8 +232,10 @@ pub struct Api {
 /// `[kubernetes]`: report gateway status into a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kubernetes {
-    /// `None`: the client's usual search (`$KUBECONFIG`, `~/.kube/config`, in-cluster).
+    /// `None`: `$KUBECONFIG` (a list of files, merged as kubectl does), read at start.
     pub kubeconfig: Option<PathBuf>,
+    /// The `EgressGateway` object whose status this gateway reports into.
+    pub gateway: String,
 }
 
 /// Defaults of the keys that have one.
@@ -254,6 +256,8 @@ pub mod defaults {
     pub const GARP_INTERVAL: Duration = Duration::from_secs(1);
     /// Well inside the usual ARP cache and switch table ageing (minutes).
     pub const GARP_REFRESH: Duration = Duration::from_secs(60);
+    /// The EgressGateway object a cluster usually has.
+    pub const KUBERNETES_GATEWAY: &str = "default";
     pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9477));
 }
 
@@ -358,7 +362,45 @@ pub(crate) mod fixtures {
             .with_key_file("/etc/egret/short.key", 0o600, &[3; 31])
             .with_key_file("/etc/egret/world.key", 0o644, &[4; 32])
             .with_key_file("/etc/egret/group.key", 0o640, &[5; 32])
+            .with_key_file("/etc/egret/kube config", 0o600, KUBECONFIG.as_bytes())
+            .with_key_file("/etc/egret/kubeconfig", 0o600, KUBECONFIG.as_bytes())
+            .with_key_file("/etc/egret/garbage.kubeconfig", 0o600, b"clusters: 7\n")
+            .with_key_file(
+                "/etc/egret/nowhere.kubeconfig",
+                0o600,
+                KUBECONFIG
+                    .replace("current-context: gw", "current-context: other")
+                    .as_bytes(),
+            )
+            .with_key_file(
+                "/etc/egret/serverless.kubeconfig",
+                0o600,
+                KUBECONFIG
+                    .replace("    server: https://192.168.1.5:6443\n", "")
+                    .as_bytes(),
+            )
+            .with_kubeconfig_env("/etc/egret/kubeconfig")
     }
+
+    /// A kubeconfig whose current context leads to a cluster.
+    pub(crate) const KUBECONFIG: &str = "\
+apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: https://192.168.1.5:6443
+users:
+- name: gw
+  user:
+    token: secret
+contexts:
+- name: gw
+  context:
+    cluster: lab
+    user: gw
+current-context: gw
+";
 
     /// The smallest valid document: only the required keys.
     pub(crate) const MINIMAL: &str = r#"
@@ -442,6 +484,7 @@ mod tests {
             .with_interface("eth1", &[cidr("192.168.1.10/24")])
             .with_key_file("/etc/egret/sync.key", 0o600, &[7; 32])
             .with_key_file("/etc/egret/sync.key.old", 0o400, &[8; 32])
+            .with_key_file("/etc/egret/kubeconfig", 0o600, KUBECONFIG.as_bytes())
     }
 
     #[test]
@@ -598,6 +641,7 @@ mod tests {
             "key_file",
             "previous_key_file",
             "kubeconfig",
+            "gateway",
         ] {
             let written = EXAMPLE
                 .lines()
@@ -628,6 +672,7 @@ mod tests {
                     "# previous_key_file = ",
                     "# [kubernetes]",
                     "# kubeconfig = ",
+                    "# gateway = ",
                 ] {
                     if line.starts_with(key) {
                         return &line[2..];
@@ -650,7 +695,9 @@ mod tests {
         assert_eq!(sync.key.map(|k| k.1), Some(Secret(vec![7; 32])));
         assert_eq!(sync.previous_key.map(|k| k.1), Some(Secret(vec![8; 32])));
         assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
-        assert!(config.kubernetes.is_some_and(|k| k.kubeconfig.is_some()));
+        let kubernetes = config.kubernetes.expect("[kubernetes]");
+        assert!(kubernetes.kubeconfig.is_some());
+        assert_eq!(kubernetes.gateway, "default");
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub(super) struct RawApi {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawKubernetes {
     pub kubeconfig: Option<Spanned<String>>,
+    pub gateway: Option<Spanned<String>>,
 }
 
 /// A priority as written: a number (range checked later) or a word (must be "auto").
@@ -363,7 +364,12 @@ pub(super) fn allowed(key: &str) -> &'static str {
         "api" => "an [api] table",
         "api.listen" => "a socket address with a non-zero port, such as \"127.0.0.1:9477\"",
         "kubernetes" => "a [kubernetes] table, or none to not report into a cluster",
-        "kubernetes.kubeconfig" => "a path to a kubeconfig file",
+        "kubernetes.kubeconfig" => {
+            "the absolute path of a kubeconfig file whose current context names a cluster with a server, or none for $KUBECONFIG"
+        }
+        "kubernetes.gateway" => {
+            "the name of an EgressGateway object: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+        }
         _ => "",
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use smoltcp::wire::Ipv4Cidr;
@@ -93,6 +93,9 @@ impl Checker<'_, '_, '_> {
         if let (Some(e), Some(f), Some(s)) = (&election, &floating_ips, &sync) {
             self.auto_knows_the_gateways(raw, e, f, s.as_ref());
         }
+        if let (Some(g), Some(Some(_))) = (&gateway, &kubernetes) {
+            self.name_fits_a_field_manager(raw, &g.name);
+        }
         Some(Config {
             gateway: gateway?,
             tunnel: tunnel?,
@@ -103,6 +106,35 @@ impl Checker<'_, '_, '_> {
             api: api?,
             kubernetes: kubernetes?,
         })
+    }
+
+    /// The status is applied under the field manager `egret-gateway/<name>`, which the API
+    /// server limits to 128 printable characters.
+    fn name_fits_a_field_manager(&mut self, raw: &RawConfig, name: &str) {
+        let manager = crate::report::field_manager(name);
+        let why = if manager.len() > MAX_FIELD_MANAGER {
+            format!(
+                "{} bytes long: too long for the field manager {manager:?} of [kubernetes]",
+                name.len()
+            )
+        } else if name.chars().any(char::is_control) {
+            "holds a control character, which [kubernetes] cannot report".to_owned()
+        } else {
+            return;
+        };
+        let span = match &raw.gateway {
+            Section::Present(g) => g.get_ref().name.as_ref().map(|n| n.span()),
+            _ => None,
+        };
+        self.report.error(
+            "gateway.name",
+            span,
+            why,
+            format!(
+                "with [kubernetes], at most {} bytes without control characters",
+                MAX_FIELD_MANAGER - crate::report::field_manager("").len()
+            ),
+        );
     }
 
     /// `priority = "auto"` ranks the gateways by identity, so it needs the others':
@@ -546,18 +578,81 @@ impl Checker<'_, '_, '_> {
 
     /// `Some(None)`: no `[kubernetes]`; `None`: invalid.
     fn kubernetes(&mut self, section: &Section<RawKubernetes>) -> Option<Option<Kubernetes>> {
-        let Some(k) = self.optional(section)? else {
-            return Some(None);
+        let Section::Present(table) = section else {
+            return self.optional(section).map(|_| None);
         };
+        let k = table.get_ref();
         let kubeconfig = match &k.kubeconfig {
-            None => Some(None),
-            Some(path) => self
-                .non_empty("kubernetes.kubeconfig", path)
-                .map(|p| Some(PathBuf::from(p))),
+            None => self.kubeconfig_env(table.span()).map(|()| None),
+            Some(path) => self.kubeconfig(path).map(Some),
+        };
+        let gateway = match &k.gateway {
+            None => Some(defaults::KUBERNETES_GATEWAY.to_owned()),
+            Some(name) => self.object_name("kubernetes.gateway", name),
         };
         Some(Some(Kubernetes {
             kubeconfig: kubeconfig?,
+            gateway: gateway?,
         }))
+    }
+
+    /// `[kubernetes].kubeconfig`: an absolute path to a kubeconfig that leads to a cluster.
+    fn kubeconfig(&mut self, raw: &Spanned<String>) -> Option<PathBuf> {
+        const KEY: &str = "kubernetes.kubeconfig";
+        let path = PathBuf::from(self.non_empty(KEY, raw)?);
+        if !path.is_absolute() {
+            self.report
+                .error(KEY, Some(raw.span()), "not an absolute path", allowed(KEY));
+            return None;
+        }
+        match kubeconfig_problem(self.host, &[path.as_path()]) {
+            None => Some(path),
+            Some(why) => {
+                self.report.error(KEY, Some(raw.span()), why, allowed(KEY));
+                None
+            }
+        }
+    }
+
+    /// No `kubeconfig` key: `$KUBECONFIG` must name kubeconfig files that lead to a cluster.
+    fn kubeconfig_env(&mut self, table: std::ops::Range<usize>) -> Option<()> {
+        const KEY: &str = "kubernetes.kubeconfig";
+        let paths: Vec<&Path> = self
+            .host
+            .kubeconfig_env
+            .as_deref()
+            .unwrap_or("")
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .map(Path::new)
+            .collect();
+        let why = if paths.is_empty() {
+            Some("not set, and $KUBECONFIG is not set either".to_owned())
+        } else {
+            kubeconfig_problem(self.host, &paths).map(|why| format!("from $KUBECONFIG: {why}"))
+        };
+        match why {
+            None => Some(()),
+            Some(why) => {
+                self.report.error(KEY, Some(table), why, allowed(KEY));
+                None
+            }
+        }
+    }
+
+    /// A Kubernetes object name (RFC 1123 subdomain).
+    fn object_name(&mut self, key: &str, raw: &Spanned<String>) -> Option<String> {
+        let name = raw.get_ref();
+        if is_object_name(name) {
+            return Some(name.clone());
+        }
+        let why = if name.is_empty() {
+            "empty".to_owned()
+        } else {
+            format!("{name:?} is not a valid object name")
+        };
+        self.report.error(key, Some(raw.span()), why, allowed(key));
+        None
     }
 
     /// The floating IPs' VXLAN port and their NAT ports share the same addresses.
@@ -1025,6 +1120,75 @@ impl<T> Default for Seen<T> {
     fn default() -> Self {
         Seen(HashMap::new())
     }
+}
+
+/// The longest field manager the API server accepts.
+const MAX_FIELD_MANAGER: usize = 128;
+
+/// Whether `name` is a Kubernetes object name (an RFC 1123 subdomain): at most 253
+/// characters, lowercase alphanumeric labels of `-` joined by `.`, each starting and ending
+/// with an alphanumeric.
+fn is_object_name(name: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter().all(|&c| alnum(c) || c == b'-')
+                && b.first().is_some_and(|&c| alnum(c))
+                && b.last().is_some_and(|&c| alnum(c))
+        })
+}
+
+/// What keeps the kubeconfig files at `paths` (merged in order, as kubectl merges
+/// `$KUBECONFIG`) from leading to a cluster; `None` when they do.
+fn kubeconfig_problem(host: &HostFacts, paths: &[&Path]) -> Option<String> {
+    use kube::config::Kubeconfig;
+    let mut merged = Kubeconfig::default();
+    for path in paths {
+        let file = match host.key_file(path) {
+            Ok(file) => file,
+            Err(why) => return Some(format!("{}: {why}", path.display())),
+        };
+        let parsed = std::str::from_utf8(&file.bytes)
+            .map_err(|_| "not UTF-8 text".to_owned())
+            .and_then(|text| Kubeconfig::from_yaml(text).map_err(|e| e.to_string()));
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(why) => return Some(format!("{} is not a kubeconfig: {why}", path.display())),
+        };
+        merged = match merged.merge(parsed) {
+            Ok(merged) => merged,
+            Err(e) => return Some(format!("{} cannot be merged: {e}", path.display())),
+        };
+    }
+    let Some(current) = merged.current_context.as_deref().filter(|c| !c.is_empty()) else {
+        return Some("no current-context".to_owned());
+    };
+    let Some(context) = merged
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+    else {
+        return Some(format!(
+            "the current-context {current:?} is not among its contexts"
+        ));
+    };
+    let server = merged
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.as_deref());
+    if server.is_none_or(str::is_empty) {
+        return Some(format!(
+            "the cluster {:?} of the current-context {current:?} has no server",
+            context.cluster
+        ));
+    }
+    None
 }
 
 /// `"a.b.c.d/len"` or a bare address (a /32).
@@ -1586,6 +1750,122 @@ mod tests {
             "{SYNC}key_file = \"/etc/egret/sync.key\"\nprevious_key_file = \"/etc/egret/world.key\"\n"
         ));
         assert_error(&text, "sync.previous_key_file", "previous_key_file");
+    }
+
+    #[test]
+    fn the_kubernetes_table_needs_a_kubeconfig_that_leads_to_a_cluster() {
+        let k = |body: &str| with(&format!("[kubernetes]\n{body}"));
+        let config = accept(&k(
+            "kubeconfig = \"/etc/egret/kubeconfig\"\ngateway = \"egress.lab\"\n",
+        ))
+        .config;
+        let kubernetes = config.kubernetes.expect("[kubernetes]");
+        assert_eq!(
+            kubernetes.kubeconfig,
+            Some(PathBuf::from("/etc/egret/kubeconfig"))
+        );
+        assert_eq!(kubernetes.gateway, "egress.lab");
+
+        let e = assert_error(
+            &k("kubeconfig = \"/etc/egret/none\"\n"),
+            "kubernetes.kubeconfig",
+            "kubeconfig",
+        );
+        assert_eq!(
+            e.problem,
+            "/etc/egret/none: cannot read it: No such file or directory"
+        );
+        let e = assert_error(
+            &k("kubeconfig = \"kubeconfig\"\n"),
+            "kubernetes.kubeconfig",
+            "kubeconfig",
+        );
+        assert_eq!(e.problem, "not an absolute path");
+        let e = assert_error(
+            &k("kubeconfig = \"/etc/egret/garbage.kubeconfig\"\n"),
+            "kubernetes.kubeconfig",
+            "kubeconfig",
+        );
+        assert!(
+            e.problem
+                .starts_with("/etc/egret/garbage.kubeconfig is not a kubeconfig: "),
+            "{}",
+            e.problem
+        );
+        let e = assert_error(
+            &k("kubeconfig = \"/etc/egret/nowhere.kubeconfig\"\n"),
+            "kubernetes.kubeconfig",
+            "kubeconfig",
+        );
+        assert_eq!(
+            e.problem,
+            "the current-context \"other\" is not among its contexts"
+        );
+        let e = assert_error(
+            &k("kubeconfig = \"/etc/egret/serverless.kubeconfig\"\n"),
+            "kubernetes.kubeconfig",
+            "kubeconfig",
+        );
+        assert_eq!(
+            e.problem,
+            "the cluster \"lab\" of the current-context \"gw\" has no server"
+        );
+        assert!(e.allowed.contains("$KUBECONFIG"), "{}", e.allowed);
+
+        for bad in [
+            "",
+            "Default",
+            "-gw",
+            "gw-",
+            "a..b",
+            "gw_1",
+            &"a".repeat(254),
+        ] {
+            let text = k(&format!("gateway = \"{bad}\"\n"));
+            let e = assert_error(&text, "kubernetes.gateway", "gateway =");
+            assert!(e.allowed.contains("object"), "{}", e.allowed);
+        }
+        accept(&k(&format!("gateway = \"{}\"\n", "a".repeat(253))));
+    }
+
+    #[test]
+    fn without_a_kubeconfig_key_kubeconfig_env_must_lead_to_a_cluster() {
+        let text = with("[kubernetes]\n");
+        let parse = |host: HostFacts| match Config::parse(&text, &host) {
+            Ok(_) => panic!("accepted"),
+            Err(ConfigError::Invalid(d)) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let mut unset = host();
+        unset.kubeconfig_env = None;
+        let d = parse(unset);
+        assert_eq!(d[0].key, "kubernetes.kubeconfig");
+        assert_eq!(d[0].problem, "not set, and $KUBECONFIG is not set either");
+        assert_eq!(d[0].line, line_of(&text, "[kubernetes]"));
+        let d = parse(host().with_kubeconfig_env("/etc/egret/garbage.kubeconfig"));
+        assert!(
+            d[0].problem
+                .starts_with("from $KUBECONFIG: /etc/egret/garbage.kubeconfig is not"),
+            "{}",
+            d[0].problem
+        );
+        // A list, merged: the first file's current context wins.
+        let merged =
+            host().with_kubeconfig_env("/etc/egret/kubeconfig:/etc/egret/nowhere.kubeconfig");
+        assert!(Config::parse(&text, &merged).is_ok());
+    }
+
+    #[test]
+    fn with_kubernetes_the_name_must_fit_a_field_manager() {
+        let long = "g".repeat(115);
+        let text = format!("{MINIMAL}\n[kubernetes]\n")
+            .replace("[gateway]\n", &format!("[gateway]\nname = \"{long}\"\n"));
+        let e = assert_error(&text, "gateway.name", "name =");
+        assert!(e.problem.starts_with("115 bytes long"), "{}", e.problem);
+        assert!(e.allowed.contains("at most 114 bytes"), "{}", e.allowed);
+        accept(&text.replace(&long, &"g".repeat(114)));
+        // Without [kubernetes], any name goes.
+        accept(&text.replace("[kubernetes]\n", ""));
     }
 
     #[test]

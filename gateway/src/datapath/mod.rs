@@ -1457,6 +1457,7 @@ impl Datapath {
             sync: self.sync_status.clone(),
             // Filled in by the API server, which owns those connections.
             api: status::ApiStatus::default(),
+            kubernetes: status::KubernetesStatus::default(),
         }
     }
 }

@@ -469,6 +469,8 @@ impl Datapath {
                     restarts: peer.restarts,
                     confirmed: peer.confirmed,
                     primary: peer.primary,
+                    name: sync.peer_name(peer.address).map(str::to_owned),
+                    silent_ms: peer.silent.map(|d| d.total_millis()),
                 })
                 .collect(),
             sent: status::SyncTraffic {

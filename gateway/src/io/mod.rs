@@ -5,6 +5,7 @@
 pub mod fastpath;
 pub mod guard;
 pub mod host;
+pub mod kube;
 pub mod packet;
 pub mod sync;
 pub mod vnet;

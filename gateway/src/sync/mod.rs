@@ -176,6 +176,9 @@ pub struct Params {
     /// This gateway's election address (the source of its adverts), announced to the
     /// peers in every datagram.
     pub primary: Ipv4Addr,
+    /// This gateway's `[gateway].name`, announced in every heartbeat (left out when
+    /// [`wire::valid_name`] refuses it): how the peers name it in the Kubernetes status.
+    pub name: String,
     /// The group's keys; `None` speaks unauthenticated datagrams (any host on the segment
     /// can then inject flows: the config check warns).
     pub keys: Option<Keys>,
@@ -197,6 +200,7 @@ impl Params {
             epoch,
             peers,
             primary: Ipv4Addr::UNSPECIFIED,
+            name: String::new(),
             keys: None,
             flush_after: Duration::from_millis(10),
             heartbeat: Duration::from_secs(1),
@@ -299,6 +303,9 @@ pub struct PeerStatus {
     pub restarts: u64,
     /// When a fresh datagram of the peer last arrived.
     pub last_heard: Option<Instant>,
+    /// How long since a fresh datagram of the peer last arrived, as of the latest time
+    /// handed to the core.
+    pub silent: Option<Duration>,
     /// Heard from within three heartbeat intervals.
     pub alive: bool,
     /// The peer has echoed our current token: its datagrams are acted on.
@@ -349,12 +356,16 @@ struct Peer {
     /// Its claims, from its latest fresh heartbeat, and when it arrived.
     claims: Vec<[u8; 2]>,
     claims_at: Option<Instant>,
+    /// Its name, from its latest fresh heartbeat that carried one.
+    name: Option<String>,
 }
 
 /// The flow sync of one gateway with all its peers.
 pub struct Sync {
     epoch: u64,
     primary: Ipv4Addr,
+    /// This gateway's name, as heartbeats carry it (empty: none).
+    name: String,
     keys: Option<Keys>,
     flush_after: Duration,
     heartbeat: Duration,
@@ -389,12 +400,18 @@ impl Sync {
                     primary: None,
                     claims: Vec::new(),
                     claims_at: None,
+                    name: None,
                 });
             }
         }
         Sync {
             epoch: params.epoch,
             primary: params.primary,
+            name: if wire::valid_name(&params.name) {
+                params.name
+            } else {
+                String::new()
+            },
             keys: params.keys,
             flush_after: params.flush_after,
             heartbeat: params.heartbeat.max(MIN_HEARTBEAT),
@@ -409,6 +426,14 @@ impl Sync {
             marks: Vec::new(),
             reflects: Vec::new(),
         }
+    }
+
+    /// The name `address`'s latest fresh heartbeat announced (`None` before one did).
+    pub fn peer_name(&self, address: SocketAddr) -> Option<&str> {
+        self.peers
+            .iter()
+            .find(|p| p.address == address)
+            .and_then(|p| p.name.as_deref())
     }
 
     /// This gateway's epoch.
@@ -554,11 +579,19 @@ impl Sync {
                 peer.rx
                     .handle_batch(&batch, plain, applied, &mut self.marks, c);
             }
-            wire::Message::Heartbeat { last_seq, claims } => {
+            wire::Message::Heartbeat {
+                last_seq,
+                claims,
+                name,
+            } => {
                 peer.rx.handle_heartbeat(last_seq);
                 peer.claims.clear();
                 peer.claims.extend_from_slice(claims);
                 peer.claims_at = Some(now);
+                // Allocates only when a peer names itself anew (first heard, renamed).
+                if !name.is_empty() && peer.name.as_deref() != Some(name) {
+                    peer.name = Some(name.to_owned());
+                }
             }
             wire::Message::Nack {
                 stream_epoch,
@@ -637,6 +670,7 @@ impl Sync {
             heartbeat: self.heartbeat,
             resync_rate: self.resync_rate,
             claims: &self.claims,
+            name: &self.name,
         };
         let suite = if self.keys.is_some() {
             wire::Suite::Aes256Gcm
@@ -669,6 +703,7 @@ impl Sync {
                 let hb = wire::Message::Heartbeat {
                     last_seq: wire::low32(p.tx.last_seq()),
                     claims: params.claims,
+                    name: params.name,
                 };
                 out.push((p.address, hb.to_vec(self.epoch)));
             }
@@ -735,6 +770,7 @@ impl Sync {
             resync_in_progress: p.tx.resync_in_progress(),
             restarts: p.rx.restarts,
             last_heard: p.rx.heard_at,
+            silent: p.rx.heard_at.map(|at| since(self.now, at)),
             alive: p
                 .rx
                 .heard_at
@@ -751,6 +787,7 @@ struct TxParams<'a> {
     heartbeat: Duration,
     resync_rate: u32,
     claims: &'a [[u8; 2]],
+    name: &'a str,
 }
 
 /// `now - then`, or zero when `then` is later.
@@ -814,6 +851,7 @@ mod tests {
     fn params(epoch: u64, me: u8, peer: u8, keys: Option<&Keys>) -> Params {
         Params {
             primary: Ipv4Addr::new(192, 168, 1, me),
+            name: format!("gw{me}"),
             keys: keys.cloned(),
             ..Params::new(epoch, vec![addr(peer)])
         }
@@ -1391,6 +1429,36 @@ mod tests {
             Some(Ipv4Addr::new(192, 168, 1, 11))
         );
         assert_eq!(a.peer_claims().next().map(|c| c.priorities.len()), Some(0));
+    }
+
+    #[test]
+    fn heartbeats_name_the_sender_and_a_rename_is_followed() {
+        let (mut a, mut b) = pair();
+        assert_eq!(b.peer_name(addr(11)), None);
+        connect(&mut a, &mut b, at(0));
+        assert_eq!(b.peer_name(addr(11)), Some("gw11"));
+        assert_eq!(a.peer_name(addr(12)), Some("gw12"));
+        assert_eq!(b.peer_name(addr(99)), None);
+        // A restarts under another name: its first fresh heartbeat renames it.
+        let mut a = Sync::new(
+            Params {
+                name: "edge-a".into(),
+                ..params(A + 1, 11, 12, None)
+            },
+            at(100),
+        );
+        connect(&mut a, &mut b, at(100));
+        assert_eq!(b.peer_name(addr(11)), Some("edge-a"));
+        // A name that cannot be carried is left out: the last one stays.
+        let mut a = Sync::new(
+            Params {
+                name: "bad\nname".into(),
+                ..params(A + 2, 11, 12, None)
+            },
+            at(200),
+        );
+        connect(&mut a, &mut b, at(200));
+        assert_eq!(b.peer_name(addr(11)), Some("edge-a"));
     }
 
     #[test]

@@ -213,6 +213,7 @@ mod tests {
         let mut d = Message::Heartbeat {
             last_seq: 7,
             claims: &[],
+            name: "gw1",
         }
         .to_vec(epoch);
         wire::set_session(

@@ -509,6 +509,7 @@ impl Tx {
             let hb = Message::Heartbeat {
                 last_seq: wire::low32(self.seq),
                 claims: params.claims,
+                name: params.name,
             };
             out.push((peer, hb.to_vec(epoch)));
             self.next_heartbeat = now + params.heartbeat;

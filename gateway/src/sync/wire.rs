@@ -51,10 +51,11 @@
 //! 56 |                       from (inclusive)                        |
 //! 60 |                        to (inclusive)                         |
 //!
-//! Heartbeat (3), 56 + 2 × count bytes
+//! Heartbeat (3), 56 + 2 × count + name_len bytes
 //! 48 |             last_seq: the last seq sent, 0 when none          |
-//! 52 |     count     |                  reserved (0)                 |
+//! 52 |     count     |   name_len    |          reserved (0)         |
 //! 56 |     vrid      |   priority    |      … count claims           |
+//!    |   name: name_len bytes of UTF-8, after the claims              |
 //!
 //! ResyncRequest (4), 56 bytes
 //! 48 |   stream_epoch (64 bits): the stream wanted in full, 0 = any   |
@@ -66,7 +67,11 @@
 //! which with the tag fill a datagram of 1384 bytes.
 //!
 //! A heartbeat's claims are the sender's election priority for each of its VRIDs: the
-//! election refuses an advert that claims a peer's address with another priority.
+//! election refuses an advert that claims a peer's address with another priority. Its name
+//! is the sender's `[gateway].name` (empty: not announced), at most [`MAX_NAME`] bytes of
+//! UTF-8 without control characters: what the Kubernetes status calls the sender
+//! (`crate::report`). The name length sits in a byte that was reserved (sent as 0), so a
+//! heartbeat without a name is byte for byte the one sent before names existed.
 //!
 //! Batch flags: bit 0 marks a batch of a full resync; bit 1 its first batch and bit 2 its
 //! last (both set for a resync that fits in one batch, possibly empty). Bits 1 and 2 let a
@@ -105,8 +110,10 @@ pub const CHANGE_LEN: usize = 32;
 pub const MAX_CHANGES: usize = (MAX_DATAGRAM - TAG_LEN - BATCH_HEADER_LEN) / CHANGE_LEN;
 /// Length of a Nack.
 pub const NACK_LEN: usize = field::NACK_TO.end;
-/// Length of a Heartbeat without claims.
+/// Length of a Heartbeat without claims and without a name.
 pub const HEARTBEAT_LEN: usize = field::CLAIMS;
+/// The longest gateway name a heartbeat carries, in bytes.
+pub const MAX_NAME: usize = 255;
 /// Length of a ResyncRequest.
 pub const RESYNC_REQUEST_LEN: usize = field::STREAM_EPOCH.end;
 /// The header bytes that choose the AEAD key and nonce: the epoch (the sender's key) and the
@@ -140,6 +147,7 @@ mod field {
     // Heartbeat.
     pub const LAST_SEQ: Range<usize> = 48..52;
     pub const CLAIM_COUNT: usize = 52;
+    pub const NAME_LEN: usize = 53;
     pub const CLAIMS: usize = 56;
 
     /// Offsets within one change record.
@@ -469,10 +477,12 @@ pub enum Message<'a> {
         to: u32,
     },
     /// The sender is alive and has sent up to `last_seq` on its stream (0: nothing yet);
-    /// `claims` are its election priority for each of its VRIDs, `[vrid, priority]`.
+    /// `claims` are its election priority for each of its VRIDs, `[vrid, priority]`;
+    /// `name` its `[gateway].name` (empty when not announced; see [`valid_name`]).
     Heartbeat {
         last_seq: u32,
         claims: &'a [[u8; 2]],
+        name: &'a str,
     },
     /// The sender wants the whole table; `stream_epoch` is the receiver's stream it last
     /// followed (0 when none).
@@ -524,13 +534,20 @@ impl<'a> Message<'a> {
                     return Err(SyncWireError::Length);
                 }
                 let count = usize::from(bytes[field::CLAIM_COUNT]);
-                if bytes.len() != HEARTBEAT_LEN + 2 * count {
+                let name_len = usize::from(bytes[field::NAME_LEN]);
+                if bytes.len() != HEARTBEAT_LEN + 2 * count + name_len {
                     return Err(SyncWireError::Length);
                 }
-                let (claims, _) = bytes[field::CLAIMS..].as_chunks::<2>();
+                let (claims, name) = bytes[field::CLAIMS..].split_at(2 * count);
+                let (claims, _) = claims.as_chunks::<2>();
+                let name = core::str::from_utf8(name).map_err(|_| SyncWireError::Field)?;
+                if !valid_name(name) {
+                    return Err(SyncWireError::Field);
+                }
                 Message::Heartbeat {
                     last_seq: be_u32(&bytes[field::LAST_SEQ]),
                     claims,
+                    name,
                 }
             }
             KIND_RESYNC_REQUEST => {
@@ -551,14 +568,16 @@ impl<'a> Message<'a> {
         match self {
             Message::Batch(b) => BATCH_HEADER_LEN + b.records.len(),
             Message::Nack { .. } => NACK_LEN,
-            Message::Heartbeat { claims, .. } => HEARTBEAT_LEN + 2 * claims.len().min(255),
+            Message::Heartbeat { claims, name, .. } => {
+                HEARTBEAT_LEN + 2 * claims.len().min(255) + sent_name(name).len()
+            }
             Message::ResyncRequest { .. } => RESYNC_REQUEST_LEN,
         }
     }
 
     /// Writes the datagram of sender `epoch` into `buf` (at least
     /// [`buffer_len`](Self::buffer_len) bytes), its session fields zero. At most 255
-    /// claims are written.
+    /// claims are written, and a name only when [`valid_name`].
     pub fn emit(&self, epoch: u64, buf: &mut [u8]) {
         let buf = &mut buf[..self.buffer_len()];
         match *self {
@@ -576,13 +595,21 @@ impl<'a> Message<'a> {
                 buf[field::NACK_FROM].copy_from_slice(&from.to_be_bytes());
                 buf[field::NACK_TO].copy_from_slice(&to.to_be_bytes());
             }
-            Message::Heartbeat { last_seq, claims } => {
+            Message::Heartbeat {
+                last_seq,
+                claims,
+                name,
+            } => {
                 let claims = &claims[..claims.len().min(255)];
+                let name = sent_name(name).as_bytes();
                 Packet::new_unchecked(&mut *buf).set_header(KIND_HEARTBEAT, epoch);
                 buf[field::LAST_SEQ].copy_from_slice(&last_seq.to_be_bytes());
                 buf[field::CLAIM_COUNT] = claims.len() as u8;
-                buf[field::CLAIM_COUNT + 1..field::CLAIMS].fill(0);
-                buf[field::CLAIMS..].copy_from_slice(claims.as_flattened());
+                buf[field::NAME_LEN] = name.len() as u8;
+                buf[field::NAME_LEN + 1..field::CLAIMS].fill(0);
+                let (c, n) = buf[field::CLAIMS..].split_at_mut(2 * claims.len());
+                c.copy_from_slice(claims.as_flattened());
+                n.copy_from_slice(name);
             }
             Message::ResyncRequest { stream_epoch } => {
                 Packet::new_unchecked(&mut *buf).set_header(KIND_RESYNC_REQUEST, epoch);
@@ -597,6 +624,17 @@ impl<'a> Message<'a> {
         self.emit(epoch, &mut v);
         v
     }
+}
+
+/// Whether a heartbeat may carry `name`: at most [`MAX_NAME`] bytes, no control
+/// character (it ends up in a Kubernetes object and in logs). Empty means "not announced".
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME && !name.chars().any(char::is_control)
+}
+
+/// The name a heartbeat carries for `name`: itself when valid, else none.
+fn sent_name(name: &str) -> &str {
+    if valid_name(name) { name } else { "" }
 }
 
 /// Writes the header of a batch of `count` records into the front of `buf` (at least
@@ -838,6 +876,17 @@ mod tests {
         ],
     );
 
+    /// The same heartbeat from a gateway that names itself "gw1".
+    const NAMED_HEARTBEAT: [u8; 63] = with(
+        3,
+        &[
+            0, 1, 0, 0, // last seq 65536
+            2, 3, 0, 0, // two claims, a name of three bytes, reserved
+            10, 200, 11, 100, // VRID 10 at priority 200, VRID 11 at 100
+            b'g', b'w', b'1', // the name
+        ],
+    );
+
     const RESYNC_REQUEST: [u8; 56] = with(
         4,
         &[
@@ -886,7 +935,7 @@ mod tests {
 
     #[test]
     fn control_fixtures_parse_and_emit_the_same_bytes() {
-        let cases: [(&[u8], Message); 3] = [
+        let cases: [(&[u8], Message); 4] = [
             (
                 &NACK,
                 Message::Nack {
@@ -900,6 +949,15 @@ mod tests {
                 Message::Heartbeat {
                     last_seq: 65536,
                     claims: &[[10, 200], [11, 100]],
+                    name: "",
+                },
+            ),
+            (
+                &NAMED_HEARTBEAT,
+                Message::Heartbeat {
+                    last_seq: 65536,
+                    claims: &[[10, 200], [11, 100]],
+                    name: "gw1",
                 },
             ),
             (&RESYNC_REQUEST, Message::ResyncRequest { stream_epoch: 0 }),
@@ -956,6 +1014,29 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_cannot_be_carried_is_left_out() {
+        let long = "g".repeat(MAX_NAME + 1);
+        for name in [long.as_str(), "gw\u{7}1"] {
+            let m = Message::Heartbeat {
+                last_seq: 1,
+                claims: &[],
+                name,
+            };
+            let bytes = m.to_vec(EPOCH);
+            assert_eq!(bytes.len(), HEARTBEAT_LEN);
+            let parsed = Message::parse(&bytes).map(|(_, m)| m);
+            assert!(matches!(parsed, Ok(Message::Heartbeat { name: "", .. })));
+        }
+        let longest = "é".repeat(MAX_NAME / 2);
+        let m = Message::Heartbeat {
+            last_seq: 1,
+            claims: &[[1, 2]; 255],
+            name: &longest,
+        };
+        assert_eq!(Message::parse(&m.to_vec(EPOCH)).map(|(_, m)| m), Ok(m));
+    }
+
+    #[test]
     fn remaining_time_rounds_up_and_saturates() {
         assert_eq!(remaining_secs(Duration::ZERO), 0);
         assert_eq!(remaining_secs(Duration::from_micros(1)), 1);
@@ -998,6 +1079,11 @@ mod tests {
         );
         assert_eq!(refuse(&HEARTBEAT, &|p| p.push(0)), Err(Length));
         assert_eq!(refuse(&HEARTBEAT, &|p| p[52] = 3), Err(Length));
+        assert_eq!(refuse(&HEARTBEAT, &|p| p[53] = 1), Err(Length));
+        assert_eq!(refuse(&NAMED_HEARTBEAT, &|p| p.push(b'x')), Err(Length));
+        // Not UTF-8; a control character.
+        assert_eq!(refuse(&NAMED_HEARTBEAT, &|p| p[62] = 0xff), Err(Field));
+        assert_eq!(refuse(&NAMED_HEARTBEAT, &|p| p[62] = b'\n'), Err(Field));
         assert_eq!(refuse(&RESYNC_REQUEST, &|p| p.truncate(52)), Err(Length));
         assert_eq!(refuse(&[], &|_| ()), Err(Length));
         // A node record parses whatever its flow fields held.
