@@ -259,3 +259,32 @@ fn gateway_status_keys_are_the_seeds() {
     assert_eq!(status.nodes["gw2"], GatewayState::Down);
     assert_eq!(status.floating_ips["192.168.1.100"], "gw1");
 }
+
+#[test]
+fn the_packaged_examples_parse_and_keep_the_schemas_rules() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("the examples directory") {
+        let path = entry.expect("an entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let object = Value::deserialize(doc).expect("YAML");
+            let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+            match kind.as_str() {
+                "EgressNATPolicy" => {
+                    serde_json::from_value::<EgressNATPolicy>(object.clone())
+                        .expect("an EgressNATPolicy");
+                }
+                "EgressGateway" => {
+                    serde_json::from_value::<EgressGateway>(object.clone())
+                        .expect("an EgressGateway");
+                }
+                _ => continue,
+            }
+            let broken = broken_rules(&kind, &object);
+            assert!(broken.is_empty(), "{}: {broken:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} examples");
+}
