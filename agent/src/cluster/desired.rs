@@ -52,7 +52,7 @@ pub struct LocalSelection {
 }
 
 /// A selected pod of the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LocalPod {
     /// Its namespace.
     pub namespace: String,
@@ -123,7 +123,8 @@ pub fn node_desired(view: &ClusterView, node: &str) -> NodeDesired {
                 ips: addresses[i as usize].ipv4.clone(),
             })
             .collect();
-        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        // By namespace and name; whole values, so the order never depends on the input's.
+        pods.sort_unstable();
         selections.push(LocalSelection {
             policy: admitted.name.clone(),
             generation: admitted.generation,
