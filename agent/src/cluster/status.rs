@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use egret_crd::EgressNATPolicyStatus;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,31 @@ pub struct NodeObservation {
     /// Whether its Lease was renewed recently ([`lease_is_fresh`]): a stale report says
     /// nothing about what the node runs now.
     pub fresh: bool,
+}
+
+impl NodeObservation {
+    /// What a node's Lease says at `now`: its report (from [`REPORT_ANNOTATION`]) and
+    /// whether it is fresh. An unreadable report counts as none; its error is returned too,
+    /// for a log line.
+    pub fn from_lease(lease: &Lease, now: Timestamp) -> (NodeObservation, Option<ReportError>) {
+        let spec = lease.spec.as_ref();
+        let fresh = lease_is_fresh(
+            spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            spec.and_then(|s| s.lease_duration_seconds),
+            now,
+        );
+        let text = lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REPORT_ANNOTATION));
+        let (report, error) = match text.map(|t| NodeReport::from_json(t)) {
+            None => (None, None),
+            Some(Ok(report)) => (Some(report), None),
+            Some(Err(error)) => (None, Some(error)),
+        };
+        (NodeObservation { report, fresh }, error)
+    }
 }
 
 /// Whether a Lease renewed at `renew` with `duration_seconds` still holds at `now`.
@@ -350,14 +376,17 @@ pub struct WarningEvent {
 /// The events due when the verdicts go from `previous` to `next`, as the module
 /// documentation states.
 pub fn warning_events(previous: &[PolicyOutcome], next: &[PolicyOutcome]) -> Vec<WarningEvent> {
-    let before: HashMap<&str, &PolicyOutcome> =
-        previous.iter().map(|o| (o.uid.as_str(), o)).collect();
+    // By uid (a re-created policy is a new object) and name (objects built without a uid).
+    let before: HashMap<(&str, &str), &PolicyOutcome> = previous
+        .iter()
+        .map(|o| ((o.uid.as_str(), o.name.as_str()), o))
+        .collect();
     next.iter()
         .filter_map(|o| {
             let Outcome::Rejected(rejection) = &o.outcome else {
                 return None;
             };
-            let already = before.get(o.uid.as_str()).is_some_and(|p| {
+            let already = before.get(&(o.uid.as_str(), o.name.as_str())).is_some_and(|p| {
                 p.generation == o.generation
                     && matches!(&p.outcome, Outcome::Rejected(r) if r.reason == rejection.reason)
             });
@@ -458,6 +487,40 @@ mod tests {
                 .collect(),
         };
         assert!(big.to_json().len() < 256 * 1024, "{}", big.to_json().len());
+    }
+
+    #[test]
+    fn a_lease_gives_the_report_and_freshness() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let mut lease = Lease::default();
+        assert_eq!(
+            NodeObservation::from_lease(&lease, ts(100)),
+            (NodeObservation::default(), None)
+        );
+        lease.spec = Some(LeaseSpec {
+            renew_time: Some(MicroTime(ts(100))),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        });
+        lease.metadata.annotations = Some(BTreeMap::from([(
+            REPORT_ANNOTATION.to_owned(),
+            r#"{"v":1,"p":{"a":2}}"#.to_owned(),
+        )]));
+        let (observed, error) = NodeObservation::from_lease(&lease, ts(110));
+        assert_eq!(error, None);
+        assert!(observed.fresh);
+        assert_eq!(
+            observed.report.map(|r| r.programmed),
+            Some(BTreeMap::from([("a".to_owned(), 2)]))
+        );
+        lease.metadata.annotations = Some(BTreeMap::from([(
+            REPORT_ANNOTATION.to_owned(),
+            "{".to_owned(),
+        )]));
+        let (observed, error) = NodeObservation::from_lease(&lease, ts(200));
+        assert_eq!((observed.report, observed.fresh), (None, false));
+        assert_eq!(error.map(|e| e.metric_label()), Some("syntax"));
     }
 
     #[test]
