@@ -282,7 +282,9 @@ fn candidates<'i>(
 mod tests {
     use super::*;
     use crate::cluster::admission::{Form, parse};
-    use crate::cluster::fixtures::{gateway_spec_rules, labels, ns_info, pod_info, rule};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    use crate::cluster::fixtures::{gateway_spec_rules, ns_info, pod_info, requirement, rule};
 
     fn gateway(rules: Vec<egret_crd::EgressRule>) -> GatewayPolicy {
         match parse(&gateway_spec_rules("192.0.2.1", &["8.8.8.0/24"], rules)) {
@@ -343,24 +345,17 @@ mod tests {
             }
         );
         assert_eq!(select_naive(&refs, &namespaces, &policies), selected);
-        // A namespace selector that matches the empty label set still needs known labels.
-        let not_in = gateway(vec![rule(Some(&[]), None)]);
-        let mut with_not_in = not_in.clone();
-        with_not_in.rules[0].namespace = crate::cluster::selector::Selector::compile(
-            &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-                match_expressions: Some(vec![
-                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
-                        key: "user".into(),
-                        operator: "NotIn".into(),
-                        values: Some(vec!["alice".into()]),
-                    },
-                ]),
-                ..Default::default()
-            },
-        )
-        .expect("valid");
-        let selected = select(&refs, &namespaces, &[&with_not_in]);
+        // A namespace selector that matches the empty label set (NotIn) still needs the
+        // namespace's labels: the pod in "ghost" is not selected.
+        let not_alice = gateway(vec![egret_crd::EgressRule {
+            namespace_selector: Some(LabelSelector {
+                match_expressions: Some(vec![requirement("user", "NotIn", &["alice"])]),
+                ..LabelSelector::default()
+            }),
+            pod_selector: None,
+        }]);
+        let selected = select(&refs, &namespaces, &[&not_alice]);
         assert_eq!(selected.per_policy, [vec![2, 3]]);
-        assert_eq!(labels(&[]), Labels::new());
+        assert_eq!(select_naive(&refs, &namespaces, &[&not_alice]), selected);
     }
 }

@@ -228,28 +228,22 @@ pub fn desired_status(
                 ),
             ),
         ),
-        Outcome::Accepted => {
-            let accepted = condition(
+        Outcome::Accepted if outcome.no_snat => (
+            condition(true, "Accepted", "the NoSNAT policy is valid".into()),
+            condition(
+                true,
+                "Programmed",
+                "the destinations are merged into every node's masquerade exceptions".into(),
+            ),
+        ),
+        Outcome::Accepted => (
+            condition(
                 true,
                 "Accepted",
                 "the policy is valid and its egress IP is free".into(),
-            );
-            let programmed = if outcome.no_snat {
-                condition(
-                    true,
-                    "Programmed",
-                    "the destinations are merged into every node's masquerade exceptions".into(),
-                )
-            } else {
-                programmed(&outcome.name, outcome.generation, selection, nodes)
-            };
-            let accepted = if outcome.no_snat {
-                condition(true, "Accepted", "the NoSNAT policy is valid".into())
-            } else {
-                accepted
-            };
-            (accepted, programmed)
-        }
+            ),
+            programmed(&outcome.name, outcome.generation, selection, nodes),
+        ),
     };
     DesiredStatus {
         accepted,
