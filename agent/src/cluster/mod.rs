@@ -18,6 +18,30 @@
 //!
 //! Only `egret_crd` and `k8s_openapi` types cross the module's edges; nothing here imports
 //! `kube`.
+//!
+//! # How the shell uses it
+//!
+//! - **Every agent**, on any change of its stores (debounced): build a [`ClusterView`] (its
+//!   node's pods, all namespaces, policies and gateways, and [`MasqConfig::from_config_map`]
+//!   over `[masquerade]`, keeping the previous config on an error), call [`node_desired`],
+//!   hand `policies` and `known_gateways` to `policy::compile`, apply the program and the
+//!   masquerade exceptions, then store [`NodeReport::from_desired`] in its Lease's
+//!   [`status::REPORT_ANNOTATION`]. Nothing here removes state on its own: an API outage
+//!   leaves the stores, and so the desired state, as they were.
+//! - **The status writer** (the Lease holder), with all pods: [`cluster_selection`], the
+//!   nodes' [`NodeObservation::from_lease`], [`desired_statuses`], then per policy
+//!   [`next_status`] against the object's current status (write only on `Some`), and
+//!   [`warning_events`] between the previous and the new outcomes.
+//!
+//! # Decisions where PRODUCT.md is silent
+//!
+//! - A CIDR with host bits set (`10.0.0.1/8`) is `Invalid`, not masked.
+//! - With no `EgressGateway`, every egress IP is unknown (`UnknownEgressIP`).
+//! - A missing `creationTimestamp` counts as the newest policy.
+//! - A pod whose namespace is not in the view matches only rules whose namespace selector is
+//!   absent or empty (`{}`): its labels are unknown, so `NotIn`/`DoesNotExist` do not guess.
+//! - A rejected policy selects no pods (`selectedPods: 0`): it steers no traffic.
+//! - `Programmed` is True for a policy selecting no pods, and for an accepted NoSNAT policy.
 
 pub mod admission;
 pub mod desired;

@@ -397,6 +397,8 @@ pub fn warning_events(previous: &[PolicyOutcome], next: &[PolicyOutcome]) -> Vec
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::cluster::admission::Rejection;
 
@@ -692,5 +694,56 @@ mod tests {
         let mut recreated = conflict(1);
         recreated.uid = "uid-p-2".into();
         assert_eq!(warning_events(&[conflict(1)], &[recreated]).len(), 1);
+    }
+
+    fn desired() -> impl Strategy<Value = DesiredStatus> {
+        let condition = (any::<bool>(), 0..3usize).prop_map(|(status, n)| DesiredCondition {
+            status,
+            reason: ["A", "B", "C"][n].to_owned(),
+            message: format!("m{n}"),
+        });
+        (condition.clone(), condition, 0u32..3, 1i64..3).prop_map(
+            |(accepted, programmed, selected_pods, observed_generation)| DesiredStatus {
+                accepted,
+                programmed,
+                selected_pods,
+                observed_generation,
+            },
+        )
+    }
+
+    proptest! {
+        /// Over any sequence of desired statuses: what is written is always the latest
+        /// desire, writing it again is never needed, and each condition's transition time is
+        /// the time its status last flipped (brute force: replay the sequence).
+        #[test]
+        fn next_status_writes_only_changes_and_tracks_flips(
+            sequence in prop::collection::vec(desired(), 1..12),
+        ) {
+            let mut current: Option<EgressNATPolicyStatus> = None;
+            // (status, since) per condition, by brute force.
+            let mut flips: [Option<(bool, i64)>; 2] = [None, None];
+            for (step, want) in sequence.iter().enumerate() {
+                let now = ts(1000 + step as i64);
+                if let Some(next) = next_status(current.as_ref(), want, now) {
+                    prop_assert_ne!(Some(&next), current.as_ref());
+                    current = Some(next);
+                }
+                for (flip, c) in flips.iter_mut().zip([&want.accepted, &want.programmed]) {
+                    if flip.is_none_or(|(status, _)| status != c.status) {
+                        *flip = Some((c.status, now.as_second()));
+                    }
+                }
+                let status = current.as_ref().expect("written at least once");
+                prop_assert_eq!(next_status(Some(status), want, ts(5000)), None);
+                prop_assert_eq!(status.selected_pods, Some(want.selected_pods));
+                prop_assert_eq!(status.observed_generation, Some(want.observed_generation));
+                for (c, flip) in status.conditions.iter().zip(flips) {
+                    let (flag, since) = flip.expect("set above");
+                    prop_assert_eq!(c.status.as_str(), if flag { "True" } else { "False" });
+                    prop_assert_eq!(c.last_transition_time.0.as_second(), since);
+                }
+            }
+        }
     }
 }
