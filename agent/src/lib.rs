@@ -1,5 +1,6 @@
 //! egret's node agent.
 //!
+//! - [`cluster`]: Kubernetes mode's pure decisions: selection, admission, status.
 //! - [`config`]: `agent.toml`, checked with precise errors.
 //! - [`policy`]: the pure core: policies in, the node programs' map contents out, and the
 //!   ordered changes that take the maps from what they hold to what they should hold.
@@ -9,6 +10,7 @@
 //! - [`kubernetes`]: Kubernetes mode's shell: watches, Leases, status writes.
 //! - [`prefix`]: IPv4 prefixes.
 
+pub mod cluster;
 pub mod config;
 pub mod datapath;
 pub mod ebpf;
