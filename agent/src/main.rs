@@ -3,6 +3,7 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -10,6 +11,9 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use egret_agent::config::{Config, HostFacts, Mode};
 use egret_agent::ebpf::{Classifier, embedded_object};
+use egret_agent::kubernetes::node::{Follower, SharedClusterState};
+use egret_agent::kubernetes::watch::Watches;
+use egret_agent::kubernetes::{self, writer};
 use egret_agent::node::{self, Node};
 use egret_agent::status::Location;
 use egret_ebpf_common::{ClassifierStats, ParseError};
@@ -174,19 +178,17 @@ fn uninstall(path: &Path) -> anyhow::Result<()> {
 fn run(path: &Path) -> anyhow::Result<()> {
     raise_memlock_rlimit();
     let config = load(path)?;
-    if config.agent.mode == Mode::Kubernetes {
-        bail!(
-            "{}: mode \"kubernetes\" is not available in this build yet; use mode = \"static\"",
-            path.display()
-        );
-    }
+    let mode = config.agent.mode;
     let mut node = Node::start(config, path)
         .map_err(|err| anyhow::anyhow!("{}", egret_agent::error_chain(&err)))?;
-    tracing::info!(config = %path.display(), "node programmed; SIGHUP reloads the config");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if mode == Mode::Kubernetes {
+        return runtime.block_on(follow_cluster(node, path));
+    }
+    tracing::info!(config = %path.display(), "node programmed; SIGHUP reloads the config");
     runtime.block_on(async {
         let mut hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
         let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
@@ -208,6 +210,68 @@ fn run(path: &Path) -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
+
+/// Kubernetes mode: the node follows the cluster until SIGTERM. Nothing is programmed until
+/// every watch has listed once, so an agent started while the API is away leaves the node as
+/// it was.
+async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
+    let config = node.config().clone();
+    let client = kubernetes::client(config.kubernetes.kubeconfig.as_deref())
+        .await
+        .map_err(|err| anyhow::anyhow!("{}", egret_agent::error_chain(&err)))?;
+    let watches = Watches::start(&client, &config.agent.node_name);
+    let state: SharedClusterState = Arc::default();
+    tokio::spawn(writer::run(
+        client.clone(),
+        watches.clone(),
+        config.kubernetes.namespace.clone(),
+        config.agent.node_name.clone(),
+        state.clone(),
+    ));
+    let mut changes = watches.subscribe();
+    let mut follower = Follower::new(node, watches.clone(), &client, state);
+    tracing::info!(config = %path.display(), node = %config.agent.node_name, "waiting for the cluster; the node keeps its state meanwhile");
+    let mut hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let ready = watches.ready();
+    tokio::pin!(ready);
+    let mut synced = false;
+    loop {
+        tokio::select! {
+            () = &mut ready, if !synced => {
+                synced = true;
+                tracing::info!("the cluster is listed; programming the node");
+            }
+            changed = changes.changed(), if synced => {
+                if changed.is_err() {
+                    break;
+                }
+                // A burst of events (a rollout, a relist) makes one reconcile.
+                tokio::time::sleep(RECONCILE_COALESCE).await;
+                changes.borrow_and_update();
+            }
+            _ = ticks.tick() => {
+                if let Err(err) = follower.node().tick() {
+                    tracing::warn!(error = %egret_agent::error_chain(&err), "interface scan");
+                }
+                continue;
+            }
+            _ = hangup.recv() => reload(follower.node(), path),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        if synced && let Err(err) = follower.reconcile() {
+            tracing::error!(error = %egret_agent::error_chain(&err), "could not program the cluster's state; the node keeps the previous one");
+        }
+    }
+    tracing::info!("exiting; the data path stays in place");
+    Ok(())
+}
+
+/// How long the agent waits after a cluster event for more before it reconciles.
+const RECONCILE_COALESCE: Duration = Duration::from_millis(10);
 
 fn reload(node: &mut Node, path: &Path) {
     let started = std::time::Instant::now();

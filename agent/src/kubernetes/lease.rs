@@ -32,7 +32,7 @@ pub const ROLE_LABEL: &str = "egret.dev/role";
 /// Its value on per-node report Leases.
 pub const NODE_REPORT: &str = "node-report";
 /// The annotation holding a node's report.
-pub const REPORT_ANNOTATION: &str = "egret.dev/programmed";
+pub use crate::cluster::status::REPORT_ANNOTATION;
 /// How often a node's report Lease is renewed even when nothing changed.
 pub const REPORT_RENEW: Duration = Duration::from_secs(10);
 /// How long a node's report counts as live after its last renewal.

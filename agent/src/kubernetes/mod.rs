@@ -4,13 +4,18 @@
 //!   objects and the ip-masq-agent ConfigMap;
 //! - [`lease`]: who writes the policies' status (one agent at a time) and each node's
 //!   report of what it programmed;
+//! - [`node`]: this node following the cluster: snapshots in, the node programmed, its
+//!   report out;
+//! - [`writer`]: the policies' status and Warning events, from the Lease holder.
 //!
 //! The decisions (which pods each policy selects, which policies are accepted, what the
 //! status says) are pure and live in [`crate::cluster`]; nothing here decides, it only
 //! carries snapshots in and results out.
 
 pub mod lease;
+pub mod node;
 pub mod watch;
+pub mod writer;
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@
 //! A reflector's store is swapped whole when its watcher (re)lists, so a relist after an
 //! outage or a `410 Gone` never shows a half-empty cluster; until every store has listed
 //! once, nothing is computed and the node keeps what it has. Every event wakes the agent
-//! ([`Watches::changed`]); each watch's health (last event, relists, errors) is kept for
+//! ([`Watches::subscribe`]); each watch's health (last event, relists, errors) is kept for
 //! `egret-agent status`.
 
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::watch as signal;
 
 /// The ip-masq-agent ConfigMap's namespace and name (upstream's).
 pub const MASQ_NAMESPACE: &str = "kube-system";
@@ -65,8 +65,8 @@ pub struct Watches {
     pub gateways: Store<EgressGateway>,
     /// The ip-masq-agent ConfigMap, when it exists.
     pub masquerade: Store<ConfigMap>,
-    /// Notified on every event of every watch.
-    pub changed: Arc<Notify>,
+    /// Counts the events of every watch; each consumer [`Watches::subscribe`]s.
+    changed: Arc<signal::Sender<u64>>,
     /// Each watch's health, in the order above.
     pub health: Health,
 }
@@ -74,7 +74,7 @@ pub struct Watches {
 impl Watches {
     /// Starts every watch on the current tokio runtime.
     pub fn start(client: &Client, node: &str) -> Watches {
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(signal::channel(0).0);
         let health: Health = Arc::new(Mutex::new(Vec::new()));
         let config = watcher::Config::default().any_semantic();
         let on_node = config.clone().fields(&format!("spec.nodeName={node}"));
@@ -119,6 +119,23 @@ impl Watches {
         let _ = self.masquerade.wait_until_ready().await;
     }
 
+    /// A receiver that sees a change after every event of every watch.
+    pub fn subscribe(&self) -> signal::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The namespaces as the pure side takes them.
+    pub fn namespace_infos(&self) -> Vec<crate::cluster::NamespaceInfo> {
+        self.namespaces
+            .state()
+            .iter()
+            .map(|ns| crate::cluster::NamespaceInfo {
+                name: ns.metadata.name.clone().unwrap_or_default(),
+                labels: ns.metadata.labels.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// A copy of the watches' health.
     pub fn health(&self) -> Vec<WatchHealth> {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
@@ -133,7 +150,7 @@ where
 }
 
 struct Spawner {
-    changed: Arc<Notify>,
+    changed: Arc<signal::Sender<u64>>,
     health: Health,
 }
 
@@ -175,7 +192,7 @@ impl Spawner {
                             _ => {}
                         }
                         drop(all);
-                        changed.notify_one();
+                        changed.send_modify(|n| *n += 1);
                     }
                     Err(err) => {
                         h.errors += 1;

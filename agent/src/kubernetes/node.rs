@@ -1,0 +1,266 @@
+//! The agent's own node in Kubernetes mode: snapshots of the watches in, the node programmed,
+//! its report out.
+//!
+//! [`Follower::reconcile`] reads every store, makes a [`ClusterView`], asks the pure side for
+//! this node's desired state ([`node_desired`]) and programs it ([`Node::program`], which
+//! changes only what differs). Once the node runs a state, the node's report (the policies
+//! it programmed, with their generations) goes to the report Lease, latest value only, on a
+//! task of its own: the data path never waits on the API.
+//!
+//! The ip-masq-agent ConfigMap is parsed here; a config that does not parse keeps the last
+//! good one (upstream's rule) and is logged once per change.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::lease;
+use super::watch::{WatchHealth, Watches};
+use crate::cluster::{
+    ClusterView, GatewayObject, MasqConfig, NodeDesired, NodeReport, Outcome, PodInfo,
+    PolicyObject, node_desired,
+};
+use crate::config::Config;
+use crate::node::{Desired, Node, NodeError};
+
+/// What `egret-agent status` shows of the cluster side, written beside the node's status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Each policy's verdict here: `accepted`, or the rejection's reason and message.
+    pub policies: Vec<ClusterPolicy>,
+    /// The node's pods each accepted policy selects (`namespace/name`).
+    pub selected: Vec<(String, Vec<String>)>,
+    /// The node's pods set aside: host network, terminal, without an IPv4 address.
+    pub host_network_pods: u32,
+    /// Pods in a terminal phase (their addresses get reused).
+    pub terminal_pods: u32,
+    /// Pods without an IPv4 address yet.
+    pub pods_without_ipv4: u32,
+    /// Each watch's health.
+    pub watches: Vec<WatchHealth>,
+    /// The ip-masq-agent ConfigMap's last error (the previous config stays).
+    pub masquerade_config_error: Option<String>,
+    /// Seconds since the epoch of the last cluster state programmed.
+    pub programmed_at: Option<u64>,
+    /// How long the last reconcile took, from the snapshot to the last map write.
+    pub last_reconcile_ms: Option<f64>,
+    /// This agent writes the policies' status (holds the writer Lease).
+    pub status_writer: bool,
+}
+
+/// One policy's verdict, as the node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPolicy {
+    /// Its name.
+    pub name: String,
+    /// Its generation.
+    pub generation: i64,
+    /// `Accepted`, or the rejection's reason.
+    pub verdict: String,
+    /// Why it was rejected.
+    pub message: Option<String>,
+}
+
+/// Shared with the status writer and `status`.
+pub type SharedClusterState = Arc<Mutex<ClusterState>>;
+
+/// The node following the cluster.
+pub struct Follower {
+    node: Node,
+    watches: Watches,
+    /// The last ip-masq-agent config that parsed (or the defaults), and the text it came
+    /// from.
+    masquerade: (Option<String>, MasqConfig),
+    reports: watch::Sender<Option<String>>,
+    state: SharedClusterState,
+}
+
+impl Follower {
+    /// Follows the cluster through `watches` on `node`; reports go out with `client`.
+    pub fn new(node: Node, watches: Watches, client: &Client, state: SharedClusterState) -> Self {
+        let config = node.config().clone();
+        let (reports, receiver) = watch::channel(None);
+        tokio::spawn(publish_reports(
+            client.clone(),
+            config.kubernetes.namespace.clone(),
+            config.agent.node_name.clone(),
+            receiver,
+        ));
+        Follower {
+            masquerade: (None, MasqConfig::defaults(&config.masquerade)),
+            node,
+            watches,
+            reports,
+            state,
+        }
+    }
+
+    /// The node.
+    pub fn node(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
+    /// The snapshot of every store, as the pure side takes it.
+    pub fn view(&mut self) -> ClusterView {
+        let config = self.node.config().clone();
+        let masquerade = self.masquerade_config(&config);
+        ClusterView {
+            pods: self
+                .watches
+                .pods
+                .state()
+                .iter()
+                .map(|p| PodInfo::from(p.as_ref()))
+                .collect(),
+            namespaces: self.watches.namespace_infos(),
+            policies: self
+                .watches
+                .policies
+                .state()
+                .iter()
+                .map(|p| PolicyObject::from(p.as_ref()))
+                .collect(),
+            gateways: self
+                .watches
+                .gateways
+                .state()
+                .iter()
+                .map(|g| GatewayObject::from(g.as_ref()))
+                .collect(),
+            masquerade,
+        }
+    }
+
+    /// The ip-masq-agent config: the ConfigMap's when it parses, else the last good one.
+    fn masquerade_config(&mut self, config: &Config) -> MasqConfig {
+        let maps = self.watches.masquerade.state();
+        let map: Option<&ConfigMap> = maps.first().map(AsRef::as_ref);
+        let text = map
+            .and_then(|m| m.data.as_ref())
+            .and_then(|d| d.get("config"))
+            .cloned();
+        if text == self.masquerade.0 && text.is_some() {
+            return self.masquerade.1.clone();
+        }
+        match MasqConfig::from_config_map(map, &config.masquerade) {
+            Ok(parsed) => {
+                for key in &parsed.ignored_keys {
+                    tracing::warn!(key = %key, "ip-masq-agent ConfigMap: key ignored");
+                }
+                self.masquerade = (text, parsed.config);
+                self.set_state(|s| s.masquerade_config_error = None);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "the ip-masq-agent ConfigMap does not parse; the previous masquerade config stays");
+                self.masquerade.0 = text;
+                let message = err.to_string();
+                self.set_state(|s| s.masquerade_config_error = Some(message));
+            }
+        }
+        self.masquerade.1.clone()
+    }
+
+    fn set_state(&self, change: impl FnOnce(&mut ClusterState)) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut state);
+    }
+
+    /// Brings the node to the cluster's current state, and publishes what it programmed.
+    pub fn reconcile(&mut self) -> Result<(), NodeError> {
+        let started = Instant::now();
+        let view = self.view();
+        let node_name = self.node.config().agent.node_name.clone();
+        let desired = node_desired(&view, &node_name);
+        let pod_addresses = desired
+            .selections
+            .iter()
+            .flat_map(|s| s.pods.iter().flat_map(|p| p.ips.iter().copied()))
+            .collect();
+        self.node.program(Desired {
+            policies: desired.policies.clone(),
+            known_gateways: desired.known_gateways.clone(),
+            non_masquerade: desired.masquerade.non_masquerade.clone(),
+            masquerade_link_local: desired.masquerade.masquerade_link_local,
+            pod_addresses: Some(pod_addresses),
+        })?;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let report = NodeReport::from_desired(&desired).to_json();
+        self.reports.send_if_modified(|current| {
+            let changed = current.as_deref() != Some(report.as_str());
+            *current = Some(report);
+            changed
+        });
+        let health = self.watches.health();
+        self.set_state(|s| record(s, &desired, health, elapsed_ms));
+        Ok(())
+    }
+}
+
+fn record(state: &mut ClusterState, desired: &NodeDesired, watches: Vec<WatchHealth>, ms: f64) {
+    state.policies = desired
+        .outcomes
+        .iter()
+        .map(|o| match &o.outcome {
+            Outcome::Accepted => ClusterPolicy {
+                name: o.name.clone(),
+                generation: o.generation,
+                verdict: "Accepted".into(),
+                message: None,
+            },
+            Outcome::Rejected(rejection) => ClusterPolicy {
+                name: o.name.clone(),
+                generation: o.generation,
+                verdict: rejection.reason.as_str().into(),
+                message: Some(rejection.message.clone()),
+            },
+        })
+        .collect();
+    state.selected = desired
+        .selections
+        .iter()
+        .map(|s| {
+            (
+                s.policy.clone(),
+                s.pods
+                    .iter()
+                    .map(|p| format!("{}/{}", p.namespace, p.name))
+                    .collect(),
+            )
+        })
+        .collect();
+    state.host_network_pods = desired.counters.host_network;
+    state.terminal_pods = desired.counters.terminal;
+    state.pods_without_ipv4 = desired.counters.no_ipv4;
+    state.watches = watches;
+    state.programmed_at = Some(crate::node::now_secs());
+    state.last_reconcile_ms = Some(ms);
+}
+
+/// Publishes the latest report to the node's Lease when it changes, and renews it every
+/// [`lease::REPORT_RENEW`]; failures are retried at the next renewal (the API being away
+/// changes nothing on the node).
+async fn publish_reports(
+    client: Client,
+    namespace: String,
+    node: String,
+    mut reports: watch::Receiver<Option<String>>,
+) {
+    let mut renew = tokio::time::interval(lease::REPORT_RENEW);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = reports.changed() => if changed.is_err() { return },
+            _ = renew.tick() => {}
+        }
+        let Some(report) = reports.borrow_and_update().clone() else {
+            continue;
+        };
+        if let Err(err) = lease::publish_report(&client, &namespace, &node, &report).await {
+            tracing::warn!(error = %err, "could not publish the node's report Lease; retrying");
+        }
+    }
+}
