@@ -256,6 +256,9 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
                 if let Err(err) = follower.node().tick() {
                     tracing::warn!(error = %egret_agent::error_chain(&err), "interface scan");
                 }
+                if let Err(err) = follower.refresh_status() {
+                    tracing::warn!(error = %egret_agent::error_chain(&err), "status file");
+                }
                 continue;
             }
             _ = hangup.recv() => reload(follower.node(), path),

@@ -63,7 +63,7 @@ pub enum NodeError {
 }
 
 /// What the status file holds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
     /// `[agent].node_name`.
     pub node_name: String,
@@ -92,6 +92,9 @@ pub struct State {
     /// `source via interface`: their traffic is not tunnelled.
     #[serde(default)]
     pub unwatched_sources: Vec<String>,
+    /// Kubernetes mode: the cluster as this agent sees it.
+    #[serde(default)]
+    pub cluster: Option<crate::kubernetes::node::ClusterState>,
 }
 
 /// One policy's outcome.
@@ -515,6 +518,19 @@ impl Node {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(error)?;
         std::fs::rename(&tmp, &path).map_err(error)
+    }
+
+    /// Records what the cluster side knows, for `egret-agent status`; written only when it
+    /// changed.
+    pub fn set_cluster(
+        &mut self,
+        cluster: crate::kubernetes::node::ClusterState,
+    ) -> Result<(), NodeError> {
+        if self.state.cluster.as_ref() == Some(&cluster) {
+            return Ok(());
+        }
+        self.state.cluster = Some(cluster);
+        self.write_state()
     }
 
     /// The pins in use.

@@ -82,6 +82,12 @@ pub struct Report {
     pub tunnel_mtu: u16,
     /// Map changes the kernel refused at the last apply.
     pub failed_steps: Vec<String>,
+    /// Selected sources routed through an interface without the classifier.
+    pub unwatched_sources: Vec<String>,
+    /// Kubernetes mode: nothing programmed yet, waiting for the cluster's first listing.
+    pub waiting_for_cluster: bool,
+    /// Kubernetes mode: the cluster as the agent sees it.
+    pub cluster: Option<crate::kubernetes::node::ClusterState>,
 }
 
 /// One policy.
@@ -183,6 +189,9 @@ pub fn gather(location: &Location) -> Result<Report, String> {
         tunnel_device: state.tunnel_device,
         tunnel_mtu: state.tunnel_mtu,
         failed_steps: state.failed_steps,
+        unwatched_sources: state.unwatched_sources,
+        waiting_for_cluster: state.waiting_for_cluster,
+        cluster: state.cluster,
     })
 }
 
@@ -236,7 +245,82 @@ pub fn render(report: &Report) -> String {
     for step in &report.failed_steps {
         let _ = writeln!(out, "refused map change: {step}");
     }
+    for source in &report.unwatched_sources {
+        let _ = writeln!(
+            out,
+            "NOT TUNNELLED: {source} (the classifier does not watch that interface)"
+        );
+    }
+    if report.waiting_for_cluster {
+        let _ = writeln!(
+            out,
+            "\nwaiting for the cluster's first listing: the node keeps what it had"
+        );
+    }
+    if let Some(cluster) = &report.cluster {
+        render_cluster(&mut out, cluster);
+    }
     out
+}
+
+fn render_cluster(out: &mut String, cluster: &crate::kubernetes::node::ClusterState) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "\ncluster: {} policies; this agent {} the policies' status",
+        cluster.policies.len(),
+        if cluster.status_writer {
+            "writes"
+        } else {
+            "does not write"
+        }
+    );
+    for p in &cluster.policies {
+        let selected = cluster
+            .selected
+            .iter()
+            .find(|(name, _)| *name == p.name)
+            .map(|(_, pods)| pods.join(" "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<24} gen {:<4} {:<16} {}",
+            p.name,
+            p.generation,
+            p.verdict,
+            p.message.as_deref().unwrap_or(&selected)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  pods set aside: {} host network, {} terminal, {} without IPv4",
+        cluster.host_network_pods, cluster.terminal_pods, cluster.pods_without_ipv4
+    );
+    if let Some(err) = &cluster.masquerade_config_error {
+        let _ = writeln!(
+            out,
+            "  ip-masq-agent ConfigMap refused (previous kept): {err}"
+        );
+    }
+    let _ = writeln!(out, "api watches:");
+    for w in &cluster.watches {
+        let _ = writeln!(
+            out,
+            "  {:<18} {} last event {} relists {} errors {}{}",
+            w.name,
+            if w.synced { "synced " } else { "LISTING" },
+            w.last_event.map_or("never".to_owned(), |t| format!(
+                "{}s ago",
+                crate::node::now_secs().saturating_sub(t)
+            )),
+            w.relists,
+            w.errors,
+            w.last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 #[cfg(test)]

@@ -196,7 +196,19 @@ impl Follower {
         });
         let health = self.watches.health();
         self.set_state(|s| record(s, &desired, health, elapsed_ms));
-        Ok(())
+        self.refresh_status()
+    }
+
+    /// Writes the cluster side's state into the node's status file when it changed (the
+    /// watches' health moves during an outage, when nothing is reconciled).
+    pub fn refresh_status(&mut self) -> Result<(), NodeError> {
+        let health = self.watches.health();
+        let state = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.watches = health;
+            state.clone()
+        };
+        self.node.set_cluster(state)
     }
 }
 
