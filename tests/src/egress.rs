@@ -334,6 +334,9 @@ pub struct AgentConfig {
     /// `[agent].pod_interfaces`: `["veth-*"]`, the lab's pod veths, unless changed (a
     /// pattern that matches nothing leaves the classifier off every interface).
     pub pod_interfaces: Vec<String>,
+    /// Kubernetes mode with this kubeconfig (policies, floating IPs from the cluster); `None`:
+    /// static mode.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -348,6 +351,7 @@ impl AgentConfig {
             masquerade_link_local: false,
             policies: vec![Policy::alice()],
             pod_interfaces: vec!["veth-*".to_owned()],
+            kubeconfig: None,
         }
     }
 
@@ -361,8 +365,13 @@ impl AgentConfig {
                 .join(", ")
         };
         let floating: Vec<String> = self.floating_ips.iter().map(ToString::to_string).collect();
+        let mode = if self.kubeconfig.is_some() {
+            "kubernetes"
+        } else {
+            "static"
+        };
         let mut text = format!(
-            "[agent]\nnode_name = {node}\nmode = \"static\"\ninterface = \"eth0\"\n\
+            "[agent]\nnode_name = {node}\nmode = \"{mode}\"\ninterface = \"eth0\"\n\
              pod_interfaces = [{pods}]\npin_path = {pin}\nstate_dir = {state}\n\n\
              [tunnel]\nport = {TUNNEL_PORT}\nvni = {VNI}\nfloating_ips = [{floating}]\n\n\
              [masquerade]\nnon_masquerade_cidrs = [{non_masquerade}]\n\
@@ -375,6 +384,13 @@ impl AgentConfig {
             non_masquerade = list(&self.non_masquerade_cidrs),
             link_local = self.masquerade_link_local,
         );
+        if let Some(kubeconfig) = &self.kubeconfig {
+            text.push_str(&format!(
+                "\n[kubernetes]\nkubeconfig = {}\nnamespace = \"egret-system\"\n",
+                toml_string(&kubeconfig.to_string_lossy())
+            ));
+            return text;
+        }
         for policy in &self.policies {
             text.push_str(&format!(
                 "\n[[policy]]\nname = {name}\nsources = [{sources}]\n\
@@ -588,6 +604,17 @@ impl AgentCli {
     pub fn status(&self, ns: &NetNs, config: &Path) -> Result<AgentStatus> {
         let text = check_output(self.command(ns, "status", config).arg("--json"))?;
         AgentStatus::parse(&text)
+    }
+
+    /// `egret-agent status --json --config <config>`, as JSON (Kubernetes mode's `cluster`
+    /// included).
+    ///
+    /// # Errors
+    ///
+    /// When the command fails or prints no JSON.
+    pub fn status_json(&self, ns: &NetNs, config: &Path) -> Result<Value> {
+        let text = check_output(self.command(ns, "status", config).arg("--json"))?;
+        serde_json::from_str(&text).with_context(|| format!("status --json printed {text}"))
     }
 
     /// `egret-agent status --config <config>`: the text for people.
@@ -1528,6 +1555,17 @@ impl AgentLab {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `node`'s `status --json`, raw (Kubernetes mode's `cluster` included).
+    ///
+    /// # Errors
+    ///
+    /// When the command fails.
+    pub fn agent_status_json(&mut self, node: Node) -> Result<Value> {
+        let config = self.agent_config_path(node);
+        let cli = self.cli()?.clone();
+        cli.status_json(self.node(node), &config)
     }
 
     /// Kills `node`'s agent with SIGKILL (its data path stays); returns the instant just

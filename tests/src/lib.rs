@@ -20,6 +20,7 @@
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
 mod command;
+pub mod cluster;
 pub mod egress;
 pub mod ha;
 mod link;
