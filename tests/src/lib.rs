@@ -19,6 +19,7 @@
 //! The lab needs root. Lab tests call [`require_root`] first, which fails them with a clear
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
+pub mod apiserver;
 mod command;
 pub mod egress;
 pub mod ha;
