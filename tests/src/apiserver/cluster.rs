@@ -628,7 +628,11 @@ impl Cluster {
         // Status and the rest each change through their own endpoint.
         if t.status() {
             let status = new.get("status").cloned();
+            let managed = new.pointer("/metadata/managedFields").cloned();
             let mut kept = old.as_deref().cloned().unwrap_or_default();
+            if let (true, Some(m)) = (applied, managed) {
+                kept["metadata"]["managedFields"] = m;
+            }
             match status {
                 Some(s) => kept["status"] = s,
                 None => {

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
+use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Bytes, Incoming},
@@ -85,7 +85,15 @@ fn error_response(shared: &Shared, err: &ApiError) -> Response<Body> {
         .errors
         .entry(err.metric_label().to_owned())
         .or_default() += 1;
-    json_response(err.code, &err.status())
+    let mut response = json_response(err.code, &err.status());
+    if err.code == 503 {
+        // As the real server does: clients (kube's retry policy among them) wait this long
+        // before trying again, instead of backing off on their own for minutes.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Percent-decoding of a query component (`+` is a space).
@@ -500,18 +508,30 @@ async fn read_body(
     req: Request<Incoming>,
     content_type: &str,
 ) -> Result<Option<Value>, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     let limit = shared.config.max_body;
-    let bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::too_large(limit)
-            } else {
-                ApiError::bad_request(format!("reading the body: {e}"))
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                bytes.extend_from_slice(&data);
+            } else if seen > limit.saturating_mul(8) {
+                // Past draining: answer now; the connection closes with the rest unread.
+                break;
             }
-        })?
-        .to_bytes();
+        }
+    }
+    if seen > limit {
+        // The body was drained (up to a bound) so the client reads the answer instead of
+        // stalling on a write the server no longer reads.
+        return Err(ApiError::too_large(limit));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
