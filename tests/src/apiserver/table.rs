@@ -152,8 +152,7 @@ pub fn column_definitions(resource: &ResourceType) -> Vec<Value> {
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated.", "priority": 0}),
     ];
     defs.extend(resource.columns.iter().map(|c| {
-        let kind = if c.kind == "date" { "string" } else { c.kind.as_str() };
-        json!({"name": c.name, "type": kind, "format": c.format, "description": c.description, "priority": c.priority})
+        json!({"name": c.name, "type": c.kind, "format": c.format, "description": c.description, "priority": c.priority})
     }));
     defs
 }
@@ -219,6 +218,60 @@ mod tests {
                "spec": {"egressSourceIP": "192.0.2.10", "destinationCIDRs": ["198.51.100.0/24", "203.0.113.0/24"]},
                "status": {"selectedPods": 3, "conditions": [
                    {"type": "Accepted", "status": "True"}, {"type": "Programmed", "status": "False"}]}})
+    }
+
+    /// The key structure of a value: the same for two values of one shape.
+    fn shape(value: &Value) -> Value {
+        match value {
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+            }
+            Value::Array(a) => a.first().map_or(json!([]), |v| json!([shape(v)])),
+            _ => Value::Null,
+        }
+    }
+
+    #[test]
+    fn tables_have_a_real_clusters_shape() {
+        let real: Value =
+            serde_json::from_str(include_str!("fixtures/table-crd.json")).expect("fixture");
+        let mut t = super::super::registry::builtins().remove(1);
+        t.columns = vec![
+            Column {
+                name: "Egress IP".into(),
+                kind: "string".into(),
+                format: String::new(),
+                description: String::new(),
+                priority: 0,
+                json_path: ".spec.egressSourceIP".into(),
+            },
+            Column {
+                name: "Age".into(),
+                kind: "date".into(),
+                format: String::new(),
+                description: String::new(),
+                priority: 0,
+                json_path: ".metadata.creationTimestamp".into(),
+            },
+        ];
+        let object = json!({"metadata": {"name": "alice-frontend", "uid": "u", "resourceVersion": "5308", "generation": 1, "creationTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"egressSourceIP": "192.168.1.100"}});
+        let now = time::parse_rfc3339("2024-01-01T00:03:00Z").expect("parses");
+        let ours = table(
+            &t,
+            &[&object],
+            json!({"resourceVersion": "5308"}),
+            Include::Metadata,
+            now,
+        );
+        assert_eq!(shape(&ours), shape(&real));
+        assert_eq!(ours["rows"][0]["cells"], real["rows"][0]["cells"]);
+        let types: Vec<&Value> = ours["columnDefinitions"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| &c["type"])
+            .collect();
+        assert_eq!(types, [&json!("string"), &json!("string"), &json!("date")]);
     }
 
     #[test]
