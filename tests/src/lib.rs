@@ -16,9 +16,14 @@
 //! [`egress`] is the whole product: two nodes with pods and `egret-agent`, two gateways
 //! sharing two floating IPs, an outside and an internal host ([`AgentLab`]).
 //!
+//! [`apiserver`] is the lab's Kubernetes API server (the `egret-test-apiserver` binary): the
+//! real protocol over HTTPS, checked with kubectl and kube-rs, so agents and gateways can run
+//! in Kubernetes mode inside the lab; it needs no root and its own tests use loopback only.
+//!
 //! The lab needs root. Lab tests call [`require_root`] first, which fails them with a clear
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
+pub mod apiserver;
 mod command;
 pub mod cluster;
 pub mod egress;

@@ -1,0 +1,522 @@
+//! Kubernetes mode end to end: both agents and both gateways talk to the lab's API server
+//! (`egret-test-apiserver`, in the router's namespace on the LAN), a cluster user drives it
+//! with the real `kubectl`, and the real data path answers: the outside host reports the
+//! source it sees. Needs root and the built binaries (as `agent_e2e.rs`).
+//!
+//! The pods of the lab (`egret_lab::egress`) are mirrored as Pod objects: pod-a1
+//! (`role=frontend`) and pod-a2 in namespace `alice` (`user=alice`) on node1, pod-b1
+//! (`role=frontend`) in `paul` (`user=paul`) on node2. The policy is the seed's
+//! (`role=frontend` pods of the namespaces of users alice and paul), toward the outside
+//! network without its upper half, leaving with 192.168.50.100.
+//!
+//! Times (a relabel reaching the data path, a takeover reaching the status) are printed;
+//! the tests hold them within generous bounds only. The figures come from repeated runs of
+//! the lab, not from here.
+
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, ensure};
+use egret_lab::{
+    AgentLab,
+    cluster::{ApiServer, Kubectl, condition},
+    egress::{
+        EGRESS_IP, INTERNAL_ADDRESS, Member, NODE1_ADDRESS, NODE2_ADDRESS, Node, OUTSIDE_ADDRESS,
+        Pod, SECOND_EGRESS_IP, gateway_config,
+    },
+    ha::{millis, one_lab_at_a_time},
+    require_root,
+};
+use serde_json::Value;
+
+/// Where the API server listens: the router's LAN address, which nodes and gateways reach.
+const API_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 1), 6443);
+/// A destination the policy covers.
+const OUTSIDE: SocketAddrV4 = SocketAddrV4::new(OUTSIDE_ADDRESS, 7400);
+/// How long a probe may take.
+const PROBE: Duration = Duration::from_secs(3);
+/// The behaviour's bound for a cluster change to reach the data path (the target is 1 s;
+/// the figure is printed).
+const CHANGE_BOUND: Duration = Duration::from_secs(5);
+/// How long the agents may take to program the cluster's state after they start.
+const READY: Duration = Duration::from_secs(30);
+
+fn api_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_egret-test-apiserver"))
+}
+
+fn crds() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes/crds.yaml")
+}
+
+/// The cluster as the lab mirrors it.
+const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: egret-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: alice, labels: {user: alice}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: paul, labels: {user: paul}}
+---
+apiVersion: egret.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: default}
+spec:
+  floatingIPs: [192.168.50.100, 192.168.50.101]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-a1, namespace: alice, labels: {role: frontend}}
+spec: {nodeName: node1, containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-a2, namespace: alice}
+spec: {nodeName: node1, containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-b1, namespace: paul, labels: {role: frontend}}
+spec: {nodeName: node2, containers: [{name: app, image: app}]}
+"#;
+
+/// The seed's policy, toward the outside network but its upper half.
+const POLICY: &str = r#"
+apiVersion: egret.dev/v1alpha1
+kind: EgressNATPolicy
+metadata: {name: egress}
+spec:
+  egress:
+  - namespaceSelector: {matchLabels: {user: alice}}
+    podSelector: {matchLabels: {role: frontend}}
+  - namespaceSelector: {matchLabels: {user: paul}}
+    podSelector: {matchLabels: {role: frontend}}
+  destinationCIDRs: [198.51.100.0/24]
+  excludedCIDRs: [198.51.100.128/25]
+  egressSourceIP: 192.168.50.100
+"#;
+
+/// The lab with its API server.
+struct ClusterLab {
+    lab: AgentLab,
+    api: ApiServer,
+}
+
+impl ClusterLab {
+    fn kubectl(&self) -> Kubectl<'_> {
+        Kubectl::new(self.lab.router(), &self.api.kubeconfig())
+    }
+
+    /// Fails with the evidence of the lab, the API server's view and the agents' logs.
+    fn explain(&mut self, name: &str, err: anyhow::Error) -> anyhow::Error {
+        let policies = self
+            .kubectl()
+            .run(&["get", "egressnatpolicies", "-o", "yaml"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let gateway = self
+            .kubectl()
+            .run(&["get", "egressgateways", "-o", "yaml"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        anyhow!(
+            "step \"{name}\" failed: {err:#}\n--- policies ---\n{policies}\n--- gateways ---\n\
+             {gateway}\n{}",
+            self.lab.evidence()
+        )
+    }
+
+    fn step<T>(&mut self, name: &str, check: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        eprintln!("== {name}");
+        let started = Instant::now();
+        match check(self) {
+            Ok(value) => {
+                eprintln!("   ok ({:.1?})", started.elapsed());
+                Ok(value)
+            }
+            Err(err) => Err(self.explain(name, err)),
+        }
+    }
+
+    /// The pods' status as the kubelet would write it: running, with the lab's address.
+    fn pods_running(&self) -> Result<()> {
+        for (pod, ns) in [(Pod::A1, "alice"), (Pod::A2, "alice"), (Pod::B1, "paul")] {
+            let ip = pod.address().to_string();
+            let patch = serde_json::json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+            .to_string();
+            self.kubectl().run(&[
+                "patch",
+                "pod",
+                pod.name(),
+                "-n",
+                ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `node`'s agent has programmed the cluster's state and `done` holds of its
+    /// `cluster` status.
+    fn wait_agent(&mut self, node: Node, done: impl Fn(&Value) -> bool) -> Result<()> {
+        let deadline = Instant::now() + READY;
+        loop {
+            let status = self.lab.agent_status_json(node);
+            if let Ok(status) = &status
+                && status["cluster"]["programmed_at"].is_u64()
+                && done(&status["cluster"])
+            {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{}'s agent did not program the cluster's state within {READY:?}; status: {}\n\
+                 --- agent log ---\n{}",
+                node.name(),
+                status.map(|s| s.to_string()).unwrap_or_else(|e| format!("{e:#}")),
+                self.lab.agent_log_tail(node, 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `pod`'s new UDP flows to the outside host leave with `expected`; returns how long
+    /// after `since` that began.
+    fn switches(&self, pod: Pod, expected: Ipv4Addr, since: Instant) -> Result<Duration> {
+        let switch = self
+            .lab
+            .measure_switch(pod, OUTSIDE, expected, since, CHANGE_BOUND)?;
+        Ok(switch.after)
+    }
+
+    fn source(&self, pod: Pod) -> Result<Option<Ipv4Addr>> {
+        Ok(self.lab.udp_source(pod, OUTSIDE, PROBE)?.source())
+    }
+}
+
+/// Both gateways (reporting into `default`) and both agents in Kubernetes mode, the cluster
+/// mirrored, the seed's policy applied and programmed.
+fn cluster_lab(tag: &str) -> Result<ClusterLab> {
+    let mut lab = AgentLab::new(tag)?;
+    let api = ApiServer::start(
+        lab.router(),
+        &api_binary(),
+        &lab.workdir().join("api"),
+        API_LISTEN,
+    )?;
+    let kubeconfig = api.kubeconfig();
+    let mut cluster = ClusterLab { lab, api };
+    cluster.step("the cluster, its pods and the seed's policy", |c| {
+        let crds = crds();
+        c.kubectl()
+            .run(&["apply", "-f", &crds.to_string_lossy()])?;
+        c.kubectl().apply(CLUSTER)?;
+        c.pods_running()?;
+        c.kubectl().apply(POLICY)?;
+        Ok(())
+    })?;
+    for member in Member::BOTH {
+        let path = cluster.lab.gateway_config_path(member);
+        let text = format!(
+            "{}\n[kubernetes]\nkubeconfig = {:?}\ngateway = \"default\"\n",
+            gateway_config(member, cluster.lab.workdir()),
+            kubeconfig.to_string_lossy()
+        );
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for node in Node::BOTH {
+        let mut config = cluster.lab.agent_config(node).clone();
+        config.kubeconfig = Some(kubeconfig.clone());
+        cluster.lab.set_agent_config(config)?;
+    }
+    cluster.step("start the gateways and the agents in Kubernetes mode", |c| {
+        c.lab.start_gateways()?;
+        for node in Node::BOTH {
+            c.lab.spawn_agent(node)?;
+        }
+        for node in Node::BOTH {
+            c.wait_agent(node, |cluster| {
+                cluster["policies"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["name"] == "egress" && p["verdict"] == "Accepted"))
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(cluster)
+}
+
+fn policy_is(object: &Value, accepted: (&str, &str)) -> bool {
+    condition(object, "Accepted") == Some((accepted.0.to_owned(), accepted.1.to_owned()))
+}
+
+#[test]
+fn pods_follow_their_labels_and_the_policy_status_and_events_say_why() -> Result<()> {
+    require_root();
+    let _serial = one_lab_at_a_time();
+    let mut c = cluster_lab("k8s-sel")?;
+
+    c.step("selected pods leave with the egress IP, others with their node's", |c| {
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1");
+        ensure!(c.source(Pod::B1)? == Some(EGRESS_IP), "pod-b1");
+        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 is not selected");
+        Ok(())
+    })?;
+
+    c.step("the policy's status: accepted, programmed, two pods", |c| {
+        let (policy, _) = c.kubectl().wait_for(
+            &["egressnatpolicy", "egress"],
+            READY,
+            |p| {
+                policy_is(p, ("True", "Accepted"))
+                    && condition(p, "Programmed").is_some_and(|(s, _)| s == "True")
+                    && p["status"]["selectedPods"] == 2
+            },
+        )?;
+        ensure!(policy["status"]["observedGeneration"] == policy["metadata"]["generation"]);
+        let table = c.kubectl().run(&["get", "enp"])?;
+        eprintln!("{table}");
+        for column in ["EGRESS IP", "SELECTED", "ACCEPTED", "PROGRAMMED", "AGE", "192.168.50.100"] {
+            ensure!(table.contains(column), "kubectl get enp lacks {column}:\n{table}");
+        }
+        Ok(())
+    })?;
+
+    c.step("relabelling a pod moves it in and out", |c| {
+        let since = Instant::now();
+        c.kubectl()
+            .run(&["label", "pod", "pod-a2", "-n", "alice", "role=frontend"])?;
+        let into = c.switches(Pod::A2, EGRESS_IP, since)?;
+        let since = Instant::now();
+        c.kubectl()
+            .run(&["label", "pod", "pod-a2", "-n", "alice", "role-"])?;
+        let out = c.switches(Pod::A2, NODE1_ADDRESS, since)?;
+        eprintln!(
+            "   relabel to the data path: in {}, out {}",
+            millis(Some(into)),
+            millis(Some(out))
+        );
+        Ok(())
+    })?;
+
+    c.step("relabelling a namespace moves its pods", |c| {
+        let since = Instant::now();
+        c.kubectl()
+            .run(&["label", "namespace", "paul", "user=bob", "--overwrite"])?;
+        let out = c.switches(Pod::B1, NODE2_ADDRESS, since)?;
+        let since = Instant::now();
+        c.kubectl()
+            .run(&["label", "namespace", "paul", "user=paul", "--overwrite"])?;
+        let into = c.switches(Pod::B1, EGRESS_IP, since)?;
+        eprintln!(
+            "   namespace relabel to the data path: out {}, in {}",
+            millis(Some(out)),
+            millis(Some(into))
+        );
+        Ok(())
+    })?;
+
+    c.step("Conflict, UnknownEgressIP and Invalid: condition and event each; the older policy goes on", |c| {
+        c.kubectl().apply(
+            r#"
+apiVersion: egret.dev/v1alpha1
+kind: EgressNATPolicy
+metadata: {name: late}
+spec:
+  egress: [{podSelector: {}}]
+  destinationCIDRs: [198.51.100.0/24]
+  egressSourceIP: 192.168.50.100
+---
+apiVersion: egret.dev/v1alpha1
+kind: EgressNATPolicy
+metadata: {name: unknown}
+spec:
+  egress: [{podSelector: {}}]
+  destinationCIDRs: [203.0.113.0/24]
+  egressSourceIP: 192.168.50.199
+---
+apiVersion: egret.dev/v1alpha1
+kind: EgressNATPolicy
+metadata: {name: broken}
+spec:
+  egress: [{podSelector: {}}]
+  destinationCIDRs: [300.1.2.0/24]
+  egressSourceIP: 192.168.50.101
+"#,
+        )?;
+        for (name, reason) in [
+            ("late", "Conflict"),
+            ("unknown", "UnknownEgressIP"),
+            ("broken", "Invalid"),
+        ] {
+            c.kubectl().wait_for(&["egressnatpolicy", name], READY, |p| {
+                policy_is(p, ("False", reason))
+            })?;
+            c.kubectl().wait_for(&["events", "-n", "default"], READY, |events| {
+                events["items"].as_array().is_some_and(|items| {
+                    items.iter().any(|e| {
+                        e["reason"] == reason
+                            && e["type"] == "Warning"
+                            && (e["regarding"]["name"] == name
+                                || e["involvedObject"]["name"] == name)
+                    })
+                })
+            })?;
+        }
+        // The older policy goes on; pod-a2 is still not selected by anyone.
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the conflict");
+        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 after the conflict");
+        Ok(())
+    })?;
+
+    c.step("a pod without an address breaks nothing", |c| {
+        c.kubectl().apply(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: pending, namespace: alice, labels: {role: frontend}}\n\
+             spec: {nodeName: node1, containers: [{name: app, image: app}]}\n",
+        )?;
+        c.kubectl().wait_for(&["egressnatpolicy", "egress"], READY, |p| {
+            p["status"]["selectedPods"] == 2
+        })?;
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1");
+        Ok(())
+    })?;
+
+    c.step("the ip-masq-agent ConfigMap and a NoSNAT policy decide who keeps its address", |c| {
+        let internal = SocketAddrV4::new(INTERNAL_ADDRESS, 7401);
+        let seen = |c: &ClusterLab| -> Result<Option<Ipv4Addr>> {
+            Ok(c.lab.udp_source(Pod::A2, internal, PROBE)?.source())
+        };
+        ensure!(seen(c)? == Some(Pod::A2.address()), "172.16/12 is not masqueraded by default");
+        c.kubectl().apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ip-masq-agent, namespace: kube-system}\n\
+             data:\n  config: |\n    nonMasqueradeCIDRs: [10.0.0.0/8]\n    resyncInterval: 60s\n",
+        )?;
+        let deadline = Instant::now() + CHANGE_BOUND;
+        while seen(c)? != Some(NODE1_ADDRESS) {
+            ensure!(Instant::now() < deadline, "the ConfigMap did not make 172.16/12 masqueraded");
+        }
+        c.kubectl().apply(
+            "apiVersion: egret.dev/v1alpha1\nkind: EgressNATPolicy\nmetadata: {name: keep-internal}\n\
+             spec:\n  action: NoSNAT\n  destinations: [{cidr: 172.16.0.0/12}]\n",
+        )?;
+        let deadline = Instant::now() + CHANGE_BOUND;
+        while seen(c)? != Some(Pod::A2.address()) {
+            ensure!(Instant::now() < deadline, "the NoSNAT policy did not keep the pod's address");
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn the_gateway_object_names_the_master_before_and_after_a_kill() -> Result<()> {
+    require_root();
+    let _serial = one_lab_at_a_time();
+    let mut c = cluster_lab("k8s-gw")?;
+    c.step("both gateways up, each naming the address it holds", |c| {
+        c.kubectl().wait_for(&["egressgateway", "default"], READY, |g| {
+            let s = &g["status"];
+            s["nodes"]["gw1"] == "Up"
+                && s["nodes"]["gw2"] == "Up"
+                && s["floatingIPs"][EGRESS_IP.to_string()] == "gw1"
+                && s["floatingIPs"][SECOND_EGRESS_IP.to_string()] == "gw2"
+        })?;
+        eprintln!("{}", c.kubectl().run(&["get", "egressgateway", "default", "-o", "yaml"])?);
+        Ok(())
+    })?;
+    c.step("kill -9 the master of .100: the status names gw2, then marks gw1 Down", |c| {
+        let killed = c.lab.kill_gateway(Member::Gw1)?;
+        let (_, named) = c.kubectl().wait_for(&["egressgateway", "default"], Duration::from_secs(10), |g| {
+            g["status"]["floatingIPs"][EGRESS_IP.to_string()] == "gw2"
+        })?;
+        let (_, down) = c.kubectl().wait_for(&["egressgateway", "default"], Duration::from_secs(10), |g| {
+            g["status"]["nodes"]["gw1"] == "Down"
+        })?;
+        let since = |at: Instant| {
+            let elapsed = killed.elapsed().unwrap_or_default();
+            elapsed.saturating_sub(at.elapsed())
+        };
+        eprintln!(
+            "   kill to the status naming gw2: {}; to gw1 Down: {}",
+            millis(Some(since(named))),
+            millis(Some(since(down)))
+        );
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the failover");
+        Ok(())
+    })?;
+    Ok(())
+}
+
+#[test]
+fn an_api_outage_an_agent_restart_meanwhile_and_expired_watches_leave_traffic_alone() -> Result<()> {
+    require_root();
+    let _serial = one_lab_at_a_time();
+    let mut c = cluster_lab("k8s-out")?;
+    c.step("the API goes away: traffic goes on", |c| {
+        c.api.stop()?;
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 during the outage");
+        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 during the outage");
+        Ok(())
+    })?;
+    c.step("node1's agent restarts while the API is away: nothing changes", |c| {
+        c.lab.kill_agent(Node::Node1)?;
+        c.lab.spawn_agent(Node::Node1)?;
+        // The new agent waits for the cluster; the pinned maps keep working meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = c.lab.agent_status_json(Node::Node1)?;
+            if status["waiting_for_cluster"] == true
+                && status["pid"] == c.lab.agent_mut(Node::Node1)?.pid().map_or(Value::Null, Value::from)
+            {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the restarted agent does not say it waits: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 with the agent waiting");
+        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 with the agent waiting");
+        Ok(())
+    })?;
+    c.step("the API comes back: the agent catches up and follows changes again", |c| {
+        c.api.restart(c.lab.router())?;
+        c.wait_agent(Node::Node1, |cluster| cluster["policies"].as_array().is_some_and(|p| !p.is_empty()))?;
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the outage");
+        let since = Instant::now();
+        c.kubectl()
+            .run(&["label", "pod", "pod-a2", "-n", "alice", "role=frontend"])?;
+        let into = c.switches(Pod::A2, EGRESS_IP, since)?;
+        eprintln!("   relabel after the outage: {}", millis(Some(into)));
+        Ok(())
+    })?;
+    c.step("every watch expires (410 Gone): the agents relist, traffic goes on", |c| {
+        let relists = |cluster: &Value| -> u64 {
+            cluster["watches"]
+                .as_array()
+                .map_or(0, |w| w.iter().filter_map(|w| w["relists"].as_u64()).sum())
+        };
+        let before = relists(&c.lab.agent_status_json(Node::Node1)?["cluster"]);
+        c.kubectl()
+            .stdin(&["create", "--raw", "/_test/expire", "-f", "-"], "{}")?;
+        c.wait_agent(Node::Node1, |cluster| relists(cluster) > before)?;
+        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the relist");
+        ensure!(c.source(Pod::A2)? == Some(EGRESS_IP), "pod-a2 (relabelled) after the relist");
+        let since = Instant::now();
+        c.kubectl()
+            .run(&["label", "pod", "pod-a2", "-n", "alice", "role-"])?;
+        c.switches(Pod::A2, NODE1_ADDRESS, since)?;
+        Ok(())
+    })?;
+    Ok(())
+}
