@@ -57,11 +57,16 @@ impl ApiServer {
     }
 
     fn spawn(&mut self, ns: &NetNs) -> Result<()> {
-        ensure!(ns.name() == self.namespace, "the server runs in {}", self.namespace);
+        ensure!(
+            ns.name() == self.namespace,
+            "the server runs in {}",
+            self.namespace
+        );
         ensure!(self.child.is_none(), "the API server already runs");
         self.starts += 1;
         let log = self.dir.join(format!("apiserver-{}.log", self.starts));
-        let stderr = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let stderr =
+            fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = ns
             .command(&self.binary)
             .arg("--listen")

@@ -24,8 +24,8 @@
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
 pub mod apiserver;
-mod command;
 pub mod cluster;
+mod command;
 pub mod egress;
 pub mod ha;
 mod link;

@@ -184,7 +184,9 @@ impl ClusterLab {
                 "{}'s agent did not program the cluster's state within {READY:?}; status: {}\n\
                  --- agent log ---\n{}",
                 node.name(),
-                status.map(|s| s.to_string()).unwrap_or_else(|e| format!("{e:#}")),
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| format!("{e:#}")),
                 self.lab.agent_log_tail(node, 30)
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -208,7 +210,7 @@ impl ClusterLab {
 /// Both gateways (reporting into `default`) and both agents in Kubernetes mode, the cluster
 /// mirrored, the seed's policy applied and programmed.
 fn cluster_lab(tag: &str) -> Result<ClusterLab> {
-    let mut lab = AgentLab::new(tag)?;
+    let lab = AgentLab::new(tag)?;
     let api = ApiServer::start(
         lab.router(),
         &api_binary(),
@@ -219,8 +221,7 @@ fn cluster_lab(tag: &str) -> Result<ClusterLab> {
     let mut cluster = ClusterLab { lab, api };
     cluster.step("the cluster, its pods and the seed's policy", |c| {
         let crds = crds();
-        c.kubectl()
-            .run(&["apply", "-f", &crds.to_string_lossy()])?;
+        c.kubectl().run(&["apply", "-f", &crds.to_string_lossy()])?;
         c.kubectl().apply(CLUSTER)?;
         c.pods_running()?;
         c.kubectl().apply(POLICY)?;
@@ -240,20 +241,24 @@ fn cluster_lab(tag: &str) -> Result<ClusterLab> {
         config.kubeconfig = Some(kubeconfig.clone());
         cluster.lab.set_agent_config(config)?;
     }
-    cluster.step("start the gateways and the agents in Kubernetes mode", |c| {
-        c.lab.start_gateways()?;
-        for node in Node::BOTH {
-            c.lab.spawn_agent(node)?;
-        }
-        for node in Node::BOTH {
-            c.wait_agent(node, |cluster| {
-                cluster["policies"]
-                    .as_array()
-                    .is_some_and(|p| p.iter().any(|p| p["name"] == "egress" && p["verdict"] == "Accepted"))
-            })?;
-        }
-        Ok(())
-    })?;
+    cluster.step(
+        "start the gateways and the agents in Kubernetes mode",
+        |c| {
+            c.lab.start_gateways()?;
+            for node in Node::BOTH {
+                c.lab.spawn_agent(node)?;
+            }
+            for node in Node::BOTH {
+                c.wait_agent(node, |cluster| {
+                    cluster["policies"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|p| p["name"] == "egress" && p["verdict"] == "Accepted")
+                    })
+                })?;
+            }
+            Ok(())
+        },
+    )?;
     Ok(cluster)
 }
 
@@ -267,28 +272,42 @@ fn pods_follow_their_labels_and_the_policy_status_and_events_say_why() -> Result
     let _serial = one_lab_at_a_time();
     let mut c = cluster_lab("k8s-sel")?;
 
-    c.step("selected pods leave with the egress IP, others with their node's", |c| {
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1");
-        ensure!(c.source(Pod::B1)? == Some(EGRESS_IP), "pod-b1");
-        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 is not selected");
-        Ok(())
-    })?;
+    c.step(
+        "selected pods leave with the egress IP, others with their node's",
+        |c| {
+            ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1");
+            ensure!(c.source(Pod::B1)? == Some(EGRESS_IP), "pod-b1");
+            ensure!(
+                c.source(Pod::A2)? == Some(NODE1_ADDRESS),
+                "pod-a2 is not selected"
+            );
+            Ok(())
+        },
+    )?;
 
     c.step("the policy's status: accepted, programmed, two pods", |c| {
-        let (policy, _) = c.kubectl().wait_for(
-            &["egressnatpolicy", "egress"],
-            READY,
-            |p| {
+        let (policy, _) = c
+            .kubectl()
+            .wait_for(&["egressnatpolicy", "egress"], READY, |p| {
                 policy_is(p, ("True", "Accepted"))
                     && condition(p, "Programmed").is_some_and(|(s, _)| s == "True")
                     && p["status"]["selectedPods"] == 2
-            },
-        )?;
+            })?;
         ensure!(policy["status"]["observedGeneration"] == policy["metadata"]["generation"]);
         let table = c.kubectl().run(&["get", "enp"])?;
         eprintln!("{table}");
-        for column in ["EGRESS IP", "SELECTED", "ACCEPTED", "PROGRAMMED", "AGE", "192.168.50.100"] {
-            ensure!(table.contains(column), "kubectl get enp lacks {column}:\n{table}");
+        for column in [
+            "EGRESS IP",
+            "SELECTED",
+            "ACCEPTED",
+            "PROGRAMMED",
+            "AGE",
+            "192.168.50.100",
+        ] {
+            ensure!(
+                table.contains(column),
+                "kubectl get enp lacks {column}:\n{table}"
+            );
         }
         Ok(())
     })?;
@@ -327,9 +346,11 @@ fn pods_follow_their_labels_and_the_policy_status_and_events_say_why() -> Result
         Ok(())
     })?;
 
-    c.step("Conflict, UnknownEgressIP and Invalid: condition and event each; the older policy goes on", |c| {
-        c.kubectl().apply(
-            r#"
+    c.step(
+        "Conflict, UnknownEgressIP and Invalid: condition and event each; the older policy goes on",
+        |c| {
+            c.kubectl().apply(
+                r#"
 apiVersion: egret.dev/v1alpha1
 kind: EgressNATPolicy
 metadata: {name: late}
@@ -354,31 +375,43 @@ spec:
   destinationCIDRs: [300.1.2.0/24]
   egressSourceIP: 192.168.50.101
 "#,
-        )?;
-        for (name, reason) in [
-            ("late", "Conflict"),
-            ("unknown", "UnknownEgressIP"),
-            ("broken", "Invalid"),
-        ] {
-            c.kubectl().wait_for(&["egressnatpolicy", name], READY, |p| {
-                policy_is(p, ("False", reason))
-            })?;
-            c.kubectl().wait_for(&["events", "-n", "default"], READY, |events| {
-                events["items"].as_array().is_some_and(|items| {
-                    items.iter().any(|e| {
-                        e["reason"] == reason
-                            && e["type"] == "Warning"
-                            && (e["regarding"]["name"] == name
-                                || e["involvedObject"]["name"] == name)
-                    })
-                })
-            })?;
-        }
-        // The older policy goes on; pod-a2 is still not selected by anyone.
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the conflict");
-        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 after the conflict");
-        Ok(())
-    })?;
+            )?;
+            for (name, reason) in [
+                ("late", "Conflict"),
+                ("unknown", "UnknownEgressIP"),
+                ("broken", "Invalid"),
+            ] {
+                c.kubectl()
+                    .wait_for(&["egressnatpolicy", name], READY, |p| {
+                        policy_is(p, ("False", reason))
+                    })?;
+                c.kubectl().wait_for(
+                    &["events.events.k8s.io", "-n", "default"],
+                    READY,
+                    |events| {
+                        events["items"].as_array().is_some_and(|items| {
+                            items.iter().any(|e| {
+                                e["reason"] == reason
+                                    && e["type"] == "Warning"
+                                    && (e["regarding"]["name"] == name
+                                        || e["involvedObject"]["name"] == name)
+                            })
+                        })
+                    },
+                )?;
+            }
+            // The older policy goes on; pod-a2 is still not selected by anyone.
+            ensure!(
+                c.source(Pod::A1)? == Some(EGRESS_IP),
+                "pod-a1 after the conflict"
+            );
+            ensure!(
+                c.source(Pod::A2)? == Some(NODE1_ADDRESS),
+                "pod-a2 after the conflict"
+            );
+            Ok(())
+        },
+    )?;
 
     c.step("a pod without an address breaks nothing", |c| {
         c.kubectl().apply(
@@ -405,7 +438,14 @@ spec:
         )?;
         let deadline = Instant::now() + CHANGE_BOUND;
         while seen(c)? != Some(NODE1_ADDRESS) {
-            ensure!(Instant::now() < deadline, "the ConfigMap did not make 172.16/12 masqueraded");
+            ensure!(
+                Instant::now() < deadline,
+                "the ConfigMap did not make 172.16/12 masqueraded; node1's table:\n{}",
+                c.lab
+                    .node(Node::Node1)
+                    .exec("nft", ["list", "table", "ip", "egret"])
+                    .unwrap_or_else(|e| format!("{e:#}"))
+            );
         }
         c.kubectl().apply(
             "apiVersion: egret.dev/v1alpha1\nkind: EgressNATPolicy\nmetadata: {name: keep-internal}\n\
@@ -426,97 +466,154 @@ fn the_gateway_object_names_the_master_before_and_after_a_kill() -> Result<()> {
     let _serial = one_lab_at_a_time();
     let mut c = cluster_lab("k8s-gw")?;
     c.step("both gateways up, each naming the address it holds", |c| {
-        c.kubectl().wait_for(&["egressgateway", "default"], READY, |g| {
-            let s = &g["status"];
-            s["nodes"]["gw1"] == "Up"
-                && s["nodes"]["gw2"] == "Up"
-                && s["floatingIPs"][EGRESS_IP.to_string()] == "gw1"
-                && s["floatingIPs"][SECOND_EGRESS_IP.to_string()] == "gw2"
-        })?;
-        eprintln!("{}", c.kubectl().run(&["get", "egressgateway", "default", "-o", "yaml"])?);
-        Ok(())
-    })?;
-    c.step("kill -9 the master of .100: the status names gw2, then marks gw1 Down", |c| {
-        let killed = c.lab.kill_gateway(Member::Gw1)?;
-        let (_, named) = c.kubectl().wait_for(&["egressgateway", "default"], Duration::from_secs(10), |g| {
-            g["status"]["floatingIPs"][EGRESS_IP.to_string()] == "gw2"
-        })?;
-        let (_, down) = c.kubectl().wait_for(&["egressgateway", "default"], Duration::from_secs(10), |g| {
-            g["status"]["nodes"]["gw1"] == "Down"
-        })?;
-        let since = |at: Instant| {
-            let elapsed = killed.elapsed().unwrap_or_default();
-            elapsed.saturating_sub(at.elapsed())
-        };
+        c.kubectl()
+            .wait_for(&["egressgateway", "default"], READY, |g| {
+                let s = &g["status"];
+                s["nodes"]["gw1"] == "Up"
+                    && s["nodes"]["gw2"] == "Up"
+                    && s["floatingIPs"][EGRESS_IP.to_string()] == "gw1"
+                    && s["floatingIPs"][SECOND_EGRESS_IP.to_string()] == "gw2"
+            })?;
         eprintln!(
-            "   kill to the status naming gw2: {}; to gw1 Down: {}",
-            millis(Some(since(named))),
-            millis(Some(since(down)))
+            "{}",
+            c.kubectl()
+                .run(&["get", "egressgateway", "default", "-o", "yaml"])?
         );
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the failover");
         Ok(())
     })?;
+    c.step(
+        "kill -9 the master of .100: the status names gw2, then marks gw1 Down",
+        |c| {
+            let killed = c.lab.kill_gateway(Member::Gw1)?;
+            let (_, named) = c.kubectl().wait_for(
+                &["egressgateway", "default"],
+                Duration::from_secs(10),
+                |g| g["status"]["floatingIPs"][EGRESS_IP.to_string()] == "gw2",
+            )?;
+            let (_, down) = c.kubectl().wait_for(
+                &["egressgateway", "default"],
+                Duration::from_secs(10),
+                |g| g["status"]["nodes"]["gw1"] == "Down",
+            )?;
+            let since = |at: Instant| {
+                let elapsed = killed.elapsed().unwrap_or_default();
+                elapsed.saturating_sub(at.elapsed())
+            };
+            eprintln!(
+                "   kill to the status naming gw2: {}; to gw1 Down: {}",
+                millis(Some(since(named))),
+                millis(Some(since(down)))
+            );
+            ensure!(
+                c.source(Pod::A1)? == Some(EGRESS_IP),
+                "pod-a1 after the failover"
+            );
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 
 #[test]
-fn an_api_outage_an_agent_restart_meanwhile_and_expired_watches_leave_traffic_alone() -> Result<()> {
+fn an_api_outage_an_agent_restart_meanwhile_and_expired_watches_leave_traffic_alone() -> Result<()>
+{
     require_root();
     let _serial = one_lab_at_a_time();
     let mut c = cluster_lab("k8s-out")?;
     c.step("the API goes away: traffic goes on", |c| {
         c.api.stop()?;
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 during the outage");
-        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 during the outage");
+        ensure!(
+            c.source(Pod::A1)? == Some(EGRESS_IP),
+            "pod-a1 during the outage"
+        );
+        ensure!(
+            c.source(Pod::A2)? == Some(NODE1_ADDRESS),
+            "pod-a2 during the outage"
+        );
         Ok(())
     })?;
-    c.step("node1's agent restarts while the API is away: nothing changes", |c| {
-        c.lab.kill_agent(Node::Node1)?;
-        c.lab.spawn_agent(Node::Node1)?;
-        // The new agent waits for the cluster; the pinned maps keep working meanwhile.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let status = c.lab.agent_status_json(Node::Node1)?;
-            if status["waiting_for_cluster"] == true
-                && status["pid"] == c.lab.agent_mut(Node::Node1)?.pid().map_or(Value::Null, Value::from)
-            {
-                break;
+    c.step(
+        "node1's agent restarts while the API is away: nothing changes",
+        |c| {
+            c.lab.kill_agent(Node::Node1)?;
+            c.lab.spawn_agent(Node::Node1)?;
+            // The new agent waits for the cluster; the pinned maps keep working meanwhile.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let status = c.lab.agent_status_json(Node::Node1)?;
+                if status["waiting_for_cluster"] == true
+                    && status["pid"]
+                        == c.lab
+                            .agent_mut(Node::Node1)?
+                            .pid()
+                            .map_or(Value::Null, Value::from)
+                {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "the restarted agent does not say it waits: {status}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            ensure!(Instant::now() < deadline, "the restarted agent does not say it waits: {status}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 with the agent waiting");
-        ensure!(c.source(Pod::A2)? == Some(NODE1_ADDRESS), "pod-a2 with the agent waiting");
-        Ok(())
-    })?;
-    c.step("the API comes back: the agent catches up and follows changes again", |c| {
-        c.api.restart(c.lab.router())?;
-        c.wait_agent(Node::Node1, |cluster| cluster["policies"].as_array().is_some_and(|p| !p.is_empty()))?;
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the outage");
-        let since = Instant::now();
-        c.kubectl()
-            .run(&["label", "pod", "pod-a2", "-n", "alice", "role=frontend"])?;
-        let into = c.switches(Pod::A2, EGRESS_IP, since)?;
-        eprintln!("   relabel after the outage: {}", millis(Some(into)));
-        Ok(())
-    })?;
-    c.step("every watch expires (410 Gone): the agents relist, traffic goes on", |c| {
-        let relists = |cluster: &Value| -> u64 {
-            cluster["watches"]
-                .as_array()
-                .map_or(0, |w| w.iter().filter_map(|w| w["relists"].as_u64()).sum())
-        };
-        let before = relists(&c.lab.agent_status_json(Node::Node1)?["cluster"]);
-        c.kubectl()
-            .stdin(&["create", "--raw", "/_test/expire", "-f", "-"], "{}")?;
-        c.wait_agent(Node::Node1, |cluster| relists(cluster) > before)?;
-        ensure!(c.source(Pod::A1)? == Some(EGRESS_IP), "pod-a1 after the relist");
-        ensure!(c.source(Pod::A2)? == Some(EGRESS_IP), "pod-a2 (relabelled) after the relist");
-        let since = Instant::now();
-        c.kubectl()
-            .run(&["label", "pod", "pod-a2", "-n", "alice", "role-"])?;
-        c.switches(Pod::A2, NODE1_ADDRESS, since)?;
-        Ok(())
-    })?;
+            ensure!(
+                c.source(Pod::A1)? == Some(EGRESS_IP),
+                "pod-a1 with the agent waiting"
+            );
+            ensure!(
+                c.source(Pod::A2)? == Some(NODE1_ADDRESS),
+                "pod-a2 with the agent waiting"
+            );
+            Ok(())
+        },
+    )?;
+    c.step(
+        "the API comes back: the agent catches up and follows changes again",
+        |c| {
+            c.api.restart(c.lab.router())?;
+            c.wait_agent(Node::Node1, |cluster| {
+                cluster["policies"]
+                    .as_array()
+                    .is_some_and(|p| !p.is_empty())
+            })?;
+            ensure!(
+                c.source(Pod::A1)? == Some(EGRESS_IP),
+                "pod-a1 after the outage"
+            );
+            let since = Instant::now();
+            c.kubectl()
+                .run(&["label", "pod", "pod-a2", "-n", "alice", "role=frontend"])?;
+            let into = c.switches(Pod::A2, EGRESS_IP, since)?;
+            eprintln!("   relabel after the outage: {}", millis(Some(into)));
+            Ok(())
+        },
+    )?;
+    c.step(
+        "every watch expires (410 Gone): the agents relist, traffic goes on",
+        |c| {
+            let relists = |cluster: &Value| -> u64 {
+                cluster["watches"]
+                    .as_array()
+                    .map_or(0, |w| w.iter().filter_map(|w| w["relists"].as_u64()).sum())
+            };
+            let before = relists(&c.lab.agent_status_json(Node::Node1)?["cluster"]);
+            c.kubectl()
+                .stdin(&["create", "--raw", "/_test/expire", "-f", "-"], "{}")?;
+            c.wait_agent(Node::Node1, |cluster| relists(cluster) > before)?;
+            ensure!(
+                c.source(Pod::A1)? == Some(EGRESS_IP),
+                "pod-a1 after the relist"
+            );
+            ensure!(
+                c.source(Pod::A2)? == Some(EGRESS_IP),
+                "pod-a2 (relabelled) after the relist"
+            );
+            let since = Instant::now();
+            c.kubectl()
+                .run(&["label", "pod", "pod-a2", "-n", "alice", "role-"])?;
+            c.switches(Pod::A2, NODE1_ADDRESS, since)?;
+            Ok(())
+        },
+    )?;
     Ok(())
 }

@@ -50,11 +50,12 @@ impl Masquerade {
         };
         let mark = self.mark;
         let device = &self.tunnel_device;
-        // `add table` + `flush table` keep the table (and its handle) when it exists, and
-        // the flush and refill happen in the same transaction as everything else.
+        // `add table` + `delete table` + the table again, in one transaction: the new table
+        // replaces the old one atomically. (`flush table` would empty the chains but keep
+        // the set's elements, and a destination taken out of the list would stay.)
         format!(
             "add table ip {TABLE}\n\
-             flush table ip {TABLE}\n\
+             delete table ip {TABLE}\n\
              table ip {TABLE} {{\n\
              \tcomment \"egret-agent: node masquerade (ip-masq-agent semantics); managed, do not edit\"\n\
              \tset no_masquerade {{\n\
@@ -131,7 +132,7 @@ mod tests {
             })
             .collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{rules}");
-        assert!(rules.starts_with("add table ip egret\nflush table ip egret\n"));
+        assert!(rules.starts_with("add table ip egret\ndelete table ip egret\n"));
     }
 
     #[test]

@@ -72,9 +72,9 @@ pub type SharedClusterState = Arc<Mutex<ClusterState>>;
 pub struct Follower {
     node: Node,
     watches: Watches,
-    /// The last ip-masq-agent config that parsed (or the defaults), and the text it came
-    /// from.
-    masquerade: (Option<String>, MasqConfig),
+    /// The ConfigMap text last parsed (`Some(None)`: no ConfigMap), and the config in use:
+    /// the last that parsed, or the defaults.
+    masquerade: (Option<Option<String>>, MasqConfig),
     reports: watch::Sender<Option<String>>,
     state: SharedClusterState,
 }
@@ -143,7 +143,7 @@ impl Follower {
             .and_then(|m| m.data.as_ref())
             .and_then(|d| d.get("config"))
             .cloned();
-        if text == self.masquerade.0 && text.is_some() {
+        if self.masquerade.0.as_ref() == Some(&text) {
             return self.masquerade.1.clone();
         }
         match MasqConfig::from_config_map(map, &config.masquerade) {
@@ -151,12 +151,18 @@ impl Follower {
                 for key in &parsed.ignored_keys {
                     tracing::warn!(key = %key, "ip-masq-agent ConfigMap: key ignored");
                 }
-                self.masquerade = (text, parsed.config);
+                tracing::info!(
+                    configmap = text.is_some(),
+                    non_masquerade = ?parsed.config.non_masquerade_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    masq_link_local = parsed.config.masq_link_local,
+                    "masquerade config"
+                );
+                self.masquerade = (Some(text), parsed.config);
                 self.set_state(|s| s.masquerade_config_error = None);
             }
             Err(err) => {
                 tracing::error!(error = %err, "the ip-masq-agent ConfigMap does not parse; the previous masquerade config stays");
-                self.masquerade.0 = text;
+                self.masquerade.0 = Some(text);
                 let message = err.to_string();
                 self.set_state(|s| s.masquerade_config_error = Some(message));
             }
