@@ -17,10 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use serde_json::Value;
 
-use crate::{NetNs, check_output};
+use crate::{
+    AgentLab, NetNs, check_output,
+    egress::{Member, Node, OUTSIDE_ADDRESS, Pod, gateway_config},
+};
+use std::net::Ipv4Addr;
 
 /// How long the server may take to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -287,4 +291,258 @@ pub fn condition(object: &Value, type_: &str) -> Option<(String, String)> {
                 c["reason"].as_str().unwrap_or_default().to_owned(),
             )
         })
+}
+
+// --- the Kubernetes-mode lab ---------------------------------------------------------
+
+/// Where the API server listens: the router's LAN address, which nodes and gateways reach.
+pub const API_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 1), 6443);
+/// A destination the policy covers.
+pub const OUTSIDE: SocketAddrV4 = SocketAddrV4::new(OUTSIDE_ADDRESS, 7400);
+/// How long a probe may take.
+pub const PROBE: Duration = Duration::from_secs(3);
+/// The behaviour's bound for a cluster change to reach the data path (the target is 1 s;
+/// the figure is printed).
+pub const CHANGE_BOUND: Duration = Duration::from_secs(5);
+/// How long the agents may take to program the cluster's state after they start.
+pub const READY: Duration = Duration::from_secs(30);
+
+/// The committed CRD manifests.
+pub fn crds() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes/crds.yaml")
+}
+
+/// The cluster as the lab mirrors it.
+pub const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: egret-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: alice, labels: {user: alice}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: paul, labels: {user: paul}}
+---
+apiVersion: egret.dev/v1alpha1
+kind: EgressGateway
+metadata: {name: default}
+spec:
+  floatingIPs: [192.168.50.100, 192.168.50.101]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-a1, namespace: alice, labels: {role: frontend}}
+spec: {nodeName: node1, containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-a2, namespace: alice}
+spec: {nodeName: node1, containers: [{name: app, image: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-b1, namespace: paul, labels: {role: frontend}}
+spec: {nodeName: node2, containers: [{name: app, image: app}]}
+"#;
+
+/// The seed's policy, toward the outside network but its upper half.
+pub const POLICY: &str = r#"
+apiVersion: egret.dev/v1alpha1
+kind: EgressNATPolicy
+metadata: {name: egress}
+spec:
+  egress:
+  - namespaceSelector: {matchLabels: {user: alice}}
+    podSelector: {matchLabels: {role: frontend}}
+  - namespaceSelector: {matchLabels: {user: paul}}
+    podSelector: {matchLabels: {role: frontend}}
+  destinationCIDRs: [198.51.100.0/24]
+  excludedCIDRs: [198.51.100.128/25]
+  egressSourceIP: 192.168.50.100
+"#;
+
+/// The lab with its API server.
+pub struct ClusterLab {
+    /// The agent lab.
+    pub lab: AgentLab,
+    /// Its API server.
+    pub api: ApiServer,
+}
+
+impl ClusterLab {
+    /// kubectl against the lab's API server.
+    pub fn kubectl(&self) -> Kubectl<'_> {
+        Kubectl::new(self.lab.router(), &self.api.kubeconfig())
+    }
+
+    /// Fails with the evidence of the lab, the API server's view and the agents' logs.
+    /// The evidence of a failed step.
+    pub fn explain(&mut self, name: &str, err: anyhow::Error) -> anyhow::Error {
+        let policies = self
+            .kubectl()
+            .run(&["get", "egressnatpolicies", "-o", "yaml"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        let gateway = self
+            .kubectl()
+            .run(&["get", "egressgateways", "-o", "yaml"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        anyhow!(
+            "step \"{name}\" failed: {err:#}\n--- policies ---\n{policies}\n--- gateways ---\n\
+             {gateway}\n{}",
+            self.lab.evidence()
+        )
+    }
+
+    /// Runs one named check; on failure says which, with the evidence.
+    ///
+    /// # Errors
+    ///
+    /// When the check fails.
+    pub fn step<T>(&mut self, name: &str, check: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        eprintln!("== {name}");
+        let started = Instant::now();
+        match check(self) {
+            Ok(value) => {
+                eprintln!("   ok ({:.1?})", started.elapsed());
+                Ok(value)
+            }
+            Err(err) => Err(self.explain(name, err)),
+        }
+    }
+
+    /// The pods' status as the kubelet would write it: running, with the lab's address.
+    /// Writes the pods' status as the kubelet would.
+    ///
+    /// # Errors
+    ///
+    /// When kubectl fails.
+    pub fn pods_running(&self) -> Result<()> {
+        for (pod, ns) in [(Pod::A1, "alice"), (Pod::A2, "alice"), (Pod::B1, "paul")] {
+            let ip = pod.address().to_string();
+            let patch = serde_json::json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
+            .to_string();
+            self.kubectl().run(&[
+                "patch",
+                "pod",
+                pod.name(),
+                "-n",
+                ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `node`'s agent has programmed the cluster's state and `done` holds of its
+    /// `cluster` status.
+    /// # Errors
+    ///
+    /// When it does not happen within [`READY`].
+    pub fn wait_agent(&mut self, node: Node, done: impl Fn(&Value) -> bool) -> Result<()> {
+        let deadline = Instant::now() + READY;
+        loop {
+            let status = self.lab.agent_status_json(node);
+            if let Ok(status) = &status
+                && status["cluster"]["programmed_at"].is_u64()
+                && done(&status["cluster"])
+            {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{}'s agent did not program the cluster's state within {READY:?}; status: {}\n\
+                 --- agent log ---\n{}",
+                node.name(),
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| format!("{e:#}")),
+                self.lab.agent_log_tail(node, 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `pod`'s new UDP flows to the outside host leave with `expected`; returns how long
+    /// after `since` that began.
+    /// # Errors
+    ///
+    /// When it does not happen within [`CHANGE_BOUND`].
+    pub fn switches(&self, pod: Pod, expected: Ipv4Addr, since: Instant) -> Result<Duration> {
+        let switch = self
+            .lab
+            .measure_switch(pod, OUTSIDE, expected, since, CHANGE_BOUND)?;
+        Ok(switch.after)
+    }
+
+    /// The source the outside host sees for a new UDP flow of `pod`.
+    ///
+    /// # Errors
+    ///
+    /// When the probe cannot be set up.
+    pub fn source(&self, pod: Pod) -> Result<Option<Ipv4Addr>> {
+        Ok(self.lab.udp_source(pod, OUTSIDE, PROBE)?.source())
+    }
+}
+
+impl ClusterLab {
+    /// Both gateways (reporting into `default`) and both agents in Kubernetes mode, the cluster
+    /// mirrored, the seed's policy applied and programmed; the API server is `binary`.
+    ///
+    /// # Errors
+    ///
+    /// When a part does not start or get ready.
+    pub fn start(tag: &str, binary: &Path) -> Result<ClusterLab> {
+        let lab = AgentLab::new(tag)?;
+        let api = ApiServer::start(lab.router(), binary, &lab.workdir().join("api"), API_LISTEN)?;
+        let kubeconfig = api.kubeconfig();
+        let mut cluster = ClusterLab { lab, api };
+        cluster.step("the cluster, its pods and the seed's policy", |c| {
+            let crds = crds();
+            c.kubectl().run(&["apply", "-f", &crds.to_string_lossy()])?;
+            c.kubectl().apply(CLUSTER)?;
+            c.pods_running()?;
+            c.kubectl().apply(POLICY)?;
+            Ok(())
+        })?;
+        for member in Member::BOTH {
+            let path = cluster.lab.gateway_config_path(member);
+            let text = format!(
+                "{}\n[kubernetes]\nkubeconfig = {:?}\ngateway = \"default\"\n",
+                gateway_config(member, cluster.lab.workdir()),
+                kubeconfig.to_string_lossy()
+            );
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        for node in Node::BOTH {
+            let mut config = cluster.lab.agent_config(node).clone();
+            config.kubeconfig = Some(kubeconfig.clone());
+            cluster.lab.set_agent_config(config)?;
+        }
+        cluster.step(
+            "start the gateways and the agents in Kubernetes mode",
+            |c| {
+                c.lab.start_gateways()?;
+                for node in Node::BOTH {
+                    c.lab.spawn_agent(node)?;
+                }
+                for node in Node::BOTH {
+                    c.wait_agent(node, |cluster| {
+                        cluster["policies"].as_array().is_some_and(|p| {
+                            p.iter()
+                                .any(|p| p["name"] == "egress" && p["verdict"] == "Accepted")
+                        })
+                    })?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(cluster)
+    }
 }

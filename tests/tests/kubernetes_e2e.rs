@@ -14,252 +14,29 @@
 //! the lab, not from here.
 
 use std::{
-    fs,
     net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, ensure};
+use anyhow::{Result, ensure};
 use egret_lab::{
-    AgentLab,
-    cluster::{ApiServer, Kubectl, condition},
+    cluster::{CHANGE_BOUND, ClusterLab, PROBE, READY, condition},
     egress::{
-        EGRESS_IP, INTERNAL_ADDRESS, Member, NODE1_ADDRESS, NODE2_ADDRESS, Node, OUTSIDE_ADDRESS,
-        Pod, SECOND_EGRESS_IP, gateway_config,
+        EGRESS_IP, INTERNAL_ADDRESS, Member, NODE1_ADDRESS, NODE2_ADDRESS, Node, Pod,
+        SECOND_EGRESS_IP,
     },
     ha::{millis, one_lab_at_a_time},
     require_root,
 };
 use serde_json::Value;
 
-/// Where the API server listens: the router's LAN address, which nodes and gateways reach.
-const API_LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 1), 6443);
-/// A destination the policy covers.
-const OUTSIDE: SocketAddrV4 = SocketAddrV4::new(OUTSIDE_ADDRESS, 7400);
-/// How long a probe may take.
-const PROBE: Duration = Duration::from_secs(3);
-/// The behaviour's bound for a cluster change to reach the data path (the target is 1 s;
-/// the figure is printed).
-const CHANGE_BOUND: Duration = Duration::from_secs(5);
-/// How long the agents may take to program the cluster's state after they start.
-const READY: Duration = Duration::from_secs(30);
-
 fn api_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_egret-test-apiserver"))
 }
 
-fn crds() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes/crds.yaml")
-}
-
-/// The cluster as the lab mirrors it.
-const CLUSTER: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: egret-system}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: alice, labels: {user: alice}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: paul, labels: {user: paul}}
----
-apiVersion: egret.dev/v1alpha1
-kind: EgressGateway
-metadata: {name: default}
-spec:
-  floatingIPs: [192.168.50.100, 192.168.50.101]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: pod-a1, namespace: alice, labels: {role: frontend}}
-spec: {nodeName: node1, containers: [{name: app, image: app}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: pod-a2, namespace: alice}
-spec: {nodeName: node1, containers: [{name: app, image: app}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: pod-b1, namespace: paul, labels: {role: frontend}}
-spec: {nodeName: node2, containers: [{name: app, image: app}]}
-"#;
-
-/// The seed's policy, toward the outside network but its upper half.
-const POLICY: &str = r#"
-apiVersion: egret.dev/v1alpha1
-kind: EgressNATPolicy
-metadata: {name: egress}
-spec:
-  egress:
-  - namespaceSelector: {matchLabels: {user: alice}}
-    podSelector: {matchLabels: {role: frontend}}
-  - namespaceSelector: {matchLabels: {user: paul}}
-    podSelector: {matchLabels: {role: frontend}}
-  destinationCIDRs: [198.51.100.0/24]
-  excludedCIDRs: [198.51.100.128/25]
-  egressSourceIP: 192.168.50.100
-"#;
-
-/// The lab with its API server.
-struct ClusterLab {
-    lab: AgentLab,
-    api: ApiServer,
-}
-
-impl ClusterLab {
-    fn kubectl(&self) -> Kubectl<'_> {
-        Kubectl::new(self.lab.router(), &self.api.kubeconfig())
-    }
-
-    /// Fails with the evidence of the lab, the API server's view and the agents' logs.
-    fn explain(&mut self, name: &str, err: anyhow::Error) -> anyhow::Error {
-        let policies = self
-            .kubectl()
-            .run(&["get", "egressnatpolicies", "-o", "yaml"])
-            .unwrap_or_else(|e| format!("{e:#}"));
-        let gateway = self
-            .kubectl()
-            .run(&["get", "egressgateways", "-o", "yaml"])
-            .unwrap_or_else(|e| format!("{e:#}"));
-        anyhow!(
-            "step \"{name}\" failed: {err:#}\n--- policies ---\n{policies}\n--- gateways ---\n\
-             {gateway}\n{}",
-            self.lab.evidence()
-        )
-    }
-
-    fn step<T>(&mut self, name: &str, check: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        eprintln!("== {name}");
-        let started = Instant::now();
-        match check(self) {
-            Ok(value) => {
-                eprintln!("   ok ({:.1?})", started.elapsed());
-                Ok(value)
-            }
-            Err(err) => Err(self.explain(name, err)),
-        }
-    }
-
-    /// The pods' status as the kubelet would write it: running, with the lab's address.
-    fn pods_running(&self) -> Result<()> {
-        for (pod, ns) in [(Pod::A1, "alice"), (Pod::A2, "alice"), (Pod::B1, "paul")] {
-            let ip = pod.address().to_string();
-            let patch = serde_json::json!({"status": {
-                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})
-            .to_string();
-            self.kubectl().run(&[
-                "patch",
-                "pod",
-                pod.name(),
-                "-n",
-                ns,
-                "--subresource=status",
-                "--type=merge",
-                "-p",
-                &patch,
-            ])?;
-        }
-        Ok(())
-    }
-
-    /// Waits until `node`'s agent has programmed the cluster's state and `done` holds of its
-    /// `cluster` status.
-    fn wait_agent(&mut self, node: Node, done: impl Fn(&Value) -> bool) -> Result<()> {
-        let deadline = Instant::now() + READY;
-        loop {
-            let status = self.lab.agent_status_json(node);
-            if let Ok(status) = &status
-                && status["cluster"]["programmed_at"].is_u64()
-                && done(&status["cluster"])
-            {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{}'s agent did not program the cluster's state within {READY:?}; status: {}\n\
-                 --- agent log ---\n{}",
-                node.name(),
-                status
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| format!("{e:#}")),
-                self.lab.agent_log_tail(node, 30)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `pod`'s new UDP flows to the outside host leave with `expected`; returns how long
-    /// after `since` that began.
-    fn switches(&self, pod: Pod, expected: Ipv4Addr, since: Instant) -> Result<Duration> {
-        let switch = self
-            .lab
-            .measure_switch(pod, OUTSIDE, expected, since, CHANGE_BOUND)?;
-        Ok(switch.after)
-    }
-
-    fn source(&self, pod: Pod) -> Result<Option<Ipv4Addr>> {
-        Ok(self.lab.udp_source(pod, OUTSIDE, PROBE)?.source())
-    }
-}
-
-/// Both gateways (reporting into `default`) and both agents in Kubernetes mode, the cluster
-/// mirrored, the seed's policy applied and programmed.
 fn cluster_lab(tag: &str) -> Result<ClusterLab> {
-    let lab = AgentLab::new(tag)?;
-    let api = ApiServer::start(
-        lab.router(),
-        &api_binary(),
-        &lab.workdir().join("api"),
-        API_LISTEN,
-    )?;
-    let kubeconfig = api.kubeconfig();
-    let mut cluster = ClusterLab { lab, api };
-    cluster.step("the cluster, its pods and the seed's policy", |c| {
-        let crds = crds();
-        c.kubectl().run(&["apply", "-f", &crds.to_string_lossy()])?;
-        c.kubectl().apply(CLUSTER)?;
-        c.pods_running()?;
-        c.kubectl().apply(POLICY)?;
-        Ok(())
-    })?;
-    for member in Member::BOTH {
-        let path = cluster.lab.gateway_config_path(member);
-        let text = format!(
-            "{}\n[kubernetes]\nkubeconfig = {:?}\ngateway = \"default\"\n",
-            gateway_config(member, cluster.lab.workdir()),
-            kubeconfig.to_string_lossy()
-        );
-        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    for node in Node::BOTH {
-        let mut config = cluster.lab.agent_config(node).clone();
-        config.kubeconfig = Some(kubeconfig.clone());
-        cluster.lab.set_agent_config(config)?;
-    }
-    cluster.step(
-        "start the gateways and the agents in Kubernetes mode",
-        |c| {
-            c.lab.start_gateways()?;
-            for node in Node::BOTH {
-                c.lab.spawn_agent(node)?;
-            }
-            for node in Node::BOTH {
-                c.wait_agent(node, |cluster| {
-                    cluster["policies"].as_array().is_some_and(|p| {
-                        p.iter()
-                            .any(|p| p["name"] == "egress" && p["verdict"] == "Accepted")
-                    })
-                })?;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(cluster)
+    ClusterLab::start(tag, &api_binary())
 }
 
 fn policy_is(object: &Value, accepted: (&str, &str)) -> bool {
