@@ -109,6 +109,26 @@ impl Watches {
         }
     }
 
+    /// Stores holding these objects and no watch behind them: the shell's logic driven by a
+    /// test.
+    #[doc(hidden)]
+    pub fn fixed(
+        pods: Vec<Pod>,
+        namespaces: Vec<PartialObjectMeta<Namespace>>,
+        policies: Vec<EgressNATPolicy>,
+        gateways: Vec<EgressGateway>,
+    ) -> Watches {
+        Watches {
+            pods: filled(pods),
+            namespaces: filled(namespaces),
+            policies: filled(policies),
+            gateways: filled(gateways),
+            masquerade: filled(Vec::new()),
+            changed: Arc::new(signal::channel(0).0),
+            health: Arc::default(),
+        }
+    }
+
     /// Waits until every store has listed once.
     pub async fn ready(&self) {
         // A store's writer lives as long as its task, which runs until the runtime stops.
@@ -140,6 +160,21 @@ impl Watches {
     pub fn health(&self) -> Vec<WatchHealth> {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
     }
+}
+
+/// A store holding `objects`, with no watch behind it (tests drive the shell with these).
+#[doc(hidden)]
+pub fn filled<K>(objects: Vec<K>) -> Store<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, mut writer) = reflector::store();
+    for object in objects {
+        writer.apply_watcher_event(&Event::Apply(object));
+    }
+    // The writer goes; the store keeps what it was given.
+    store
 }
 
 fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>>

@@ -249,3 +249,189 @@ async fn write_round(
     }
     leading.outcomes = selection.outcomes;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::{gateway_spec_rules, namespace, pod, policy_object, rule};
+    use crate::kubernetes::watch::filled;
+    use egret_crd::{EgressGateway, EgressGatewaySpec};
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use kube::api::PartialObjectMeta;
+
+    type Handle = tower_test::mock::Handle<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >;
+
+    /// node1's report: it runs generation 1 of `egress`.
+    fn report() -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("egret-node-node1".into()),
+                annotations: Some(BTreeMap::from([(
+                    crate::cluster::status::REPORT_ANNOTATION.to_owned(),
+                    r#"{"v":1,"p":{"egress":1}}"#.to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("node1".into()),
+                lease_duration_seconds: Some(40),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// `egress` (the older) and `late` (the same egress IP), as the store has them.
+    fn policies(statuses: &BTreeMap<String, serde_json::Value>) -> Vec<EgressNATPolicy> {
+        ["egress", "late"]
+            .iter()
+            .enumerate()
+            .map(|(age, name)| {
+                let rules = vec![rule(
+                    Some(&[("user", "alice")]),
+                    Some(&[("role", "frontend")]),
+                )];
+                let mut policy = policy_object(
+                    name,
+                    1_700_000_000 + age as i64,
+                    gateway_spec_rules("192.168.1.100", &["8.8.8.0/24"], rules),
+                );
+                policy.status = statuses
+                    .get(*name)
+                    .map(|s| serde_json::from_value(s.clone()).expect("a status"));
+                policy
+            })
+            .collect()
+    }
+
+    fn watches(statuses: &BTreeMap<String, serde_json::Value>) -> Watches {
+        let alice = namespace("alice", &[("user", "alice")]);
+        let meta = PartialObjectMeta::<k8s_openapi::api::core::v1::Namespace> {
+            metadata: alice.metadata,
+            ..PartialObjectMeta::default()
+        };
+        Watches::fixed(
+            Vec::new(),
+            vec![meta],
+            policies(statuses),
+            vec![EgressGateway::new(
+                "default",
+                EgressGatewaySpec {
+                    floating_ips: vec!["192.168.1.100".into()],
+                },
+            )],
+        )
+    }
+
+    fn leading() -> Leading {
+        Leading {
+            pods: filled(vec![pod(
+                "alice",
+                "a1",
+                "node1",
+                "10.10.1.5",
+                &[("role", "frontend")],
+            )]),
+            reports: filled(vec![report()]),
+            tasks: Vec::new(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Answers the next request with its own body (as a server echoes an applied object)
+    /// and returns its method, path, query and body.
+    async fn answer(handle: &mut Handle) -> (String, String, String, serde_json::Value) {
+        let (request, send) = handle.next_request().await.expect("a request");
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request.into_body().collect_bytes().await.expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        send.send_response(
+            http::Response::builder()
+                .status(if method == "POST" { 201 } else { 200 })
+                .body(kube::client::Body::from(bytes.to_vec()))
+                .expect("a response"),
+        );
+        (method, path, query, body)
+    }
+
+    #[tokio::test]
+    async fn a_round_writes_each_changed_status_once_with_an_event_per_rejection_then_nothing() {
+        let (service, mut handle) = tower_test::mock::pair();
+        let client = Client::new(service, "default");
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "egret-agent".into(),
+                instance: Some("node1".into()),
+            },
+        );
+        let server = tokio::spawn(async move {
+            let mut statuses = BTreeMap::new();
+            for name in ["egress", "late"] {
+                let (method, path, query, body) = answer(&mut handle).await;
+                assert_eq!(method, "PATCH");
+                assert_eq!(
+                    path,
+                    format!("/apis/egret.dev/v1alpha1/egressnatpolicies/{name}/status")
+                );
+                assert!(
+                    query.contains("fieldManager=egret-agent") && query.contains("force=true"),
+                    "{query}"
+                );
+                assert_eq!(body["kind"], "EgressNATPolicy");
+                statuses.insert(name.to_owned(), body["status"].clone());
+            }
+            let (method, path, _, event) = answer(&mut handle).await;
+            assert_eq!(method, "POST");
+            assert_eq!(path, "/apis/events.k8s.io/v1/namespaces/default/events");
+            assert_eq!(event["reason"], "Conflict");
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["regarding"]["name"], "late");
+            (statuses, handle)
+        });
+        let mut leading = leading();
+        write_round(&client, &recorder, &watches(&BTreeMap::new()), &mut leading).await;
+        let (statuses, mut handle) = server.await.expect("the server side checked the requests");
+
+        let egress = &statuses["egress"];
+        let condition = |status: &serde_json::Value, type_: &str| {
+            status["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == type_))
+                .map(|c| {
+                    (
+                        c["status"].as_str().unwrap_or_default().to_owned(),
+                        c["reason"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+        };
+        assert_eq!(
+            condition(egress, "Accepted"),
+            Some(("True".into(), "Accepted".into()))
+        );
+        assert_eq!(
+            condition(egress, "Programmed"),
+            Some(("True".into(), "Programmed".into()))
+        );
+        assert_eq!(egress["selectedPods"], 1);
+        assert_eq!(
+            condition(&statuses["late"], "Accepted"),
+            Some(("False".into(), "Conflict".into()))
+        );
+
+        // The store now holds what was written: the next round writes nothing and emits
+        // no event again.
+        write_round(&client, &recorder, &watches(&statuses), &mut leading).await;
+        drop((client, recorder));
+        assert!(
+            handle.next_request().await.is_none(),
+            "a steady cluster was written to"
+        );
+    }
+}
