@@ -1,12 +1,15 @@
 //! The demo of the README, run by `scripts/demo`: egret's whole path in network namespaces
-//! on this host ([`egret_lab::AgentLab`]). Two gateways share two floating IPs, two nodes run
-//! pods and `egret-agent` in static mode (policy alice selects pod-a1 and pod-b1 toward
-//! 198.51.100.0/24 and leaves with 192.168.50.100). The demo shows the source address an
-//! outside host sees for a selected pod, an unselected pod and a non-masquerade destination,
-//! then kills the gateway that owns 192.168.50.100 while pod-a1 talks to the outside host,
-//! and shows the takeover and what the connection lost. Everything it made is removed at the
-//! end, also on Ctrl-C or SIGTERM. Needs root and built binaries (`EGRET_GATEWAY_BIN`,
-//! `EGRET_AGENT_BIN`, or `target/release`).
+//! on this host, driven as a cluster user would ([`egret_lab::cluster::ClusterLab`]). A
+//! Kubernetes API server of the lab's own runs beside two gateways sharing two floating IPs
+//! and two nodes running pods and `egret-agent` in Kubernetes mode; `kubectl` applies the
+//! seed's EgressNATPolicy (the `role=frontend` pods of the namespaces of users alice and paul,
+//! toward 198.51.100.0/24 but its upper half, leaving with 192.168.50.100). The demo shows
+//! `kubectl get egressnatpolicies` and the EgressGateway, the source address an outside host
+//! sees for a selected pod, an unselected pod and a non-masquerade destination, then kills
+//! the gateway that owns 192.168.50.100 while pod-a1 talks to the outside host, and shows
+//! the takeover, what the connection lost and the EgressGateway again. Everything it made is
+//! removed at the end, also on Ctrl-C or SIGTERM. Needs root and built binaries
+//! (`EGRET_GATEWAY_BIN`, `EGRET_AGENT_BIN`, `EGRET_APISERVER_BIN`, or `target/release`).
 //!
 //! Exits 0 when every address was the expected one and the connection survived, 1
 //! otherwise, 130 when interrupted.
@@ -15,10 +18,10 @@ use std::{net::Ipv4Addr, process::ExitCode, time::Duration};
 
 use anyhow::{Result, bail};
 use egret_lab::{
-    AgentLab,
+    cluster::{ClusterLab, apiserver_binary},
     egress::{
-        EGRESS_IP, INTERNAL_ADDRESS, Member, NODE1_ADDRESS, NODE2_ADDRESS, Node, OUTSIDE_ADDRESS,
-        Pod, SECOND_EGRESS_IP, check_interrupted, handle_interrupts, interrupted,
+        EGRESS_IP, INTERNAL_ADDRESS, Member, NODE1_ADDRESS, NODE2_ADDRESS, OUTSIDE_ADDRESS, Pod,
+        SECOND_EGRESS_IP, check_interrupted, handle_interrupts, interrupted,
         sleep_unless_interrupted,
     },
 };
@@ -62,30 +65,50 @@ fn run() -> Result<bool> {
         bail!("the demo needs root: it creates network namespaces and loads eBPF programs");
     }
     println!(
-        "building the lab: gw1, gw2, node1 (pod-a1, pod-a2), node2 (pod-b1), router, outside, internal ..."
+        "building the lab: an API server, gw1, gw2, node1 (pod-a1, pod-a2), node2 (pod-b1), \
+         router, outside, internal;\napplying the CRDs, the pods and the seed's policy with \
+         kubectl; starting egret-gateway on gw1 and gw2 and egret-agent (Kubernetes mode) on \
+         node1 and node2 ..."
     );
-    let mut lab = AgentLab::new("demo")?;
+    let cluster = ClusterLab::start("demo", &apiserver_binary()?)?;
     check_interrupted()?;
-    println!("starting egret-gateway on gw1 and gw2 ...");
-    lab.start_gateways()?;
-    println!("  gw1 owns {EGRESS_IP}, gw2 owns {SECOND_EGRESS_IP}");
-    for node in Node::BOTH {
-        check_interrupted()?;
-        println!("starting egret-agent on {} ...", node.name());
-        lab.start_agent(node)?;
-    }
-    println!();
+    println!("  gw1 owns {EGRESS_IP}, gw2 owns {SECOND_EGRESS_IP}\n");
+    let show = |cluster: &ClusterLab, args: &[&str]| -> Result<()> {
+        println!("$ kubectl {}", args.join(" "));
+        print!("{}", cluster.kubectl().run(args)?);
+        println!();
+        Ok(())
+    };
+    // The status as the gateways and the status writer have it once they have reported.
+    cluster.kubectl().wait_for(
+        &["egressgateway", "default"],
+        Duration::from_secs(30),
+        |g| {
+            g["status"]["floatingIPs"][EGRESS_IP.to_string()] == "gw1"
+                && g["status"]["floatingIPs"][SECOND_EGRESS_IP.to_string()] == "gw2"
+        },
+    )?;
+    cluster.kubectl().wait_for(
+        &["egressnatpolicy", "egress"],
+        Duration::from_secs(30),
+        |p| p["status"]["selectedPods"] == 2,
+    )?;
+    show(&cluster, &["get", "pods", "-A", "--show-labels"])?;
+    show(&cluster, &["get", "egressnatpolicies"])?;
+    show(&cluster, &["get", "egressgateway", "default", "-o", "yaml"])?;
+    let mut lab = cluster.lab;
+    let _api = cluster.api;
 
     let mut all_as_expected = true;
     let views = [
         (
-            "outside host sees, for pod-a1 (selected, policy alice):",
+            "outside host sees, for pod-a1 (selected: role=frontend, user=alice):",
             Pod::A1,
             OUTSIDE_ADDRESS,
             EGRESS_IP,
         ),
         (
-            "outside host sees, for pod-a2 (not selected):",
+            "outside host sees, for pod-a2 (not selected: no role):",
             Pod::A2,
             OUTSIDE_ADDRESS,
             NODE1_ADDRESS,
@@ -156,8 +179,15 @@ fn run() -> Result<bool> {
         );
     }
     println!();
+    let cluster = ClusterLab { lab, api: _api };
+    cluster.kubectl().wait_for(
+        &["egressgateway", "default"],
+        Duration::from_secs(10),
+        |g| g["status"]["nodes"]["gw1"] == "Down",
+    )?;
+    show(&cluster, &["get", "egressgateway", "default", "-o", "yaml"])?;
     println!("removing the lab ...");
-    drop(lab);
+    drop(cluster);
     println!("done");
     Ok(all_as_expected)
 }

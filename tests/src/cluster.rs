@@ -26,6 +26,23 @@ use crate::{
 };
 use std::net::Ipv4Addr;
 
+/// The lab's API server binary: `$EGRET_APISERVER_BIN`, else `target/release` of this
+/// workspace (`cargo build --release -p egret-lab --bin egret-test-apiserver`). Tests use
+/// cargo's own path to it instead.
+///
+/// # Errors
+///
+/// When there is none.
+pub fn apiserver_binary() -> Result<PathBuf> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    crate::topology::lab_binary(
+        "egret-test-apiserver",
+        "EGRET_APISERVER_BIN",
+        &["tests/src/apiserver", "tests/src/bin"],
+        &WARNED,
+    )
+}
+
 /// How long the server may take to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -640,6 +640,42 @@ fn sighup_applies_a_change_within_a_second() -> Result<()> {
         lab.agent_mut(Node::Node1)?.ensure_running()?;
         lab.wait_agent_ready(Node::Node1, Duration::from_secs(10))
     })?;
+    step(
+        &mut lab,
+        "a source routed through an interface without the classifier is reported loudly",
+        |lab| {
+            // node1 routes 10.10.9.0/24 by its default route (eth0): no pod interface.
+            lab.set_policies(Node::Node1, vec![Policy::alice().source("10.10.9.0/24")])?;
+            lab.reload_agent(Node::Node1)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let expected = "10.10.9.0/24 via eth0".to_owned();
+            loop {
+                let status = lab.agent_status_json(Node::Node1)?;
+                if status["unwatched_sources"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| *s == expected.as_str()))
+                {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "no unwatched source {expected} in {status}"
+                );
+                thread::sleep(Duration::from_millis(100));
+            }
+            let text = lab.agent_status_text(Node::Node1)?;
+            ensure!(
+                text.contains(&format!("NOT TUNNELLED: {expected}")),
+                "{text}"
+            );
+            ensure!(
+                lab.agent_log_tail(Node::Node1, 20)
+                    .contains("NOT tunnelled"),
+                "the log does not say it"
+            );
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 
