@@ -459,7 +459,13 @@ impl Node {
             attached.push(name.clone());
         }
         attached.sort();
-        let unwatched = self.unwatched_sources(&routes, &attached);
+        // Interfaces carrying the classifier, also one no longer matched that kept it.
+        let carrying: Vec<String> = interfaces
+            .iter()
+            .filter(|(ifindex, _)| self.programs.is_attached(*ifindex, Hook::PodIngress))
+            .map(|(_, name)| name.clone())
+            .collect();
+        let unwatched = self.unwatched_sources(&routes, &carrying);
         if unwatched != self.state.unwatched_sources {
             for source in unwatched
                 .iter()

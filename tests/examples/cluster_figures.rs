@@ -275,33 +275,29 @@ fn agent_usage(c: &mut ClusterLab) -> Result<Vec<Usage>> {
     Ok(out)
 }
 
-/// The server's request counters' growth, one line per key that moved.
-fn diff_stats(before: &serde_json::Value, after: &serde_json::Value) -> String {
+/// The server's request counters' growth, one line per key that moved (keys may hold dots:
+/// the path is kept as a list).
+fn diff_stats(before: &Value, after: &Value) -> String {
     let mut out = String::new();
-    let mut walk = vec![(String::new(), after)];
+    let mut walk: Vec<(Vec<String>, &Value)> = vec![(Vec::new(), after)];
     while let Some((path, value)) = walk.pop() {
         match value {
-            serde_json::Value::Object(map) => {
+            Value::Object(map) => {
                 for (k, v) in map {
-                    walk.push((
-                        if path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{path}.{k}")
-                        },
-                        v,
-                    ));
+                    let mut deeper = path.clone();
+                    deeper.push(k.clone());
+                    walk.push((deeper, v));
                 }
             }
-            serde_json::Value::Number(n) => {
+            Value::Number(n) => {
                 let old = path
-                    .split('.')
+                    .iter()
                     .try_fold(before, |v, k| v.get(k))
-                    .and_then(serde_json::Value::as_u64)
+                    .and_then(Value::as_u64)
                     .unwrap_or(0);
                 let new = n.as_u64().unwrap_or(0);
                 if new > old {
-                    let _ = writeln!(out, "  {path}: {}", new - old);
+                    let _ = writeln!(out, "  {}: {}", path.join(" / "), new - old);
                 }
             }
             _ => {}
