@@ -191,8 +191,10 @@ fn run() -> Result<()> {
         loaded.elapsed()
     );
     let settled = agent_usage(&mut c)?;
+    let scaled_before = stats(&c)?;
     std::thread::sleep(Duration::from_secs(60));
     let steady = agent_usage(&mut c)?;
+    let scaled_after = stats(&c)?;
 
     println!("\n== figures");
     summary(
