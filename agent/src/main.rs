@@ -259,7 +259,10 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
                 if let Err(err) = follower.refresh_status() {
                     tracing::warn!(error = %egret_agent::error_chain(&err), "status file");
                 }
-                continue;
+                // The ip-masq-agent config's resyncInterval: write the node's state again.
+                if !follower.resync_due() {
+                    continue;
+                }
             }
             _ = hangup.recv() => reload(follower.node(), path),
             _ = terminate.recv() => break,

@@ -77,6 +77,10 @@ pub struct Follower {
     masquerade: (Option<Option<String>>, MasqConfig),
     reports: watch::Sender<Option<String>>,
     state: SharedClusterState,
+    /// When the node was last reconciled, and how often it must be at least (the
+    /// ip-masq-agent config's `resyncInterval`: the masquerade table is written again, as
+    /// upstream rewrites its rules, so a table someone changed is repaired).
+    reconciled: Option<(Instant, std::time::Duration)>,
 }
 
 impl Follower {
@@ -96,7 +100,14 @@ impl Follower {
             watches,
             reports,
             state,
+            reconciled: None,
         }
+    }
+
+    /// Whether the resync interval has passed since the last reconcile.
+    pub fn resync_due(&self) -> bool {
+        self.reconciled
+            .is_some_and(|(at, every)| at.elapsed() >= every)
     }
 
     /// The node.
@@ -194,6 +205,7 @@ impl Follower {
             pod_addresses: Some(pod_addresses),
         })?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.reconciled = Some((Instant::now(), desired.masquerade.resync_interval));
         let report = NodeReport::from_desired(&desired).to_json();
         self.reports.send_if_modified(|current| {
             let changed = current.as_deref() != Some(report.as_str());
