@@ -419,19 +419,10 @@ impl ClusterLab {
     ///
     /// When the check fails.
     pub fn step<T>(&mut self, name: &str, check: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        eprintln!("== {name}");
-        let started = Instant::now();
-        match check(self) {
-            Ok(value) => {
-                eprintln!("   ok ({:.1?})", started.elapsed());
-                Ok(value)
-            }
-            Err(err) => Err(self.explain(name, err)),
-        }
+        crate::step(self, name, check, |c, err| c.explain(name, err))
     }
 
     /// The pods' status as the kubelet would write it: running, with the lab's address.
-    /// Writes the pods' status as the kubelet would.
     ///
     /// # Errors
     ///

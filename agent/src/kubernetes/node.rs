@@ -20,11 +20,7 @@ use tokio::sync::watch;
 
 use super::lease;
 use super::watch::{WatchHealth, Watches};
-use crate::cluster::{
-    ClusterView, GatewayObject, MasqConfig, NodeDesired, NodeReport, Outcome, PodInfo,
-    PolicyObject, node_desired,
-};
-use crate::config::Config;
+use crate::cluster::{ClusterView, MasqConfig, NodeDesired, NodeReport, Outcome, node_desired};
 use crate::node::{Desired, Node, NodeError};
 
 /// What `egret-agent status` shows of the cluster side, written beside the node's status.
@@ -117,37 +113,12 @@ impl Follower {
 
     /// The snapshot of every store, as the pure side takes it.
     pub fn view(&mut self) -> ClusterView {
-        let config = self.node.config().clone();
-        let masquerade = self.masquerade_config(&config);
-        ClusterView {
-            pods: self
-                .watches
-                .pods
-                .state()
-                .iter()
-                .map(|p| PodInfo::from(p.as_ref()))
-                .collect(),
-            namespaces: self.watches.namespace_infos(),
-            policies: self
-                .watches
-                .policies
-                .state()
-                .iter()
-                .map(|p| PolicyObject::from(p.as_ref()))
-                .collect(),
-            gateways: self
-                .watches
-                .gateways
-                .state()
-                .iter()
-                .map(|g| GatewayObject::from(g.as_ref()))
-                .collect(),
-            masquerade,
-        }
+        let masquerade = self.masquerade_config();
+        self.watches.view(&self.watches.pods, masquerade)
     }
 
     /// The ip-masq-agent config: the ConfigMap's when it parses, else the last good one.
-    fn masquerade_config(&mut self, config: &Config) -> MasqConfig {
+    fn masquerade_config(&mut self) -> MasqConfig {
         let maps = self.watches.masquerade.state();
         let map: Option<&ConfigMap> = maps.first().map(AsRef::as_ref);
         let text = map
@@ -157,7 +128,7 @@ impl Follower {
         if self.masquerade.0.as_ref() == Some(&text) {
             return self.masquerade.1.clone();
         }
-        match MasqConfig::from_config_map(map, &config.masquerade) {
+        match MasqConfig::from_config_map(map, &self.node.config().masquerade) {
             Ok(parsed) => {
                 for key in &parsed.ignored_keys {
                     tracing::warn!(key = %key, "ip-masq-agent ConfigMap: key ignored");

@@ -21,10 +21,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch as signal;
+
+use crate::cluster::{
+    ClusterView, GatewayObject, MasqConfig, NamespaceInfo, PodInfo, PolicyObject,
+};
 
 /// The ip-masq-agent ConfigMap's namespace and name (upstream's).
 pub const MASQ_NAMESPACE: &str = "kube-system";
@@ -144,16 +148,38 @@ impl Watches {
         self.changed.subscribe()
     }
 
-    /// The namespaces as the pure side takes them.
-    pub fn namespace_infos(&self) -> Vec<crate::cluster::NamespaceInfo> {
-        self.namespaces
-            .state()
-            .iter()
-            .map(|ns| crate::cluster::NamespaceInfo {
-                name: ns.metadata.name.clone().unwrap_or_default(),
-                labels: ns.metadata.labels.clone().unwrap_or_default(),
-            })
-            .collect()
+    /// The cluster as the pure side takes it: the pods of `pods` (this node's store, or the
+    /// status writer's cluster-wide one), the other stores, and `masquerade`.
+    pub fn view(&self, pods: &Store<Pod>, masquerade: MasqConfig) -> ClusterView {
+        ClusterView {
+            pods: pods
+                .state()
+                .iter()
+                .map(|p| PodInfo::from(p.as_ref()))
+                .collect(),
+            namespaces: self
+                .namespaces
+                .state()
+                .iter()
+                .map(|ns| NamespaceInfo {
+                    name: ns.metadata.name.clone().unwrap_or_default(),
+                    labels: ns.metadata.labels.clone().unwrap_or_default(),
+                })
+                .collect(),
+            policies: self
+                .policies
+                .state()
+                .iter()
+                .map(|p| PolicyObject::from(p.as_ref()))
+                .collect(),
+            gateways: self
+                .gateways
+                .state()
+                .iter()
+                .map(|g| GatewayObject::from(g.as_ref()))
+                .collect(),
+            masquerade,
+        }
     }
 
     /// A copy of the watches' health.
@@ -175,13 +201,6 @@ where
     }
     // The writer goes; the store keeps what it was given.
     store
-}
-
-fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, config)
 }
 
 struct Spawner {

@@ -29,7 +29,7 @@ use super::lease::{self, FIELD_MANAGER, NODE_REPORT, ROLE_LABEL};
 use super::node::SharedClusterState;
 use super::watch::Watches;
 use crate::cluster::status::{NodeObservation, desired_statuses, next_status, warning_events};
-use crate::cluster::{ClusterView, PodInfo, PolicyOutcome, cluster_selection};
+use crate::cluster::{MasqConfig, PolicyOutcome, cluster_selection};
 
 /// Changes closer together than this make one round of status writes.
 pub const COALESCE: Duration = Duration::from_millis(200);
@@ -133,26 +133,21 @@ fn lead(client: &Client, namespace: &str, woken: Arc<Notify>) -> Leading {
         )
         .default_backoff(),
     );
-    let pods_task = {
-        let woken = woken.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(pod_stream);
-            while stream.next().await.is_some() {
-                woken.notify_one();
-            }
-        })
-    };
-    let reports_task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(lease_stream);
-        while stream.next().await.is_some() {
-            woken.notify_one();
-        }
-    });
+    let pods_task = tokio::spawn(wake_on_events(pod_stream, woken.clone()));
+    let reports_task = tokio::spawn(wake_on_events(lease_stream, woken));
     Leading {
         pods,
         reports,
         tasks: vec![pods_task, reports_task],
         outcomes: Vec::new(),
+    }
+}
+
+/// Drives a reflector's stream, waking the writer after each of its events.
+async fn wake_on_events<S: futures::Stream>(stream: S, woken: Arc<Notify>) {
+    let mut stream = std::pin::pin!(stream);
+    while stream.next().await.is_some() {
+        woken.notify_one();
     }
 }
 
@@ -164,27 +159,9 @@ async fn write_round(
     leading: &mut Leading,
 ) {
     let policies = watches.policies.state();
-    let view = ClusterView {
-        pods: leading
-            .pods
-            .state()
-            .iter()
-            .map(|p| PodInfo::from(p.as_ref()))
-            .collect(),
-        namespaces: watches.namespace_infos(),
-        policies: policies
-            .iter()
-            .map(|p| crate::cluster::PolicyObject::from(p.as_ref()))
-            .collect(),
-        gateways: watches
-            .gateways
-            .state()
-            .iter()
-            .map(|g| crate::cluster::GatewayObject::from(g.as_ref()))
-            .collect(),
-        // The status does not depend on the masquerade config.
-        masquerade: crate::cluster::MasqConfig::defaults(&crate::config::Masquerade::default()),
-    };
+    // The status does not depend on the masquerade config.
+    let masquerade = MasqConfig::defaults(&crate::config::Masquerade::default());
+    let view = watches.view(&leading.pods, masquerade);
     let selection = cluster_selection(&view);
     let now = Timestamp::now();
     let nodes: BTreeMap<String, NodeObservation> = leading
