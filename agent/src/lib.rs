@@ -1,5 +1,6 @@
 //! egret's node agent.
 //!
+//! - [`cli`]: the command line, for the binary and the man pages.
 //! - [`cluster`]: Kubernetes mode's pure decisions: selection, admission, status.
 //! - [`config`]: `agent.toml`, checked with precise errors.
 //! - [`policy`]: the pure core: policies in, the node programs' map contents out, and the
@@ -10,6 +11,7 @@
 //! - [`kubernetes`]: Kubernetes mode's shell: watches, Leases, status writes.
 //! - [`prefix`]: IPv4 prefixes.
 
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod datapath;

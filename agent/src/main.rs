@@ -1,14 +1,10 @@
 //! `egret-agent`: the node agent's command line.
 
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
+use egret_agent::cli::{Cli, Command};
 use egret_agent::config::{Config, HostFacts, Mode};
 use egret_agent::ebpf::{Classifier, embedded_object};
 use egret_agent::kubernetes::node::{Follower, SharedClusterState};
@@ -17,68 +13,8 @@ use egret_agent::kubernetes::{self, writer};
 use egret_agent::node::{self, Node};
 use egret_agent::status::Location;
 use egret_ebpf_common::{ClassifierStats, ParseError};
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
-
-/// egret node agent.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// The default config file.
-const DEFAULT_CONFIG: &str = "/etc/egret/agent.toml";
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent: set up the node's tunnel, policy routing and masquerade, program the
-    /// eBPF data path, and keep it in line with the config. SIGHUP reloads the config;
-    /// SIGTERM exits and leaves the data path working (pinned), so traffic goes on.
-    Run {
-        /// The config file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
-    /// Check a config file: print the effective config and warnings; on any error print
-    /// `FILE:LINE:COL: error: KEY: ...` and exit 1.
-    Check {
-        /// The config file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
-    /// Show the policies, programmed entries and counters of this node's data path.
-    Status {
-        /// The config file (for the pin path and the state directory).
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove everything the agent set up on this node: masquerade table, policy routing,
-    /// tunnel device, eBPF programs and maps. Stop the agent first.
-    Uninstall {
-        /// The config file.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
-    /// Diagnostic: attach the eBPF classifier to an interface for a while and print what it
-    /// counted.
-    ///
-    /// The classifier only counts packets (IPv4 packets and bytes, other frames, and frames it
-    /// could not parse, by reason), at ingress and egress. It does not select, change, redirect
-    /// or drop any traffic. It is detached when the duration ends or on Ctrl-C / SIGTERM.
-    /// Needs root (CAP_BPF and CAP_NET_ADMIN).
-    Probe {
-        /// Interface to attach to.
-        #[arg(long, short, value_name = "IF")]
-        interface: String,
-        /// How long to count, e.g. 500ms, 5s, 1m.
-        #[arg(long, short, default_value = "5s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-    },
-}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -189,6 +125,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         return runtime.block_on(follow_cluster(node, path));
     }
     tracing::info!(config = %path.display(), "node programmed; SIGHUP reloads the config");
+    notify(&[NotifyState::Ready]);
     runtime.block_on(async {
         let mut hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
         let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
@@ -206,6 +143,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
                 _ = interrupt.recv() => break,
             }
         }
+        notify(&[NotifyState::Stopping]);
         tracing::info!("exiting; the data path stays in place");
         anyhow::Ok(())
     })
@@ -238,6 +176,8 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
     let ready = watches.ready();
     tokio::pin!(ready);
     let mut synced = false;
+    // Ready for systemd once the node is programmed from the cluster the first time.
+    let mut programmed = false;
     loop {
         tokio::select! {
             () = &mut ready, if !synced => {
@@ -268,10 +208,22 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
-        if synced && let Err(err) = follower.reconcile() {
-            tracing::error!(error = %egret_agent::error_chain(&err), "could not program the cluster's state; the node keeps the previous one");
+        if !synced {
+            continue;
+        }
+        match follower.reconcile() {
+            Ok(()) if !programmed => {
+                programmed = true;
+                tracing::info!("node programmed from the cluster");
+                notify(&[NotifyState::Ready]);
+            }
+            Ok(()) => {}
+            Err(err) => {
+                tracing::error!(error = %egret_agent::error_chain(&err), "could not program the cluster's state; the node keeps the previous one");
+            }
         }
     }
+    notify(&[NotifyState::Stopping]);
     tracing::info!("exiting; the data path stays in place");
     Ok(())
 }
@@ -281,6 +233,10 @@ const RECONCILE_COALESCE: Duration = Duration::from_millis(10);
 
 fn reload(node: &mut Node, path: &Path) {
     let started = std::time::Instant::now();
+    match sd_notify::NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
     let result = match Config::load(path, &HostFacts::from_system()) {
         Ok(checked) => {
             for warning in &checked.warnings {
@@ -298,6 +254,14 @@ fn reload(node: &mut Node, path: &Path) {
     match result {
         Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "config reloaded"),
         Err(err) => tracing::error!("reload failed, the previous config stays applied: {err}"),
+    }
+    notify(&[NotifyState::Ready]);
+}
+
+/// Tells systemd (when it started us with `Type=notify`) how the agent is doing.
+fn notify(states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify systemd");
     }
 }
 

@@ -616,6 +616,7 @@ mod tests {
             node_name_env: None,
             hostname: Some("node1".into()),
             namespace_env: None,
+            cluster_credentials: true,
         };
         Config::parse(text, &host).expect("valid config").config
     }

@@ -5,6 +5,7 @@
 //! tests, fuzzers and simulations without sockets or root.
 //!
 //! - [`api`]: the operations API (`GET /metrics`, `GET /status`) and its status client.
+//! - [`cli`]: the command line, for the binary and the man pages.
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
 //! - [`datapath`]: the packet path: ARP, VXLAN, NAT, encapsulation, as a pure core.
 //! - [`election`]: VRRPv3 per floating IP, as a pure core.
@@ -16,6 +17,7 @@
 //! - [`sync`]: flow state streamed to peer gateways, as a pure core.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod election;

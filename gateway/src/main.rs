@@ -4,7 +4,7 @@
 //! config file), 2 an invalid config.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use std::net::SocketAddr;
@@ -13,56 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use egret_gateway::config::{self, Config, ConfigError, HostFacts, Priority};
+use clap::Parser as _;
+use egret_gateway::cli::{Cli, Command};
+use egret_gateway::config::{Config, ConfigError, HostFacts, Priority};
 use egret_gateway::datapath::{Announce, Datapath, FloatingIp, Setup};
 use egret_gateway::election::{self, Election};
 use egret_gateway::io::vrrp::{self, Advertising, VrrpSocket};
 use egret_gateway::io::{self, fastpath::FastPath, guard::KernelGuard, host::Interface, packet};
 use egret_gateway::{api, status};
-
-#[derive(Debug, Parser)]
-#[command(name = "egret-gateway", version, about = "egret egress NAT gateway")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Validate a config against this host and print the effective config.
-    ///
-    /// On success the effective config, every default filled in, goes to stdout as TOML
-    /// (warnings to stderr) and the exit code is 0. Otherwise each problem goes to stderr
-    /// as `FILE:LINE:COL: error: KEY: PROBLEM; allowed: WHAT IS VALID` and the exit code is
-    /// 2 for an invalid config, 1 when the file cannot be read.
-    Check {
-        /// The gateway config file.
-        #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Run the gateway: own the floating IPs on `[gateway].interface` and NAT the nodes'
-    /// tunnelled traffic until SIGTERM or SIGINT.
-    ///
-    /// Logs go to stderr; `RUST_LOG` sets the level (default `info`).
-    Run {
-        /// The gateway config file.
-        #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Ask the running gateway (at `[api].listen`) what it owns, its traffic and its drops.
-    Status {
-        /// The gateway config file, for `[api].listen`.
-        #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-        /// The API address, instead of reading it from the config.
-        #[arg(long, value_name = "ADDR:PORT")]
-        api: Option<SocketAddr>,
-        /// Print the raw JSON of `GET /status`.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 /// An invalid config: already reported line by line, exits with 2.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -332,6 +290,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         fast_path = fast.is_ok(),
         "gateway running"
     );
+    // Sockets open, the election and the data path running: ready for systemd (Type=notify).
+    notify(&[sd_notify::NotifyState::Ready]);
     let mut term = {
         let _runtime = runtime.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -362,6 +322,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         api::serve(listener, snapshot, kubernetes, shutdown).await;
         reporting
     });
+    notify(&[sd_notify::NotifyState::Stopping]);
     // Hand the addresses over (priority 0) while the data path still runs, then stop it.
     leave.store(true, Ordering::Relaxed);
     let left = election
@@ -396,6 +357,13 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     result.context("the data path failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells systemd (when it started us with `Type=notify`) how the gateway is doing.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "cannot notify systemd");
+    }
 }
 
 /// The other gateways' addresses, as the config names them (election and sync peers, and

@@ -229,6 +229,9 @@ pub mod defaults {
     }
 }
 
+/// The token kube-rs reads in a pod (its in-cluster config).
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
 /// What the defaults need to know about the host, as a plain snapshot so validation stays
 /// pure: the agent reads the real host once with [`HostFacts::from_system`]; tests build it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -240,6 +243,9 @@ pub struct HostFacts {
     /// `$POD_NAMESPACE` (the DaemonSet sets it from `metadata.namespace`); `None` when
     /// unset.
     pub namespace_env: Option<String>,
+    /// Whether Kubernetes mode finds credentials without `[kubernetes].kubeconfig`: a pod's
+    /// service account (`$KUBERNETES_SERVICE_HOST` and its token) or `$KUBECONFIG`.
+    pub cluster_credentials: bool,
 }
 
 impl HostFacts {
@@ -256,6 +262,9 @@ impl HostFacts {
                 .ok()
                 .and_then(non_empty),
             namespace_env: std::env::var("POD_NAMESPACE").ok().and_then(non_empty),
+            cluster_credentials: std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
+                || (std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                    && std::path::Path::new(SERVICE_ACCOUNT_TOKEN).exists()),
         }
     }
 }
@@ -351,6 +360,7 @@ pub(crate) mod fixtures {
             node_name_env: None,
             hostname: Some("Node-7".to_owned()),
             namespace_env: None,
+            cluster_credentials: true,
         }
     }
 
@@ -586,6 +596,7 @@ egress_source_ip = "192.168.1.100"
             node_name_env: Some("node-env".to_owned()),
             hostname: Some("host".to_owned()),
             namespace_env: None,
+            cluster_credentials: true,
         };
         let parse = |text: &str, host: &HostFacts| {
             Config::parse(text, host).map(|c| c.config.agent.node_name)
@@ -600,7 +611,11 @@ egress_source_ip = "192.168.1.100"
             ..env.clone()
         };
         assert_eq!(parse("", &blank_env).ok(), Some("host".into()));
-        let error = parse("", &HostFacts::default()).expect_err("no name at all");
+        let nameless = HostFacts {
+            cluster_credentials: true,
+            ..HostFacts::default()
+        };
+        let error = parse("", &nameless).expect_err("no name at all");
         assert_eq!(
             error.to_string(),
             "1:1: error: agent.node_name: not set, and neither $NODE_NAME nor the host name \
@@ -608,6 +623,25 @@ egress_source_ip = "192.168.1.100"
              digits, '-' and '.', at most 253 characters (default: $NODE_NAME, then the host \
              name)"
         );
+    }
+
+    #[test]
+    fn kubernetes_mode_needs_credentials_from_somewhere() {
+        let plain_host = HostFacts {
+            cluster_credentials: false,
+            ..host()
+        };
+        let error = Config::parse("", &plain_host).expect_err("no cluster to follow");
+        assert!(
+            error
+                .to_string()
+                .contains("kubernetes.kubeconfig: Kubernetes mode"),
+            "{error}"
+        );
+        let with_file = "[kubernetes]\nkubeconfig = \"/etc/egret/kubeconfig\"\n";
+        assert!(Config::parse(with_file, &plain_host).is_ok());
+        assert!(Config::parse("[agent]\nmode = \"static\"\n", &plain_host).is_ok());
+        assert!(Config::parse("", &host()).is_ok(), "a pod, or $KUBECONFIG");
     }
 
     #[test]

@@ -305,8 +305,21 @@ impl Checker<'_, '_, '_> {
                 }
             },
         );
+        let kubeconfig = kubeconfig?;
+        if mode == Some(Mode::Kubernetes) && kubeconfig.is_none() && !self.host.cluster_credentials
+        {
+            let key = "kubernetes.kubeconfig";
+            self.report.error(
+                key,
+                table.map(|t| t.span.clone()),
+                "Kubernetes mode (the default [agent].mode) needs a cluster: this is not a pod \
+                 with a service account and $KUBECONFIG is unset",
+                "a kubeconfig file in [kubernetes].kubeconfig, or mode = \"static\"",
+            );
+            return None;
+        }
         Some(Kubernetes {
-            kubeconfig: kubeconfig?,
+            kubeconfig,
             namespace: namespace?,
         })
     }
@@ -1391,6 +1404,7 @@ mod tests {
             node_name_env: Some("node_1".to_owned()),
             hostname: None,
             namespace_env: None,
+            cluster_credentials: true,
         };
         let error = Config::parse("[agent]\nfwmark = 1\n", &host).expect_err("bad default");
         assert_eq!(
