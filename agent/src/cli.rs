@@ -33,6 +33,10 @@ pub enum Command {
         /// The config file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Print only warnings and errors, not the effective config (the service's
+        /// `ExecStartPre=` uses it).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Show the policies, programmed entries and counters of this node's data path.
     Status {

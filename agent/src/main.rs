@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
-        Command::Check { config } => check(&config),
+        Command::Check { config, quiet } => check(&config, quiet),
         Command::Status { config, json } => status(&config, json),
         Command::Uninstall { config } => uninstall(&config),
         Command::Probe {
@@ -74,9 +74,11 @@ fn prefixed(path: &Path, text: &str) -> String {
         .join("\n")
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
+fn check(path: &Path, quiet: bool) -> anyhow::Result<()> {
     let config = load(path)?;
-    print!("{}", config.to_toml());
+    if !quiet {
+        print!("{}", config.to_toml());
+    }
     Ok(())
 }
 

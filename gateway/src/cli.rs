@@ -27,6 +27,10 @@ pub enum Command {
         /// The gateway config file.
         #[arg(long, short, value_name = "FILE", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Print only warnings and errors, not the effective config (the service's
+        /// `ExecStartPre=` uses it).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Run the gateway: own the floating IPs on `[gateway].interface` and NAT the nodes'
     /// tunnelled traffic until SIGTERM or SIGINT.

@@ -31,7 +31,7 @@ const KUBERNETES_STOP_DEADLINE: Duration = Duration::from_millis(1500);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, quiet } => check(&config, quiet),
         Command::Run { config } => run(&config),
         Command::Status { config, api, json } => status(&config, api, json),
     };
@@ -44,12 +44,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
+fn check(path: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
     let host = HostFacts::from_system().context("cannot read this host's interfaces")?;
     let config = match load(path, &host)? {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
+    if quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(config.to_toml().as_bytes())

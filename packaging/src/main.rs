@@ -4,7 +4,10 @@
 //! - `man/`: a page for each binary and each of its subcommands (clap_mangen);
 //! - `completions/{bash,zsh,fish}/`: the shell completions (clap_complete);
 //! - `etc/gateway.toml`, `etc/agent.toml`: the default configs, which are the commented
-//!   examples of `packaging/` with their example values commented out (see [`conffile`]).
+//!   examples of `packaging/` with their example values commented out (see [`conffile`]);
+//! - `rpm/NAME.{post,preun,postun}`: the rpm scriptlets, `packaging/rpm/*.sh` for each
+//!   package (cargo-generate-rpm takes them as they are; dpkg tells the Debian scripts
+//!   which package they run for, rpm does not).
 //!
 //! `scripts/package` runs it before it builds the packages.
 
@@ -33,10 +36,22 @@ fn main() -> anyhow::Result<()> {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{config}.toml"));
         let text = fs::read_to_string(&example)
             .with_context(|| format!("cannot read {}", example.display()))?;
+        let package = format!("egret-{config}");
         write(
             &out.join("etc").join(format!("{config}.toml")),
-            conffile::default_config(&text, &format!("egret-{config}")).as_bytes(),
+            conffile::default_config(&text, &package).as_bytes(),
         )?;
+        for scriptlet in ["post", "preun", "postun"] {
+            let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("rpm")
+                .join(format!("{scriptlet}.sh"));
+            let text = fs::read_to_string(&template)
+                .with_context(|| format!("cannot read {}", template.display()))?;
+            write(
+                &out.join("rpm").join(format!("{package}.{scriptlet}")),
+                text.replace("@NAME@", &package).as_bytes(),
+            )?;
+        }
     }
     Ok(())
 }
