@@ -30,6 +30,7 @@ pub mod egress;
 pub mod ha;
 mod link;
 mod netns;
+pub mod packages;
 mod packet;
 pub mod topology;
 
@@ -38,7 +39,7 @@ pub use egress::AgentLab;
 pub use ha::HaLab;
 pub use link::{Link, veth_pair};
 pub use netns::{NetNs, reap_stale_namespaces, run_prefix};
-pub use topology::{GatewayLab, Mode};
+pub use topology::{GatewayLab, Mode, WorkDir};
 
 use std::{fmt::Display, ops::RangeInclusive, str::FromStr, time::Instant};
 

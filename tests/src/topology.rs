@@ -1699,18 +1699,24 @@ impl Snmp {
 }
 
 /// A scratch directory, removed with everything in it when dropped.
-pub(crate) struct WorkDir {
+pub struct WorkDir {
     path: PathBuf,
 }
 
 impl WorkDir {
-    pub(crate) fn new(tag: &str) -> Result<Self> {
+    /// A new directory in the temporary directory, named with the run prefix and `tag`.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be created.
+    pub fn new(tag: &str) -> Result<Self> {
         let path = std::env::temp_dir().join(format!("{}-{tag}", run_prefix()));
         fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(Self { path })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// Its path.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -48,10 +48,12 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
-/// The gateway of the kernel's default route through `interface`, from `/proc/net/route`.
+/// The gateway of the kernel's default route through `interface`, from the routing table
+/// of this process's network namespace (`/proc/self/net/route`: the service's `ProcSubset=pid`
+/// hides the `/proc/net` link).
 pub fn default_gateway(interface: &str) -> io::Result<Option<Ipv4Addr>> {
     Ok(default_gateway_in(
-        &fs::read_to_string("/proc/net/route")?,
+        &fs::read_to_string("/proc/self/net/route")?,
         interface,
     ))
 }
