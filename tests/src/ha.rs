@@ -542,9 +542,13 @@ impl GatewayPair {
 pub struct HaLab {
     gateways: GatewayPair,
     keepalived: Option<Keepalived>,
+    /// The members whose gateway is the installed package's service ([`HaLab::install_package`]).
+    services: [Option<Service>; 2],
     config: HaConfig,
     /// Failovers run so far; each uses its own pod ports.
     rounds: u16,
+    /// The lab's tag, for the names of what it makes.
+    tag: String,
     gw2: NetNs,
     base: GatewayLab,
 }
@@ -566,8 +570,10 @@ impl HaLab {
         let lab = Self {
             gateways: GatewayPair::new(),
             keepalived: None,
+            services: [None, None],
             config,
             rounds: 0,
+            tag: tag.to_owned(),
             gw2,
             base,
         };
@@ -625,6 +631,9 @@ impl HaLab {
             member == Member::Gw1 || self.keepalived.is_none(),
             "keepalived runs in gw2's place"
         );
+        if let Some(service) = &mut self.services[member.index()] {
+            return service.start();
+        }
         let config = self.config_path(member);
         // `self.ns(member)`, borrowing only the namespaces.
         let ns = match member {
@@ -678,6 +687,9 @@ impl HaLab {
 
     /// Whether `member`'s gateway process was started and not stopped or killed.
     pub fn running(&self, member: Member) -> bool {
+        if let Some(service) = &self.services[member.index()] {
+            return service.running;
+        }
         self.gateways.running(member)
     }
 
@@ -820,6 +832,9 @@ impl HaLab {
     ///
     /// When it is not running.
     pub fn kill(&mut self, member: Member) -> Result<SystemTime> {
+        if let Some(service) = &mut self.services[member.index()] {
+            return service.kill();
+        }
         self.gateways.kill(member)
     }
 
@@ -830,6 +845,11 @@ impl HaLab {
     ///
     /// When it is not running or does not exit in time.
     pub fn terminate(&mut self, member: Member) -> Result<(SystemTime, Stopped)> {
+        ensure!(
+            self.services[member.index()].is_none(),
+            "{}'s gateway is a service: stop it with systemctl",
+            member.name()
+        );
         let gateway = self.gateways.take(member)?;
         let at = SystemTime::now();
         let stopped = gateway.stop()?;
@@ -881,8 +901,84 @@ impl HaLab {
     pub fn log_tail(&self, member: Member, lines: usize) -> String {
         match (&self.keepalived, member) {
             (Some(keepalived), Member::Gw2) => tail(&keepalived.log, lines),
-            _ => self.gateways.log_tail(member, lines),
+            _ => match &self.services[member.index()] {
+                Some(service) => service.log_tail(lines),
+                None => self.gateways.log_tail(member, lines),
+            },
         }
+    }
+
+    /// Installs the gateway package `deb` on a Debian system booted (systemd-nspawn) in each
+    /// member's namespace, and gives its service the lab's config and sync key: from then on
+    /// [`HaLab::start`] is `systemctl start egret-gateway` in `member`'s system, and
+    /// [`HaLab::kill`] `systemctl kill -s KILL egret-gateway`, after which systemd restarts
+    /// it ([`HaLab::service`] to watch that).
+    ///
+    /// # Errors
+    ///
+    /// When a system does not boot, the package does not install or the files cannot be
+    /// written.
+    pub fn install_package(&mut self, deb: &Path) -> Result<()> {
+        for member in Member::BOTH {
+            ensure!(
+                !self.gateways.running(member),
+                "{}'s gateway already runs as a process",
+                member.name()
+            );
+            let name = format!("{}-{}", self.tag, member.name());
+            let service = Service::install(&name, self.ns(member), deb, self.config_for_service(member)?)?;
+            self.services[member.index()] = Some(service);
+        }
+        Ok(())
+    }
+
+    /// The config of `member` with the sync key where the service reads it.
+    fn config_for_service(&self, member: Member) -> Result<(String, Option<Vec<u8>>)> {
+        let text = self.config.gateway_config(member, Path::new(SERVICE_CONFIG_DIR));
+        let key = if self.config.sync && self.config.sync_key {
+            let path = self.base.workdir().join(crate::SYNC_KEY);
+            Some(fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+        } else {
+            None
+        };
+        Ok((text, key))
+    }
+
+    /// Waits until systemd has restarted `member`'s killed service (`Restart=on-failure`):
+    /// the unit is active again with one more restart in `NRestarts`. From then on the lab
+    /// counts it as running. Returns `NRestarts`.
+    ///
+    /// # Errors
+    ///
+    /// When `member`'s gateway is not a killed service, or systemd does not restart it
+    /// within `timeout`.
+    pub fn wait_service_restarted(&mut self, member: Member, timeout: Duration) -> Result<u32> {
+        let service = self.services[member.index()]
+            .as_mut()
+            .with_context(|| format!("{}'s gateway is not a service", member.name()))?;
+        ensure!(!service.running, "{}'s service was not killed", member.name());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (restarts, state) = service.restarts()?;
+            if restarts > service.restarts_seen && state == "active" {
+                service.restarts_seen = restarts;
+                service.running = true;
+                return Ok(restarts);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "systemd did not restart {}'s gateway within {timeout:?}: NRestarts {restarts}, \
+                 {state}\n{}",
+                member.name(),
+                service.log_tail(20)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The booted system of `member` whose service is its gateway, if it is one.
+    pub fn service(&self, member: Member) -> Option<&crate::nspawn::Container> {
+        self.services[member.index()].as_ref().map(|s| &s.container)
     }
 
     /// Both members' roles and the end of their logs, for failure messages.
@@ -1641,5 +1737,102 @@ mod tests {
         assert_eq!(median(&[3, 1, 2]), Some(2));
         assert_eq!(median(&[4, 1, 3, 2]), Some(2));
         assert_eq!(median::<u32>(&[]), None);
+    }
+}
+
+/// Where the installed gateway reads its config and sync key.
+const SERVICE_CONFIG_DIR: &str = "/etc/egret";
+/// The installed gateway's unit.
+const SERVICE_UNIT: &str = "egret-gateway.service";
+
+/// A member's gateway as the package installs it: the `egret-gateway` service of a Debian
+/// system booted in the member's namespace.
+struct Service {
+    container: crate::nspawn::Container,
+    /// Started and not killed since (systemd may have restarted it since a kill).
+    running: bool,
+    /// `NRestarts` when the lab last saw it.
+    restarts_seen: u32,
+}
+
+impl Service {
+    /// Boots a system in `ns`, installs `deb` with dpkg, and writes the config and the sync
+    /// key (owned by the service's user, mode 0600, as the gateway wants it).
+    fn install(name: &str, ns: &NetNs, deb: &Path, (config, key): (String, Option<Vec<u8>>)) -> Result<Self> {
+        use crate::nspawn::{Container, NETWORK_CAPABILITIES, Rootfs};
+        let dir = deb.parent().context("the package's folder")?;
+        let file = deb
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("the package's name")?;
+        let container = Container::builder(name)
+            .netns(ns)
+            .capabilities(NETWORK_CAPABILITIES.iter().copied())
+            .bind_ro(dir, "/packages")
+            .boot(&Rootfs::cached()?)?;
+        container.run(&["dpkg", "-i", &format!("/packages/{file}")])?;
+        container.write_file(format!("{SERVICE_CONFIG_DIR}/gateway.toml"), config)?;
+        if let Some(key) = key {
+            let path = format!("{SERVICE_CONFIG_DIR}/{}", crate::SYNC_KEY);
+            container.write_file(&path, key)?;
+            container.run(&["chown", "egret-gateway:egret-gateway", &path])?;
+            container.run(&["chmod", "0600", &path])?;
+        }
+        Ok(Self {
+            container,
+            running: false,
+            restarts_seen: 0,
+        })
+    }
+
+    /// The unit's `NRestarts` and `ActiveState`.
+    fn restarts(&self) -> Result<(u32, String)> {
+        let shown = self.container.run(&[
+            "systemctl",
+            "show",
+            "-p",
+            "NRestarts",
+            "-p",
+            "ActiveState",
+            SERVICE_UNIT,
+        ])?;
+        let mut restarts = None;
+        let mut state = String::new();
+        for line in shown.lines() {
+            match line.split_once('=') {
+                Some(("NRestarts", n)) => restarts = n.trim().parse().ok(),
+                Some(("ActiveState", s)) => state = s.trim().to_owned(),
+                _ => {}
+            }
+        }
+        Ok((restarts.context("no NRestarts")?, state))
+    }
+
+    /// `systemctl start`: returns once the gateway told systemd it is ready.
+    fn start(&mut self) -> Result<()> {
+        ensure!(!self.running, "the service already runs");
+        self.container.run(&["systemctl", "start", SERVICE_UNIT])?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// `systemctl kill -s KILL`: returns the instant just before.
+    fn kill(&mut self) -> Result<SystemTime> {
+        ensure!(self.running, "the service does not run");
+        let at = SystemTime::now();
+        self.container
+            .run(&["systemctl", "kill", "-s", "KILL", SERVICE_UNIT])?;
+        self.running = false;
+        Ok(at)
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        self.container
+            .journal(SERVICE_UNIT)
+            .map(|journal| {
+                let all: Vec<&str> = journal.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            })
+            .unwrap_or_else(|err| format!("(no journal: {err:#})"))
     }
 }
