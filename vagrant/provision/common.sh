@@ -73,6 +73,7 @@ lan_interface="$(ip -o -4 addr show | awk -v a="$lan_address" '{ split($4, p, "/
 # /etc/hosts: the lab's machines, in a block of our own.
 if [ "${#hosts[@]}" -gt 0 ]; then
     block="$(mktemp)"
+    touch /etc/hosts
     sed '/^# egret lab: begin/,/^# egret lab: end/d' /etc/hosts >"$block"
     {
         echo "# egret lab: begin"
@@ -109,6 +110,7 @@ fi
 if [ -n "$default_route" ]; then
     # After a reboot, and whenever ifupdown (or Vagrant) brings the LAN interface up again.
     hook=/etc/network/if-up.d/egret-lab-default-route
+    mkdir -p "${hook%/*}"
     cat >"$hook.new" <<EOF
 #!/bin/sh
 # Written by egret vagrant/provision/common.sh: the lab's router is the default route.

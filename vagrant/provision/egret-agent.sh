@@ -138,6 +138,8 @@ config_new="$(mktemp /etc/egret/.agent.toml.XXXXXX)"
     printf '\n[kubernetes]\nkubeconfig = "%s"\n' "$kubeconfig"
 } >"$config_new"
 if ! egret-agent check --config "$config_new" >/dev/null; then
+    log "the config it refused, $config_new:"
+    nl -ba "$config_new" >&2
     rm -f "$config_new"
     die "egret-agent check refused the config; $CONFIG is unchanged"
 fi

@@ -239,8 +239,10 @@ config_new="$(mktemp /etc/egret/.gateway.toml.XXXXXX)"
     fi
 } >"$config_new"
 if ! egret-gateway check --config "$config_new" >/dev/null; then
+    log "the config it refused, $config_new:"
+    nl -ba "$config_new" >&2
     rm -f "$config_new"
-    die "egret-gateway check refused the config above; $CONFIG is unchanged"
+    die "egret-gateway check refused the config; $CONFIG is unchanged"
 fi
 # The packaged file's owner and mode (the service's user must read it), root-only otherwise.
 if [ -f "$CONFIG" ] && cmp -s "$config_new" "$CONFIG"; then

@@ -71,7 +71,7 @@ write /etc/sysctl.d/60-egret-lab-router.conf 0644 <<EOF
 # egret lab: this host routes the lab's LAN.
 net.ipv4.ip_forward = 1
 EOF
-sysctl -q -w net.ipv4.ip_forward=1
+[ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] || echo 1 >/proc/sys/net/ipv4/ip_forward
 
 write /usr/local/lib/egret-lab/whoami 0755 <"$helpers/whoami"
 write /usr/local/lib/egret-lab/echo-peer 0755 <"$helpers/echo-peer"
