@@ -41,14 +41,19 @@
 # random one is made (fine for a single gateway, not for a group).
 #
 # vagrant/Vagrantfile runs it on gw1 as (EGRET_SYNC_KEY in the environment):
-#   gateway.sh --deb /egret/target/packages/egret-gateway_0.1.0-1_amd64.deb --name gw1 \
-#     --address 192.168.50.11 --allowed-sources 192.168.50.0/24 --next-hop 192.168.50.1 \
-#     --floating-ip 192.168.50.100:10:200 --floating-ip 192.168.50.101:11 --priority 100 \
-#     --peer 192.168.50.12 --advert-interval 200ms --port 4800 --vni 1 \
-#     --kubeconfig /etc/egret/kubeconfig
+#   gateway.sh --deb /egret-packages/egret-gateway_0.1.0-1_amd64.deb --name gw1 \
+#     --address 192.168.50.11 --allowed-sources 192.168.50.0/24 --next-hop 192.168.50.254 \
+#     --priority 100 --advert-interval 200ms --port 4800 --vni 1 --sync-port 4801 \
+#     --kubeconfig /etc/egret/kubeconfig \
+#     --floating-ip 192.168.50.100:10:200 --floating-ip 192.168.50.101:11 --peer 192.168.50.12
 # and a container test, with the interface and subnet it gave the container, as:
 #   gateway.sh --deb /root/egret-gateway_0.1.0-1_amd64.deb --interface host0 \
 #     --allowed-sources 10.99.0.0/24 --floating-ip 10.99.0.100:10
+# (add --peer ADDR for [sync], with EGRET_SYNC_KEY or without). It prints the status and
+# exits 0 once the gateway answers; non-zero with the journal's last lines otherwise. In
+# systemd-nspawn, give --private-network together with --network-namespace-path: without
+# it the container's /sys shows the host's interfaces, and the gateway, which reads
+# /sys/class/net/IFACE, does not find its own.
 set -euo pipefail
 
 CONFIG=/etc/egret/gateway.toml
