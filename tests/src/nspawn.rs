@@ -45,8 +45,8 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 use self::host::{
-    HOST_PATH, cgroup_parents, child_named, kill_cgroup, mounts_under, poll, process,
-    remove_cgroup, unmount,
+    Cgroups, HOST_PATH, child_named, kill_cgroup, mounts_under, poll, process, remove_cgroup,
+    unmount,
 };
 use crate::{
     command::{check_output, command_line},
@@ -97,8 +97,16 @@ pub struct Builder {
     name: String,
     network: Network,
     capabilities: Vec<String>,
-    binds: Vec<(PathBuf, PathBuf, bool)>,
+    binds: Vec<Bind>,
     boot_timeout: Duration,
+}
+
+/// A host path shown inside a container.
+#[derive(Debug, Clone)]
+struct Bind {
+    host: PathBuf,
+    inside: PathBuf,
+    read_only: bool,
 }
 
 impl Builder {
@@ -131,14 +139,22 @@ impl Builder {
     /// Shows the host directory or file `host` read-only at `inside` (`--bind-ro=`).
     #[must_use]
     pub fn bind_ro(mut self, host: impl Into<PathBuf>, inside: impl Into<PathBuf>) -> Self {
-        self.binds.push((host.into(), inside.into(), true));
+        self.binds.push(Bind {
+            host: host.into(),
+            inside: inside.into(),
+            read_only: true,
+        });
         self
     }
 
     /// Shows the host directory or file `host` writable at `inside` (`--bind=`).
     #[must_use]
     pub fn bind(mut self, host: impl Into<PathBuf>, inside: impl Into<PathBuf>) -> Self {
-        self.binds.push((host.into(), inside.into(), false));
+        self.binds.push(Bind {
+            host: host.into(),
+            inside: inside.into(),
+            read_only: false,
+        });
         self
     }
 
@@ -175,6 +191,15 @@ impl Builder {
         ensure!(
             lower.join("usr/lib/systemd/systemd").exists(),
             "{} is not a rootfs with systemd",
+            lower.display()
+        );
+        ensure!(
+            !lower
+                .as_os_str()
+                .as_bytes()
+                .iter()
+                .any(|b| matches!(b, b',' | b':' | b'\\')),
+            "rootfs path {} holds a ',', ':' or '\\', which overlayfs options cannot carry",
             lower.display()
         );
         let container = Container {
@@ -246,7 +271,7 @@ impl Builder {
                 "{capability:?} is not a capability name like CAP_NET_ADMIN"
             );
         }
-        for (host, inside, _) in &self.binds {
+        for Bind { host, inside, .. } in &self.binds {
             ensure!(
                 host.exists(),
                 "bind source {} does not exist",
@@ -275,8 +300,7 @@ impl Builder {
 struct Place {
     name: String,
     work: PathBuf,
-    /// Its cgroup in each hierarchy nspawn uses, the unified one first.
-    cgroups: Vec<PathBuf>,
+    cgroups: Cgroups,
 }
 
 impl Place {
@@ -284,10 +308,7 @@ impl Place {
         Ok(Self {
             name: name.to_owned(),
             work: Path::new(WORK_BASE).join(name),
-            cgroups: cgroup_parents()?
-                .into_iter()
-                .map(|parent| parent.join(name))
-                .collect(),
+            cgroups: Cgroups::own()?.join(name),
         })
     }
 
@@ -321,10 +342,8 @@ impl Place {
                 failures.push(format!("{err:#}"));
             }
         };
-        if let Some(unified) = self.cgroups.first() {
-            attempt(kill_cgroup(unified));
-        }
-        for cgroup in &self.cgroups {
+        attempt(kill_cgroup(&self.cgroups.unified));
+        for cgroup in self.cgroups.all() {
             attempt(remove_cgroup(cgroup));
         }
         attempt(self.unmount());
@@ -384,7 +403,7 @@ fn remove_unmounted(dir: &Path) -> Result<()> {
 pub fn reap_stale_containers() -> Result<Vec<String>> {
     let mut names = BTreeSet::new();
     let mut dirs = vec![PathBuf::from(WORK_BASE), PathBuf::from(NSPAWN_PROPAGATE)];
-    dirs.extend(cgroup_parents()?);
+    dirs.extend(Cgroups::own()?.all().map(Path::to_owned));
     for dir in dirs {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
@@ -398,9 +417,16 @@ pub fn reap_stale_containers() -> Result<Vec<String>> {
             }
         }
     }
-    for name in &names {
-        Place::new(name)?.remove()?;
-    }
+    let failures: Vec<String> = names
+        .iter()
+        .filter_map(|name| {
+            Place::new(name)
+                .and_then(|place| place.remove())
+                .err()
+                .map(|err| format!("{err:#}"))
+        })
+        .collect();
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(names.into_iter().collect())
 }
 
@@ -482,7 +508,18 @@ impl Container {
     /// pending jobs.
     pub fn boot(&mut self) -> Result<()> {
         ensure!(self.running.is_none(), "{} is already running", self.name());
-        for cgroup in &self.place.cgroups {
+        let Err(err) = self.start() else {
+            return Ok(());
+        };
+        // Nothing to power off cleanly in a system that did not come up.
+        match self.kill() {
+            Ok(()) => Err(err),
+            Err(kill) => bail!("{err:#}\n(killing it afterwards failed too: {kill:#})"),
+        }
+    }
+
+    fn start(&mut self) -> Result<()> {
+        for cgroup in self.place.cgroups.all() {
             match fs::create_dir(cgroup) {
                 Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
                     return Err(err)
@@ -598,7 +635,12 @@ impl Container {
         if !options.capabilities.is_empty() {
             command.arg(format!("--capability={}", options.capabilities.join(",")));
         }
-        for (host, inside, read_only) in &options.binds {
+        for Bind {
+            host,
+            inside,
+            read_only,
+        } in &options.binds
+        {
             let flag = if *read_only { "--bind-ro" } else { "--bind" };
             command.arg(format!("{flag}={}:{}", host.display(), inside.display()));
         }
@@ -612,7 +654,7 @@ impl Container {
         let procs = self
             .place
             .cgroups
-            .iter()
+            .all()
             .map(|cgroup| CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .context("cgroup path holds a NUL")?;
@@ -856,7 +898,7 @@ impl Container {
     ///
     /// When it had to be killed (the error carries the console's end).
     pub fn poweroff(&mut self) -> Result<()> {
-        let Some(mut running) = self.running.take() else {
+        let Some(running) = &mut self.running else {
             return Ok(());
         };
         let (target, signal) = match running.pid1 {
@@ -870,24 +912,32 @@ impl Container {
             // reaped by nspawn (which has not exited), so its pid was not reused.
             unsafe { libc::kill(target, signal) };
         }
-        let exited = wait_exit(&mut running.nspawn, POWEROFF_TIMEOUT)?;
-        if exited.is_some() {
+        if wait_exit(&mut running.nspawn, POWEROFF_TIMEOUT)?.is_some() {
+            self.running = None;
             return Ok(());
         }
-        // nspawn is in the container's cgroup too (its supervisor part).
-        if let Some(unified) = self.place.cgroups.first() {
-            kill_cgroup(unified)?;
-        }
-        if wait_exit(&mut running.nspawn, Duration::from_secs(10))?.is_none() {
-            running.nspawn.kill()?;
-            running.nspawn.wait()?;
-        }
+        self.kill()?;
         bail!(
             "{} did not power off within {POWEROFF_TIMEOUT:?} and was killed; the console's \
              end:\n{}",
             self.name(),
             rootfs::tail(&self.console(), CONSOLE_TAIL)
         )
+    }
+
+    /// Kills the container at once, every process in its cgroup (nspawn's supervisor part
+    /// included), and waits for nspawn to exit.
+    fn kill(&mut self) -> Result<()> {
+        let Some(mut running) = self.running.take() else {
+            return Ok(());
+        };
+        let killed = kill_cgroup(&self.place.cgroups.unified);
+        if wait_exit(&mut running.nspawn, Duration::from_secs(10))?.is_none() {
+            // Should the cgroup have failed us, nspawn itself at least.
+            running.nspawn.kill()?;
+            running.nspawn.wait()?;
+        }
+        killed
     }
 
     /// Where the container is on the host, to check after it is dropped that nothing is left.
@@ -900,16 +950,17 @@ impl Container {
         Footprint::new(&self.place, processes)
     }
 
-    /// Evidence for a failed boot: the failed units, pending jobs and the console's end.
+    /// Evidence for a failed boot: the failed units and pending jobs (once systemd runs) and
+    /// the console's end.
     fn diagnosis(&self) -> String {
-        let jobs = self
-            .run(&["systemctl", "list-jobs", "--no-pager"])
-            .unwrap_or_else(|err| format!("{err:#}"));
-        format!(
-            "failed units:\n{}\njobs:\n{jobs}\nthe console's end:\n{}",
-            self.failed_units(),
-            rootfs::tail(&self.console(), CONSOLE_TAIL)
-        )
+        let mut diagnosis = String::new();
+        if self.pid1().is_some() {
+            let jobs = self
+                .run(&["systemctl", "list-jobs", "--no-pager"])
+                .unwrap_or_else(|err| format!("{err:#}"));
+            diagnosis = format!("failed units:\n{}\njobs:\n{jobs}\n", self.failed_units());
+        }
+        diagnosis + "the console's end:\n" + &rootfs::tail(&self.console(), CONSOLE_TAIL)
     }
 
     fn failed_units(&self) -> String {
@@ -973,7 +1024,7 @@ impl Footprint {
             name: place.name.clone(),
             paths: [place.work.clone(), place.propagate()]
                 .into_iter()
-                .chain(place.cgroups.iter().cloned())
+                .chain(place.cgroups.all().map(Path::to_owned))
                 .collect(),
             processes,
         }

@@ -11,7 +11,7 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::Mutex,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -267,6 +267,25 @@ fn a_container_is_removed_when_its_test_panics() -> Result<()> {
         .into_inner()
         .expect("no panic holding it")
         .context("the container booted")?;
+    ensure_gone(&footprint)
+}
+
+#[test]
+fn a_boot_that_times_out_says_why_and_leaves_nothing() -> Result<()> {
+    require_root();
+    let rootfs = Rootfs::cached()?;
+    let mut machine = Container::builder("too-slow")
+        .boot_timeout(Duration::ZERO)
+        .prepare(&rootfs)?;
+    let err = machine.boot().expect_err("nothing boots in no time");
+    let message = format!("{err:#}");
+    ensure!(message.contains("within 0ns"), "{message}");
+    ensure!(
+        machine.pid1().is_none(),
+        "a failed boot left the container running"
+    );
+    let footprint = machine.footprint();
+    drop(machine);
     ensure_gone(&footprint)
 }
 

@@ -93,10 +93,36 @@ pub(super) fn unmount_under(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Where containers' cgroups are made: for each hierarchy nspawn uses (the unified one, and on
-/// hybrid hosts also systemd's named v1 one), this process's own cgroup in it. The unified one
-/// comes first.
-pub(super) fn cgroup_parents() -> Result<Vec<PathBuf>> {
+/// A cgroup in each hierarchy nspawn uses: the unified one, and on hybrid hosts also systemd's
+/// named v1 one (where nspawn and the container's systemd track processes too).
+#[derive(Debug, Clone)]
+pub(super) struct Cgroups {
+    /// In the unified hierarchy, where `cgroup.kill` and `cgroup.events` are.
+    pub unified: PathBuf,
+    pub systemd: Option<PathBuf>,
+}
+
+impl Cgroups {
+    /// This process's own cgroups, below which containers' cgroups are made.
+    pub fn own() -> Result<Self> {
+        own_cgroups()
+    }
+
+    /// The child cgroups `name`.
+    pub fn join(&self, name: &str) -> Self {
+        Self {
+            unified: self.unified.join(name),
+            systemd: self.systemd.as_ref().map(|dir| dir.join(name)),
+        }
+    }
+
+    /// All of them, the unified one first.
+    pub fn all(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.unified.as_path()).chain(self.systemd.as_deref())
+    }
+}
+
+fn own_cgroups() -> Result<Cgroups> {
     let own = fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
     let own_path = |hierarchy: &str| {
         own.lines().find_map(|line| {
@@ -146,7 +172,10 @@ pub(super) fn cgroup_parents() -> Result<Vec<PathBuf>> {
     let Some(unified) = unified else {
         bail!("no cgroup2 hierarchy is mounted: containers need one to be kept apart and killed");
     };
-    Ok(std::iter::once(unified).chain(named).collect())
+    Ok(Cgroups {
+        unified,
+        systemd: named,
+    })
 }
 
 /// Whether any process is in the unified cgroup `dir` or below it.

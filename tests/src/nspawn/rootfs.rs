@@ -11,7 +11,10 @@
 use std::{
     fs::{self, File},
     io,
-    os::{fd::AsRawFd as _, unix::fs::symlink},
+    os::{
+        fd::AsRawFd as _,
+        unix::{fs::symlink, process::CommandExt as _},
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Mutex, PoisonError},
@@ -164,7 +167,7 @@ fn build(cache: &Path) -> Result<PathBuf> {
     );
     let started = Instant::now();
     let log = cache.join(format!("{name}.log"));
-    let built = debootstrap(&tmp, &log).and_then(|()| prepare(&tmp));
+    let built = debootstrap(&tmp, &log, &lock).and_then(|()| prepare(&tmp));
     if let Err(err) = built {
         // Leave no mounts behind; the directory itself goes on the next attempt.
         if let Err(unmount) = unmount_under(&tmp) {
@@ -198,8 +201,10 @@ fn flock(file: &File, operation: libc::c_int) -> Result<bool> {
     }
 }
 
-/// Runs debootstrap into `root`, its output into `log`.
-fn debootstrap(root: &Path, log: &Path) -> Result<()> {
+/// Runs debootstrap into `root`, its output into `log`. It inherits the build `lock`: should
+/// this process die, a debootstrap left running still holds it, and the next builder waits for
+/// it instead of building into the same directory.
+fn debootstrap(root: &Path, log: &Path, lock: &File) -> Result<()> {
     let output = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut command = Command::new("debootstrap");
     command
@@ -215,6 +220,17 @@ fn debootstrap(root: &Path, log: &Path) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output);
+    let lock = lock.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed; fcntl is, and
+    // it only clears close-on-exec of a descriptor that stays open in the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(lock, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let status = command
         .status()
         .context("running debootstrap (scripts/setup installs it)")?;
