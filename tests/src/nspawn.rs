@@ -804,6 +804,29 @@ impl Container {
         Ok(state)
     }
 
+    /// Polls `check` every 50 ms until it holds, for at most `timeout`: to wait for what a
+    /// daemon does after a command returns (a file written, a journal line).
+    ///
+    /// # Errors
+    ///
+    /// When `check` fails, or does not hold in time (the error names `what`).
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
+        let held = poll(timeout, Duration::from_millis(50), || {
+            Ok(check(self)?.then_some(()))
+        })?;
+        ensure!(
+            held.is_some(),
+            "{}: no {what} within {timeout:?}",
+            self.name()
+        );
+        Ok(())
+    }
+
     /// Writes `contents` to the file `path` of the container, making its directories. Paths
     /// and symbolic links resolve inside the container: through its namespaces while it runs,
     /// through `chroot` into its root before boot.

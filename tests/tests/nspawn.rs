@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use egret_lab::{
     NetNs, check_output,
     nspawn::{Container, Footprint, NETWORK_CAPABILITIES, Rootfs, alive, reap_stale_containers},
-    require_root, veth_pair,
+    require_root, run_prefix, veth_pair,
 };
 
 /// Fails with what is left of a dropped container.
@@ -245,6 +245,95 @@ fn prepared_containers_take_files_offline_and_keep_their_units_apart() -> Result
     let footprints: Vec<Footprint> = machines.iter().map(Container::footprint).collect();
     drop(machines);
     footprints.iter().try_for_each(ensure_gone)
+}
+
+/// A package as egret's will be: a unit that runs as nobody with one ambient capability and
+/// reloads on SIGHUP, and dependencies the image must already hold (the container has no
+/// network to fetch them).
+const DEB_CONTROL: &str = "\
+Package: egret-lab-probe
+Version: 1.0
+Architecture: all
+Maintainer: egret lab <lab@example.invalid>
+Depends: nftables, iproute2
+Description: egret lab probe
+";
+const DEB_UNIT: &str = r#"[Unit]
+Description=egret lab probe (packaged)
+
+[Service]
+User=nobody
+RuntimeDirectory=egret-lab-probe
+ExecStart=/bin/sh -c 'trap "echo reloaded >> /run/egret-lab-probe/reloads" HUP; while :; do sleep 1 & wait $!; done'
+ExecReload=/bin/kill -HUP $MAINPID
+AmbientCapabilities=CAP_NET_ADMIN
+CapabilityBoundingSet=CAP_NET_ADMIN
+"#;
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("removing {}: {err}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn a_deb_installs_and_its_unit_starts_reloads_and_stops() -> Result<()> {
+    require_root();
+    let rootfs = Rootfs::cached()?;
+    let dir = TempDir(std::env::temp_dir().join(format!("{}-deb", run_prefix())));
+    let tree = dir.0.join("tree");
+    std::fs::create_dir_all(tree.join("DEBIAN"))?;
+    std::fs::create_dir_all(tree.join("lib/systemd/system"))?;
+    std::fs::write(tree.join("DEBIAN/control"), DEB_CONTROL)?;
+    std::fs::write(
+        tree.join("lib/systemd/system/egret-lab-probe.service"),
+        DEB_UNIT,
+    )?;
+    let packages = dir.0.join("packages");
+    std::fs::create_dir_all(&packages)?;
+    check_output(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&tree)
+            .arg(packages.join("egret-lab-probe.deb")),
+    )?;
+
+    let machine = Container::builder("deb")
+        .bind_ro(&packages, "/packages")
+        .boot(&rootfs)?;
+    machine.run(&["dpkg", "-i", "/packages/egret-lab-probe.deb"])?;
+    machine.run(&["systemctl", "daemon-reload"])?;
+    let unit = "egret-lab-probe.service";
+    machine.systemctl("start", unit)?;
+    let pid = machine.main_pid(unit)?;
+    let status = machine.proc_status(pid)?;
+    ensure!(status["Uid"].starts_with("65534\t"), "{status:?}");
+    ensure!(status["CapEff"] == "0000000000001000", "{status:?}");
+    ensure!(status["CapAmb"] == "0000000000001000", "{status:?}");
+
+    machine.systemctl("reload", unit)?;
+    machine
+        .wait_until(Duration::from_secs(10), "reload", |machine| {
+            Ok(machine
+                .read_to_string("/run/egret-lab-probe/reloads")
+                .is_ok_and(|reloads| reloads.contains("reloaded")))
+        })
+        .with_context(|| machine.journal(unit).unwrap_or_default())?;
+    ensure!(
+        machine.main_pid(unit)? == pid,
+        "the reload restarted the unit"
+    );
+
+    machine.systemctl("stop", unit)?;
+    ensure!(machine.main_pid(unit).is_err(), "{unit} still runs");
+    let journal = machine.journal(unit)?;
+    ensure!(journal.contains("Stopped"), "{journal}");
+    Ok(())
 }
 
 #[test]

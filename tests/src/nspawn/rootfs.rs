@@ -71,17 +71,21 @@ impl Rootfs {
     /// # Errors
     ///
     /// When the cache directory cannot be found or written, or debootstrap fails (the error
-    /// carries the end of its log).
+    /// carries the end of its log); later calls in the process fail the same way.
     pub fn cached() -> Result<Self> {
-        static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-        // Threads of one process queue here; processes queue on the flock below.
+        // Threads of one process queue here; processes queue on the flock in `build`. A failed
+        // build is not tried again by every test of the process: they all get its error.
+        static BUILT: Mutex<Option<Result<PathBuf, String>>> = Mutex::new(None);
         let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(path) = &*built {
-            return Ok(Self { path: path.clone() });
+        let built = built.get_or_insert_with(|| {
+            cache_dir()
+                .and_then(|cache| build(&cache))
+                .map_err(|err| format!("{err:#}"))
+        });
+        match built {
+            Ok(path) => Ok(Self { path: path.clone() }),
+            Err(err) => bail!("the containers' rootfs could not be built: {err}"),
         }
-        let path = build(&cache_dir()?)?;
-        *built = Some(path.clone());
-        Ok(Self { path })
     }
 
     /// An existing rootfs at `path` (built elsewhere); it must be left unchanged while in use.
