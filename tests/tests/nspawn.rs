@@ -186,14 +186,6 @@ fn prepared_containers_take_files_offline_and_keep_their_units_apart() -> Result
         )?;
         machines.push(machine);
     }
-    // Host tools install into the root before boot, as `rpm --root` does for packages.
-    check_output(
-        Command::new("rpm")
-            .arg("--root")
-            .arg(machines[0].root())
-            .args(["--dbpath", "/var/lib/rpm", "--initdb"]),
-    )?;
-
     // Both boot at once.
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -210,9 +202,6 @@ fn prepared_containers_take_files_offline_and_keep_their_units_apart() -> Result
     let [a, b] = &mut machines[..] else {
         bail!("two machines")
     };
-    a.run(&["test", "-e", "/var/lib/rpm/rpmdb.sqlite"])
-        .context("the rpm database made before boot")?;
-
     let pids = [
         a.main_pid("egret-probe.service")?,
         b.main_pid("egret-probe.service")?,
@@ -333,6 +322,72 @@ fn a_deb_installs_and_its_unit_starts_reloads_and_stops() -> Result<()> {
     ensure!(machine.main_pid(unit).is_err(), "{unit} still runs");
     let journal = machine.journal(unit)?;
     ensure!(journal.contains("Stopped"), "{journal}");
+    Ok(())
+}
+
+/// An RPM as egret's will be, built with rpmbuild: one unit, no scriptlets.
+const RPM_SPEC: &str = r#"Name: egret-lab-probe
+Version: 1.0
+Release: 1
+Summary: egret lab probe
+License: Apache-2.0
+BuildArch: noarch
+
+%description
+egret lab probe
+
+%install
+mkdir -p %{buildroot}/usr/lib/systemd/system
+cat > %{buildroot}/usr/lib/systemd/system/egret-lab-probe.service <<'UNIT'
+[Service]
+ExecStart=/bin/sleep infinity
+UNIT
+
+%files
+/usr/lib/systemd/system/egret-lab-probe.service
+"#;
+
+#[test]
+fn an_rpm_installed_before_boot_runs_its_unit() -> Result<()> {
+    require_root();
+    let rootfs = Rootfs::cached()?;
+    let dir = TempDir(std::env::temp_dir().join(format!("{}-rpm", run_prefix())));
+    std::fs::create_dir_all(dir.0.join("SPECS"))?;
+    let spec = dir.0.join("SPECS/probe.spec");
+    std::fs::write(&spec, RPM_SPEC)?;
+    let mut topdir = std::ffi::OsString::from("_topdir ");
+    topdir.push(&dir.0);
+    check_output(
+        Command::new("rpmbuild")
+            .args(["-bb", "--quiet", "--define"])
+            .arg(topdir)
+            .arg(&spec),
+    )?;
+    let rpm = dir.0.join("RPMS/noarch/egret-lab-probe-1.0-1.noarch.rpm");
+
+    // Installed offline into the container's root, as a test of egret's RPM will.
+    let mut machine = Container::builder("rpm").prepare(&rootfs)?;
+    check_output(
+        Command::new("rpm")
+            .arg("--root")
+            .arg(machine.root())
+            .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps"])
+            .arg(&rpm),
+    )?;
+    machine.boot()?;
+    let unit = "egret-lab-probe.service";
+    machine.systemctl("start", unit)?;
+    machine.main_pid(unit)?;
+    let installed = check_output(Command::new("rpm").arg("--root").arg(machine.root()).args([
+        "--dbpath",
+        "/var/lib/rpm",
+        "-q",
+        "egret-lab-probe",
+    ]))?;
+    ensure!(
+        installed.starts_with("egret-lab-probe-1.0-1"),
+        "{installed}"
+    );
     Ok(())
 }
 
