@@ -17,7 +17,7 @@
 //!   cgroup; two containers started from one cgroup would share `payload/system.slice/X.service`,
 //!   and stopping a unit in one would kill the other's. The cgroup also kills a container whole
 //!   when it does not power off.
-//! - Machines are named `<run prefix>-<name>` ([`run_prefix`](crate::run_prefix)). A container's
+//! - Machines are named `<run prefix>-<name>` ([`run_prefix`]). A container's
 //!   `Drop` powers it off (killing it after a bound), and removes its cgroups, overlay and work
 //!   directory, also during a panic; what runs that died left behind (their pid is gone) is
 //!   removed when a process prepares its first container ([`reap_stale_containers`]).
@@ -689,8 +689,8 @@ impl Container {
     }
 
     /// `nsenter --all` into the running container: `program` runs in all its namespaces with
-    /// its root, a clean environment ([`CONTAINER_ENV`]) and the container's `PATH`. Add
-    /// arguments and run it like any [`Command`].
+    /// its root, and a clean environment: the container's `PATH`, `HOME=/root`, `LANG=C.UTF-8`,
+    /// no colours or pager. Add arguments and run it like any [`Command`].
     ///
     /// # Errors
     ///
@@ -742,9 +742,10 @@ impl Container {
     ///
     /// When systemctl fails.
     pub fn systemctl(&self, verb: &str, unit: &str) -> Result<()> {
-        self.run(&["systemctl", verb, unit])
-            .map(drop)
-            .with_context(|| self.unit_report(unit))
+        match self.run(&["systemctl", verb, unit]) {
+            Ok(_) => Ok(()),
+            Err(err) => bail!("{err:#}\n{}", self.unit_report(unit)),
+        }
     }
 
     /// The unit's main process (its pid inside the container).
@@ -755,11 +756,11 @@ impl Container {
     pub fn main_pid(&self, unit: &str) -> Result<u32> {
         let pid = self.run(&["systemctl", "show", "--property=MainPID", "--value", unit])?;
         match pid.trim().parse() {
-            Ok(0) | Err(_) => Err(anyhow::anyhow!(
-                "{unit} has no main process (MainPID={})",
-                pid.trim()
-            ))
-            .with_context(|| self.unit_report(unit)),
+            Ok(0) | Err(_) => bail!(
+                "{unit} has no main process (MainPID={})\n{}",
+                pid.trim(),
+                self.unit_report(unit)
+            ),
             Ok(pid) => Ok(pid),
         }
     }
@@ -843,12 +844,13 @@ impl Container {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running `{}`", command_line(&command)))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(contents.as_ref())
-                .with_context(|| format!("writing {} in {}", path.display(), self.name()))?;
-        }
+        // Dropping stdin after the write closes it, so cat ends.
+        let written = child
+            .stdin
+            .take()
+            .map_or(Ok(()), |mut stdin| stdin.write_all(contents.as_ref()));
         let output = child.wait_with_output()?;
+        // A failed shell (its reason on stderr) also breaks the pipe: report the reason.
         ensure!(
             output.status.success(),
             "writing {} in {}: {}",
@@ -856,7 +858,7 @@ impl Container {
             self.name(),
             String::from_utf8_lossy(&output.stderr).trim()
         );
-        Ok(())
+        written.with_context(|| format!("writing {} in {}", path.display(), self.name()))
     }
 
     /// The contents of the file `path` of the container (resolved as in

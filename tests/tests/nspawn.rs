@@ -79,6 +79,18 @@ fn a_private_container_boots_runs_commands_and_leaves_nothing() -> Result<()> {
         .expect_err("run fails with the command");
     ensure!(format!("{err:#}").contains("No such file"), "{err:#}");
 
+    let err = machine
+        .write_file("/proc/egret", b"x")
+        .expect_err("/proc takes no new files");
+    ensure!(format!("{err:#}").contains("/proc/egret"), "{err:#}");
+    let err = machine
+        .systemctl("start", "egret-missing.service")
+        .expect_err("no such unit");
+    ensure!(
+        format!("{err:#}").contains("egret-missing.service not found"),
+        "{err:#}"
+    );
+
     // The environment is the container's, not the test's.
     let env = machine.run(&["env"])?;
     ensure!(!env.contains("CARGO"), "test environment leaked in: {env}");
