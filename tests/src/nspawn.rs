@@ -20,7 +20,9 @@
 //! - Machines are named `<run prefix>-<name>` ([`run_prefix`]). A container's
 //!   `Drop` powers it off (killing it after a bound), and removes its cgroups, overlay and work
 //!   directory, also during a panic; what runs that died left behind (their pid is gone) is
-//!   removed when a process prepares its first container ([`reap_stale_containers`]).
+//!   removed when a process prepares its first container ([`reap_stale_containers`]). That
+//!   assumes runs start from the same cgroup, as on a host without systemd or in one CI job: a
+//!   stale container is looked for below this process's own cgroup.
 //!
 //! Containers need root and a cgroup2 hierarchy (unified or hybrid host).
 
