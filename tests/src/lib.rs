@@ -20,6 +20,10 @@
 //! real protocol over HTTPS, checked with kubectl and kube-rs, so agents and gateways can run
 //! in Kubernetes mode inside the lab; it needs no root and its own tests use loopback only.
 //!
+//! [`nspawn`] boots minimal Debian systems with real systemd in containers (an overlay on a
+//! cached rootfs), to install egret's packages into and run its units, privately or inside lab
+//! namespaces.
+//!
 //! The lab needs root. Lab tests call [`require_root`] first, which fails them with a clear
 //! message otherwise: a lab test that silently passes without root would prove nothing.
 
@@ -30,6 +34,7 @@ pub mod egress;
 pub mod ha;
 mod link;
 mod netns;
+pub mod nspawn;
 pub mod packages;
 mod packet;
 pub mod topology;

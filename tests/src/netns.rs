@@ -43,8 +43,9 @@ pub fn run_prefix() -> &'static str {
     })
 }
 
-/// The pid in a lab namespace name made by [`run_prefix`], or `None` for any other name.
-fn owner_pid(namespace: &str) -> Option<u32> {
+/// The pid in a lab name made by [`run_prefix`] (namespaces, containers), or `None` for any
+/// other name.
+pub(crate) fn owner_pid(namespace: &str) -> Option<u32> {
     let (pid, rest) = namespace.strip_prefix(TAG)?.split_once('-')?;
     let (random, name) = rest.split_once('-')?;
     let is_random = random.len() == 4 && random.bytes().all(|b| b.is_ascii_hexdigit());

@@ -13,7 +13,7 @@ use egret_lab::{
     NetNs, WorkDir,
     nspawn::{Container, NETWORK_CAPABILITIES, Rootfs},
     packages::{Packages, deb_version, next_revision},
-    require_root, veth_pair,
+    require_root,
 };
 
 /// Where the packages appear inside the containers.
@@ -35,9 +35,15 @@ impl Machine {
     fn boot(tag: &str) -> Result<Self> {
         let ns = NetNs::new(tag)?;
         let peer = NetNs::new(&format!("{tag}-peer"))?;
-        let (eth0, uplink) = veth_pair(&ns, "eth0", &peer, "uplink")?;
-        eth0.add_address(ADDRESS)?;
-        uplink.add_address(&format!("{PEER}/24"))?;
+        // The veth goes with the namespaces.
+        ns.ip([
+            "link", "add", "eth0", "type", "veth", "peer", "name", "uplink", "netns",
+            peer.name(),
+        ])?;
+        ns.ip(["address", "add", ADDRESS, "dev", "eth0"])?;
+        ns.ip(["link", "set", "eth0", "up"])?;
+        peer.ip(["address", "add", &format!("{PEER}/24"), "dev", "uplink"])?;
+        peer.ip(["link", "set", "uplink", "up"])?;
         ns.ip(["route", "add", "default", "via", PEER])?;
         let packages = Packages::get()?;
         let container = Container::builder(tag)
