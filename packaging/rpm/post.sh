@@ -4,6 +4,9 @@
 # On upgrade, %postun restarts it.
 name=@NAME@
 systemd-sysusers "$name.conf" || :
+if [ -e "/usr/lib/tmpfiles.d/$name.conf" ]; then
+    systemd-tmpfiles --create "$name.conf" >/dev/null 2>&1 || :
+fi
 if [ "$1" -eq 1 ]; then
     systemctl --no-reload preset "$name.service" >/dev/null 2>&1 || :
 fi

@@ -926,7 +926,12 @@ impl HaLab {
                 member.name()
             );
             let name = format!("{}-{}", self.tag, member.name());
-            let service = Service::install(&name, self.ns(member), deb, self.config_for_service(member)?)?;
+            let service = Service::install(
+                &name,
+                self.ns(member),
+                deb,
+                self.config_for_service(member)?,
+            )?;
             self.services[member.index()] = Some(service);
         }
         Ok(())
@@ -934,7 +939,9 @@ impl HaLab {
 
     /// The config of `member` with the sync key where the service reads it.
     fn config_for_service(&self, member: Member) -> Result<(String, Option<Vec<u8>>)> {
-        let text = self.config.gateway_config(member, Path::new(SERVICE_CONFIG_DIR));
+        let text = self
+            .config
+            .gateway_config(member, Path::new(SERVICE_CONFIG_DIR));
         let key = if self.config.sync && self.config.sync_key {
             let path = self.base.workdir().join(crate::SYNC_KEY);
             Some(fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
@@ -956,7 +963,11 @@ impl HaLab {
         let service = self.services[member.index()]
             .as_mut()
             .with_context(|| format!("{}'s gateway is not a service", member.name()))?;
-        ensure!(!service.running, "{}'s service was not killed", member.name());
+        ensure!(
+            !service.running,
+            "{}'s service was not killed",
+            member.name()
+        );
         let deadline = Instant::now() + timeout;
         loop {
             let (restarts, state) = service.restarts()?;
@@ -1758,7 +1769,12 @@ struct Service {
 impl Service {
     /// Boots a system in `ns`, installs `deb` with dpkg, and writes the config and the sync
     /// key (owned by the service's user, mode 0600, as the gateway wants it).
-    fn install(name: &str, ns: &NetNs, deb: &Path, (config, key): (String, Option<Vec<u8>>)) -> Result<Self> {
+    fn install(
+        name: &str,
+        ns: &NetNs,
+        deb: &Path,
+        (config, key): (String, Option<Vec<u8>>),
+    ) -> Result<Self> {
         use crate::nspawn::{Container, NETWORK_CAPABILITIES, Rootfs};
         let dir = deb.parent().context("the package's folder")?;
         let file = deb

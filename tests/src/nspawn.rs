@@ -637,6 +637,10 @@ impl Container {
         if !options.capabilities.is_empty() {
             command.arg(format!("--capability={}", options.capabilities.join(",")));
         }
+        if options.capabilities.iter().any(|c| c == "CAP_BPF") {
+            // nspawn's own system call filter allows bpf() only with CAP_SYS_ADMIN.
+            command.arg("--system-call-filter=bpf");
+        }
         for Bind {
             host,
             inside,

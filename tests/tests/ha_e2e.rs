@@ -461,7 +461,12 @@ fn packaged_gateways_fail_over_and_systemd_restarts_the_killed_one() -> Result<(
     let mut lab = HaLab::new("pkg", config)?;
     lab.install_package(&deb)?;
     let master = lab.start_ahead(Member::Gw1)?;
-    ensure!(master == Member::Gw1, "{} is master\n{}", master.name(), lab.evidence());
+    ensure!(
+        master == Member::Gw1,
+        "{} is master\n{}",
+        master.name(),
+        lab.evidence()
+    );
     let seen = lab.base().outside_view_of_pod(Duration::from_secs(5))?;
     ensure!(
         seen.tcp == Some(FLOATING_IP) && seen.udp == Some(FLOATING_IP),
@@ -476,7 +481,13 @@ fn packaged_gateways_fail_over_and_systemd_restarts_the_killed_one() -> Result<(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let roles = (lab.role(Member::Gw1)?, lab.role(Member::Gw2)?);
-        if matches!(roles, (egret_lab::ha::Role::Backup { .. }, egret_lab::ha::Role::Master)) {
+        if matches!(
+            roles,
+            (
+                egret_lab::ha::Role::Backup { .. },
+                egret_lab::ha::Role::Master
+            )
+        ) {
             break;
         }
         ensure!(

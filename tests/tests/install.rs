@@ -37,7 +37,15 @@ impl Machine {
         let peer = NetNs::new(&format!("{tag}-peer"))?;
         // The veth goes with the namespaces.
         ns.ip([
-            "link", "add", "eth0", "type", "veth", "peer", "name", "uplink", "netns",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink",
+            "netns",
             peer.name(),
         ])?;
         ns.ip(["address", "add", ADDRESS, "dev", "eth0"])?;
@@ -63,7 +71,9 @@ impl Machine {
 fn inside(path: &std::path::Path) -> String {
     format!(
         "{PACKAGES}/{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
     )
 }
 
@@ -86,11 +96,22 @@ fn ok(c: &Container, script: &str) -> Result<String> {
     Ok(said)
 }
 
+/// `systemctl start UNIT`, failing with the unit's journal.
+fn start(c: &Container, unit: &str) -> Result<()> {
+    let (started, said) = sh(c, &format!("systemctl start {unit}"))?;
+    if !started {
+        bail!("{unit} did not start: {said}\n{}", c.journal(unit)?);
+    }
+    Ok(())
+}
+
 /// `systemctl show -p PROPERTY --value UNIT`.
 fn property(c: &Container, unit: &str, property: &str) -> Result<String> {
-    Ok(ok(c, &format!("systemctl show -p {property} --value {unit}"))?
-        .trim()
-        .to_owned())
+    Ok(
+        ok(c, &format!("systemctl show -p {property} --value {unit}"))?
+            .trim()
+            .to_owned(),
+    )
 }
 
 /// The capability mask of these capabilities (CAP_NET_ADMIN 12, CAP_NET_RAW 13, CAP_PERFMON 38,
@@ -163,7 +184,11 @@ fn gateway_config(extra: &str) -> String {
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
-fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> Result<bool>) -> Result<()> {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if condition()? {
@@ -198,7 +223,10 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
     ensure!(property(c, unit, "ActiveState")? == "inactive");
     ok(c, "getent passwd egret-gateway")?;
     verify_unit(c, unit)?;
-    ok(c, "test -f /usr/share/man/man1/egret-gateway.1.gz && test -f /usr/share/bash-completion/completions/egret-gateway")?;
+    ok(
+        c,
+        "test -f /usr/share/man/man1/egret-gateway.1.gz && test -f /usr/share/bash-completion/completions/egret-gateway",
+    )?;
 
     // A config that does not check fails the start, with the checker's message in the journal.
     c.write_file("/etc/egret/gateway.toml", gateway_config("bogus = 1\n"))?;
@@ -212,7 +240,8 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
 
     // A good one starts: systemctl returns once the gateway said READY=1.
     c.write_file("/etc/egret/gateway.toml", gateway_config(""))?;
-    ok(c, &format!("systemctl reset-failed {unit}; systemctl start {unit}"))?;
+    ok(c, &format!("systemctl reset-failed {unit}"))?;
+    start(c, unit)?;
     ensure!(property(c, unit, "ActiveState")? == "active");
     ensure!(property(c, unit, "StatusErrno")? == "0");
     check_credentials(
@@ -221,21 +250,28 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
         "egret-gateway",
         &["CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"],
     )?;
-    wait_for("the gateway owns the floating IP", Duration::from_secs(10), || {
-        let status: serde_json::Value =
-            serde_json::from_str(&ok(c, "egret-gateway status --json")?)?;
-        let fast = status["fast_path"]["enabled"].as_bool() == Some(true);
-        ensure!(
-            fast,
-            "the fast path did not load under the unit: {}",
-            status["fast_path"]
-        );
-        Ok(status["floating_ips"][0]["state"] == "master")
-    })?;
+    wait_for(
+        "the gateway owns the floating IP",
+        Duration::from_secs(10),
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&ok(c, "egret-gateway status --json")?)?;
+            let fast = status["fast_path"]["enabled"].as_bool() == Some(true);
+            ensure!(
+                fast,
+                "the fast path did not load under the unit: {}",
+                status["fast_path"]
+            );
+            Ok(status["floating_ips"][0]["state"] == "master")
+        },
+    )?;
 
     // No ExecReload: the gateway does not reload its config yet, and systemd says so.
     let (reloaded, said) = sh(c, &format!("systemctl reload {unit}"))?;
-    ensure!(!reloaded && said.contains("not applicable"), "reload: {said}");
+    ensure!(
+        !reloaded && said.contains("not applicable"),
+        "reload: {said}"
+    );
 
     // Stop: SIGTERM hands the address over, then the process exits.
     ok(c, &format!("systemctl stop {unit}"))?;
@@ -245,7 +281,7 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
 
     // Upgrade with the operator's config (edited conffile): kept, the new default beside it,
     // and the running service restarted on the new binary.
-    ok(c, &format!("systemctl start {unit}"))?;
+    start(c, unit)?;
     let before = c.main_pid(unit)?;
     let work = WorkDir::new("inst-gw-rev")?;
     let version = deb_version(&deb)?;
@@ -273,10 +309,19 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
     // Remove: stopped, the conffile stays. Purge: the conffile and the state go.
     ok(c, "dpkg -r egret-gateway")?;
     ensure!(property(c, unit, "ActiveState")? == "inactive");
-    ok(c, "test -f /etc/egret/gateway.toml && ! test -e /usr/bin/egret-gateway")?;
+    ok(
+        c,
+        "test -f /etc/egret/gateway.toml && ! test -e /usr/bin/egret-gateway",
+    )?;
     ok(c, "dpkg -P egret-gateway")?;
-    ok(c, "! test -e /etc/egret/gateway.toml && ! test -e /etc/egret/gateway.toml.dpkg-dist && ! test -e /run/egret-gateway && ! test -e /usr/lib/systemd/system/egret-gateway.service")?;
-    ok(c, "! test -e /etc/systemd/system/multi-user.target.wants/egret-gateway.service")?;
+    ok(
+        c,
+        "! test -e /etc/egret/gateway.toml && ! test -e /etc/egret/gateway.toml.dpkg-dist && ! test -e /run/egret-gateway && ! test -e /usr/lib/systemd/system/egret-gateway.service",
+    )?;
+    ok(
+        c,
+        "! test -e /etc/systemd/system/multi-user.target.wants/egret-gateway.service",
+    )?;
 
     // Upgrade with the conffile untouched: the new default replaces it, without a question.
     ok(c, &format!("dpkg -i {}", inside(&deb)))?;
@@ -287,7 +332,10 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
     eprintln!("upgrade, unedited conffile:\n{said}");
     let config = c.read_to_string("/etc/egret/gateway.toml")?;
     ensure!(config.contains("a line of the next release"), "{config}");
-    ok(c, "! test -e /etc/egret/gateway.toml.dpkg-dist && ! test -e /etc/egret/gateway.toml.dpkg-old")?;
+    ok(
+        c,
+        "! test -e /etc/egret/gateway.toml.dpkg-dist && ! test -e /etc/egret/gateway.toml.dpkg-old",
+    )?;
     ensure!(
         property(c, unit, "ActiveState")? == "inactive",
         "an unconfigured gateway was started on upgrade"
@@ -315,8 +363,14 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
     let c = &machine.container;
     let unit = "egret-agent.service";
 
+    // What a host's systemd mounts at boot, and a container's does not.
+    ok(c, "mount -t bpf -o mode=0700 bpf /sys/fs/bpf")?;
     let said = ok(c, &format!("dpkg -i {}", inside(&deb)))?;
     eprintln!("dpkg -i:\n{said}");
+    ok(
+        c,
+        "test \"$(stat -c %U:%a /sys/fs/bpf/egret)\" = egret-agent:700",
+    )?;
     ensure!(
         said.contains("egret-agent: not started: /etc/egret/agent.toml does not check yet")
             && said.contains("kubernetes.kubeconfig"),
@@ -328,12 +382,20 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
 
     // Started: systemctl returns once the node is programmed (READY=1).
     c.write_file("/etc/egret/agent.toml", agent_config("203.0.113.0/24"))?;
-    ok(c, &format!("systemctl start {unit}"))?;
+    start(c, unit)?;
     ensure!(property(c, unit, "ActiveState")? == "active");
-    check_credentials(c, unit, "egret-agent", &["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"])?;
+    check_credentials(
+        c,
+        unit,
+        "egret-agent",
+        &["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"],
+    )?;
     let status = ok(c, "egret-agent status")?;
     ensure!(status.contains("installed"), "{status}");
-    ok(c, "ip link show egret0 && nft list table ip egret >/dev/null")?;
+    ok(
+        c,
+        "ip link show egret0 && nft list table ip egret >/dev/null",
+    )?;
 
     // Reload: SIGHUP re-reads the config; one that does not check keeps the previous one.
     let pid = c.main_pid(unit)?;
@@ -346,7 +408,8 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
     c.write_file("/etc/egret/agent.toml", "[agent]\nbogus = 1\n")?;
     ok(c, &format!("systemctl reload {unit}"))?;
     wait_for("the bad reload is refused", Duration::from_secs(10), || {
-        Ok(c.journal(unit)?.contains("reload failed, the previous config stays applied"))
+        Ok(c.journal(unit)?
+            .contains("reload failed, the previous config stays applied"))
     })?;
     ensure!(property(c, unit, "ActiveState")? == "active");
 
@@ -354,13 +417,22 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
     c.write_file("/etc/egret/agent.toml", agent_config("198.51.100.0/24"))?;
     ok(c, &format!("systemctl stop {unit}"))?;
     ensure!(property(c, unit, "ActiveState")? == "inactive");
-    ok(c, "ls /sys/fs/bpf/egret/maps | grep -q . && ip link show egret0 >/dev/null")?;
+    ok(
+        c,
+        "ls /sys/fs/bpf/egret/maps | grep -q . && ip link show egret0 >/dev/null",
+    )?;
 
     // Remove takes the data path off the node; purge removes the config and the state.
     ok(c, "dpkg -r egret-agent")?;
-    ok(c, "! test -e /sys/fs/bpf/egret/maps && ! ip link show egret0 2>/dev/null")?;
+    ok(
+        c,
+        "! test -e /sys/fs/bpf/egret/maps && ! ip link show egret0 2>/dev/null",
+    )?;
     ok(c, "! nft list table ip egret 2>/dev/null")?;
     ok(c, "dpkg -P egret-agent")?;
-    ok(c, "! test -e /etc/egret/agent.toml && ! test -e /run/egret && ! test -e /sys/fs/bpf/egret")?;
+    ok(
+        c,
+        "! test -e /etc/egret/agent.toml && ! test -e /run/egret && ! test -e /sys/fs/bpf/egret",
+    )?;
     Ok(())
 }
