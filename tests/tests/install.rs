@@ -33,6 +33,14 @@ struct Machine {
 
 impl Machine {
     fn boot(tag: &str) -> Result<Self> {
+        let mut machine = Self::prepare(tag)?;
+        machine.container.boot()?;
+        Ok(machine)
+    }
+
+    /// The machine with its root mounted, not booted: [`Container::root`] takes files and
+    /// `rpm --root`.
+    fn prepare(tag: &str) -> Result<Self> {
         let ns = NetNs::new(tag)?;
         let peer = NetNs::new(&format!("{tag}-peer"))?;
         // The veth goes with the namespaces.
@@ -58,7 +66,7 @@ impl Machine {
             .netns(&ns)
             .capabilities(NETWORK_CAPABILITIES.iter().copied())
             .bind_ro(packages.dir(), PACKAGES)
-            .boot(&Rootfs::cached()?)?;
+            .prepare(&Rootfs::cached()?)?;
         Ok(Self {
             container,
             _peer: peer,
@@ -434,5 +442,111 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
         c,
         "! test -e /etc/egret/agent.toml && ! test -e /run/egret && ! test -e /sys/fs/bpf/egret",
     )?;
+    Ok(())
+}
+
+/// Each `.rpm`, installed with `rpm --root` into a system before it boots: the scriptlets
+/// create the user and enable the unit by its preset (RPM convention: not started); booted,
+/// the service starts with its user and capabilities; `rpm -e` in the running system stops
+/// and disables it and takes the files away.
+#[test]
+fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
+    require_root();
+    let packages = Packages::get()?;
+    for (name, capabilities) in [
+        (
+            "egret-gateway",
+            &["CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"][..],
+        ),
+        (
+            "egret-agent",
+            &["CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"][..],
+        ),
+    ] {
+        let rpm = packages.rpm(name)?;
+        let tag = format!("inst-rpm-{}", name.trim_start_matches("egret-"));
+        let mut machine = Machine::prepare(&tag)?;
+        let root = machine.container.root();
+        let said = egret_lab::check_output(
+            std::process::Command::new("rpm")
+                .arg("--root")
+                .arg(&root)
+                .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps"])
+                .arg(&rpm),
+        )?;
+        eprintln!("rpm --root -i {name}: {said}");
+        // A link to /usr/lib/systemd/system/NAME.service, which only resolves inside.
+        let wants = root.join(format!(
+            "etc/systemd/system/multi-user.target.wants/{name}.service"
+        ));
+        ensure!(
+            wants.symlink_metadata().is_ok(),
+            "{name} is not enabled by its preset"
+        );
+        let passwd = std::fs::read_to_string(root.join("etc/passwd"))?;
+        ensure!(passwd.contains(&format!("\n{name}:")), "no user {name}");
+        machine.container.boot()?;
+        let c = &machine.container;
+        let unit = format!("{name}.service");
+        ensure!(property(c, &unit, "UnitFileState")? == "enabled");
+        // Enabled at boot, but its default config does not check: it failed to start.
+        ensure!(property(c, &unit, "ActiveState")? != "active");
+        let journal = c.journal(&unit)?;
+        ensure!(journal.contains("error:"), "{journal}");
+        verify_unit(c, &unit)?;
+        if name == "egret-gateway" {
+            c.write_file("/etc/egret/gateway.toml", gateway_config(""))?;
+        } else {
+            ok(
+                c,
+                "mount -t bpf -o mode=0700 bpf /sys/fs/bpf && systemd-tmpfiles --create egret-agent.conf",
+            )?;
+            c.write_file("/etc/egret/agent.toml", agent_config("203.0.113.0/24"))?;
+        }
+        ok(c, &format!("systemctl reset-failed {unit}"))?;
+        start(c, &unit)?;
+        check_credentials(c, &unit, name, capabilities)?;
+        ok(c, &format!("rpm --dbpath /var/lib/rpm -e {name}"))?;
+        ensure!(property(c, &unit, "ActiveState")? == "inactive");
+        ok(
+            c,
+            &format!(
+                "! test -e /usr/bin/{name} && ! test -e /etc/systemd/system/multi-user.target.wants/{unit}"
+            ),
+        )?;
+        ok(c, &format!("! rpm --dbpath /var/lib/rpm -q {name}"))?;
+    }
+    Ok(())
+}
+
+/// The Vagrant lab's gateway provisioning script, run as it is on a booted Debian system
+/// with the real package: it installs, configures, starts and waits for the gateway; run
+/// again with the same arguments it changes nothing.
+#[test]
+fn vagrant_gateway_provisioning_installs_and_starts_the_gateway() -> Result<()> {
+    require_root();
+    let packages = Packages::get()?;
+    let deb = packages.deb("egret-gateway")?;
+    let machine = Machine::boot("inst-vagrant")?;
+    let c = &machine.container;
+    let script =
+        std::fs::read(egret_lab::packages::workspace().join("vagrant/provision/gateway.sh"))?;
+    c.write_file("/root/gateway.sh", script)?;
+    let provision = format!(
+        "bash /root/gateway.sh --deb {} --interface eth0 --allowed-sources 192.168.77.0/24 \
+         --next-hop {PEER} --floating-ip {FLOATING_IP}:77 --name gw-vagrant --timeout 30",
+        inside(&deb)
+    );
+    let said = ok(c, &provision)?;
+    eprintln!("gateway.sh:\n{said}");
+    ensure!(property(c, "egret-gateway.service", "ActiveState")? == "active");
+    let pid = c.main_pid("egret-gateway.service")?;
+    let status = ok(c, "egret-gateway status")?;
+    ensure!(status.contains(FLOATING_IP), "{status}");
+    let again = ok(c, &provision)?;
+    ensure!(
+        c.main_pid("egret-gateway.service")? == pid,
+        "a second run with the same arguments restarted the gateway:\n{again}"
+    );
     Ok(())
 }

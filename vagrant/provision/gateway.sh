@@ -50,10 +50,7 @@
 #   gateway.sh --deb /root/egret-gateway_0.1.0-1_amd64.deb --interface host0 \
 #     --allowed-sources 10.99.0.0/24 --floating-ip 10.99.0.100:10
 # (add --peer ADDR for [sync], with EGRET_SYNC_KEY or without). It prints the status and
-# exits 0 once the gateway answers; non-zero with the journal's last lines otherwise. In
-# systemd-nspawn, give --private-network together with --network-namespace-path: without
-# it the container's /sys shows the host's interfaces, and the gateway, which reads
-# /sys/class/net/IFACE, does not find its own.
+# exits 0 once the gateway answers; non-zero with the journal's last lines otherwise.
 set -euo pipefail
 
 CONFIG=/etc/egret/gateway.toml

@@ -30,9 +30,11 @@ use crate::command::check_output;
 pub const SUITE: &str = "bookworm";
 /// Where debootstrap fetches packages (the only place on the internet the lab may reach).
 pub const MIRROR: &str = "http://deb.debian.org/debian";
-/// Packages installed on top of debootstrap's `minbase`: systemd as init and its bus, and what
-/// egret's packages depend on (nftables) or what tests read the daemon with (iproute2, procps,
-/// libcap2-bin). Containers have no network, so every dependency must already be here.
+/// Packages installed on top of debootstrap's `minbase`: systemd as init and its bus, what
+/// egret's packages depend on (nftables, iproute2), what tests read the daemon with (procps,
+/// libcap2-bin), and rpm, so a system given an `.rpm` with `rpm --root` can remove it again
+/// with its scriptlets under the running systemd. Containers have no network, so every
+/// dependency must already be here.
 pub const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -41,6 +43,7 @@ pub const PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
     "libcap2-bin",
+    "rpm",
 ];
 /// Units masked in the image. The timers start background jobs at times no test controls
 /// (apt-daily wants the network; dpkg-db-backup takes the dpkg lock a test's `dpkg -i` needs;
