@@ -70,8 +70,8 @@ const CONTAINER_ENV: &[(&str, &str)] = &[
     ("SYSTEMD_PAGER", "cat"),
     ("PAGER", "cat"),
 ];
-/// Capabilities egret's daemons use that nspawn does not always grant: CAP_NET_ADMIN only with
-/// `--private-network` (not in a lab namespace), CAP_BPF and CAP_PERFMON never.
+/// Capabilities egret's daemons use that nspawn does not grant by default: CAP_NET_ADMIN only
+/// with `--private-network`, CAP_BPF and CAP_PERFMON never.
 pub const NETWORK_CAPABILITIES: &[&str] =
     &["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_PERFMON"];
 /// How long a boot may take by default: about a second on an idle machine, much longer while
@@ -630,9 +630,11 @@ impl Container {
             .arg("--setenv=SYSTEMD_COLORS=0");
         match &options.network {
             Network::Private => command.arg("--private-network"),
-            Network::Namespace(path) => {
-                command.arg(format!("--network-namespace-path={}", path.display()))
-            }
+            // --private-network as well: nspawn then mounts a sysfs of the container's own
+            // namespace; without it /sys/class/net shows the host's interfaces.
+            Network::Namespace(path) => command
+                .arg("--private-network")
+                .arg(format!("--network-namespace-path={}", path.display())),
         };
         if !options.capabilities.is_empty() {
             command.arg(format!("--capability={}", options.capabilities.join(",")));

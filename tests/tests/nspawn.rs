@@ -139,6 +139,12 @@ fn a_container_in_a_lab_namespace_sees_its_interfaces() -> Result<()> {
     );
     let addresses = machine.run(&["ip", "-o", "address", "show", "dev", "gw0"])?;
     ensure!(addresses.contains("198.18.0.1/24"), "{addresses}");
+    // Its sysfs is the namespace's too: /sys/class/net lists the namespace's interfaces,
+    // not the host's.
+    let listed = machine.run(&["ls", "/sys/class/net"])?;
+    let mut listed: Vec<&str> = listed.split_whitespace().collect();
+    listed.sort_unstable();
+    ensure!(listed == ["gw0", "lo"], "/sys/class/net: {listed:?}");
 
     // The capabilities asked for reach the container's init, and nftables works in there:
     // a table made inside is seen from the lab namespace.

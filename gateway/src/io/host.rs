@@ -17,35 +17,94 @@ pub struct Interface {
 }
 
 impl Interface {
+    /// Reads `name` from the kernel of this process's network namespace (ioctls on a socket,
+    /// not `/sys/class/net`: in a container the mounted sysfs may show another namespace's
+    /// interfaces under the same name).
     pub fn read(name: &str) -> io::Result<Interface> {
-        let sys = |file: &str| fs::read_to_string(format!("/sys/class/net/{name}/{file}"));
-        let mac = sys("address")?;
-        let mac = EthernetAddress::from_bytes(&parse_mac(mac.trim()).ok_or_else(|| {
-            io::Error::new(
+        let socket = Socket::datagram()?;
+        let mut request = ifreq(name)?;
+        socket.ioctl(libc::SIOCGIFHWADDR, &mut request)?;
+        // SAFETY: SIOCGIFHWADDR filled the hardware address member of the union.
+        let hwaddr = unsafe { request.ifr_ifru.ifru_hwaddr };
+        if hwaddr.sa_family != libc::ARPHRD_ETHER {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{name}: no Ethernet address"),
+            ));
+        }
+        let mut mac = [0u8; 6];
+        for (byte, data) in mac.iter_mut().zip(hwaddr.sa_data) {
+            *byte = data as u8;
+        }
+        let mut request = ifreq(name)?;
+        socket.ioctl(libc::SIOCGIFMTU, &mut request)?;
+        // SAFETY: SIOCGIFMTU filled the MTU member of the union.
+        let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+        let mtu = u16::try_from(mtu).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name}: MTU {mtu}: {e}"),
             )
-        })?);
-        let mtu = sys("mtu")?
-            .trim()
-            .parse::<u16>()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: MTU: {e}")))?;
+        })?;
         Ok(Interface {
             name: name.to_string(),
             index: super::packet::ifindex(name)?,
-            mac,
+            mac: EthernetAddress::from_bytes(&mac),
             mtu,
         })
     }
 }
 
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+/// An `ifreq` naming `name`.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= request.ifr_name.len() || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not an interface name"),
+        ));
     }
-    parts.next().is_none().then_some(mac)
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    Ok(request)
+}
+
+/// A socket to ask the kernel about interfaces with, closed on drop.
+struct Socket(libc::c_int);
+
+impl Socket {
+    fn datagram() -> io::Result<Socket> {
+        // SAFETY: plain syscall; the descriptor is owned by the returned value.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Socket(fd))
+    }
+
+    fn ioctl(&self, request: libc::c_ulong, ifreq: &mut libc::ifreq) -> io::Result<()> {
+        // SAFETY: `ifreq` is a valid, writable ifreq for the duration of the call.
+        if unsafe { libc::ioctl(self.0, request, ifreq as *mut libc::ifreq) } < 0 {
+            let error = io::Error::last_os_error();
+            let name: String = ifreq
+                .ifr_name
+                .iter()
+                .take_while(|c| **c != 0)
+                .map(|c| *c as u8 as char)
+                .collect();
+            return Err(io::Error::new(error.kind(), format!("{name}: {error}")));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(self.0) };
+    }
 }
 
 /// The gateway of the kernel's default route through `interface`, from the routing table
@@ -100,9 +159,15 @@ eth0\t00000000\t0132A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
     }
 
     #[test]
-    fn parses_sysfs_macs() {
-        assert_eq!(parse_mac("02:00:0a:0B:00:ff"), Some([2, 0, 10, 11, 0, 255]));
-        assert_eq!(parse_mac("02:00:0a:0b:00"), None);
-        assert_eq!(parse_mac("02:00:0a:0b:00:ff:01"), None);
+    fn interfaces_are_read_from_the_kernel_with_clear_errors() {
+        // Loopback has an address of its own kind, not an Ethernet one.
+        let error = Interface::read("lo").expect_err("lo is not Ethernet");
+        assert_eq!(error.to_string(), "lo: no Ethernet address");
+        let error = Interface::read("egret-nonesuch").expect_err("no such interface");
+        assert!(error.to_string().starts_with("egret-nonesuch: "), "{error}");
+        for bad in ["", "a-name-far-too-long-for-linux", "nul\0"] {
+            let error = Interface::read(bad).expect_err("not a name");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
     }
 }
