@@ -659,7 +659,7 @@ fn no_advert_stretches_the_wait_for_a_dead_master() -> Result<()> {
     )?;
     let killed_at = lab.kill(gw1)?;
     // While they come, gw2 cannot tell them from gw1's: it waits (VRRPv3 has no
-    // authentication; see the README).
+    // authentication; see docs/failover.md).
     thread::sleep(Duration::from_secs(1));
     let waiting = seen_after(&lab, gw2, killed_at + Duration::from_millis(500))?;
     ensure!(
