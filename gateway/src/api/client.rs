@@ -248,6 +248,15 @@ fn parse_status_line(line: &str) -> Option<(u16, &str)> {
 
 /// The snapshot as `egret-gateway status` prints it: plain aligned columns, no colour,
 /// drop reasons only when non-zero.
+/// The kernel fast path in one line: on with its flows, or off and why.
+fn fast_path(f: &crate::status::FastPathStatus) -> String {
+    match (f.enabled, &f.reason) {
+        (true, _) => format!("on, {} flows", f.flows),
+        (false, Some(reason)) => format!("off: {reason}"),
+        (false, None) => "off".to_owned(),
+    }
+}
+
 pub fn render_text(s: &Snapshot) -> String {
     let mut out = String::new();
 
@@ -271,6 +280,7 @@ pub fn render_text(s: &Snapshot) -> String {
             vec!["interface".into(), interface],
             vec!["uptime".into(), uptime(s.uptime_seconds)],
             vec!["next hop".into(), next_hop],
+            vec!["fast path".into(), fast_path(&s.fast_path)],
         ],
         &[],
     );
@@ -807,6 +817,7 @@ gateway    gw1
 interface  eth1, 192.168.1.11, 02:00:00:00:00:11
 uptime     12s
 next hop   192.168.1.1 at 02:00:00:00:00:01
+fast path  on, 3 flows
 
 floating IPs
   ADDRESS        VRID  STATE   MASTER        PRIORITY   SINCE  PORTS IN USE  FLOWS
@@ -881,6 +892,7 @@ nodes
         );
         assert!(text.contains("\nnodes\n  none seen recently\n"), "{text}");
         assert!(text.contains("next hop   unknown\n"), "{text}");
+        assert!(text.contains("fast path  off\n"), "{text}");
         assert!(text.contains("uptime     0s\n"), "{text}");
     }
 

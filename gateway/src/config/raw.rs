@@ -359,7 +359,7 @@ pub(super) fn allowed(key: &str) -> &'static str {
         "sync.peers" => "a non-empty list of socket addresses, such as [\"192.168.1.12:4801\"]",
         "sync.peers[]" => "a socket address with a non-zero port, such as \"192.168.1.12:4801\"",
         "sync.key_file" | "sync.previous_key_file" => {
-            "the path of a file of at least 32 random bytes that only the gateway's user can read (umask 077; head -c 32 /dev/urandom > /etc/egret/sync.key)"
+            "the path of a file of at least 32 random bytes that only the gateway's user can read (install -m 0600 -o egret-gateway -g egret-gateway /dev/null /etc/egret/sync.key; head -c 32 /dev/urandom > /etc/egret/sync.key)"
         }
         "api" => "an [api] table",
         "api.listen" => "a socket address with a non-zero port, such as \"127.0.0.1:9477\"",
