@@ -788,6 +788,26 @@ impl Container {
             .collect())
     }
 
+    /// Mounts a BPF file system at `/sys/fs/bpf`, as a host's systemd does at boot and a
+    /// container's does not. nspawn's `/sys` is a read-only tmpfs without that directory:
+    /// it is made writable for the moment the mount point takes.
+    ///
+    /// # Errors
+    ///
+    /// When a mount fails.
+    pub fn mount_bpffs(&self) -> Result<()> {
+        self.run(&[
+            "sh",
+            "-c",
+            "mountpoint -q /sys/fs/bpf && exit 0
+             if [ ! -d /sys/fs/bpf ]; then
+                 mount -o remount,rw /sys && mkdir /sys/fs/bpf && mount -o remount,ro /sys
+             fi
+             mount -t bpf -o mode=0700 bpf /sys/fs/bpf",
+        ])?;
+        Ok(())
+    }
+
     /// `journalctl --unit <unit>` inside: the unit's log, for failure messages.
     ///
     /// # Errors

@@ -372,7 +372,7 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
     let unit = "egret-agent.service";
 
     // What a host's systemd mounts at boot, and a container's does not.
-    ok(c, "mount -t bpf -o mode=0700 bpf /sys/fs/bpf")?;
+    c.mount_bpffs()?;
     let said = ok(c, &format!("dpkg -i {}", inside(&deb)))?;
     eprintln!("dpkg -i:\n{said}");
     ok(
@@ -497,10 +497,8 @@ fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
         if name == "egret-gateway" {
             c.write_file("/etc/egret/gateway.toml", gateway_config(""))?;
         } else {
-            ok(
-                c,
-                "mount -t bpf -o mode=0700 bpf /sys/fs/bpf && systemd-tmpfiles --create egret-agent.conf",
-            )?;
+            c.mount_bpffs()?;
+            ok(c, "systemd-tmpfiles --create egret-agent.conf")?;
             c.write_file("/etc/egret/agent.toml", agent_config("203.0.113.0/24"))?;
         }
         ok(c, &format!("systemctl reset-failed {unit}"))?;

@@ -268,17 +268,22 @@ pub fn remove_device(device: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// The MTU of `interface`, from sysfs of the calling thread's namespace.
+/// The MTU of `interface`, as the kernel of this process's network namespace reports it
+/// (netlink through `ip`; a container's `/sys/class/net` may show another namespace).
 pub fn mtu_of(interface: &str) -> Result<u16, HostError> {
-    let path = format!("/sys/class/net/{interface}/mtu");
-    let text = std::fs::read_to_string(&path).map_err(|source| HostError::File {
-        path: path.clone(),
-        source,
+    let command = format!("ip -j link show dev {interface}");
+    let text = run("ip", ["-j", "link", "show", "dev", interface], None)?;
+    let links: Value = serde_json::from_str(&text).map_err(|err| HostError::Output {
+        command: command.clone(),
+        problem: err.to_string(),
     })?;
-    text.trim().parse().map_err(|_| HostError::Output {
-        command: format!("read {path}"),
-        problem: format!("{:?} is not an MTU", text.trim()),
-    })
+    let mtu = &links[0]["mtu"];
+    mtu.as_u64()
+        .and_then(|mtu| u16::try_from(mtu).ok())
+        .ok_or_else(|| HostError::Output {
+            command,
+            problem: format!("{mtu} is not an MTU"),
+        })
 }
 
 /// The interface of the default route of the main table.

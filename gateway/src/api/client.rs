@@ -248,11 +248,20 @@ fn parse_status_line(line: &str) -> Option<(u16, &str)> {
 
 /// The snapshot as `egret-gateway status` prints it: plain aligned columns, no colour,
 /// drop reasons only when non-zero.
-/// The kernel fast path in one line: on with its flows, or off and why.
+/// The kernel fast path in one line: on with its flows, or off and why (the first line of
+/// the reason: a verifier's refusal runs to thousands of lines; `--json` has them all).
 fn fast_path(f: &crate::status::FastPathStatus) -> String {
+    const MAX: usize = 160;
     match (f.enabled, &f.reason) {
         (true, _) => format!("on, {} flows", f.flows),
-        (false, Some(reason)) => format!("off: {reason}"),
+        (false, Some(reason)) => {
+            let first = reason.lines().next().unwrap_or_default();
+            let mut shown: String = first.chars().take(MAX).collect();
+            if shown.len() < reason.len() {
+                shown.push_str(" …");
+            }
+            format!("off: {shown}")
+        }
         (false, None) => "off".to_owned(),
     }
 }
@@ -473,12 +482,16 @@ fn table(out: &mut String, indent: &str, rows: &[Vec<String>], right: &[usize]) 
             if i > 0 {
                 line.push_str("  ");
             }
-            let width = widths[i];
-            let _ = if right.contains(&i) {
-                write!(line, "{cell:>width$}")
+            // Padded by hand: a format width is at most u16::MAX, and a cell (an error
+            // message from the kernel) may be longer.
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            if right.contains(&i) {
+                line.push_str(&pad);
+                line.push_str(cell);
             } else {
-                write!(line, "{cell:<width$}")
-            };
+                line.push_str(cell);
+                line.push_str(&pad);
+            }
         }
         out.push_str(line.trim_end());
         out.push('\n');
@@ -893,6 +906,23 @@ nodes
         assert!(text.contains("\nnodes\n  none seen recently\n"), "{text}");
         assert!(text.contains("next hop   unknown\n"), "{text}");
         assert!(text.contains("fast path  off\n"), "{text}");
+        // A kernel's refusal can be a verifier log of any length, over many lines.
+        let mut refused = Snapshot::default();
+        refused.fast_path.reason = Some(format!(
+            "loading: {}\n{}",
+            "x".repeat(70_000),
+            "y\n".repeat(9)
+        ));
+        let text = render_text(&refused);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("fast path"))
+            .expect("the line");
+        assert!(
+            line.starts_with("fast path  off: loading: xxx") && line.ends_with(" …"),
+            "{line}"
+        );
+        assert!(line.chars().count() < 200, "{line}");
         assert!(text.contains("uptime     0s\n"), "{text}");
     }
 
