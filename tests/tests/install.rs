@@ -489,10 +489,14 @@ fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
         let c = &machine.container;
         let unit = format!("{name}.service");
         ensure!(property(c, &unit, "UnitFileState")? == "enabled");
-        // Enabled at boot, but its default config does not check: it failed to start.
+        // Enabled, so started at boot, and failed: the default config does not check (the
+        // agent, in a container, fails even before that: nspawn's /sys has no /sys/fs/bpf
+        // until the test mounts one, where a host's always has).
         ensure!(property(c, &unit, "ActiveState")? != "active");
-        let journal = c.journal(&unit)?;
-        ensure!(journal.contains("error:"), "{journal}");
+        if name == "egret-gateway" {
+            let journal = c.journal(&unit)?;
+            ensure!(journal.contains("error: gateway.interface"), "{journal}");
+        }
         verify_unit(c, &unit)?;
         if name == "egret-gateway" {
             c.write_file("/etc/egret/gateway.toml", gateway_config(""))?;
