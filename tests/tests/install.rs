@@ -447,8 +447,8 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
 
 /// Each `.rpm`, installed with `rpm --root` into a system before it boots: the scriptlets
 /// create the user and enable the unit by its preset (RPM convention: not started); booted,
-/// the service starts with its user and capabilities; `rpm -e` in the running system stops
-/// and disables it and takes the files away.
+/// the service starts with its user and capabilities and reloads (the agent); `rpm -e` in
+/// the running system stops and disables it and takes the files away.
 #[test]
 fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
     require_root();
@@ -508,6 +508,15 @@ fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
         ok(c, &format!("systemctl reset-failed {unit}"))?;
         start(c, &unit)?;
         check_credentials(c, &unit, name, capabilities)?;
+        let (reloaded, said) = sh(c, &format!("systemctl reload {unit}"))?;
+        if name == "egret-agent" {
+            ensure!(reloaded, "reload: {said}");
+            wait_for("the reload is applied", Duration::from_secs(10), || {
+                Ok(c.journal(&unit)?.contains("config reloaded"))
+            })?;
+        } else {
+            ensure!(!reloaded && said.contains("not applicable"), "reload: {said}");
+        }
         ok(c, &format!("rpm --dbpath /var/lib/rpm -e {name}"))?;
         ensure!(property(c, &unit, "ActiveState")? == "inactive");
         ok(
