@@ -515,7 +515,10 @@ fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
                 Ok(c.journal(&unit)?.contains("config reloaded"))
             })?;
         } else {
-            ensure!(!reloaded && said.contains("not applicable"), "reload: {said}");
+            ensure!(
+                !reloaded && said.contains("not applicable"),
+                "reload: {said}"
+            );
         }
         ok(c, &format!("rpm --dbpath /var/lib/rpm -e {name}"))?;
         ensure!(property(c, &unit, "ActiveState")? == "inactive");

@@ -82,6 +82,12 @@ fn rpm_lists_its_files_its_noreplace_config_and_the_systemd_scriptlets() {
             assert!(files.lines().any(|l| l == file), "{file} not in:\n{files}");
         }
         assert!(files.contains(&format!("/usr/share/zsh/site-functions/_{name}")));
+        for doc in ["changelog", "copyright"] {
+            assert!(
+                files.contains(&format!("/usr/share/doc/{name}/{doc}")),
+                "{doc}"
+            );
+        }
         assert!(files.contains(&format!("/usr/lib/systemd/system-preset/80-{name}.preset")));
         // -c: the config files; the dump's 9th field says noreplace (%config(noreplace)).
         let config = query(&["-c"]);
@@ -153,6 +159,12 @@ fn deb_lists_its_files_and_its_conffile() {
             conffiles.trim(),
             format!("/etc/egret/{}.toml", name.trim_start_matches("egret-"))
         );
+        for doc in ["copyright", "changelog.Debian.gz"] {
+            assert!(
+                paths.contains(&format!("/usr/share/doc/{name}/{doc}").as_str()),
+                "{doc} not in:\n{contents}"
+            );
+        }
         for script in ["postinst", "prerm", "postrm"] {
             assert!(
                 work.path().join("DEBIAN").join(script).is_file(),
