@@ -44,6 +44,7 @@
 //! - `Programmed` is True for a policy selecting no pods, and for an accepted NoSNAT policy.
 
 pub mod admission;
+pub mod cni;
 pub mod desired;
 pub mod masq;
 pub mod selection;
