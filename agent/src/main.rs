@@ -175,6 +175,18 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    // Where egret-cni asks for new pods to be programmed before they run.
+    let socket = config.agent.state_dir.join("cni.sock");
+    let mut cni = match kubernetes::cni::serve(&socket) {
+        Ok(requests) => {
+            tracing::info!(socket = %socket.display(), "CNI socket listening");
+            Some(requests)
+        }
+        Err(error) => {
+            tracing::warn!(socket = %socket.display(), %error, "no CNI socket: egret-cni cannot reach this agent");
+            None
+        }
+    };
     let ready = watches.ready();
     tokio::pin!(ready);
     let mut synced = false;
@@ -206,6 +218,10 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
                     continue;
                 }
             }
+            Some(request) = next_cni(&mut cni) => {
+                handle_cni(&mut follower, &client, synced, request).await;
+                continue;
+            }
             _ = hangup.recv() => reload(follower.node(), path),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -228,6 +244,85 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
     notify(&[NotifyState::Stopping]);
     tracing::info!("exiting; the data path stays in place");
     Ok(())
+}
+
+/// The next request on the CNI socket, if there is one.
+async fn next_cni(
+    requests: &mut Option<tokio::sync::mpsc::Receiver<kubernetes::cni::CniRequest>>,
+) -> Option<kubernetes::cni::CniRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries out a request of egret-cni on the node: an ADD is programmed before it is
+/// answered; the pod's labels come from the store, or from the API when its watch event has
+/// not arrived yet.
+async fn handle_cni(
+    follower: &mut Follower,
+    client: &kube::Client,
+    synced: bool,
+    kubernetes::cni::CniRequest { request, reply }: kubernetes::cni::CniRequest,
+) {
+    use egret_agent::cluster::cni::{AddOutcome, CniPod};
+    use egret_cni::protocol::{Answer, Request};
+    let not_ready = || Answer::Refused {
+        reason: "the agent waits for the cluster's first listing".to_owned(),
+    };
+    let answer_of = |outcome: AddOutcome| match outcome {
+        AddOutcome::Programmed(policies) => Answer::Programmed { policies },
+        AddOutcome::NotSelected => Answer::NotSelected,
+    };
+    let answer = match request {
+        Request::Status if synced => Answer::Done,
+        Request::Status => not_ready(),
+        _ if !synced => not_ready(),
+        Request::Add(pod) => {
+            let started = std::time::Instant::now();
+            let fetched = if follower.knows_pod(&pod.namespace, &pod.name) {
+                Ok(None)
+            } else {
+                kubernetes::cni::read_pod(client, &pod.namespace, &pod.name)
+                    .await
+                    .map(Some)
+            };
+            match fetched {
+                Err(reason) => Answer::Refused { reason },
+                Ok(fetched) => {
+                    let what = format!("{}/{}", pod.namespace, pod.name);
+                    let added = CniPod {
+                        container_id: pod.container_id,
+                        namespace: pod.namespace,
+                        name: pod.name,
+                        uid: pod.uid,
+                        ips: pod.ips,
+                        fetched,
+                    };
+                    match follower.cni_add(added) {
+                        Ok(outcome) => {
+                            tracing::info!(pod = %what, ?outcome, elapsed = ?started.elapsed(), "CNI ADD");
+                            answer_of(outcome)
+                        }
+                        Err(err) => Answer::Refused {
+                            reason: egret_agent::error_chain(&err),
+                        },
+                    }
+                }
+            }
+        }
+        Request::Del(pod) => match follower.cni_del(&pod.container_id, &pod.namespace, &pod.name) {
+            Ok(()) => Answer::Done,
+            Err(err) => Answer::Refused {
+                reason: egret_agent::error_chain(&err),
+            },
+        },
+        Request::Check(pod) => match follower.cni_check(&pod.namespace, &pod.name) {
+            Some(outcome) => answer_of(outcome),
+            None => not_ready(),
+        },
+    };
+    let _ = reply.send(answer);
 }
 
 /// How long the agent waits after a cluster event for more before it reconciles.

@@ -6,12 +6,14 @@
 //!   report of what it programmed;
 //! - [`node`]: this node following the cluster: snapshots in, the node programmed, its
 //!   report out;
-//! - [`writer`]: the policies' status and Warning events, from the Lease holder.
+//! - [`writer`]: the policies' status and Warning events, from the Lease holder;
+//! - [`cni`]: the socket where `egret-cni` asks for a new pod to be programmed.
 //!
 //! The decisions (which pods each policy selects, which policies are accepted, what the
 //! status says) are pure and live in [`crate::cluster`]; nothing here decides, it only
 //! carries snapshots in and results out.
 
+pub mod cni;
 pub mod lease;
 pub mod node;
 pub mod watch;

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::lease;
 use super::watch::{WatchHealth, Watches};
+use crate::cluster::cni::{AddOutcome, CniPod, CniPods, add_outcome};
 use crate::cluster::{ClusterView, MasqConfig, NodeDesired, NodeReport, Outcome, node_desired};
 use crate::node::{Desired, Node, NodeError};
 
@@ -77,6 +78,10 @@ pub struct Follower {
     /// ip-masq-agent config's `resyncInterval`: the masquerade table is written again, as
     /// upstream rewrites its rules, so a table someone changed is repaired).
     reconciled: Option<(Instant, std::time::Duration)>,
+    /// Pods CNI ADD announced before the API shows their addresses.
+    cni: CniPods,
+    /// The desired state last programmed: what ADD and CHECK are answered from.
+    programmed: Option<NodeDesired>,
 }
 
 impl Follower {
@@ -97,6 +102,8 @@ impl Follower {
             reports,
             state,
             reconciled: None,
+            cni: CniPods::default(),
+            programmed: None,
         }
     }
 
@@ -160,7 +167,9 @@ impl Follower {
     /// Brings the node to the cluster's current state, and publishes what it programmed.
     pub fn reconcile(&mut self) -> Result<(), NodeError> {
         let started = Instant::now();
-        let view = self.view();
+        let mut view = self.view();
+        self.cni.prune(&view);
+        self.cni.overlay(&mut view);
         let node_name = self.node.config().agent.node_name.clone();
         let desired = node_desired(&view, &node_name);
         let pod_addresses = desired
@@ -185,7 +194,52 @@ impl Follower {
         });
         let health = self.watches.health();
         self.set_state(|s| record(s, &desired, health, elapsed_ms));
+        self.programmed = Some(desired);
         self.refresh_status()
+    }
+
+    /// Whether this node's pod store has the pod (else an ADD reads it from the API).
+    pub fn knows_pod(&self, namespace: &str, name: &str) -> bool {
+        self.watches
+            .pods
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+            .is_some()
+    }
+
+    /// A CNI ADD: the pod is recorded with its sandbox's addresses (and `pod.fetched`, its
+    /// read from the API when the store lacks it), the node is programmed, and the answer
+    /// says what became of the pod.
+    pub fn cni_add(&mut self, pod: CniPod) -> Result<AddOutcome, NodeError> {
+        let (namespace, name) = (pod.namespace.clone(), pod.name.clone());
+        self.cni.add(pod);
+        self.reconcile()?;
+        Ok(self
+            .programmed
+            .as_ref()
+            .map_or(AddOutcome::NotSelected, |d| {
+                add_outcome(d, &namespace, &name)
+            }))
+    }
+
+    /// A CNI DEL: the sandbox's announcement goes (the store's pod, while the API still
+    /// has it, stays programmed).
+    pub fn cni_del(
+        &mut self,
+        container_id: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), NodeError> {
+        if self.cni.del(container_id, namespace, name) {
+            self.reconcile()?;
+        }
+        Ok(())
+    }
+
+    /// A CNI CHECK: the pod's answer to an ADD now, from the state last programmed.
+    pub fn cni_check(&self, namespace: &str, name: &str) -> Option<AddOutcome> {
+        self.programmed
+            .as_ref()
+            .map(|d| add_outcome(d, namespace, name))
     }
 
     /// Writes the cluster side's state into the node's status file when it changed (the
