@@ -4,7 +4,7 @@
 name=@NAME@
 systemctl daemon-reload >/dev/null 2>&1 || :
 if [ "$1" -ge 1 ]; then
-    if "$name" check --quiet --config "/etc/egret/${name#egret-}.toml" >/dev/null 2>&1; then
+    if runuser -u "$name" -- "$name" check --quiet --config "/etc/egret/${name#egret-}.toml" >/dev/null 2>&1; then
         systemctl try-restart "$name.service" >/dev/null 2>&1 || :
     fi
 else
