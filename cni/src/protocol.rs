@@ -101,8 +101,8 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Answer
         .set_read_timeout(Some(remaining()?))
         .map_err(AskError::Unreachable)?;
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .take_line(&mut answer)
+    BufReader::new(std::io::Read::take(&stream, MAX_LINE))
+        .read_line(&mut answer)
         .map_err(timed_out)?;
     if answer.is_empty() {
         return Err(AskError::Malformed(
@@ -112,19 +112,8 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Answer
     serde_json::from_str(&answer).map_err(|e| AskError::Malformed(format!("{e}: {answer:?}")))
 }
 
-/// Reads one line, at most [`MAX_LINE`] bytes.
-trait TakeLine {
-    fn take_line(&mut self, into: &mut String) -> std::io::Result<usize>;
-}
-
 /// The longest line either side accepts.
 pub const MAX_LINE: u64 = 64 * 1024;
-
-impl<R: std::io::Read> TakeLine for BufReader<R> {
-    fn take_line(&mut self, into: &mut String) -> std::io::Result<usize> {
-        std::io::Read::take(self, MAX_LINE).read_line(into)
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -164,21 +153,23 @@ mod tests {
         std::env::temp_dir().join(format!("egret-cni-{}-{tag}.sock", std::process::id()))
     }
 
+    /// A stand-in agent on `path` answering one request with `answer`; returns the request.
+    fn stand_in(path: &Path, answer: &'static [u8]) -> std::thread::JoinHandle<Request> {
+        let listener = UnixListener::bind(path).expect("bind");
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).expect("read");
+            (&stream).write_all(answer).expect("write");
+            serde_json::from_str(&line).expect("request")
+        })
+    }
+
     #[test]
     fn ask_gets_the_agents_answer() {
         let path = socket_path("answer");
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).expect("bind");
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut line = String::new();
-            BufReader::new(&stream).read_line(&mut line).expect("read");
-            let request: Request = serde_json::from_str(&line).expect("request");
-            (&stream)
-                .write_all(b"{\"outcome\":\"not_selected\"}\n")
-                .expect("write");
-            request
-        });
+        let server = stand_in(&path, b"{\"outcome\":\"not_selected\"}\n");
         let answer = ask(&path, &Request::Add(pod()), Duration::from_secs(5)).expect("answer");
         assert_eq!(answer, Answer::NotSelected);
         assert_eq!(server.join().expect("server"), Request::Add(pod()));
@@ -204,15 +195,7 @@ mod tests {
     fn garbage_from_the_agent_is_malformed_not_a_panic() {
         let path = socket_path("garbage");
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).expect("bind");
-        let server = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut line = String::new();
-            BufReader::new(&stream).read_line(&mut line).expect("read");
-            (&stream)
-                .write_all(b"{\"outcome\":\"maybe\"}\n")
-                .expect("write");
-        });
+        let server = stand_in(&path, b"{\"outcome\":\"maybe\"}\n");
         let error = ask(&path, &Request::Status, Duration::from_secs(5)).expect_err("garbage");
         assert!(matches!(error, AskError::Malformed(_)), "{error}");
         server.join().expect("server");

@@ -191,24 +191,6 @@ fn gateway_config(extra: &str) -> String {
     )
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes.
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut condition: impl FnMut() -> Result<bool>,
-) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if condition()? {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn gateway_deb_from_install_to_purge() -> Result<()> {
     require_root();
@@ -258,10 +240,10 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
         "egret-gateway",
         &["CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_BPF", "CAP_PERFMON"],
     )?;
-    wait_for(
-        "the gateway owns the floating IP",
+    c.wait_until(
         Duration::from_secs(10),
-        || {
+        "the gateway owns the floating IP",
+        |c| {
             let status: serde_json::Value =
                 serde_json::from_str(&ok(c, "egret-gateway status --json")?)?;
             let fast = status["fast_path"]["enabled"].as_bool() == Some(true);
@@ -310,7 +292,7 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
     ensure!(config == gateway_config(""), "the edit was lost:\n{config}");
     let dist = c.read_to_string("/etc/egret/gateway.toml.dpkg-dist")?;
     ensure!(dist.contains("a line of the next release"), "{dist}");
-    wait_for("restarted on upgrade", Duration::from_secs(20), || {
+    c.wait_until(Duration::from_secs(20), "restarted on upgrade", |c| {
         Ok(property(c, unit, "ActiveState")? == "active" && c.main_pid(unit)? != before)
     })?;
 
@@ -409,13 +391,13 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
     let pid = c.main_pid(unit)?;
     c.write_file("/etc/egret/agent.toml", agent_config("198.51.100.0/24"))?;
     ok(c, &format!("systemctl reload {unit}"))?;
-    wait_for("the reload is applied", Duration::from_secs(10), || {
+    c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
         Ok(c.journal(unit)?.contains("config reloaded"))
     })?;
     ensure!(c.main_pid(unit)? == pid, "reload restarted the agent");
     c.write_file("/etc/egret/agent.toml", "[agent]\nbogus = 1\n")?;
     ok(c, &format!("systemctl reload {unit}"))?;
-    wait_for("the bad reload is refused", Duration::from_secs(10), || {
+    c.wait_until(Duration::from_secs(10), "the bad reload is refused", |c| {
         Ok(c.journal(unit)?
             .contains("reload failed, the previous config stays applied"))
     })?;
@@ -511,7 +493,7 @@ fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
         let (reloaded, said) = sh(c, &format!("systemctl reload {unit}"))?;
         if name == "egret-agent" {
             ensure!(reloaded, "reload: {said}");
-            wait_for("the reload is applied", Duration::from_secs(10), || {
+            c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
                 Ok(c.journal(&unit)?.contains("config reloaded"))
             })?;
         } else {
