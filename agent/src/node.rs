@@ -128,6 +128,10 @@ pub struct Node {
     /// What the maps and the masquerade table should hold; `None` in Kubernetes mode until
     /// the first cluster view.
     desired: Option<Desired>,
+    /// The masquerade table as last written: an unchanged one is not loaded again (each load
+    /// runs `nft`, which costs more than the rest of a reconcile), except by
+    /// [`Node::rewrite_masquerade`].
+    masquerade: Option<Masquerade>,
 }
 
 /// What the node should program, whatever it came from.
@@ -254,6 +258,7 @@ impl Node {
                 ..State::default()
             },
             desired: (config.agent.mode == Mode::Static).then(|| Desired::of_config(&config)),
+            masquerade: None,
             config,
             config_path: config_path.to_owned(),
             pins,
@@ -318,7 +323,11 @@ impl Node {
         );
         let keep: BTreeSet<u64> = program.policies.iter().map(|p| p.id).collect();
         self.maps.retain_policy_stats(&keep)?;
-        masquerade::apply(&masquerade_of(&self.config, desired))?;
+        let masquerade = masquerade_of(&self.config, desired);
+        if self.masquerade.as_ref() != Some(&masquerade) {
+            masquerade::apply(&masquerade)?;
+            self.masquerade = Some(masquerade);
+        }
         self.state.policies = program
             .policies
             .iter()
@@ -348,6 +357,12 @@ impl Node {
         self.state.applied_at = now_secs();
         self.write_state()?;
         Ok(Some(program))
+    }
+
+    /// Makes the next apply load the masquerade table even when it did not change: a
+    /// periodic resync restores a table someone else changed.
+    pub fn rewrite_masquerade(&mut self) {
+        self.masquerade = None;
     }
 
     /// Reloads `config` (already checked). Changes only what differs; on failure the error is
@@ -403,6 +418,8 @@ impl Node {
             self.desired = Some(Desired::of_config(&config));
         }
         self.config = config;
+        // A reload writes the whole state again, as a restart would.
+        self.rewrite_masquerade();
         self.apply()?;
         self.tick()
     }

@@ -207,6 +207,26 @@ impl<'a> Kubectl<'a> {
         )
     }
 
+    /// Starts `kubectl <args>` without waiting for it (as the kubelet writes a pod's status
+    /// while the pod already runs); its output is discarded, [`Child::wait`] says how it
+    /// ended.
+    ///
+    /// # Errors
+    ///
+    /// When kubectl cannot start.
+    pub fn spawn(&self, args: &[&str]) -> Result<Child> {
+        self.ns
+            .command("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting kubectl")
+    }
+
     /// `kubectl apply -f -` with `yaml` on its standard input.
     ///
     /// # Errors

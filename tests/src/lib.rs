@@ -29,6 +29,7 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod cni;
 mod command;
 pub mod egress;
 pub mod ha;

@@ -167,6 +167,10 @@ impl Follower {
     /// Brings the node to the cluster's current state, and publishes what it programmed.
     pub fn reconcile(&mut self) -> Result<(), NodeError> {
         let started = Instant::now();
+        // The ip-masq-agent config's resyncInterval: write the masquerade table again too.
+        if self.resync_due() {
+            self.node.rewrite_masquerade();
+        }
         let mut view = self.view();
         self.cni.prune(&view);
         self.cni.overlay(&mut view);

@@ -219,6 +219,20 @@ impl Capture {
             .unwrap_or_default()
     }
 
+    /// A copy of the frames captured so far but the first `skip`, for a reader that keeps up
+    /// with a long capture.
+    pub fn frames_after(&self, skip: usize) -> Vec<Frame> {
+        self.frames
+            .lock()
+            .map(|frames| {
+                frames
+                    .get(skip..)
+                    .map(<[Frame]>::to_vec)
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops capturing and returns every frame, in the order the kernel delivered them.
     ///
     /// # Errors
