@@ -510,112 +510,20 @@ mod tests {
 
     /// flannel's kube-flannel.yml `cni-conf.json`, as its install container writes it to
     /// /etc/cni/net.d/10-flannel.conflist.
-    const FLANNEL: &str = r#"{
-  "name": "cbr0",
-  "cniVersion": "0.3.1",
-  "plugins": [
-    {
-      "type": "flannel",
-      "delegate": {
-        "hairpinMode": true,
-        "isDefaultGateway": true
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {
-        "portMappings": true
-      }
-    }
-  ]
-}
-"#;
+    const FLANNEL: &str = include_str!("../tests/fixtures/10-flannel.conflist");
 
     /// Calico's 10-calico.conflist (manifest install, Kubernetes datastore).
-    const CALICO: &str = r#"{
-  "name": "k8s-pod-network",
-  "cniVersion": "0.3.1",
-  "plugins": [
-    {
-      "type": "calico",
-      "log_level": "info",
-      "log_file_path": "/var/log/calico/cni/cni.log",
-      "datastore_type": "kubernetes",
-      "nodename": "node1",
-      "mtu": 0,
-      "ipam": {
-          "type": "calico-ipam"
-      },
-      "policy": {
-          "type": "k8s"
-      },
-      "kubernetes": {
-          "kubeconfig": "/etc/cni/net.d/calico-kubeconfig"
-      }
-    },
-    {
-      "type": "portmap",
-      "snat": true,
-      "capabilities": {"portMappings": true}
-    },
-    {
-      "type": "bandwidth",
-      "capabilities": {"bandwidth": true}
-    }
-  ]
-}"#;
+    const CALICO: &str = include_str!("../tests/fixtures/10-calico.conflist");
 
     /// Cilium's generic-veth chaining on top of Calico (its chaining guide's ConfigMap,
     /// written as 05-cilium.conflist).
-    const CILIUM_CHAINING: &str = r#"{
-  "name": "generic-veth",
-  "cniVersion": "0.3.1",
-  "plugins": [
-    {
-      "type": "calico",
-      "log_level": "info",
-      "datastore_type": "kubernetes",
-      "mtu": 1440,
-      "ipam": {
-        "type": "calico-ipam"
-      },
-      "policy": {
-        "type": "k8s"
-      },
-      "kubernetes": {
-        "kubeconfig": "/etc/cni/net.d/calico-kubeconfig"
-      }
-    },
-    {
-      "type": "portmap",
-      "snat": true,
-      "capabilities": {"portMappings": true}
-    },
-    {
-      "type": "cilium-cni"
-    }
-  ]
-}
-"#;
+    const CILIUM_CHAINING: &str = include_str!("../tests/fixtures/05-cilium.conflist");
 
     /// A one-line conflist, as some tools write them.
     const COMPACT: &str = r#"{"cniVersion":"1.0.0","name":"kindnet","plugins":[{"type":"ptp","ipam":{"type":"host-local"}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
 
     /// An old-style single-plugin 10-bridge.conf.
-    const BRIDGE_CONF: &str = r#"{
-    "cniVersion": "0.4.0",
-    "name": "mynet",
-    "type": "bridge",
-    "bridge": "cni0",
-    "isGateway": true,
-    "ipMasq": true,
-    "ipam": {
-        "type": "host-local",
-        "subnet": "10.22.0.0/16",
-        "routes": [ { "dst": "0.0.0.0/0" } ]
-    }
-}
-"#;
+    const BRIDGE_CONF: &str = include_str!("../tests/fixtures/10-bridge.conf");
 
     fn entry() -> Entry {
         Entry::new(

@@ -11,30 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const FLANNEL: &str = r#"{
-  "name": "cbr0",
-  "cniVersion": "0.3.1",
-  "plugins": [
-    {
-      "type": "flannel",
-      "delegate": {
-        "hairpinMode": true,
-        "isDefaultGateway": true
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {
-        "portMappings": true
-      }
-    }
-  ]
-}
-"#;
+const FLANNEL: &str = include_str!("fixtures/10-flannel.conflist");
 
-const BRIDGE_CONF: &str = r#"{"cniVersion": "0.4.0", "name": "mynet", "type": "bridge",
- "bridge": "cni0", "ipam": {"type": "host-local", "subnet": "10.22.0.0/16"}}
-"#;
+const BRIDGE_CONF: &str = include_str!("fixtures/10-bridge.conf");
 
 struct Node {
     _root: tempfile::TempDir,
