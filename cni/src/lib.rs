@@ -8,6 +8,12 @@
 //! - [`spec`]: the CNI protocol as pure functions: environment, network config, results and
 //!   errors.
 //! - [`protocol`]: what the plugin and the agent say to each other on the socket.
+//! - [`conflist`]: the plugin's entry in the node's CNI configuration, edited as pure
+//!   functions on file text; [`install`] does the file I/O (`egret-cni install`,
+//!   `uninstall`); [`cli`] is the operator's command line.
 
+pub mod cli;
+pub mod conflist;
+pub mod install;
 pub mod protocol;
 pub mod spec;

@@ -1,16 +1,124 @@
 //! `egret-cni`: the CNI plugin binary. The container runtime runs it with the CNI
 //! environment variables and the network config on stdin; it answers on stdout (a result,
 //! or an error result with a non-zero exit) and logs on stderr, which runtimes keep.
+//! Without `CNI_COMMAND` it is the operator's tool: `install` and `uninstall`.
 
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
 
+use clap::Parser as _;
+use egret_cni::cli::{self, Cli};
+use egret_cni::conflist::Entry;
+use egret_cni::install::{self, Dirs, Outcome};
 use egret_cni::protocol::{self, Answer, AskError, Pod, Request};
 use egret_cni::spec::{
     self, Code, Command, Environment, Error, FailurePolicy, LATEST_VERSION, NetConf,
 };
 
 fn main() -> ExitCode {
+    if std::env::var_os("CNI_COMMAND").is_none() {
+        return operator(Cli::parse());
+    }
+    plugin()
+}
+
+/// `egret-cni install` and `uninstall`.
+fn operator(cli: Cli) -> ExitCode {
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        eprintln!("egret-cni: {what}: {error}");
+        ExitCode::FAILURE
+    };
+    match cli.command {
+        cli::Command::Install {
+            dirs,
+            socket,
+            timeout,
+            failure_policy,
+            watch,
+        } => {
+            let entry = match Entry::new(socket, timeout, failure_policy) {
+                Ok(entry) => entry,
+                Err(e) => return failed("install", &e),
+            };
+            let binary = match std::env::current_exe().and_then(std::fs::read) {
+                Ok(bytes) => bytes,
+                Err(e) => return failed("cannot read this program's binary", &e),
+            };
+            let dirs = Dirs {
+                bin: dirs.bin_dir,
+                conf: dirs.conf_dir,
+            };
+            if !watch {
+                return match install::install(&dirs, &binary, &entry) {
+                    Ok(outcome) => {
+                        println!("{outcome}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => failed("install", &e),
+                };
+            }
+            exit_on_term();
+            // Say what changed, and each new error once: the primary CNI may take a while
+            // to finish its file.
+            let mut last = String::new();
+            let error = install::watch(&dirs, &binary, &entry, |result| {
+                let line = match result {
+                    Ok(Outcome::Unchanged(_)) => String::new(),
+                    Ok(outcome) => outcome.to_string(),
+                    Err(error) => format!("error: {error} (retried on the next change)"),
+                };
+                if !line.is_empty() && line != last {
+                    eprintln!("egret-cni: {line}");
+                }
+                last = line;
+            });
+            failed("install --watch", &error)
+        }
+        cli::Command::Uninstall { dirs } => {
+            let dirs = Dirs {
+                bin: dirs.bin_dir,
+                conf: dirs.conf_dir,
+            };
+            let mut warnings = Vec::new();
+            let result = install::uninstall(&dirs, &mut warnings);
+            for warning in &warnings {
+                eprintln!("egret-cni: warning: {warning}");
+            }
+            match result {
+                Ok(changed) if changed.is_empty() => {
+                    println!("egret-cni is not installed: nothing to remove");
+                    ExitCode::SUCCESS
+                }
+                Ok(changed) => {
+                    for path in changed {
+                        println!("changed {}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed("uninstall", &e),
+            }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT end `install --watch` at once and leave the plugin installed: a
+/// rolling update of the DaemonSet must not open a window where pods start unguarded. As
+/// a container's PID 1 the process would otherwise ignore them.
+fn exit_on_term() {
+    extern "C" fn exit(_signal: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe; nothing is left half-written, as every file
+        // is renamed into place complete.
+        unsafe { libc::_exit(0) }
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: installs a handler that only calls an async-signal-safe function.
+        unsafe {
+            libc::signal(signal, exit as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn plugin() -> ExitCode {
     let mut stdin = Vec::new();
     let env = Environment::read(|key| std::env::var(key).ok());
     let outcome = env.and_then(|env| {

@@ -169,6 +169,16 @@ pub enum FailurePolicy {
     Ignore,
 }
 
+impl FailurePolicy {
+    /// The value of `failure_policy` in the network config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Fail => "Fail",
+            FailurePolicy::Ignore => "Ignore",
+        }
+    }
+}
+
 /// The plugin's entry in the conflist, and what the previous plugins produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetConf {

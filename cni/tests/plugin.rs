@@ -43,12 +43,13 @@ fn plugin(command: &str, args: &str, stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the plugin runs");
-    child
+    // A plugin that refuses its environment exits without reading stdin: the write may
+    // then meet a closed pipe, and the answer is what counts.
+    let _ = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write the config");
+        .write_all(stdin.as_bytes());
     child.wait_with_output().expect("the plugin ends")
 }
 

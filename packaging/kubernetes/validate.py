@@ -53,7 +53,8 @@ def strict(schema):
 def main(directory):
     directory = pathlib.Path(directory)
     failures = []
-    builtin = [directory / "crds.yaml", directory / "agent.yaml", directory / "gateway-rbac.yaml"]
+    builtin = [directory / "crds.yaml", directory / "agent.yaml", directory / "uninstall.yaml",
+               directory / "gateway-rbac.yaml"]
     builtin += [
         p for p in sorted((directory / "examples").glob("*.yaml"))
         if all(not d.get("apiVersion", "").startswith("egret.dev/") for d in documents(p))
