@@ -14,5 +14,5 @@ pub mod response;
 pub mod server;
 
 pub use admission::{ApiStatus, Limits};
-pub use response::Response;
+pub use response::{Response, route};
 pub use server::{Server, lock};

@@ -76,3 +76,30 @@ impl Response {
         response
     }
 }
+
+/// The paths both daemons answer, GET only: `/` (the `index` text), `/metrics` (the
+/// `metrics` text, Prometheus format) and `/status` (the `status` response); 404 for any
+/// other path and 405 for any other method. Only the chosen answer is made.
+pub fn route(
+    method: &hyper::Method,
+    path: &str,
+    index: impl FnOnce() -> String,
+    metrics: impl FnOnce() -> String,
+    status: impl FnOnce() -> Response,
+) -> Response {
+    if method != hyper::Method::GET {
+        return Response::get_only(method);
+    }
+    match path {
+        "/" => Response::text(StatusCode::OK, index()),
+        "/metrics" => Response {
+            content_type: PROMETHEUS,
+            ..Response::text(StatusCode::OK, metrics())
+        },
+        "/status" => status(),
+        path => Response::text(
+            StatusCode::NOT_FOUND,
+            format!("no such path: {path}; try /metrics or /status\n"),
+        ),
+    }
+}

@@ -9,35 +9,26 @@ use super::metrics::{self, Snapshot};
 /// Answers one request from `snapshot`. A method other than GET gets 405, a path other than
 /// `/`, `/metrics` and `/status` 404; `/status` is 503 when the report cannot be read.
 pub fn respond(method: &Method, path: &str, snapshot: &Snapshot) -> Response {
-    if method != Method::GET {
-        return Response::get_only(method);
-    }
-    match path {
-        "/" => Response::text(
-            StatusCode::OK,
+    egret_api::route(
+        method,
+        path,
+        || {
             format!(
                 "egret-agent {}\n\n\
                  /metrics  counters and state, Prometheus text format\n\
                  /status   the report of `egret-agent status --json`\n",
                 env!("CARGO_PKG_VERSION"),
-            ),
-        ),
-        "/metrics" => Response {
-            content_type: metrics::CONTENT_TYPE,
-            ..Response::text(StatusCode::OK, metrics::render(snapshot))
+            )
         },
-        "/status" => match &snapshot.report {
+        || metrics::render(snapshot),
+        || match &snapshot.report {
             Ok(report) => Response::json(report),
             Err(error) => Response::text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot read the agent's state: {error}\n"),
             ),
         },
-        path => Response::text(
-            StatusCode::NOT_FOUND,
-            format!("no such path: {path}; try /metrics or /status\n"),
-        ),
-    }
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! ([`server`](super::server)); a request hyper cannot parse never gets here (hyper answers
 //! 400 or 431 itself, or closes the connection).
 
-use hyper::{Method, StatusCode};
+use hyper::Method;
 
 pub use egret_api::Response;
 
@@ -16,36 +16,28 @@ use crate::status::Snapshot;
 /// as hyper hands it over) from the latest `snapshot`. A method other than GET gets 405, a
 /// path other than `/`, `/metrics` and `/status` 404.
 pub fn respond(method: &Method, path: &str, snapshot: &Snapshot) -> Response {
-    if method != Method::GET {
-        return Response::get_only(method);
-    }
-    match path {
-        "/" => Response::text(
-            StatusCode::OK,
+    egret_api::route(
+        method,
+        path,
+        || {
             format!(
                 "egret-gateway {} ({})\n\n\
                  /metrics  counters and state, Prometheus text format\n\
                  /status   the same as JSON, as `egret-gateway status` reads it\n",
                 env!("CARGO_PKG_VERSION"),
                 snapshot.name
-            ),
-        ),
-        "/metrics" => Response {
-            content_type: metrics::CONTENT_TYPE,
-            ..Response::text(StatusCode::OK, metrics::render_prometheus(snapshot))
+            )
         },
-        "/status" => Response::json(snapshot),
-        path => Response::text(
-            StatusCode::NOT_FOUND,
-            format!("no such path: {path}; try /metrics or /status\n"),
-        ),
-    }
+        || metrics::render_prometheus(snapshot),
+        || Response::json(snapshot),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
+    use hyper::StatusCode;
     use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 
     use super::*;
