@@ -1,5 +1,6 @@
 //! egret's node agent.
 //!
+//! - [`api`]: `GET /metrics` and `GET /status` behind `[api].listen`.
 //! - [`cli`]: the command line, for the binary and the man pages.
 //! - [`cluster`]: Kubernetes mode's pure decisions: selection, admission, status.
 //! - [`config`]: `agent.toml`, checked with precise errors.
@@ -11,6 +12,7 @@
 //! - [`kubernetes`]: Kubernetes mode's shell: watches, Leases, status writes.
 //! - [`prefix`]: IPv4 prefixes.
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -4,6 +4,7 @@ use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
+use egret_agent::api::{self, SharedRecorded, Trigger};
 use egret_agent::cli::{Cli, Command};
 use egret_agent::config::{Config, HostFacts, Mode};
 use egret_agent::ebpf::{Classifier, embedded_object};
@@ -117,14 +118,19 @@ fn run(path: &Path) -> anyhow::Result<()> {
     raise_memlock_rlimit();
     let config = load(path)?;
     let mode = config.agent.mode;
+    let (listen, location) = (config.api.listen, Location::of(&config));
     let mut node = Node::start(config, path)
         .map_err(|err| anyhow::anyhow!("{}", egret_agent::error_chain(&err)))?;
+    let recorded = SharedRecorded::default();
+    if let Some(listen) = listen {
+        start_api(listen, location, recorded.clone());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     if mode == Mode::Kubernetes {
-        return runtime.block_on(follow_cluster(node, path));
+        return runtime.block_on(follow_cluster(node, path, recorded));
     }
     tracing::info!(config = %path.display(), "node programmed; SIGHUP reloads the config");
     notify(&[NotifyState::Ready]);
@@ -151,10 +157,22 @@ fn run(path: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// Serves `/metrics` and `/status` on `listen`. A port that cannot be had is logged and the
+/// agent runs on without its API: the data path matters more than its metrics.
+fn start_api(listen: std::net::SocketAddr, location: Location, recorded: SharedRecorded) {
+    let started = api::bind(listen).and_then(|socket| api::spawn(socket, location, recorded));
+    match started {
+        Ok(_) => tracing::info!(%listen, "API listening: GET /metrics, GET /status"),
+        Err(error) => {
+            tracing::error!(%listen, %error, "cannot listen on [api].listen; running without /metrics and /status");
+        }
+    }
+}
+
 /// Kubernetes mode: the node follows the cluster until SIGTERM. Nothing is programmed until
 /// every watch has listed once, so an agent started while the API is away leaves the node as
 /// it was.
-async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
+async fn follow_cluster(node: Node, path: &Path, recorded: SharedRecorded) -> anyhow::Result<()> {
     let config = node.config().clone();
     let client = kubernetes::client(config.kubernetes.kubeconfig.as_deref())
         .await
@@ -169,7 +187,7 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
         state.clone(),
     ));
     let mut changes = watches.subscribe();
-    let mut follower = Follower::new(node, watches.clone(), &client, state);
+    let mut follower = Follower::new(node, watches.clone(), &client, state, recorded.clone());
     tracing::info!(config = %path.display(), node = %config.agent.node_name, "waiting for the cluster; the node keeps its state meanwhile");
     let mut hangup = signal(SignalKind::hangup()).context("handling SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
@@ -196,6 +214,7 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut ready, if !synced => {
                 synced = true;
+                follower.listed();
                 tracing::info!("the cluster is listed; programming the node");
             }
             changed = changes.changed(), if synced => {
@@ -219,7 +238,7 @@ async fn follow_cluster(node: Node, path: &Path) -> anyhow::Result<()> {
                 }
             }
             Some(request) = next_cni(&mut cni) => {
-                handle_cni(&mut follower, &client, synced, request).await;
+                handle_cni(&mut follower, &client, synced, request, &recorded).await;
                 continue;
             }
             _ = hangup.recv() => reload(follower.node(), path),
@@ -263,7 +282,12 @@ async fn handle_cni(
     follower: &mut Follower,
     client: &kube::Client,
     synced: bool,
-    kubernetes::cni::CniRequest { request, reply }: kubernetes::cni::CniRequest,
+    kubernetes::cni::CniRequest {
+        request,
+        reply,
+        received,
+    }: kubernetes::cni::CniRequest,
+    recorded: &SharedRecorded,
 ) {
     use egret_agent::cluster::cni::{AddOutcome, CniPod};
     use egret_cni::protocol::{Answer, Request};
@@ -273,6 +297,12 @@ async fn handle_cni(
     let answer_of = |outcome: AddOutcome| match outcome {
         AddOutcome::Programmed(policies) => Answer::Programmed { policies },
         AddOutcome::NotSelected => Answer::NotSelected,
+    };
+    let command = match &request {
+        Request::Add(_) => "add",
+        Request::Del(_) => "del",
+        Request::Check(_) => "check",
+        Request::Status => "status",
     };
     let answer = match request {
         Request::Status if synced => Answer::Done,
@@ -301,6 +331,11 @@ async fn handle_cni(
                     };
                     match follower.cni_add(added) {
                         Ok(outcome) => {
+                            // The maps are written: the ADD is obeyed (or there was
+                            // nothing to write for it).
+                            api::record(recorded, |r| {
+                                r.programmed(Trigger::Cni, received.elapsed());
+                            });
                             tracing::info!(pod = %what, ?outcome, elapsed = ?started.elapsed(), "CNI ADD");
                             answer_of(outcome)
                         }
@@ -322,6 +357,13 @@ async fn handle_cni(
             None => not_ready(),
         },
     };
+    let outcome = match &answer {
+        Answer::Programmed { .. } => "programmed",
+        Answer::NotSelected => "not_selected",
+        Answer::Done => "done",
+        Answer::Refused { .. } => "refused",
+    };
+    api::record(recorded, |r| r.cni(command, outcome));
     let _ = reply.send(answer);
 }
 

@@ -85,15 +85,8 @@ pub struct KubernetesStatus {
 /// The reporter's state, written by the reporter and read by the API.
 pub type SharedKubernetes = std::sync::Arc<std::sync::Mutex<KubernetesStatus>>;
 
-/// The connections of the status API (`[api].listen`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiStatus {
-    /// Connections open now: being read, answered, or waiting for their request head.
-    pub connections_open: u64,
-    /// Connections closed as soon as they were accepted because a limit was reached, by
-    /// reason (`client_limit`, `total_limit`), every reason present from the start.
-    pub connections_refused: BTreeMap<String, u64>,
-}
+/// The connections of the status API (`[api].listen`): the shared server's counters.
+pub use egret_api::ApiStatus;
 
 /// Flow state sync with the peer gateways.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -78,6 +78,12 @@ pub(super) fn render(config: &Config) -> String {
         out.key("namespace", quote(&kubernetes.namespace));
     }
 
+    out.section("[api]");
+    match config.api.listen {
+        Some(listen) => out.key("listen", quote(&listen.to_string())),
+        None => out.line("listen = \"\"  # no API: no /metrics, no /status"),
+    }
+
     for policy in &config.policies {
         let prefixes =
             |list: &[crate::prefix::Prefix]| array(list.iter().map(|p| quote(&p.to_string())));
@@ -146,6 +152,9 @@ floating_ips = ["192.168.1.100", "192.168.1.101", "10.9.9.9"]
 non_masquerade_cidrs = []
 masquerade_link_local = true
 
+[api]
+listen = "[::1]:9999"
+
 [[policy]]
 name = "a.b-c"
 sources = ["10.10.1.0/28", "10.10.2.0/24"]
@@ -184,6 +193,12 @@ egress_source_ip = "10.9.9.9"
         round_trip(STATIC);
         round_trip("");
         round_trip("[agent]\nmode = \"static\"\n");
+        let (config, printed) = round_trip("[api]\nlisten = \"\"\n");
+        assert_eq!(config.api.listen, None);
+        assert!(
+            printed.contains("\n[api]\nlisten = \"\"  # no API"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -227,6 +242,9 @@ masquerade_link_local = false
 [kubernetes]
 # kubeconfig: none; the pod's service account, then $KUBECONFIG
 namespace = "egret-system"
+
+[api]
+listen = "127.0.0.1:9478"
 
 # [[policy]]: none here; policies come from the cluster
 "#;

@@ -26,7 +26,7 @@ mod raw;
 mod validate;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use egret_config::{Diagnostic, Severity};
@@ -48,6 +48,8 @@ pub struct Config {
     pub masquerade: Masquerade,
     /// `[kubernetes]`: how the agent reaches the cluster (Kubernetes mode).
     pub kubernetes: Kubernetes,
+    /// `[api]`: the agent's metrics and status over HTTP.
+    pub api: Api,
     /// The `[[policy]]` tables in file order, which is also their age (the first is the
     /// oldest). Always empty in [`Mode::Kubernetes`].
     pub policies: Vec<Policy>,
@@ -157,6 +159,21 @@ pub struct Kubernetes {
     pub namespace: String,
 }
 
+/// `[api]`: where the agent answers `GET /metrics` (Prometheus text) and `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// The address to listen on; `None` (`listen = ""`): no API at all.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: Some(defaults::API_LISTEN),
+        }
+    }
+}
+
 /// One `[[policy]]`: which pod flows leave through which egress IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -174,7 +191,7 @@ pub struct Policy {
 
 /// Defaults of the keys that have one.
 pub mod defaults {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
     use super::Mode;
     use crate::prefix::Prefix;
@@ -203,6 +220,9 @@ pub mod defaults {
     pub const TUNNEL_DEVICE: &str = "egret0";
     /// `[kubernetes].namespace` when `$POD_NAMESPACE` is not set.
     pub const NAMESPACE: &str = "egret-system";
+    /// `[api].listen`: loopback, one port above the gateway's 9477 so that an agent and a
+    /// gateway on one host do not collide.
+    pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9478));
     /// `[masquerade].masquerade_link_local`, as ip-masq-agent.
     pub const MASQUERADE_LINK_LOCAL: bool = false;
 
@@ -507,6 +527,7 @@ egress_source_ip = "192.168.1.100"
                     kubeconfig: None,
                     namespace: "egret-system".to_owned(),
                 },
+                api: Api::default(),
                 policies: vec![Policy {
                     name: "alice-frontend".to_owned(),
                     sources: prefixes(&["10.10.1.0/28"]),

@@ -63,6 +63,13 @@ pub(super) struct RawKubernetes {
     pub namespace: Option<Spanned<String>>,
 }
 
+/// `[api]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawApi {
+    pub listen: Option<Spanned<String>>,
+}
+
 /// One `[[policy]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
@@ -121,11 +128,13 @@ pub(super) struct RawConfig {
     pub tunnel: Section<RawTunnel>,
     pub masquerade: Section<RawMasquerade>,
     pub kubernetes: Section<RawKubernetes>,
+    pub api: Section<RawApi>,
     pub policies: Policies,
 }
 
 /// The sections `agent.toml` knows, as an operator writes them.
-const SECTIONS: &str = "the sections [agent], [tunnel], [masquerade], [kubernetes] and [[policy]]";
+const SECTIONS: &str =
+    "the sections [agent], [tunnel], [masquerade], [kubernetes], [api] and [[policy]]";
 
 /// Parses `text` into sections, reporting syntax errors, unknown keys and wrong TOML
 /// types. Returns `None` when the text is not TOML at all.
@@ -143,6 +152,7 @@ pub(super) fn parse(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
         tunnel: Section::Absent,
         masquerade: Section::Absent,
         kubernetes: Section::Absent,
+        api: Section::Absent,
         policies: Policies::Absent,
     };
     for (key, value) in document.iter() {
@@ -152,6 +162,7 @@ pub(super) fn parse(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
             "tunnel" => raw.tunnel = table("tunnel", value, span, report).into(),
             "masquerade" => raw.masquerade = table("masquerade", value, span, report).into(),
             "kubernetes" => raw.kubernetes = table("kubernetes", value, span, report).into(),
+            "api" => raw.api = table("api", value, span, report).into(),
             "policy" => raw.policies = policies(key, value, report),
             other => {
                 let problem = if matches!(value.get_ref(), DeValue::Table(_)) {
@@ -347,6 +358,11 @@ pub(super) fn allowed(key: &str) -> &'static str {
         "kubernetes.namespace" => {
             "the namespace of the agents' Leases: a DNS label of 1 to 63 lowercase letters, \
              digits and '-' (default: $POD_NAMESPACE, then \"egret-system\")"
+        }
+        "api" => "an [api] table",
+        "api.listen" => {
+            "a socket address with a non-zero port, such as \"127.0.0.1:9478\" (the \
+             default), or \"\" for no API"
         }
         "policy" | "policy[]" => {
             "[[policy]] tables with name, sources, destination_cidrs and egress_source_ip \

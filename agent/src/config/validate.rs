@@ -10,22 +10,25 @@
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::hash::Hash;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use super::raw::{
-    self, Policies, RawAgent, RawConfig, RawKubernetes, RawList, RawMasquerade, RawPolicy,
+    self, Policies, RawAgent, RawApi, RawConfig, RawKubernetes, RawList, RawMasquerade, RawPolicy,
     RawTunnel, Section, Table, allowed,
 };
 use super::{
-    Agent, Checked, Config, ConfigError, HostFacts, Kubernetes, Masquerade, Mode, Policy, Tunnel,
-    defaults, glob_match,
+    Agent, Api, Checked, Config, ConfigError, HostFacts, Kubernetes, Masquerade, Mode, Policy,
+    Tunnel, defaults, glob_match,
 };
 use crate::prefix::{Prefix, PrefixError};
 use egret_config::Report;
+
+/// egret-gateway's default `[api].listen` port: an agent beside a gateway must not take it.
+const GATEWAY_API_PORT: u16 = 9477;
 
 /// Linux interface names are at most IFNAMSIZ - 1 bytes.
 const IFNAME_MAX: usize = 15;
@@ -88,6 +91,7 @@ impl Checker<'_, '_, '_> {
         let tunnel = self.tunnel(&raw.tunnel);
         let masquerade = self.masquerade(&raw.masquerade);
         let kubernetes = self.kubernetes(&raw.kubernetes, mode);
+        let api = self.api(&raw.api);
         if let (Some(agent), Some(tunnel)) = (&agent, &tunnel) {
             self.pod_patterns_spare_own_interfaces(raw, agent, tunnel);
         }
@@ -98,6 +102,7 @@ impl Checker<'_, '_, '_> {
             tunnel: tunnel?,
             masquerade: masquerade?,
             kubernetes: kubernetes?,
+            api: api?,
             policies: policies?,
         })
     }
@@ -322,6 +327,45 @@ impl Checker<'_, '_, '_> {
             kubeconfig,
             namespace: namespace?,
         })
+    }
+
+    /// `[api]`: `listen` an address with a port, or `""` for no API.
+    fn api(&mut self, section: &Section<RawApi>) -> Option<Api> {
+        let absent = RawApi::default();
+        let (a, table) = contents(section, &absent)?;
+        let listen = self.value(
+            table,
+            "listen",
+            &a.listen,
+            || Some(defaults::API_LISTEN),
+            |c, raw| {
+                let key = "api.listen";
+                let text = raw.get_ref().trim();
+                if text.is_empty() {
+                    return Some(None);
+                }
+                let problem = match text.parse::<SocketAddr>() {
+                    Ok(addr) if addr.port() == GATEWAY_API_PORT => {
+                        c.report.warning(
+                            key,
+                            Some(raw.span()),
+                            format!(
+                                "port {GATEWAY_API_PORT} is egret-gateway's API port; an agent \
+                                 and a gateway on one host cannot both listen there"
+                            ),
+                            allowed(key),
+                        );
+                        return Some(Some(addr));
+                    }
+                    Ok(addr) if addr.port() != 0 => return Some(Some(addr)),
+                    Ok(_) => format!("{text:?} has port 0"),
+                    Err(_) => format!("{text:?} is not an address:port"),
+                };
+                c.report.error(key, Some(raw.span()), problem, allowed(key));
+                None
+            },
+        );
+        Some(Api { listen: listen? })
     }
 
     /// The `[[policy]]` tables and the rules between them, the mode and the floating IPs.
@@ -1237,6 +1281,44 @@ mod tests {
     }
 
     #[test]
+    fn the_api_listens_on_loopback_by_default_and_can_be_moved_or_turned_off() {
+        assert_eq!(
+            accept("").config.api.listen,
+            Some("127.0.0.1:9478".parse().expect("address"))
+        );
+        assert_eq!(
+            accept("[api]\nlisten = \"[::]:19478\"\n").config.api.listen,
+            Some("[::]:19478".parse().expect("address"))
+        );
+        assert_eq!(accept("[api]\nlisten = \"\"\n").config.api.listen, None);
+        let e = assert_error(
+            "[agent]\nmode = \"static\"\n\n[api]\nlisten = \"127.0.0.1\"\n",
+            "api.listen",
+            "\"127.0.0.1\"",
+        );
+        assert_eq!(
+            e.to_string(),
+            "5:10: error: api.listen: \"127.0.0.1\" is not an address:port; allowed: a socket \
+             address with a non-zero port, such as \"127.0.0.1:9478\" (the default), or \"\" \
+             for no API"
+        );
+        let e = assert_error(
+            "[api]\nlisten = \"0.0.0.0:0\"\n",
+            "api.listen",
+            "\"0.0.0.0:0\"",
+        );
+        assert_eq!(e.problem, "\"0.0.0.0:0\" has port 0");
+        assert_error("[api]\nlisten = 9478\n", "api.listen", "9478");
+        assert_error("[api]\nport = 9478\n", "api.port", "port");
+        // The gateway's port works, with a word of warning.
+        assert_warning(
+            "[api]\nlisten = \"127.0.0.1:9477\"\n",
+            "api.listen",
+            "\"127.0.0.1:9477\"",
+        );
+    }
+
+    #[test]
     fn the_kubernetes_table_names_a_kubeconfig_and_the_leases_namespace() {
         let config =
             accept("[kubernetes]\nkubeconfig = \"/etc/egret/kubeconfig\"\nnamespace = \"egret\"\n")
@@ -1280,9 +1362,9 @@ mod tests {
             lines,
             [
                 "1:1: error: mode: unknown key outside any section; allowed: the sections \
-                 [agent], [tunnel], [masquerade], [kubernetes] and [[policy]]",
+                 [agent], [tunnel], [masquerade], [kubernetes], [api] and [[policy]]",
                 "3:2: error: agnet: unknown section; allowed: the sections [agent], [tunnel], \
-                 [masquerade], [kubernetes] and [[policy]]",
+                 [masquerade], [kubernetes], [api] and [[policy]]",
             ]
         );
     }

@@ -24,6 +24,9 @@ use crate::cluster::PodInfo;
 pub struct CniRequest {
     pub request: Request,
     pub reply: oneshot::Sender<Answer>,
+    /// When the request was read off the socket: where `egret_agent_programming_latency_seconds`
+    /// starts for an ADD.
+    pub received: std::time::Instant,
 }
 
 /// How long a plugin may take to send its request.
@@ -87,7 +90,15 @@ async fn connection(stream: UnixStream, loop_: mpsc::Sender<CniRequest>) {
 
 async fn ask_loop(request: Request, loop_: &mpsc::Sender<CniRequest>) -> Answer {
     let (reply, answer) = oneshot::channel();
-    if loop_.try_send(CniRequest { request, reply }).is_err() {
+    let received = std::time::Instant::now();
+    if loop_
+        .try_send(CniRequest {
+            request,
+            reply,
+            received,
+        })
+        .is_err()
+    {
         return Answer::Refused {
             reason: "the agent is busy with other pods".to_owned(),
         };
@@ -132,7 +143,7 @@ mod tests {
             & 0o777;
         assert_eq!(mode, 0o600);
         let agent = tokio::spawn(async move {
-            let CniRequest { request, reply } = requests.recv().await.expect("a request");
+            let CniRequest { request, reply, .. } = requests.recv().await.expect("a request");
             let _ = reply.send(Answer::NotSelected);
             request
         });

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::lease;
 use super::watch::{WatchHealth, Watches};
+use crate::api::{SharedRecorded, Trigger};
 use crate::cluster::cni::{AddOutcome, CniPod, CniPods, add_outcome};
 use crate::cluster::{ClusterView, MasqConfig, NodeDesired, NodeReport, Outcome, node_desired};
 use crate::node::{Desired, Node, NodeError};
@@ -82,11 +83,19 @@ pub struct Follower {
     cni: CniPods,
     /// The desired state last programmed: what ADD and CHECK are answered from.
     programmed: Option<NodeDesired>,
+    /// The programming latency of API events goes here (`/metrics`).
+    recorded: SharedRecorded,
 }
 
 impl Follower {
     /// Follows the cluster through `watches` on `node`; reports go out with `client`.
-    pub fn new(node: Node, watches: Watches, client: &Client, state: SharedClusterState) -> Self {
+    pub fn new(
+        node: Node,
+        watches: Watches,
+        client: &Client,
+        state: SharedClusterState,
+        recorded: SharedRecorded,
+    ) -> Self {
         let config = node.config().clone();
         let (reports, receiver) = watch::channel(None);
         tokio::spawn(publish_reports(
@@ -104,6 +113,7 @@ impl Follower {
             reconciled: None,
             cni: CniPods::default(),
             programmed: None,
+            recorded,
         }
     }
 
@@ -171,6 +181,8 @@ impl Follower {
         if self.resync_due() {
             self.node.rewrite_masquerade();
         }
+        // Taken before the stores are read: an event after this is programmed next time.
+        let event = self.watches.take_pending();
         let mut view = self.view();
         self.cni.prune(&view);
         self.cni.overlay(&mut view);
@@ -189,6 +201,11 @@ impl Follower {
             pod_addresses: Some(pod_addresses),
         })?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Some(event) = event {
+            crate::api::record(&self.recorded, |r| {
+                r.programmed(Trigger::Api, event.elapsed());
+            });
+        }
         self.reconciled = Some((Instant::now(), desired.masquerade.resync_interval));
         let report = NodeReport::from_desired(&desired).to_json();
         self.reports.send_if_modified(|current| {
@@ -200,6 +217,11 @@ impl Follower {
         self.set_state(|s| record(s, &desired, health, elapsed_ms));
         self.programmed = Some(desired);
         self.refresh_status()
+    }
+
+    /// Forgets the events so far: the first listing is not a change to measure.
+    pub fn listed(&self) {
+        self.watches.take_pending();
     }
 
     /// Whether this node's pod store has the pod (else an ADD reads it from the API).

@@ -13,7 +13,7 @@
 //! `egret-agent status`.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use egret_crd::{EgressGateway, EgressNATPolicy};
 use futures::{Stream, StreamExt};
@@ -73,7 +73,13 @@ pub struct Watches {
     changed: Arc<signal::Sender<u64>>,
     /// Each watch's health, in the order above.
     pub health: Health,
+    /// When the oldest event not yet taken by [`Watches::take_pending`] arrived: where the
+    /// programming latency of an API event starts.
+    pending: Pending,
 }
+
+/// See [`Watches::take_pending`].
+type Pending = Arc<Mutex<Option<Instant>>>;
 
 impl Watches {
     /// Starts every watch on the current tokio runtime.
@@ -83,9 +89,11 @@ impl Watches {
         let config = watcher::Config::default().any_semantic();
         let on_node = config.clone().fields(&format!("spec.nodeName={node}"));
         let masq = config.clone().fields(&format!("metadata.name={MASQ_NAME}"));
+        let pending = Pending::default();
         let mut spawn = Spawner {
             changed: changed.clone(),
             health: health.clone(),
+            pending: pending.clone(),
         };
         Watches {
             pods: spawn.reflect("pods", watcher(Api::all(client.clone()), on_node)),
@@ -110,6 +118,7 @@ impl Watches {
             ),
             changed,
             health,
+            pending,
         }
     }
 
@@ -130,6 +139,7 @@ impl Watches {
             masquerade: filled(Vec::new()),
             changed: Arc::new(signal::channel(0).0),
             health: Arc::default(),
+            pending: Pending::default(),
         }
     }
 
@@ -182,6 +192,15 @@ impl Watches {
         }
     }
 
+    /// When the oldest event since the last call arrived, if any came: the caller is about
+    /// to read the stores, and programs what they hold.
+    pub fn take_pending(&self) -> Option<Instant> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     /// A copy of the watches' health.
     pub fn health(&self) -> Vec<WatchHealth> {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
@@ -206,6 +225,7 @@ where
 struct Spawner {
     changed: Arc<signal::Sender<u64>>,
     health: Health,
+    pending: Pending,
 }
 
 impl Spawner {
@@ -227,11 +247,13 @@ impl Spawner {
             health.len() - 1
         };
         let (changed, health) = (self.changed.clone(), self.health.clone());
+        let pending = self.pending.clone();
         let name = name.to_owned();
         let stream = reflector::reflector(writer, stream.default_backoff());
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(item) = stream.next().await {
+                let arrived = Instant::now();
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -246,6 +268,10 @@ impl Spawner {
                             _ => {}
                         }
                         drop(all);
+                        pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(arrived);
                         changed.send_modify(|n| *n += 1);
                     }
                     Err(err) => {

@@ -5,104 +5,40 @@
 //! ([`server`](super::server)); a request hyper cannot parse never gets here (hyper answers
 //! 400 or 431 itself, or closes the connection).
 
-use hyper::body::Bytes;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, StatusCode};
+use hyper::Method;
+
+pub use egret_api::Response;
 
 use super::metrics;
 use crate::status::Snapshot;
-
-const TEXT: &str = "text/plain; charset=utf-8";
-const JSON: &str = "application/json";
-
-/// What to send back: everything that varies between responses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    pub body: String,
-    /// The `Allow` header, sent with 405.
-    pub allow: Option<&'static str>,
-}
-
-impl Response {
-    fn text(status: StatusCode, body: String) -> Self {
-        Response {
-            status,
-            content_type: TEXT,
-            body,
-            allow: None,
-        }
-    }
-
-    /// The response as hyper sends it: these fields, and `Cache-Control: no-store`. hyper
-    /// adds `Content-Length` (the body is sent whole) and `Date`, and `Connection: close`
-    /// as the server serves one request per connection.
-    pub fn into_http(self) -> hyper::Response<http_body_util::Full<Bytes>> {
-        let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from(self.body)));
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if let Some(allow) = self.allow {
-            headers.insert(ALLOW, HeaderValue::from_static(allow));
-        }
-        // Counters change a few times a second: a cached copy is a wrong copy.
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    }
-}
 
 /// Answers one request: `method` and `path` (the request target's path, without its query,
 /// as hyper hands it over) from the latest `snapshot`. A method other than GET gets 405, a
 /// path other than `/`, `/metrics` and `/status` 404.
 pub fn respond(method: &Method, path: &str, snapshot: &Snapshot) -> Response {
-    if method != Method::GET {
-        return Response {
-            allow: Some("GET"),
-            ..Response::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed here; use GET\n"),
-            )
-        };
-    }
-    match path {
-        "/" => Response::text(
-            StatusCode::OK,
+    egret_api::route(
+        method,
+        path,
+        || {
             format!(
                 "egret-gateway {} ({})\n\n\
                  /metrics  counters and state, Prometheus text format\n\
                  /status   the same as JSON, as `egret-gateway status` reads it\n",
                 env!("CARGO_PKG_VERSION"),
                 snapshot.name
-            ),
-        ),
-        "/metrics" => Response {
-            content_type: metrics::CONTENT_TYPE,
-            ..Response::text(StatusCode::OK, metrics::render_prometheus(snapshot))
+            )
         },
-        "/status" => match serde_json::to_string_pretty(snapshot) {
-            Ok(mut json) => {
-                json.push('\n');
-                Response {
-                    content_type: JSON,
-                    ..Response::text(StatusCode::OK, json)
-                }
-            }
-            Err(error) => Response::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode the status: {error}\n"),
-            ),
-        },
-        path => Response::text(
-            StatusCode::NOT_FOUND,
-            format!("no such path: {path}; try /metrics or /status\n"),
-        ),
-    }
+        || metrics::render_prometheus(snapshot),
+        || Response::json(snapshot),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    use hyper::StatusCode;
+    use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 
     use super::*;
     use crate::api::fixtures;

@@ -6,12 +6,12 @@
 //! keep `[api].listen` on a loopback or management address.
 //!
 //! - [`http`]: the pure request → response function.
-//! - [`admission`]: the server's limits, and the pure bookkeeping of connections per client.
-//! - [`server`]: hyper's HTTP/1.1 server around them, on the gateway's tokio runtime.
+//! - [`server`]: the shared server of `egret-api` (hyper's HTTP/1.1 server, with the limits
+//!   and the bookkeeping of connections per client) answering with [`http`], on the
+//!   gateway's tokio runtime.
 //! - [`metrics`]: the snapshot as Prometheus text (`GET /metrics`).
 //! - [`client`]: fetching `GET /status` with a blocking socket, and printing it readably.
 
-pub mod admission;
 pub mod client;
 pub mod http;
 pub mod metrics;
@@ -20,8 +20,8 @@ pub mod server;
 #[cfg(test)]
 mod fixtures;
 
-pub use admission::Limits;
 pub use client::{ApiError, fetch_status, parse_status_response, render_text};
+pub use egret_api::Limits;
 pub use http::{Response, respond};
 pub use metrics::render_prometheus;
 pub use server::{Server, serve};

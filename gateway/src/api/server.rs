@@ -1,49 +1,20 @@
-//! The socket shell of the API: hyper's HTTP/1.1 server on the gateway's tokio runtime, with
-//! [`respond`] answering each request and [`Admission`] deciding who may connect.
+//! The gateway's API server: the shared, hardened shell of [`egret_api::Server`] answering
+//! with [`respond`] from the latest snapshot.
 //!
-//! Invariants, so that no client, slow, abusive or one of many, can stop the API answering
-//! scrapes or hurt the gateway:
-//! - the accept loop never waits for a client: each accepted connection is admitted or
-//!   refused by [`Admission`] under a lock held for one map update, then served in a task of
-//!   its own; a refused connection is closed at once and counted
-//!   (`egret_gateway_api_connections_refused_total{reason}`);
-//! - at most [`MAX_CONNECTIONS_PER_CLIENT`] connections are open per client address and
-//!   [`MAX_CONNECTIONS`] in all;
-//! - the request head must be complete within [`HEADER_READ_TIMEOUT`] of the accept and
-//!   within [`MAX_HEAD`] bytes, or hyper closes the connection (431 for a head too large,
-//!   400 for one that is not HTTP/1.x); a request body is never read;
-//! - a connection lives at most [`CONNECTION_LIFETIME`], then it is dropped wherever it is;
-//! - one request per connection, answered with `Connection: close`;
-//! - the snapshot lock (and the admission lock) is held only to copy what it guards, never
-//!   while rendering or writing, so a client cannot stall the data path that publishes it;
-//! - nothing is logged per connection or request above trace level (hyper is built without
-//!   its `tracing` feature and logs nothing); failed accepts are logged at debug level.
-//!
-//! [`MAX_CONNECTIONS_PER_CLIENT`]: super::admission::MAX_CONNECTIONS_PER_CLIENT
-//! [`MAX_CONNECTIONS`]: super::admission::MAX_CONNECTIONS
-//! [`HEADER_READ_TIMEOUT`]: super::admission::HEADER_READ_TIMEOUT
-//! [`CONNECTION_LIFETIME`]: super::admission::CONNECTION_LIFETIME
+//! The limits and their invariants (per-client and total connection caps, header timeout,
+//! connection lifetime, one request per connection) live in `egret-api`, shared with the
+//! agent; refusals are `egret_gateway_api_connections_refused_total{reason}` here. The
+//! snapshot lock (and the Kubernetes reporter's) is held only to copy what it guards, never
+//! while rendering or writing, so a client cannot stall the data path that publishes it.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, trace};
+use egret_api::{Limits, lock};
+use hyper::Method;
+use tokio::net::TcpListener;
 
-use super::admission::{Admission, Client, Limits, MAX_HEAD};
 use super::http::respond;
 use crate::status::{ApiStatus, SharedKubernetes, SharedSnapshot};
-
-/// Pause after a failed accept, typically the process being out of file descriptors, so
-/// the accept loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the API on `listener` with the gateway's [`Limits`] until `shutdown` completes,
 /// showing the Kubernetes reporter's state when there is one. Connections still open then
@@ -59,13 +30,12 @@ pub async fn serve(
     server.serve(listener, shutdown).await;
 }
 
-/// The API server: the snapshot it answers from, its limits and its connection counts.
-/// Clones share the counts.
+/// The API server: the snapshot it answers from, and the shared server with its limits and
+/// connection counts. Clones share the counts.
 #[derive(Clone)]
 pub struct Server {
     snapshot: SharedSnapshot,
-    limits: Limits,
-    admission: Arc<Mutex<Admission>>,
+    api: egret_api::Server,
     /// The Kubernetes reporter's state, with `[kubernetes]`.
     kubernetes: Option<SharedKubernetes>,
 }
@@ -74,110 +44,34 @@ impl Server {
     pub fn new(snapshot: SharedSnapshot, limits: Limits) -> Self {
         Server {
             snapshot,
-            limits,
-            admission: Arc::new(Mutex::new(Admission::new(limits))),
+            api: egret_api::Server::new(limits),
             kubernetes: None,
         }
     }
 
     /// The server's connection counters, as `/metrics` and `/status` show them.
     pub fn status(&self) -> ApiStatus {
-        lock(&self.admission).status()
+        self.api.status()
     }
 
     /// Accepts and serves connections on `listener` until `shutdown` completes.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout)
-            .max_header_size(MAX_HEAD)
-            .keep_alive(false)
-            // `Content-Type`, not `content-type`, as the hand-written server wrote them, for
-            // anything that matched them case-sensitively.
-            .title_case_headers(true);
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                () = &mut shutdown => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "cannot accept an API connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            let admitted = lock(&self.admission).admit(peer.ip());
-            match admitted {
-                Ok(client) => {
-                    let ticket = Ticket {
-                        admission: Arc::clone(&self.admission),
-                        client,
-                    };
-                    tokio::spawn(self.clone().connection(stream, peer, http.clone(), ticket));
-                }
-                Err(refusal) => {
-                    // Dropping the stream closes it; the count is the operator's signal.
-                    trace!(%peer, reason = refusal.metric_label(), "API connection refused");
-                    drop(stream);
-                }
+        let Server {
+            snapshot,
+            api,
+            kubernetes,
+        } = self;
+        let answer = move |method: &Method, path: &str, status: ApiStatus| {
+            // Copy under each lock, render after both are released.
+            let mut current = lock(&snapshot).clone();
+            current.api = status;
+            if let Some(kubernetes) = &kubernetes {
+                current.kubernetes = lock(kubernetes).clone();
             }
-        }
+            respond(method, path, &current)
+        };
+        api.serve(listener, answer, shutdown).await;
     }
-
-    /// One connection, from accept to close, within the lifetime.
-    async fn connection(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        http: http1::Builder,
-        ticket: Ticket,
-    ) {
-        let service = service_fn(|request: hyper::Request<Incoming>| {
-            std::future::ready(Ok::<_, Infallible>(self.answer(&request)))
-        });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        match tokio::time::timeout(self.limits.lifetime, connection).await {
-            Ok(Ok(())) => trace!(%peer, "API request served"),
-            Ok(Err(error)) => trace!(%peer, %error, "API connection failed"),
-            Err(_) => trace!(%peer, "API connection outlived its lifetime; closed"),
-        }
-        drop(ticket);
-    }
-
-    fn answer(
-        &self,
-        request: &hyper::Request<Incoming>,
-    ) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
-        // Copy under each lock, render after both are released.
-        let mut snapshot = lock(&self.snapshot).clone();
-        snapshot.api = self.status();
-        if let Some(kubernetes) = &self.kubernetes {
-            snapshot.kubernetes = lock(kubernetes).clone();
-        }
-        respond(request.method(), request.uri().path(), &snapshot).into_http()
-    }
-}
-
-/// A connection's place in the [`Admission`] counts, given back when it drops (when the
-/// connection's task ends, however it ends).
-struct Ticket {
-    admission: Arc<Mutex<Admission>>,
-    client: Client,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        lock(&self.admission).release(self.client);
-    }
-}
-
-/// Locks `mutex`, also when a panic poisoned it: what it guards is counters and a snapshot,
-/// each valid after any partial update.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The server on loopback, against real sockets: the clients bind to their own loopback
@@ -188,11 +82,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::net::Ipv4Addr;
-    use std::time::Instant;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use egret_api::admission::{Admission, MAX_HEAD};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpSocket;
+    use tokio::net::{TcpSocket, TcpStream};
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 

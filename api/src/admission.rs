@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use crate::status::ApiStatus;
+use serde::{Deserialize, Serialize};
 
 /// Connections one client address may have open at once. A Prometheus server holds one
 /// connection per scrape and an operator's `egret-gateway status` or curl one more; 16
@@ -23,7 +23,7 @@ pub const MAX_CONNECTIONS_PER_CLIENT: usize = 16;
 
 /// Connections open at once, all clients together. Each one is a file descriptor, and a
 /// service's soft descriptor limit is commonly 1024 (systemd's default): 512 leaves the rest
-/// of the gateway (packet sockets, eBPF maps, the `nft` it runs) the descriptors it needs,
+/// of the daemon (packet sockets, eBPF maps, the `nft` it runs) the descriptors it needs,
 /// and is still 32 clients at their own limit.
 pub const MAX_CONNECTIONS: usize = 512;
 
@@ -42,7 +42,7 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// beyond it. A scraper's head is a few hundred bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
 
-/// The limits a server enforces. [`Limits::default`] is what the gateway runs with; tests
+/// The limits a server enforces. [`Limits::default`] is what the daemons run with; tests
 /// use shorter times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -67,7 +67,7 @@ impl Default for Limits {
     }
 }
 
-/// Why a connection was closed as soon as it was accepted. Not a failure of the gateway: the
+/// Why a connection was closed as soon as it was accepted. Not a failure of the daemon: the
 /// limits working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -80,13 +80,24 @@ pub enum Refusal {
 impl Refusal {
     pub const ALL: [Refusal; 2] = [Refusal::ClientLimit, Refusal::TotalLimit];
 
-    /// The `reason` label of `egret_gateway_api_connections_refused_total`.
+    /// The `reason` label of `egret_gateway_api_connections_refused_total` and
+    /// `egret_agent_api_connections_refused_total`.
     pub fn metric_label(self) -> &'static str {
         match self {
             Refusal::ClientLimit => "client_limit",
             Refusal::TotalLimit => "total_limit",
         }
     }
+}
+
+/// The connections of an API server, as its `/metrics` and `/status` show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiStatus {
+    /// Connections open now: being read, answered, or waiting for their request head.
+    pub connections_open: u64,
+    /// Connections closed as soon as they were accepted because a limit was reached, by
+    /// reason (`client_limit`, `total_limit`), every reason present from the start.
+    pub connections_refused: BTreeMap<String, u64>,
 }
 
 /// What the per-client limit counts: one IPv4 address, or one IPv6 /64 (a host is commonly
