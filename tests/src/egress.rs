@@ -115,6 +115,8 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an agreement must hold to count: above Master_Down_Interval (about 360 ms at
 /// priority 100) plus an advert, so that a preempting gateway would have shown.
 const CONVERGE_SETTLE: Duration = Duration::from_millis(600);
+/// Where each agent's API answers in its node's namespace: `[api].listen`'s default.
+pub const AGENT_API: &str = "127.0.0.1:9478";
 /// How long an agent may take to program its policies after it starts.
 pub const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -1555,6 +1557,27 @@ impl AgentLab {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `node`'s agent's `GET /metrics` (its default `[api].listen`, in the node's namespace):
+    /// the text and its parse.
+    ///
+    /// # Errors
+    ///
+    /// When the agent does not answer or the text does not parse.
+    pub fn agent_metrics(&self, node: Node) -> Result<(String, Metrics)> {
+        let text = self.node(node).exec(
+            "curl",
+            [
+                "-sS",
+                "--fail",
+                "--max-time",
+                "5",
+                &format!("http://{AGENT_API}/metrics"),
+            ],
+        )?;
+        let metrics = Metrics::parse(&text)?;
+        Ok((text, metrics))
     }
 
     /// `node`'s `status --json`, raw (Kubernetes mode's `cluster` included).

@@ -277,6 +277,47 @@ fn a_hundred_pod_starts_send_nothing_with_the_nodes_address_with_egret_cni_and_l
         },
     )?;
 
+    c.step(
+        "the agent's metrics count the ADDs and their time to the data path",
+        |c| {
+            let (text, metrics) = c.lab.agent_metrics(Node::Node1)?;
+            let families = [
+                "egret_agent_cni_requests_total",
+                "egret_agent_programming_latency_seconds",
+                "egret_agent_policy_",
+                "egret_agent_map_entries",
+                "egret_agent_watch_",
+            ];
+            for line in text
+                .lines()
+                .filter(|l| families.iter().any(|f| l.starts_with(f)))
+            {
+                eprintln!("   {line}");
+            }
+            let count =
+                |name: &str, labels: &[(&str, &str)]| metrics.value(name, labels).unwrap_or(0.0);
+            let programmed = count(
+                "egret_agent_cni_requests_total",
+                &[("command", "add"), ("outcome", "programmed")],
+            );
+            let not_selected = count(
+                "egret_agent_cni_requests_total",
+                &[("command", "add"), ("outcome", "not_selected")],
+            );
+            let timed = count(
+                "egret_agent_programming_latency_seconds_count",
+                &[("trigger", "cni")],
+            );
+            ensure!(
+                programmed == f64::from(SELECTED_STARTS)
+                    && not_selected == f64::from(UNSELECTED_STARTS)
+                    && timed == f64::from(total),
+                "ADDs counted: {programmed} programmed, {not_selected} not selected, {timed} timed"
+            );
+            Ok(())
+        },
+    )?;
+
     c.step("CHECK of a programmed pod and DEL of every pod", |_| {
         for sandbox in [&sandboxes[0], &sandboxes[5]] {
             let check = plugin.run("CHECK", sandbox)?;
