@@ -4,7 +4,7 @@ use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use egret_agent::api::{self, SharedRecorded, Trigger};
+use egret_agent::api::{self, SharedRecorded};
 use egret_agent::cli::{Cli, Command};
 use egret_agent::config::{Config, HostFacts, Mode};
 use egret_agent::ebpf::{Classifier, embedded_object};
@@ -195,6 +195,7 @@ async fn follow_cluster(node: Node, path: &Path, recorded: SharedRecorded) -> an
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     // Where egret-cni asks for new pods to be programmed before they run.
     let socket = config.agent.state_dir.join("cni.sock");
+    let mut requests = kubernetes::cni::Requests::new(client.clone(), recorded.clone());
     let mut cni = match kubernetes::cni::serve(&socket) {
         Ok(requests) => {
             tracing::info!(socket = %socket.display(), "CNI socket listening");
@@ -238,7 +239,11 @@ async fn follow_cluster(node: Node, path: &Path, recorded: SharedRecorded) -> an
                 }
             }
             Some(request) = next_cni(&mut cni) => {
-                handle_cni(&mut follower, &client, synced, request, &recorded).await;
+                requests.handle(&mut follower, synced, request);
+                continue;
+            }
+            read = requests.next_read() => {
+                requests.finish(&mut follower, read);
                 continue;
             }
             _ = hangup.recv() => reload(follower.node(), path),
@@ -273,98 +278,6 @@ async fn next_cni(
         Some(requests) => requests.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Carries out a request of egret-cni on the node: an ADD is programmed before it is
-/// answered; the pod's labels come from the store, or from the API when its watch event has
-/// not arrived yet.
-async fn handle_cni(
-    follower: &mut Follower,
-    client: &kube::Client,
-    synced: bool,
-    kubernetes::cni::CniRequest {
-        request,
-        reply,
-        received,
-    }: kubernetes::cni::CniRequest,
-    recorded: &SharedRecorded,
-) {
-    use egret_agent::cluster::cni::{AddOutcome, CniPod};
-    use egret_cni::protocol::{Answer, Request};
-    let not_ready = || Answer::Refused {
-        reason: "the agent waits for the cluster's first listing".to_owned(),
-    };
-    let answer_of = |outcome: AddOutcome| match outcome {
-        AddOutcome::Programmed(policies) => Answer::Programmed { policies },
-        AddOutcome::NotSelected => Answer::NotSelected,
-    };
-    let command = match &request {
-        Request::Add(_) => "add",
-        Request::Del(_) => "del",
-        Request::Check(_) => "check",
-        Request::Status => "status",
-    };
-    let answer = match request {
-        Request::Status if synced => Answer::Done,
-        Request::Status => not_ready(),
-        _ if !synced => not_ready(),
-        Request::Add(pod) => {
-            let started = std::time::Instant::now();
-            let fetched = if follower.knows_pod(&pod.namespace, &pod.name) {
-                Ok(None)
-            } else {
-                kubernetes::cni::read_pod(client, &pod.namespace, &pod.name)
-                    .await
-                    .map(Some)
-            };
-            match fetched {
-                Err(reason) => Answer::Refused { reason },
-                Ok(fetched) => {
-                    let what = format!("{}/{}", pod.namespace, pod.name);
-                    let added = CniPod {
-                        container_id: pod.container_id,
-                        namespace: pod.namespace,
-                        name: pod.name,
-                        uid: pod.uid,
-                        ips: pod.ips,
-                        fetched,
-                    };
-                    match follower.cni_add(added) {
-                        Ok(outcome) => {
-                            // The maps are written: the ADD is obeyed (or there was
-                            // nothing to write for it).
-                            api::record(recorded, |r| {
-                                r.programmed(Trigger::Cni, received.elapsed());
-                            });
-                            tracing::info!(pod = %what, ?outcome, elapsed = ?started.elapsed(), "CNI ADD");
-                            answer_of(outcome)
-                        }
-                        Err(err) => Answer::Refused {
-                            reason: egret_agent::error_chain(&err),
-                        },
-                    }
-                }
-            }
-        }
-        Request::Del(pod) => match follower.cni_del(&pod.container_id, &pod.namespace, &pod.name) {
-            Ok(()) => Answer::Done,
-            Err(err) => Answer::Refused {
-                reason: egret_agent::error_chain(&err),
-            },
-        },
-        Request::Check(pod) => match follower.cni_check(&pod.namespace, &pod.name) {
-            Some(outcome) => answer_of(outcome),
-            None => not_ready(),
-        },
-    };
-    let outcome = match &answer {
-        Answer::Programmed { .. } => "programmed",
-        Answer::NotSelected => "not_selected",
-        Answer::Done => "done",
-        Answer::Refused { .. } => "refused",
-    };
-    api::record(recorded, |r| r.cni(command, outcome));
-    let _ = reply.send(answer);
 }
 
 /// How long the agent waits after a cluster event for more before it reconciles.

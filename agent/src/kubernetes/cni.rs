@@ -11,14 +11,23 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use egret_cni::protocol::{Answer, MAX_LINE, Request};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use egret_cni::protocol::{Answer, MAX_LINE, Pod as CniPodRequest, Request};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use super::node::Follower;
+use crate::api::{self, SharedRecorded, Trigger};
 use crate::cluster::PodInfo;
+use crate::cluster::cni::{AddOutcome, CniPod};
 
 /// A request from the plugin and where its answer goes.
 pub struct CniRequest {
@@ -108,6 +117,158 @@ async fn ask_loop(request: Request, loop_: &mpsc::Sender<CniRequest>) -> Answer 
         _ => Answer::Refused {
             reason: "the agent did not get to the request".to_owned(),
         },
+    }
+}
+
+/// Carries out egret-cni's requests on the node, for the agent's loop: an ADD is
+/// programmed before it is answered; the pod's labels come from the store, or from the API
+/// when its watch event has not arrived yet. Such a read runs beside the loop (see
+/// [`Requests::next_read`]), so other pods' requests and the cluster's events go on meanwhile.
+pub struct Requests {
+    client: Client,
+    recorded: SharedRecorded,
+    reads: FuturesUnordered<PodRead>,
+}
+
+/// An ADD whose pod is being read from the API.
+type PodRead = Pin<Box<dyn Future<Output = ReadPod>>>;
+
+/// An ADD whose pod was read from the API (or could not be).
+pub struct ReadPod {
+    pod: CniPodRequest,
+    reply: oneshot::Sender<Answer>,
+    received: Instant,
+    fetched: Result<PodInfo, String>,
+}
+
+impl Requests {
+    pub fn new(client: Client, recorded: SharedRecorded) -> Self {
+        Requests {
+            client,
+            recorded,
+            reads: FuturesUnordered::new(),
+        }
+    }
+
+    /// Answers `request`, or starts reading its pod from the API; `synced`: the cluster's
+    /// first listing is in.
+    pub fn handle(&mut self, follower: &mut Follower, synced: bool, request: CniRequest) {
+        let CniRequest {
+            request,
+            reply,
+            received,
+        } = request;
+        let command = match &request {
+            Request::Add(_) => "add",
+            Request::Del(_) => "del",
+            Request::Check(_) => "check",
+            Request::Status => "status",
+        };
+        let answer = match request {
+            Request::Status if synced => Answer::Done,
+            _ if !synced => not_ready(),
+            Request::Status => not_ready(),
+            Request::Add(pod) if !follower.knows_pod(&pod.namespace, &pod.name) => {
+                let client = self.client.clone();
+                self.reads.push(Box::pin(async move {
+                    let fetched = read_pod(&client, &pod.namespace, &pod.name).await;
+                    ReadPod {
+                        pod,
+                        reply,
+                        received,
+                        fetched,
+                    }
+                }));
+                return;
+            }
+            Request::Add(pod) => self.add(follower, pod, None, received),
+            Request::Del(pod) => {
+                match follower.cni_del(&pod.container_id, &pod.namespace, &pod.name) {
+                    Ok(()) => Answer::Done,
+                    Err(err) => Answer::Refused {
+                        reason: crate::error_chain(&err),
+                    },
+                }
+            }
+            Request::Check(pod) => match follower.cni_check(&pod.namespace, &pod.name) {
+                Some(outcome) => answer_of(outcome),
+                None => not_ready(),
+            },
+        };
+        self.answer(command, reply, answer);
+    }
+
+    /// The next ADD whose pod read finished; never, while there is none.
+    pub async fn next_read(&mut self) -> ReadPod {
+        match self.reads.next().await {
+            Some(read) => read,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Answers an ADD whose pod read finished.
+    pub fn finish(&mut self, follower: &mut Follower, read: ReadPod) {
+        let answer = match read.fetched {
+            Err(reason) => Answer::Refused { reason },
+            Ok(fetched) => self.add(follower, read.pod, Some(fetched), read.received),
+        };
+        self.answer("add", read.reply, answer);
+    }
+
+    fn add(
+        &self,
+        follower: &mut Follower,
+        pod: CniPodRequest,
+        fetched: Option<PodInfo>,
+        received: Instant,
+    ) -> Answer {
+        let what = format!("{}/{}", pod.namespace, pod.name);
+        let added = CniPod {
+            container_id: pod.container_id,
+            namespace: pod.namespace,
+            name: pod.name,
+            uid: pod.uid,
+            ips: pod.ips,
+            fetched,
+        };
+        match follower.cni_add(added) {
+            Ok(outcome) => {
+                // The maps are written: the ADD is obeyed (or there was nothing to write
+                // for it).
+                api::record(&self.recorded, |r| {
+                    r.programmed(Trigger::Cni, received.elapsed());
+                });
+                tracing::info!(pod = %what, ?outcome, elapsed = ?received.elapsed(), "CNI ADD");
+                answer_of(outcome)
+            }
+            Err(err) => Answer::Refused {
+                reason: crate::error_chain(&err),
+            },
+        }
+    }
+
+    fn answer(&self, command: &'static str, reply: oneshot::Sender<Answer>, answer: Answer) {
+        let outcome = match &answer {
+            Answer::Programmed { .. } => "programmed",
+            Answer::NotSelected => "not_selected",
+            Answer::Done => "done",
+            Answer::Refused { .. } => "refused",
+        };
+        api::record(&self.recorded, |r| r.cni(command, outcome));
+        let _ = reply.send(answer);
+    }
+}
+
+fn not_ready() -> Answer {
+    Answer::Refused {
+        reason: "the agent waits for the cluster's first listing".to_owned(),
+    }
+}
+
+fn answer_of(outcome: AddOutcome) -> Answer {
+    match outcome {
+        AddOutcome::Programmed(policies) => Answer::Programmed { policies },
+        AddOutcome::NotSelected => Answer::NotSelected,
     }
 }
 
