@@ -26,6 +26,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 use egret_lab::{
+    AgentLab,
     cluster::{ClusterLab, Kubectl, READY},
     cni::{Arrival, Invocation, Plugin, Probes, Sandbox, percentile},
     egress::{EGRESS_IP, NODE1_ADDRESS, Node, OUTSIDE_ADDRESS},
@@ -126,6 +127,24 @@ fn agent_socket(c: &ClusterLab) -> PathBuf {
     c.lab.agent_config(Node::Node1).state_dir.join("cni.sock")
 }
 
+/// The sandbox of pod start `index` (address [`pod_address`]) on node1, for pod
+/// `alice/NAME` with `UID`.
+fn node1_sandbox(
+    lab: &AgentLab,
+    tag: &str,
+    index: u32,
+    (name, uid): (&str, &str),
+) -> Result<Sandbox> {
+    Sandbox::create(
+        lab.node(Node::Node1),
+        tag,
+        index,
+        pod_address(index),
+        NODE1_POD_GATEWAY,
+        ("alice", name, uid),
+    )
+}
+
 fn ensure_added(add: &Invocation, sandbox: &Sandbox) -> Result<()> {
     ensure!(add.succeeded(), "ADD of {}: {add}", sandbox.pod_name);
     // prevResult passes through unchanged (in the config's version).
@@ -196,14 +215,7 @@ fn a_hundred_pod_starts_send_nothing_with_the_nodes_address_with_egret_cni_and_l
                     )?;
                     uid.insert(pod.clone(), created);
                 }
-                let sandbox = Sandbox::create(
-                    c.lab.node(Node::Node1),
-                    "cni",
-                    index,
-                    pod_address(index),
-                    NODE1_POD_GATEWAY,
-                    ("alice", &pod, &uid[&pod]),
-                )?;
+                let sandbox = node1_sandbox(&c.lab, "cni", index, (&pod, &uid[&pod]))?;
                 let add = plugin.run("ADD", &sandbox)?;
                 for number in 0..FIRST_PROBES {
                     probes.send(&sandbox, index, number)?;
@@ -342,14 +354,7 @@ fn a_hundred_pod_starts_send_nothing_with_the_nodes_address_with_egret_cni_and_l
             let mut leaked_starts = 0_u32;
             for index in total..total + SELECTED_STARTS {
                 let pod = without(index);
-                let sandbox = Sandbox::create(
-                    c.lab.node(Node::Node1),
-                    "cni",
-                    index,
-                    pod_address(index),
-                    NODE1_POD_GATEWAY,
-                    ("alice", &pod, &uid[&pod]),
-                )?;
+                let sandbox = node1_sandbox(&c.lab, "cni", index, (&pod, &uid[&pod]))?;
                 let kubelet = kubelet_reports(&c.kubectl(), &pod, sandbox.address)?;
                 // A new flow every 2 ms until one arrives with the egress IP.
                 let mut sent = Vec::new();
@@ -452,14 +457,7 @@ fn egret_cni_fails_as_configured_when_the_agent_or_the_api_is_away_and_refuses_g
     let uid = uids(&c.kubectl())?;
     let mut sandboxes = Vec::new();
     for (index, name) in (0_u32..).zip(&names) {
-        sandboxes.push(Sandbox::create(
-            c.lab.node(Node::Node1),
-            "cnif",
-            index,
-            pod_address(index),
-            NODE1_POD_GATEWAY,
-            ("alice", name, &uid[name]),
-        )?);
+        sandboxes.push(node1_sandbox(&c.lab, "cnif", index, (name, &uid[name]))?);
     }
     // Pod start `index` is programmed: its first packets leave with the egress IP.
     let leaves_with_egress_ip = |sandbox: &Sandbox, index: u32| -> Result<()> {
@@ -647,13 +645,11 @@ fn egret_cni_fails_as_configured_when_the_agent_or_the_api_is_away_and_refuses_g
             ensure_added(&add, sandbox)?;
             leaves_with_egress_ip(sandbox, 3)?;
             // A pod whose object the agent never saw: it cannot know its labels.
-            let unseen = Sandbox::create(
-                c.lab.node(Node::Node1),
+            let unseen = node1_sandbox(
+                &c.lab,
                 "cnif",
                 9,
-                pod_address(9),
-                NODE1_POD_GATEWAY,
-                ("alice", "unseen", "0f0f0f0f-0000-4000-8000-000000000000"),
+                ("unseen", "0f0f0f0f-0000-4000-8000-000000000000"),
             )?;
             let patient = plugin.with(&[("timeout", "5s")]);
             let refused = patient.run("ADD", &unseen)?;
