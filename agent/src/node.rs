@@ -18,7 +18,7 @@
 //! policy programmed or rejected (with the reason), the last reload's error, the interfaces.
 //! `egret-agent status` adds the live counters from the pinned maps.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -357,6 +357,15 @@ impl Node {
         self.state.applied_at = now_secs();
         self.write_state()?;
         Ok(Some(program))
+    }
+
+    /// The source entries the pinned map holds now: prefix → class id.
+    ///
+    /// # Errors
+    ///
+    /// When the map cannot be read.
+    pub fn source_entries(&self) -> Result<BTreeMap<Prefix, u64>, NodeError> {
+        Ok(self.maps.contents()?.sources)
     }
 
     /// Makes the next apply load the masquerade table even when it did not change: a

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use super::desired::NodeDesired;
 use super::view::{ClusterView, PodInfo};
+use crate::prefix::Prefix;
 
 /// What an ADD said about a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,41 @@ pub fn add_outcome(desired: &NodeDesired, namespace: &str, name: &str) -> AddOut
     } else {
         AddOutcome::Programmed(policies)
     }
+}
+
+/// What a CNI CHECK finds: the pod's answer to an ADD now (`outcome`, from the state last
+/// programmed) held against the data path's source entries (`sources`, as the pinned map
+/// holds them): a selected pod has an entry for each of its IPv4 addresses, an unselected
+/// one none of its own (a /32).
+///
+/// # Errors
+///
+/// The first address that disagrees, and how.
+pub fn check_entries(
+    outcome: &AddOutcome,
+    ips: &[IpAddr],
+    sources: &BTreeMap<Prefix, u64>,
+) -> Result<(), String> {
+    for ip in ips {
+        let IpAddr::V4(ip) = *ip else { continue };
+        let own = sources.contains_key(&Prefix::new(ip, 32));
+        let covered = own || sources.keys().any(|prefix| prefix.contains(ip));
+        match outcome {
+            AddOutcome::Programmed(policies) if !covered => {
+                return Err(format!(
+                    "{ip} is selected by {} but has no source entry in the data path",
+                    policies.join(", ")
+                ));
+            }
+            AddOutcome::NotSelected if own => {
+                return Err(format!(
+                    "{ip} is selected by no policy but has a source entry in the data path"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -301,5 +337,36 @@ mod tests {
         assert!(!cni.del("sandbox-a", "alice", "c"), "another sandbox's DEL");
         assert!(cni.del("sandbox-c", "alice", "c"));
         assert!(cni.is_empty());
+    }
+
+    #[test]
+    fn check_holds_the_answer_against_the_source_entries() {
+        let ip = |text: &str| -> IpAddr { text.parse().expect("address") };
+        let prefix = |text: &str| -> Prefix { text.parse().expect("prefix") };
+        let selected = AddOutcome::Programmed(vec!["egress".into()]);
+        let sources: BTreeMap<Prefix, u64> =
+            [(prefix("10.244.1.7/32"), 1), (prefix("10.10.0.0/16"), 2)].into();
+        // Its own entry, or a static prefix covering it.
+        assert_eq!(
+            check_entries(&selected, &[ip("10.244.1.7")], &sources),
+            Ok(())
+        );
+        assert_eq!(
+            check_entries(&selected, &[ip("10.10.3.4")], &sources),
+            Ok(())
+        );
+        // IPv6 addresses are not the data path's business.
+        assert_eq!(check_entries(&selected, &[ip("fd00::7")], &sources), Ok(()));
+        let missing = check_entries(&selected, &[ip("10.244.1.7"), ip("10.244.1.8")], &sources);
+        assert_eq!(
+            missing,
+            Err("10.244.1.8 is selected by egress but has no source entry in the data path".into())
+        );
+        let left_over = check_entries(&AddOutcome::NotSelected, &[ip("10.244.1.7")], &sources);
+        assert!(left_over.is_err_and(|e| e.contains("selected by no policy")));
+        assert_eq!(
+            check_entries(&AddOutcome::NotSelected, &[ip("10.244.1.9")], &sources),
+            Ok(())
+        );
     }
 }

@@ -190,9 +190,10 @@ impl Requests {
                     },
                 }
             }
-            Request::Check(pod) => match follower.cni_check(&pod.namespace, &pod.name) {
-                Some(outcome) => answer_of(outcome),
-                None => not_ready(),
+            Request::Check(pod) => match follower.cni_check(&pod.namespace, &pod.name, &pod.ips) {
+                Ok(Some(outcome)) => answer_of(outcome),
+                Ok(None) => not_ready(),
+                Err(reason) => Answer::Refused { reason },
             },
         };
         self.answer(command, reply, answer);

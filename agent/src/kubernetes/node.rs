@@ -10,6 +10,7 @@
 //! The ip-masq-agent ConfigMap is parsed here; a config that does not parse keeps the last
 //! good one (upstream's rule) and is logged once per change.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 use super::lease;
 use super::watch::{WatchHealth, Watches};
 use crate::api::{SharedRecorded, Trigger};
-use crate::cluster::cni::{AddOutcome, CniPod, CniPods, add_outcome};
+use crate::cluster::cni::{AddOutcome, CniPod, CniPods, add_outcome, check_entries};
 use crate::cluster::{ClusterView, MasqConfig, NodeDesired, NodeReport, Outcome, node_desired};
 use crate::node::{Desired, Node, NodeError};
 
@@ -261,11 +262,29 @@ impl Follower {
         Ok(())
     }
 
-    /// A CNI CHECK: the pod's answer to an ADD now, from the state last programmed.
-    pub fn cni_check(&self, namespace: &str, name: &str) -> Option<AddOutcome> {
-        self.programmed
-            .as_ref()
-            .map(|d| add_outcome(d, namespace, name))
+    /// A CNI CHECK: the pod's answer to an ADD now, from the state last programmed, held
+    /// against the data path's entries for its addresses `ips`; `Ok(None)` before the first
+    /// programming.
+    ///
+    /// # Errors
+    ///
+    /// When the data path disagrees, or cannot be read.
+    pub fn cni_check(
+        &self,
+        namespace: &str,
+        name: &str,
+        ips: &[IpAddr],
+    ) -> Result<Option<AddOutcome>, String> {
+        let Some(desired) = &self.programmed else {
+            return Ok(None);
+        };
+        let outcome = add_outcome(desired, namespace, name);
+        let sources = self
+            .node
+            .source_entries()
+            .map_err(|err| crate::error_chain(&err))?;
+        check_entries(&outcome, ips, &sources)?;
+        Ok(Some(outcome))
     }
 
     /// Writes the cluster side's state into the node's status file when it changed (the
