@@ -284,6 +284,15 @@ impl Node {
         &self.config
     }
 
+    /// Whether the node holds `desired` already: it was the last state programmed, every map
+    /// change of it went in, and the masquerade table needs no rewrite. Programming it again
+    /// would change nothing.
+    pub fn holds(&self, desired: &Desired) -> bool {
+        self.desired.as_ref() == Some(desired)
+            && self.state.failed_steps.is_empty()
+            && self.masquerade.is_some()
+    }
+
     /// Programs `desired` (Kubernetes mode: the cluster's state for this node); changes only
     /// what differs from what the maps hold. Returns what the policy core made of it.
     pub fn program(&mut self, desired: Desired) -> Result<Program, NodeError> {

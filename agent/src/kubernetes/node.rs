@@ -194,13 +194,22 @@ impl Follower {
             .iter()
             .flat_map(|s| s.pods.iter().flat_map(|p| p.ips.iter().copied()))
             .collect();
-        self.node.program(Desired {
+        let data_path = Desired {
             policies: desired.policies.clone(),
             known_gateways: desired.known_gateways.clone(),
             non_masquerade: desired.masquerade.non_masquerade.clone(),
             masquerade_link_local: desired.masquerade.masquerade_link_local,
             pod_addresses: Some(pod_addresses),
-        })?;
+        };
+        // Most events change nothing the node programs (a pod no policy selects starts, a
+        // label no selector reads changes): then the maps and the table stay untouched, and
+        // an ADD of such a pod is answered at once. The interfaces are looked at all the
+        // same: a selected pod back with its address on a new veth needs the classifier there.
+        if self.node.holds(&data_path) {
+            self.node.tick()?;
+        } else {
+            self.node.program(data_path)?;
+        }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         if let Some(event) = event {
             crate::api::record(&self.recorded, |r| {
