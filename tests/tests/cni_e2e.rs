@@ -537,11 +537,17 @@ fn egret_cni_fails_as_configured_when_the_agent_or_the_api_is_away_and_refuses_g
                     4,
                 ),
                 (
-                    "no CNI_COMMAND",
+                    "an unknown CNI_COMMAND",
                     run_edited(
                         &plugin,
                         sandbox,
-                        |env| env.retain(|(key, _)| key != "CNI_COMMAND"),
+                        |env| {
+                            for (key, value) in env.iter_mut() {
+                                if key == "CNI_COMMAND" {
+                                    *value = "ATTACH".into();
+                                }
+                            }
+                        },
                         &good.to_string(),
                     )?,
                     4,
@@ -550,6 +556,20 @@ fn egret_cni_fails_as_configured_when_the_agent_or_the_api_is_away_and_refuses_g
             for (what, run, code) in &cases {
                 ensure_error(run, *code, what)?;
             }
+            // Without CNI_COMMAND no runtime is calling: the operator's command line says
+            // how it is used (clap's usage error), and nothing is written to stdout.
+            let by_hand = run_edited(
+                &plugin,
+                sandbox,
+                |env| env.retain(|(key, _)| key != "CNI_COMMAND"),
+                &good.to_string(),
+            )?;
+            ensure!(
+                by_hand.status.code() == Some(2)
+                    && by_hand.stdout.is_empty()
+                    && by_hand.stderr.contains("Usage: egret-cni"),
+                "no CNI_COMMAND: {by_hand}"
+            );
             Ok(())
         },
     )?;
