@@ -414,6 +414,15 @@ fn run_edited(
     plugin.run_raw(&env, stdin.as_bytes())
 }
 
+/// Sets `key` in a runtime's environment `env`.
+fn set_var(env: &mut [(String, String)], key: &str, value: &str) {
+    for (k, v) in env.iter_mut() {
+        if k == key {
+            *v = value.to_owned();
+        }
+    }
+}
+
 /// A CNI error result with `code`, a message, exit status 1 (not a panic's 101).
 fn ensure_error(run: &Invocation, code: u64, what: &str) -> Result<()> {
     ensure!(run.status.code() == Some(1), "{what}: {run}");
@@ -525,13 +534,7 @@ fn egret_cni_fails_as_configured_when_the_agent_or_the_api_is_away_and_refuses_g
                     run_edited(
                         &plugin,
                         sandbox,
-                        |env| {
-                            for (key, value) in env.iter_mut() {
-                                if key == "CNI_ARGS" {
-                                    *value = "K8S_POD_NAMESPACE=alice;garbage".into();
-                                }
-                            }
-                        },
+                        |env| set_var(env, "CNI_ARGS", "K8S_POD_NAMESPACE=alice;garbage"),
                         &good.to_string(),
                     )?,
                     4,
@@ -541,13 +544,7 @@ fn egret_cni_fails_as_configured_when_the_agent_or_the_api_is_away_and_refuses_g
                     run_edited(
                         &plugin,
                         sandbox,
-                        |env| {
-                            for (key, value) in env.iter_mut() {
-                                if key == "CNI_COMMAND" {
-                                    *value = "ATTACH".into();
-                                }
-                            }
-                        },
+                        |env| set_var(env, "CNI_COMMAND", "ATTACH"),
                         &good.to_string(),
                     )?,
                     4,
