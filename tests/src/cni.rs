@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::{
     NetNs,
     ha::{Capture, Frame},
-    topology::{address, cable, disable_ipv6, lab_binary},
+    topology::{self, cable, disable_ipv6, lab_binary},
 };
 
 /// The plugin binary: `$EGRET_CNI_BIN`, else `target/release/egret-cni` of this workspace
@@ -88,9 +88,9 @@ impl Sandbox {
         ensure!(veth.len() <= 15, "interface name {veth} is too long");
         cable(node, &veth, &ns, POD_INTERFACE)?;
         let gateway_text = gateway.to_string();
-        crate::topology::address(node, &veth, &format!("{gateway_text}/32"))?;
+        topology::address(node, &veth, &format!("{gateway_text}/32"))?;
         node.ip(["route", "add", &format!("{address}/32"), "dev", &veth])?;
-        self::address(&ns, POD_INTERFACE, &format!("{address}/32"))?;
+        topology::address(&ns, POD_INTERFACE, &format!("{address}/32"))?;
         ns.ip([
             "route",
             "add",
@@ -234,22 +234,19 @@ impl Plugin {
     ///
     /// When there is no binary.
     pub fn new(socket: &Path, extra: &[(&str, &str)]) -> Result<Self> {
-        let mut conf = json!({
-            "cniVersion": "1.0.0",
-            "name": "lab",
-            "type": "egret-cni",
-            "socket": socket.to_string_lossy(),
-        });
-        for (key, value) in extra {
-            conf[*key] = Value::from(*value);
-        }
-        Ok(Self {
+        let plugin = Self {
             binary: cni_binary()?,
-            conf,
-        })
+            conf: json!({
+                "cniVersion": "1.0.0",
+                "name": "lab",
+                "type": "egret-cni",
+                "socket": socket.to_string_lossy(),
+            }),
+        };
+        Ok(plugin.with(extra))
     }
 
-    /// The same plugin with other `extra` keys.
+    /// The same plugin with `extra` keys set in its entry.
     pub fn with(&self, extra: &[(&str, &str)]) -> Self {
         let mut conf = self.conf.clone();
         for (key, value) in extra {
