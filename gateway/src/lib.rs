@@ -9,7 +9,10 @@
 //! - [`config`]: the `gateway.toml` schema, parsing and validation.
 //! - [`datapath`]: the packet path: ARP, VXLAN, NAT, encapsulation, as a pure core.
 //! - [`election`]: VRRPv3 per floating IP, as a pure core.
-//! - [`io`]: the packet sockets, the kernel guard and the loop around the data path.
+//! - [`gateway`]: the whole gateway (election, packet path, sync) as one pure state
+//!   machine: bytes and time in, bytes to send out.
+//! - [`io`]: the sockets, the kernel guard, and the threads that carry bytes and time to
+//!   the [`gateway`] core and its output back.
 //! - [`wire`]: our own wire formats (VXLAN, the VRRPv3 advert).
 //! - [`nat`]: SNAT/DNAT and connection tracking over raw IPv4 packet bytes.
 //! - [`report`]: what the gateway reports into the `EgressGateway` status, as a pure core.
@@ -21,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod election;
+pub mod gateway;
 pub mod io;
 pub mod nat;
 pub mod report;

@@ -16,11 +16,12 @@ use anyhow::{Context, bail};
 use clap::Parser as _;
 use egret_gateway::cli::{Cli, Command};
 use egret_gateway::config::{Config, ConfigError, HostFacts, Priority};
-use egret_gateway::datapath::{Announce, Datapath, FloatingIp, Setup};
-use egret_gateway::election::{self, Election};
-use egret_gateway::io::vrrp::{self, Advertising, VrrpSocket};
+use egret_gateway::datapath::{Announce, FloatingIp, Setup};
+use egret_gateway::election;
+use egret_gateway::gateway::{self, Gateway};
+use egret_gateway::io::vrrp::VrrpSocket;
 use egret_gateway::io::{self, fastpath::FastPath, guard::KernelGuard, host::Interface, packet};
-use egret_gateway::{api, status};
+use egret_gateway::{api, status, sync};
 
 /// An invalid config: already reported line by line, exits with 2.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -114,39 +115,17 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let primary = address.address();
     let floating_ips = floating_ips(&config, primary);
     let addresses: Vec<_> = floating_ips.iter().map(|f| f.address).collect();
-    let setup = Setup {
-        name: config.gateway.name.clone(),
-        interface: ifname.clone(),
-        mac: interface.mac,
-        address: primary,
-        prefix_len: address.prefix_len(),
-        gateways: other_gateways(&config, primary),
-        mtu: interface.mtu,
-        next_hop,
-        floating_ips: floating_ips.clone(),
-        announce: Announce {
-            count: config.election.garp_count,
-            interval: smoltcp::time::Duration::from_micros(
-                config.election.garp_interval.as_micros() as u64,
-            ),
-            refresh: config
-                .election
-                .garp_refresh
-                .map(|r| smoltcp::time::Duration::from_micros(r.as_micros() as u64)),
-        },
-        tunnel_port: config.tunnel.port,
-        vni: config.tunnel.vni,
-        allowed_sources: config.tunnel.allowed_sources.clone(),
-        nat: config.nat_params(),
-        seed: seed(),
-    };
     // One worker per core, each with its own IPv4 socket in a fanout group and its own
-    // sender; the first one also reads ARP.
+    // sender; the first one (the leader) also reads ARP, adverts and sync datagrams.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let fanout = (workers > 1).then(|| std::process::id() as u16);
     let receiving = |protocol, fanout| {
         packet::RxSocket::open(interface.index, protocol, fanout)
             .with_context(|| format!("cannot open a packet socket on {ifname} (needs CAP_NET_RAW)"))
+    };
+    let sender = || {
+        packet::Tx::open(interface.index)
+            .with_context(|| format!("cannot open a packet socket on {ifname}"))
     };
     let mut sockets = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -155,10 +134,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             arp: (i == 0)
                 .then(|| receiving(packet::Protocol::Arp, None))
                 .transpose()?,
-            tx: packet::Tx::open(interface.index)
-                .with_context(|| format!("cannot open a packet socket on {ifname}"))?,
+            tx: sender()?,
         });
     }
+    let mut leaving = sender()?;
     let multicast = config.election.peers.is_empty();
     let vrrp = VrrpSocket::open(ifname, interface.index, multicast)
         .with_context(|| format!("cannot open the VRRP socket on {ifname} (needs CAP_NET_RAW)"))?;
@@ -179,104 +158,75 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.api.listen))
         .with_context(|| format!("cannot listen on [api].listen = {}", config.api.listen))?;
-    let clock = io::Clock::start();
-    let mut dp = Datapath::new(setup, clock.now())
-        .context("cannot allocate the flow table ([nat].max_flows)")?;
     let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
-    if fast.is_ok() {
-        dp.enable_fast_path();
-    }
-    if sync_socket.is_some() {
-        dp.enable_sync();
-    }
-    let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let leave = Arc::new(AtomicBool::new(false));
-    let dp = Arc::new(Mutex::new(dp));
-    // The peers' election priorities, as the authenticated sync announces them.
-    let claims: Option<io::SharedClaims> = config
-        .sync
-        .as_ref()
-        .and_then(|s| s.key.as_ref())
-        .map(|_| Arc::new(Mutex::new(Vec::new())));
-    let election = {
-        let params = floating_ips
-            .iter()
-            .map(|f| election::Params {
-                vrid: f.vrid,
-                address: f.address,
-                priority: f.priority,
-                interval_centis: config.election.advert_interval_centis(),
-                preempt: config.election.preempt,
-                primary,
-            })
-            .collect();
-        let peers = config.election.peers.clone();
-        let advertising = Advertising {
-            primary,
-            peers: peers.clone(),
-            claims: claims.clone(),
-        };
-        let tx = packet::Tx::open(interface.index)
-            .with_context(|| format!("cannot open a packet socket on {ifname}"))?;
-        let (dp, leave, stop) = (dp.clone(), leave.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("election".into())
-            .spawn(move || {
-                let result = vrrp::run(
-                    Election::new(params, peers),
-                    vrrp,
-                    advertising,
-                    dp,
-                    leave,
-                    clock,
-                    tx,
-                );
-                if result.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                result
-            })
-            .context("cannot start the election thread")?
-    };
-    let mut threads = Vec::with_capacity(workers + 1);
-    if let (Some(socket), Some(sync)) = (sync_socket, &config.sync) {
-        let keys = sync.key.as_ref().map(|(_, secret)| {
-            egret_gateway::sync::Keys::derive(
-                &secret.0,
-                sync.previous_key.as_ref().map(|(_, s)| s.0.as_slice()),
-            )
-        });
-        let params = egret_gateway::sync::Params {
+    let params = gateway::Params {
+        setup: Setup {
+            name: config.gateway.name.clone(),
+            interface: ifname.clone(),
+            mac: interface.mac,
+            address: primary,
+            prefix_len: address.prefix_len(),
+            gateways: other_gateways(&config, primary),
+            mtu: interface.mtu,
+            next_hop,
+            floating_ips: floating_ips.clone(),
+            announce: Announce {
+                count: config.election.garp_count,
+                interval: smoltcp::time::Duration::from_micros(
+                    config.election.garp_interval.as_micros() as u64,
+                ),
+                refresh: config
+                    .election
+                    .garp_refresh
+                    .map(|r| smoltcp::time::Duration::from_micros(r.as_micros() as u64)),
+            },
+            tunnel_port: config.tunnel.port,
+            vni: config.tunnel.vni,
+            allowed_sources: config.tunnel.allowed_sources.clone(),
+            nat: config.nat_params(),
+            seed: seed(),
+        },
+        interval_centis: config.election.advert_interval_centis(),
+        preempt: config.election.preempt,
+        election_peers: config.election.peers.clone(),
+        sync: config.sync.as_ref().map(|sync| sync::Params {
             primary,
             name: config.gateway.name.clone(),
-            keys,
-            ..egret_gateway::sync::Params::new(epoch(), sync.peers.clone())
-        };
-        let core = egret_gateway::sync::Sync::new(params, clock.now());
-        let (dp, stop) = (dp.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("sync".into())
-            .spawn(move || {
-                let result = io::sync::run(core, socket, dp, stop.clone(), clock, claims);
-                stop.store(true, Ordering::Relaxed);
-                result
-            })
-            .context("cannot start the sync thread")?;
-        threads.push(thread);
-    }
+            keys: sync.key.as_ref().map(|(_, secret)| {
+                sync::Keys::derive(
+                    &secret.0,
+                    sync.previous_key.as_ref().map(|(_, s)| s.0.as_slice()),
+                )
+            }),
+            ..sync::Params::new(epoch(), sync.peers.clone())
+        }),
+        fast_path: fast.is_ok(),
+    };
+    let clock = io::Clock::start();
+    let core = Gateway::new(params, clock.now())
+        .context("cannot allocate the flow table ([nat].max_flows)")?;
+    let snapshot: status::SharedSnapshot = Arc::new(Mutex::new(status::Snapshot::default()));
+    let shell = Arc::new(io::Shell {
+        core: Mutex::new(core),
+        vrrp,
+        sync: sync_socket,
+        fast,
+        snapshot: snapshot.clone(),
+        clock,
+        stop: AtomicBool::new(false),
+    });
+    let mut threads = Vec::with_capacity(workers);
     for (i, sockets) in sockets.into_iter().enumerate() {
-        let (dp, stop, snapshot) = (dp.clone(), stop.clone(), snapshot.clone());
-        let fast = fast.clone();
+        let shell = shell.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("datapath-{i}"))
+            .name(format!("worker-{i}"))
             .spawn(move || {
-                let result = io::run(dp, sockets, stop.clone(), snapshot, fast, clock);
+                let result = io::run(&shell, sockets);
                 // One worker failing stops them all: a half-working gateway is worse.
-                stop.store(true, Ordering::Relaxed);
+                shell.stop.store(true, Ordering::Relaxed);
                 result
             })
-            .context("cannot start a data path thread")?;
+            .context("cannot start a worker thread")?;
         threads.push(thread);
     }
     tracing::info!(
@@ -290,17 +240,16 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         api = %config.api.listen,
         kubernetes = ?config.kubernetes.as_ref().map(|k| &k.gateway),
         workers,
-        fast_path = fast.is_ok(),
+        fast_path = shell.fast.is_ok(),
         "gateway running"
     );
-    // Sockets open, the election and the data path running: ready for systemd (Type=notify).
+    // Sockets open, the workers running: ready for systemd (Type=notify).
     notify(&[sd_notify::NotifyState::Ready]);
     let mut term = {
         let _runtime = runtime.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot handle SIGTERM")?
     };
-    let stopped = stop.clone();
     // With [kubernetes], a task on this runtime reports into the EgressGateway status; it
     // only reads the published snapshot, so the data path never waits for the API.
     let kubernetes = config.kubernetes.as_ref().map(|_| io::kube::shared());
@@ -319,7 +268,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-                _ = wait_for(&stopped) => {}
+                _ = wait_for(&shell.stop) => {}
             }
         };
         api::serve(listener, snapshot, kubernetes, shutdown).await;
@@ -327,10 +276,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     });
     notify(&[sd_notify::NotifyState::Stopping]);
     // Hand the addresses over (priority 0) while the data path still runs, then stop it.
-    leave.store(true, Ordering::Relaxed);
-    let left = election
-        .join()
-        .map_err(|_| anyhow::anyhow!("the election thread panicked"))?;
+    io::leave(&shell, &mut leaving);
     if let Some(reporting) = reporting {
         // The addresses are handed over: report this gateway Down, briefly.
         if runtime.block_on(reporting.stop(KUBERNETES_STOP_DEADLINE)) {
@@ -341,8 +287,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    if let Ok(fast) = &fast {
+    shell.stop.store(true, Ordering::Relaxed);
+    if let Ok(fast) = &shell.fast {
         // Everything back to user space (which stops) before the program goes.
         let _ = fast.lock().map(|mut f| f.disable());
     }
@@ -350,13 +296,12 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     for thread in threads {
         let r = thread
             .join()
-            .map_err(|_| anyhow::anyhow!("a data path thread panicked"))?;
+            .map_err(|_| anyhow::anyhow!("a worker thread panicked"))?;
         result = result.and(r);
     }
     guard
         .remove()
         .context("cannot remove the nftables table egret_gateway")?;
-    left.context("the election failed")?;
     result.context("the data path failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -408,12 +353,12 @@ fn floating_ips(config: &Config, primary: std::net::Ipv4Addr) -> Vec<FloatingIp>
 
 /// Loads the kernel fast path, unless the configuration turns it off. A gateway that
 /// cannot load it runs without it, and says why.
-fn fast_path(wanted: bool, interface: &str, ifindex: u32) -> Result<Arc<Mutex<FastPath>>, String> {
+fn fast_path(wanted: bool, interface: &str, ifindex: u32) -> Result<Mutex<FastPath>, String> {
     if !wanted {
         return Err("off in the configuration ([gateway].fast_path = false)".into());
     }
     match FastPath::load(interface, ifindex) {
-        Ok(fast) => Ok(Arc::new(Mutex::new(fast))),
+        Ok(fast) => Ok(Mutex::new(fast)),
         Err(e) => {
             let reason = format!("{e:#}");
             tracing::warn!(error = %reason, "kernel fast path unavailable: every packet goes through user space");

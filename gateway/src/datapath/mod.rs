@@ -44,9 +44,8 @@ pub use counters::{Counters, DROP_REASONS, DropReason, PortUse, Traffic};
 pub use fast::FastChange;
 pub use frame::{Frame, Gso, GsoKind, Offload, PartialChecksum};
 pub use neighbors::{Binding, NextHop, Node, Nodes, Verdict as NodeVerdict};
-pub use peers::{Export, PeerCounters};
+pub use peers::{PeerCounters, Refusal};
 
-use crate::election::{Counters as ElectionCounters, Election, State};
 use crate::nat::checksum::{ChecksumDelta, full};
 use crate::nat::{Flow, FlowId, InsideKey, L4Checksum, Nat, NatError, NatParams};
 use crate::status;
@@ -151,17 +150,6 @@ struct Owned {
     garp_at: Instant,
     /// When the next burst is due, while owning.
     refresh_at: Option<Instant>,
-    election: ElectionView,
-}
-
-/// What the election says of one floating IP, for the status.
-#[derive(Debug, Clone, Copy)]
-struct ElectionView {
-    state: State,
-    master: Option<Ipv4Addr>,
-    priority: u8,
-    since: Instant,
-    counters: ElectionCounters,
 }
 
 /// The data path of one gateway interface.
@@ -182,12 +170,8 @@ pub struct Datapath {
     /// The flows handed to it.
     offloaded: std::collections::HashSet<InsideKey, foldhash::fast::RandomState>,
     fast_changes: Vec<FastChange>,
-    /// The election's own figures, as last followed.
-    election: status::ElectionStatus,
     /// Changes for the peer gateways, once sync is enabled.
     peers: Option<peers::Peers>,
-    /// The sync's own figures, as last noted.
-    sync_status: status::SyncStatus,
     probe_scratch: Vec<Ipv4Addr>,
 }
 
@@ -330,13 +314,6 @@ impl Datapath {
                 garps_left: 0,
                 garp_at: now,
                 refresh_at: None,
-                election: ElectionView {
-                    state: State::Initialize,
-                    master: None,
-                    priority: ip.priority,
-                    since: now,
-                    counters: ElectionCounters::default(),
-                },
             })
             .collect();
         Ok(Datapath {
@@ -354,16 +331,7 @@ impl Datapath {
             fast: false,
             offloaded: Default::default(),
             fast_changes: Vec::new(),
-            election: status::ElectionStatus {
-                mode: String::new(),
-                adverts_rejected: crate::wire::vrrp::AdvertError::ALL
-                    .iter()
-                    .map(|e| (e.metric_label().to_string(), 0))
-                    .collect(),
-                ..Default::default()
-            },
             peers: None,
-            sync_status: Default::default(),
             probe_scratch: Vec::new(),
         })
     }
@@ -463,15 +431,6 @@ impl Datapath {
         self.counters.drop_many(DropReason::RxBufferFull, count);
     }
 
-    /// Records how the election advertises (`multicast` or `unicast`) and adverts the
-    /// kernel refused to send, for the status.
-    pub fn note_election_io(&mut self, mode: &str, send_errors: u64) {
-        if self.election.mode != mode {
-            self.election.mode = mode.to_string();
-        }
-        self.election.send_errors = send_errors;
-    }
-
     /// Counts a frame cut short on receipt.
     pub fn count_truncated(&mut self) {
         self.counters.drop(DropReason::Truncated);
@@ -548,40 +507,6 @@ impl Datapath {
         });
     }
 
-    /// Follows the election at `now`: owns the addresses it is master of, releases the
-    /// others, and keeps its view of each for the status.
-    pub fn follow(&mut self, now: Instant, election: &Election) {
-        self.election.adverts_rejected = election
-            .rejected()
-            .map(|(e, n)| (e.metric_label().to_string(), n))
-            .collect();
-        self.election.adverts_unknown_vrid = election.unknown_vrid();
-        for instance in election.instances() {
-            let address = instance.params().address;
-            let Some(i) = self.floating(address) else {
-                continue;
-            };
-            let view = &mut self.owned[i].election;
-            if view.state != instance.state() {
-                view.since = instance.last_transition().unwrap_or(now);
-            }
-            view.state = instance.state();
-            view.master = instance.master();
-            view.priority = instance.params().priority;
-            view.counters = instance.counters();
-            match instance.state() {
-                State::Master => {
-                    self.own(now, address);
-                }
-                State::Backup | State::Initialize => {
-                    if self.owned[i].owning {
-                        self.release(address);
-                    }
-                }
-            }
-        }
-    }
-
     /// A frame from node `address` carried `seen`: refused when its outer MAC is not the
     /// node's bound one (see [`neighbors`]); new and changed bindings are shared with the
     /// peers once confirmed.
@@ -599,20 +524,14 @@ impl Datapath {
             neighbors::Seen::New => {
                 // Shared at once, so a peer taking over can reach the node; a peer never
                 // lets it replace a binding it verified, and a probe settles it here.
-                self.export(Export::Node {
-                    address,
-                    node: seen,
-                });
+                self.export_node(address, seen);
                 Ok(())
             }
             neighbors::Seen::TunnelMoved => {
                 if self.fast {
                     self.forget_node(address);
                 }
-                self.export(Export::Node {
-                    address,
-                    node: seen,
-                });
+                self.export_node(address, seen);
                 Ok(())
             }
             neighbors::Seen::Mismatch => Err(DropReason::NodeMismatch),
@@ -651,10 +570,7 @@ impl Datapath {
                 if self.fast {
                     self.forget_node(address);
                 }
-                self.export(Export::Node {
-                    address,
-                    node: binding.node,
-                });
+                self.export_node(address, binding.node);
             }
         }
     }
@@ -1292,7 +1208,7 @@ impl Datapath {
                     if o.owning
                         && let Some(peers) = peers.as_mut()
                     {
-                        peers.record(Export::Deleted(*flow));
+                        peers.record(crate::sync::Change::delete(*flow));
                     }
                 }
                 if !offloaded.is_empty() {
@@ -1309,7 +1225,7 @@ impl Datapath {
             if self.owns(flow.egress)
                 && let Some(peers) = self.peers.as_mut()
             {
-                peers.record(Export::Flow { flow, remaining });
+                peers.record(crate::sync::Change::upsert(flow, remaining));
             }
         }
         for flow in gone {
@@ -1370,9 +1286,11 @@ impl Datapath {
         at
     }
 
-    /// What `/status` and `/metrics` show. `wall_ms` maps `now` to wall-clock time.
+    /// What `/status` and `/metrics` show of the packet path. `wall_ms` maps `now` to
+    /// wall-clock time. The floating IPs carry what the data path knows (owned, ports,
+    /// flows); the gateway core adds the election's view of each, and the election's and
+    /// the sync's own sections.
     pub fn snapshot(&self, now: Instant, wall_ms: u64) -> status::Snapshot {
-        let to_wall = |t: Instant| wall_ms.saturating_sub((now - t).total_millis());
         let range = &self.setup.nat.port_range;
         let range_size = u32::from(*range.end()) - u32::from(*range.start()) + 1;
         let table = self.nat.table();
@@ -1389,22 +1307,22 @@ impl Datapath {
                 .map(|o| status::FloatingIpStatus {
                     address: o.ip.address,
                     vrid: o.ip.vrid,
-                    state: o.election.state.label().into(),
                     master: if o.owning {
                         self.setup.name.clone()
                     } else {
-                        o.election.master.map(|a| a.to_string()).unwrap_or_default()
+                        String::new()
                     },
-                    master_address: o.election.master,
                     owned: o.owning,
-                    priority: o.election.priority,
-                    last_transition_unix_ms: to_wall(o.election.since),
-                    transitions: o.election.counters.transitions,
-                    adverts_sent: o.election.counters.adverts_sent,
-                    adverts_received: o.election.counters.adverts_received,
+                    priority: o.ip.priority,
                     ports_in_use: o.ports.ports_in_use(),
                     port_range_size: range_size,
                     flows: o.ports.flows(),
+                    state: String::new(),
+                    master_address: None,
+                    last_transition_unix_ms: 0,
+                    transitions: 0,
+                    adverts_sent: 0,
+                    adverts_received: 0,
                 })
                 .collect(),
             next_hop: status::NextHopStatus {
@@ -1453,8 +1371,8 @@ impl Datapath {
                 flows: self.offloaded.len() as u64,
                 ..Default::default()
             },
-            election: self.election.clone(),
-            sync: self.sync_status.clone(),
+            election: status::ElectionStatus::default(),
+            sync: status::SyncStatus::default(),
             // Filled in by the API server, which owns those connections.
             api: status::ApiStatus::default(),
             kubernetes: status::KubernetesStatus::default(),

@@ -1,11 +1,11 @@
 //! What the data path shares with its peer gateways, so that a backup taking over an
 //! address translates established connections with the same ports.
 //!
-//! The data path records an [`Export`] when a flow of an address it owns is created, moves
+//! The data path records a [`Change`] when a flow of an address it owns is created, moves
 //! to another state, is found still alive by the expiry wheel (about once per timeout, so a
 //! peer's copy never runs out first), or expires; and when it learns how to reach a node.
-//! The sync shell streams them to the peers ([`crate::sync`]), and hands what the peers
-//! sent to [`Datapath::apply_peer`]. A backup holds the peers' flows in its own table, ready:
+//! The gateway core ([`crate::gateway`]) streams them to the peers ([`crate::sync`]), and
+//! hands what the peers sent to [`Datapath::apply_peer`]. A backup holds the peers' flows in its own table, ready:
 //! on takeover, replies and later packets find them; their nodes' MACs come along, so
 //! replies can be tunnelled to a node that never sent this gateway anything.
 //!
@@ -19,67 +19,11 @@ use smoltcp::time::{Duration, Instant};
 use super::neighbors::{Learned, Node};
 use super::{Datapath, fast};
 use crate::nat::{Flow, FlowId, InsideKey};
-use crate::status;
-
-/// Changes recorded at most between two collections by the sync shell; beyond, changes are
-/// lost and a full resync is due.
-pub const MAX_PENDING: usize = 1 << 20;
+use crate::sync::{Change, Op};
 
 /// A peer's copy of a flow outlives the time left the peer announced by this much, so that
 /// the peer's renewal arrives before the copy expires.
 pub const HOLD_GRACE: Duration = Duration::from_secs(30);
-
-/// One change shared with the peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Export {
-    /// A flow created, changed, or still alive: install it as it is, for `remaining`.
-    Flow { flow: Flow, remaining: Duration },
-    /// A flow gone here.
-    Deleted(Flow),
-    /// How to reach a node.
-    Node { address: Ipv4Addr, node: Node },
-}
-
-impl From<Export> for crate::sync::Change {
-    /// The record the sync streams for a change.
-    fn from(export: Export) -> crate::sync::Change {
-        use crate::sync::{Change, Op};
-        match export {
-            Export::Flow { flow, remaining } => Change {
-                op: Op::Upsert,
-                flow,
-                remaining,
-            },
-            Export::Deleted(flow) => Change {
-                op: Op::Delete,
-                flow,
-                remaining: Duration::ZERO,
-            },
-            Export::Node { address, node } => Change::node(address, node.mac.0, node.tunnel_mac.0),
-        }
-    }
-}
-
-impl From<crate::sync::Change> for Export {
-    /// A peer's record, as the data path applies it.
-    fn from(change: crate::sync::Change) -> Export {
-        use crate::sync::Op;
-        match change.op {
-            Op::Upsert => Export::Flow {
-                flow: change.flow,
-                remaining: change.remaining,
-            },
-            Op::Delete => Export::Deleted(change.flow),
-            Op::Node { mac, tunnel_mac } => Export::Node {
-                address: change.flow.node,
-                node: Node {
-                    mac: smoltcp::wire::EthernetAddress(mac),
-                    tunnel_mac: smoltcp::wire::EthernetAddress(tunnel_mac),
-                },
-            },
-        }
-    }
-}
 
 /// Why a peer's change was not applied. The `reason` label of
 /// `egret_gateway_sync_refused_total`.
@@ -149,8 +93,6 @@ pub struct PeerCounters {
     pub refusals: [u64; Refusal::ALL.len()],
     /// Flows dropped at the end of a peer's full resync because it no longer has them.
     pub swept: u64,
-    /// Local changes lost because the sync shell fell behind (a full resync follows).
-    pub lost: u64,
 }
 
 impl PeerCounters {
@@ -167,9 +109,8 @@ const SWEEP_LIMIT: usize = 1 << 24;
 /// The data path's side of the sync.
 #[derive(Debug, Default)]
 pub(super) struct Peers {
-    pending: Vec<Export>,
-    /// Changes were lost since the last collection.
-    lost: bool,
+    /// Changes recorded since the core last took them.
+    pending: Vec<Change>,
     pub(super) counters: PeerCounters,
     /// Per peer (election address) whose full resync is under way, the flows it
     /// mentioned so far; `None` once it mentioned too many to sweep.
@@ -180,13 +121,8 @@ pub(super) struct Peers {
 }
 
 impl Peers {
-    pub(super) fn record(&mut self, export: Export) {
-        if self.pending.len() >= MAX_PENDING {
-            self.lost = true;
-            self.counters.lost += 1;
-            return;
-        }
-        self.pending.push(export);
+    pub(super) fn record(&mut self, change: Change) {
+        self.pending.push(change);
     }
 }
 
@@ -196,32 +132,32 @@ impl Datapath {
         self.peers.get_or_insert_with(Default::default);
     }
 
-    /// Moves the changes recorded since the last call into `out` (empty). Returns false
-    /// when some were lost in between: the peers then need the whole table
-    /// ([`export_all`](Self::export_all)).
-    pub fn take_exports(&mut self, out: &mut Vec<Export>) -> bool {
-        debug_assert!(out.is_empty());
-        let Some(peers) = &mut self.peers else {
-            return true;
-        };
-        std::mem::swap(&mut peers.pending, out);
-        !std::mem::take(&mut peers.lost)
+    /// Whether changes were recorded since the core last took them.
+    pub fn has_changes(&self) -> bool {
+        self.peers.as_ref().is_some_and(|p| !p.pending.is_empty())
     }
 
-    /// Everything a peer needs to take over: the nodes, and the flows of every address
-    /// this gateway owns.
-    pub fn export_all(&self, now: Instant, out: &mut Vec<Export>) {
-        out.extend(self.nodes.iter().map(|(address, b)| Export::Node {
-            address,
-            node: b.node,
-        }));
-        out.extend(
-            self.nat
-                .table()
-                .export(now)
-                .filter(|(flow, _)| self.owns(flow.egress))
-                .map(|(flow, remaining)| Export::Flow { flow, remaining }),
-        );
+    /// Moves the changes recorded since the last call into `out` (empty), in order.
+    pub fn take_changes(&mut self, out: &mut Vec<Change>) {
+        debug_assert!(out.is_empty());
+        if let Some(peers) = &mut self.peers {
+            std::mem::swap(&mut peers.pending, out);
+        }
+    }
+
+    /// Everything a peer needs to take over: the nodes, as node records.
+    pub fn export_nodes(&self) -> impl Iterator<Item = Change> + '_ {
+        self.nodes
+            .iter()
+            .map(|(address, b)| node_change(address, b.node))
+    }
+
+    /// ... and the flows of every address this gateway owns, with the time each has left.
+    pub fn export_flows(&self, now: Instant) -> impl Iterator<Item = (Flow, Duration)> + '_ {
+        self.nat
+            .table()
+            .export(now)
+            .filter(|(flow, _)| self.owns(flow.egress))
     }
 
     /// Records a flow's current state for the peers, if this gateway owns its address.
@@ -237,47 +173,34 @@ impl Datapath {
             .any(|o| o.owning && o.ip.address == flow.egress)
         {
             let remaining = table.remaining(id, now);
-            peers.record(Export::Flow { flow, remaining });
+            peers.record(Change::upsert(flow, remaining));
         }
     }
 
-    /// Records a change the peers should hear of, if any peers listen.
-    pub(super) fn export(&mut self, export: Export) {
+    /// Records that node `address` is reached with `node`, if any peers listen.
+    pub(super) fn export_node(&mut self, address: Ipv4Addr, node: Node) {
         if let Some(peers) = &mut self.peers {
-            peers.record(export);
+            peers.record(node_change(address, node));
         }
-    }
-
-    /// This gateway's election priority per floating IP, `[vrid, priority]`, as last
-    /// followed: what the sync announces to the peers. Replaces `out`'s contents.
-    pub fn election_claims(&self, out: &mut Vec<[u8; 2]>) {
-        out.clear();
-        out.extend(self.owned.iter().map(|o| [o.ip.vrid, o.election.priority]));
-    }
-
-    /// The primary address of the master of floating IP `address`, as the election last
-    /// told the data path (this gateway's own when it is master).
-    pub fn master_of(&self, address: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.floating(address)
-            .and_then(|i| self.owned[i].election.master)
     }
 
     /// Why a flow change from the peer whose election address is `from` must not be
-    /// applied, if it must not.
+    /// applied, if it must not. `master`: the master of the flow's address, as the
+    /// election knows it.
     fn refuse_flow(
         &self,
         from: Ipv4Addr,
+        master: Option<Ipv4Addr>,
         flow: &Flow,
         remaining: Option<Duration>,
     ) -> Option<Refusal> {
         let Some(i) = self.floating(flow.egress) else {
             return Some(Refusal::UnknownAddress);
         };
-        let o = &self.owned[i];
-        if o.owning {
+        if self.owned[i].owning {
             return Some(Refusal::OwnAddress);
         }
-        if o.election.master.is_some_and(|m| m != from) {
+        if master.is_some_and(|m| m != from) {
             return Some(Refusal::NotMaster);
         }
         if !self.allowed(flow.node) {
@@ -301,14 +224,26 @@ impl Datapath {
     }
 
     /// Applies a change the peer whose election address is `from` sent, when it is sane:
-    /// see [`Refusal`] for what is refused.
-    pub fn apply_peer(&mut self, now: Instant, from: Ipv4Addr, change: Export) {
-        if let Export::Flow { flow, .. } | Export::Deleted(flow) = change {
+    /// see [`Refusal`] for what is refused. `master` is the master of the change's egress
+    /// IP as the election knows it: a change from any other gateway is stale.
+    pub fn apply_peer(
+        &mut self,
+        now: Instant,
+        from: Ipv4Addr,
+        master: Option<Ipv4Addr>,
+        change: Change,
+    ) {
+        let Change {
+            op,
+            flow,
+            remaining,
+        } = change;
+        if !matches!(op, Op::Node { .. }) {
             self.mention(from, &flow);
         }
-        match change {
-            Export::Flow { flow, remaining } => {
-                if let Some(why) = self.refuse_flow(from, &flow, Some(remaining)) {
+        match op {
+            Op::Upsert => {
+                if let Some(why) = self.refuse_flow(from, master, &flow, Some(remaining)) {
                     self.refused(why);
                     return;
                 }
@@ -330,8 +265,8 @@ impl Datapath {
                     Err(_) => self.refused(Refusal::Conflict),
                 }
             }
-            Export::Deleted(flow) => {
-                if let Some(why) = self.refuse_flow(from, &flow, None) {
+            Op::Delete => {
+                if let Some(why) = self.refuse_flow(from, master, &flow, None) {
                     self.refused(why);
                     return;
                 }
@@ -345,7 +280,12 @@ impl Datapath {
                 self.remove_flow(id);
                 self.peer_counters().removed += 1;
             }
-            Export::Node { address, node } => {
+            Op::Node { mac, tunnel_mac } => {
+                let address = flow.node;
+                let node = Node {
+                    mac: smoltcp::wire::EthernetAddress(mac),
+                    tunnel_mac: smoltcp::wire::EthernetAddress(tunnel_mac),
+                };
                 if !self.allowed(address) {
                     self.refused(Refusal::DisallowedSource);
                     return;
@@ -397,9 +337,10 @@ impl Datapath {
     }
 
     /// The peer whose election address is `from` has sent its whole table: the flows of
-    /// the addresses it is master of (as the election knows) that it did not mention are
-    /// gone on the peer and go here too. Addresses this gateway owns are never touched.
-    pub fn peer_resync_end(&mut self, from: Ipv4Addr) {
+    /// `theirs`, the addresses it is master of as the election knows, that it did not
+    /// mention are gone on the peer and go here too. Addresses this gateway owns are never
+    /// touched.
+    pub fn peer_resync_end(&mut self, from: Ipv4Addr, theirs: &[Ipv4Addr]) {
         let Some(peers) = &mut self.peers else {
             return;
         };
@@ -409,11 +350,10 @@ impl Datapath {
         let Some(seen) = peers.resyncs.swap_remove(k).1 else {
             return;
         };
-        let theirs: Vec<Ipv4Addr> = self
-            .owned
+        let theirs: Vec<Ipv4Addr> = theirs
             .iter()
-            .filter(|o| !o.owning && o.election.master == Some(from))
-            .map(|o| o.ip.address)
+            .copied()
+            .filter(|a| self.floating(*a).is_some() && !self.owns(*a))
             .collect();
         if theirs.is_empty() {
             return;
@@ -435,77 +375,13 @@ impl Datapath {
         &mut self.peers.get_or_insert_with(Default::default).counters
     }
 
-    /// Records how the sync stands, for the status. `authenticated`: a key seals the
-    /// datagrams.
-    pub fn note_sync(&mut self, sync: &crate::sync::Sync, authenticated: bool, socket_errors: u64) {
-        let c = sync.counters();
-        let p = self.peer_counters_now();
-        let mut drops: std::collections::BTreeMap<String, u64> = c
-            .rejected()
-            .map(|(e, n)| (e.metric_label().to_string(), n))
-            .collect();
-        drops.insert("unknown_peer".into(), c.unknown_peer);
-        drops.insert("stale_epoch".into(), c.stale_epoch);
-        drops.insert("duplicate".into(), c.duplicates);
-        drops.insert("beyond_window".into(), c.beyond_window);
-        drops.insert("auth".into(), c.auth);
-        drops.insert("unconfirmed".into(), c.unconfirmed);
-        drops.insert("replay".into(), c.replay);
-        drops.insert("resync_rate_limited".into(), c.resync_requests_limited);
-        self.sync_status = status::SyncStatus {
-            enabled: true,
-            peers: sync
-                .peers()
-                .map(|peer| status::SyncPeerStatus {
-                    address: peer.address.to_string(),
-                    alive: peer.alive,
-                    lag_seconds: peer.lag.total_micros() as f64 / 1e6,
-                    queue_depth: (peer.queued_changes + peer.resync_pending + peer.queued_datagrams)
-                        as u64,
-                    last_sent_seq: peer.last_sent_seq,
-                    last_applied_seq: peer.last_applied_seq,
-                    resyncs_sent: peer.resyncs_sent,
-                    resyncs_received: peer.resyncs_received,
-                    restarts: peer.restarts,
-                    confirmed: peer.confirmed,
-                    primary: peer.primary,
-                    name: sync.peer_name(peer.address).map(str::to_owned),
-                    silent_ms: peer.silent.map(|d| d.total_millis()),
-                })
-                .collect(),
-            sent: status::SyncTraffic {
-                datagrams: c.datagrams_sent,
-                bytes: c.bytes_sent,
-                changes: c.changes_sent,
-            },
-            received: status::SyncTraffic {
-                datagrams: c.datagrams_received,
-                bytes: c.bytes_received,
-                changes: c.changes_received,
-            },
-            nacks_sent: c.nacks_sent,
-            nacks_received: c.nacks_received,
-            retransmits: c.retransmits,
-            resyncs_sent: c.resyncs_sent,
-            resyncs_requested: c.resyncs_requested,
-            flows_installed: p.installed,
-            flows_removed: p.removed,
-            flows_refused: p.refused,
-            flows_swept: p.swept,
-            refused: p
-                .refusals()
-                .map(|(r, n)| (r.metric_label().to_string(), n))
-                .collect(),
-            authenticated,
-            previous_key: c.previous_key,
-            drops,
-            queue_overflow: c.queue_overflow + p.lost,
-            socket_errors,
-        };
-    }
-
     /// What the peers' changes did here.
     pub fn peer_counters_now(&self) -> PeerCounters {
         self.peers.as_ref().map(|p| p.counters).unwrap_or_default()
     }
+}
+
+/// The node record for node `address` reached with `node`.
+fn node_change(address: Ipv4Addr, node: Node) -> Change {
+    Change::node(address, node.mac.0, node.tunnel_mac.0)
 }

@@ -8,6 +8,7 @@ use smoltcp::wire::{
 
 use super::*;
 use crate::nat::{FlowState, Timeouts};
+use crate::sync::{Change, Op};
 
 const GW_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x11]);
 const ROUTER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x01]);
@@ -1200,74 +1201,21 @@ fn releasing_an_address_takes_its_flows_back_from_the_fast_path_and_keeps_them()
     assert!(matches!(changes(&mut dp)[..], [FastChange::Install { .. }]));
 }
 
-#[test]
-fn the_data_path_follows_the_election() {
-    use crate::election::{Election, Params};
-    let params = Params {
-        vrid: 10,
-        address: FIP,
-        priority: 100,
-        interval_centis: 10,
-        preempt: true,
-        primary: GW,
-    };
-    let mut election = Election::new(vec![params], Vec::new());
-    let mut dp = Datapath::new(setup(), t(0)).unwrap();
-    let mut out = Vec::new();
-    election.start(t(0));
-    dp.follow(t(0), &election);
-    assert!(!dp.owns(FIP));
-    assert_eq!(dp.snapshot(t(0), 0).floating_ips[0].state, "backup");
-    // Nobody else advertises: master after Master_Down_Interval.
-    let at = election.poll_at().unwrap();
-    election.poll(at, &mut out);
-    dp.follow(at, &election);
-    assert!(dp.owns(FIP));
-    let s = dp.snapshot(at, 1_000_000);
-    let ip = &s.floating_ips[0];
-    assert_eq!((ip.state.as_str(), ip.master.as_str()), ("master", "gw1"));
-    assert!(ip.owned);
-    assert_eq!(ip.transitions, 2);
-    assert_eq!(ip.adverts_sent, 1);
-    assert_eq!(ip.last_transition_unix_ms, 1_000_000);
-    // A higher priority takes it: released at once, the master known by address.
-    let better = crate::wire::vrrp::Advert {
-        vrid: 10,
-        priority: 200,
-        interval_centis: 10,
-        addresses: vec![FIP],
-    };
-    let peer = Ipv4Addr::new(192, 168, 1, 12);
-    election.handle_advert(at + Duration::from_millis(5), peer, &better, &mut out);
-    dp.follow(at + Duration::from_millis(5), &election);
-    assert!(!dp.owns(FIP));
-    let s = dp.snapshot(at + Duration::from_millis(5), 0);
-    assert_eq!(s.floating_ips[0].master, "192.168.1.12");
-    assert_eq!(s.floating_ips[0].master_address, Some(peer));
-    assert_eq!(s.election.adverts_rejected.get("ttl"), Some(&0));
-    // The election's own refusals are listed from the start as well.
-    for reason in [
-        "not_peer",
-        "address_mismatch",
-        "unverified",
-        "zero_not_from_master",
-    ] {
-        assert_eq!(
-            s.election.adverts_rejected.get(reason),
-            Some(&0),
-            "{reason}"
-        );
-    }
-}
-
 /// Hands every change `from` recorded for its peers to `to`; returns them.
-fn sync_to(from: &mut Datapath, to: &mut Datapath, now: Instant) -> Vec<Export> {
+fn sync_to(from: &mut Datapath, to: &mut Datapath, now: Instant) -> Vec<Change> {
     let mut out = Vec::new();
-    assert!(from.take_exports(&mut out), "nothing lost");
+    from.take_changes(&mut out);
     for change in &out {
-        to.apply_peer(now, from.setup.address, *change);
+        to.apply_peer(now, from.setup.address, None, *change);
     }
     out
+}
+
+/// What `dp` streams to a peer that asks for its whole table.
+fn export_all(dp: &Datapath, now: Instant) -> Vec<Change> {
+    dp.export_nodes()
+        .chain(dp.export_flows(now).map(|(f, r)| Change::upsert(f, r)))
+        .collect()
 }
 
 /// A second gateway on the same LAN, backing up the floating IP, its next hop resolved.
@@ -1296,13 +1244,24 @@ fn a_backup_holds_the_masters_flows_and_after_takeover_translates_them_with_the_
     // The node, the UDP flow, the SYN, SYN+ACK and ACK states; the ACK of an established
     // connection changes nothing.
     assert!(
-        matches!(sent[0], Export::Node { address: NODE, .. }),
+        matches!(
+            sent[0],
+            Change {
+                op: Op::Node { .. },
+                flow: Flow { node: NODE, .. },
+                ..
+            }
+        ),
         "{sent:?}"
     );
     let states: Vec<FlowState> = sent
         .iter()
         .filter_map(|e| match e {
-            Export::Flow { flow, .. } => Some(flow.state),
+            Change {
+                op: Op::Upsert,
+                flow,
+                ..
+            } => Some(flow.state),
             _ => None,
         })
         .collect();
@@ -1358,7 +1317,7 @@ fn expiry_is_shared_by_the_owner_only_and_a_peer_copy_outlives_the_owners_deadli
     a.poll(t(1) + udp + Duration::from_secs(1));
     let sent = sync_to(&mut a, &mut b, t(1) + udp + Duration::from_secs(1));
     assert!(
-        matches!(sent[..], [Export::Flow { remaining, .. }] if remaining > Duration::from_secs(280)),
+        matches!(sent[..], [Change { op: Op::Upsert, remaining, .. }] if remaining > Duration::from_secs(280)),
         "{sent:?}"
     );
     // Idle at the master: it expires there and is deleted at the backup.
@@ -1366,7 +1325,10 @@ fn expiry_is_shared_by_the_owner_only_and_a_peer_copy_outlives_the_owners_deadli
     a.poll(end);
     assert_eq!(a.nat().table().len(), 0);
     let sent = sync_to(&mut a, &mut b, end);
-    assert!(matches!(sent[..], [Export::Deleted(_)]), "{sent:?}");
+    assert!(
+        matches!(sent[..], [Change { op: Op::Delete, .. }]),
+        "{sent:?}"
+    );
     assert_eq!(b.nat().table().len(), 0);
     assert_eq!(b.peer_counters_now().removed, 1);
     // A backup's own expiry of a held copy is not shared back.
@@ -1375,7 +1337,7 @@ fn expiry_is_shared_by_the_owner_only_and_a_peer_copy_outlives_the_owners_deadli
     b.poll(end + udp + peers::HOLD_GRACE + Duration::from_secs(2));
     assert_eq!(b.nat().table().len(), 0);
     let mut out = Vec::new();
-    assert!(b.take_exports(&mut out));
+    b.take_changes(&mut out);
     assert!(out.is_empty(), "{out:?}");
 }
 
@@ -1384,33 +1346,43 @@ fn a_full_export_carries_the_nodes_and_the_owned_flows() {
     let mut a = datapath();
     a.enable_sync();
     go_out(&mut a, t(1));
-    let mut all = Vec::new();
-    a.export_all(t(2), &mut all);
+    let all = export_all(&a, t(2));
     assert!(
-        matches!(all[..], [Export::Node { .. }, Export::Flow { .. }]),
+        matches!(
+            all[..],
+            [
+                Change {
+                    op: Op::Node { .. },
+                    ..
+                },
+                Change { op: Op::Upsert, .. }
+            ]
+        ),
         "{all:?}"
     );
     a.release(FIP);
-    all.clear();
-    a.export_all(t(2), &mut all);
-    assert!(matches!(all[..], [Export::Node { .. }]), "{all:?}");
+    let all = export_all(&a, t(2));
+    assert!(
+        matches!(
+            all[..],
+            [Change {
+                op: Op::Node { .. },
+                ..
+            }]
+        ),
+        "{all:?}"
+    );
     // A clash with a flow of its own is refused, counted, and changes nothing.
     let mut b = backup();
-    let Export::Flow {
+    a.own(t(3), FIP);
+    let Change {
         mut flow,
         remaining,
-    } = ({
-        let mut v = Vec::new();
-        a.own(t(3), FIP);
-        a.export_all(t(3), &mut v);
-        v[1]
-    })
-    else {
-        panic!()
-    };
-    b.apply_peer(t(3), GW, Export::Flow { flow, remaining });
+        ..
+    } = export_all(&a, t(3))[1];
+    b.apply_peer(t(3), GW, None, Change::upsert(flow, remaining));
     flow.pod_port += 1;
-    b.apply_peer(t(3), GW, Export::Flow { flow, remaining });
+    b.apply_peer(t(3), GW, None, Change::upsert(flow, remaining));
     assert_eq!(b.peer_counters_now().refused, 1);
     assert_eq!(
         b.peer_counters_now().refusals[super::peers::Refusal::Conflict as usize],
@@ -1510,9 +1482,9 @@ fn sync_bandwidth_per_thousand_new_flows_a_second() {
                 dp.poll(now);
                 dp.clear_generated();
             }
-            assert!(dp.take_exports(&mut exports));
-            for e in exports.drain(..) {
-                sync.queue(now, e.into());
+            dp.take_changes(&mut exports);
+            for change in exports.drain(..) {
+                sync.queue(now, change);
             }
             sync.poll(now, &mut out);
             for (_, d) in out.drain(..) {
@@ -1551,11 +1523,8 @@ fn peer_flow(pod_port: u16, nat_port: u16) -> Flow {
     }
 }
 
-fn upsert(flow: Flow, secs: u64) -> Export {
-    Export::Flow {
-        flow,
-        remaining: Duration::from_secs(secs),
-    }
+fn upsert(flow: Flow, secs: u64) -> Change {
+    Change::upsert(flow, Duration::from_secs(secs))
 }
 
 fn refusals(dp: &Datapath) -> Vec<(&'static str, u64)> {
@@ -1576,10 +1545,11 @@ fn a_peers_change_is_applied_only_when_it_is_sane() {
         egress: Ipv4Addr::new(192, 168, 1, 99),
         ..good
     };
-    b.apply_peer(t(1), GW, upsert(other_address, 60));
+    b.apply_peer(t(1), GW, None, upsert(other_address, 60));
     b.apply_peer(
         t(1),
         GW,
+        None,
         upsert(
             Flow {
                 node: STRANGER,
@@ -1591,6 +1561,7 @@ fn a_peers_change_is_applied_only_when_it_is_sane() {
     b.apply_peer(
         t(1),
         GW,
+        None,
         upsert(
             Flow {
                 nat_port: 19999,
@@ -1600,14 +1571,14 @@ fn a_peers_change_is_applied_only_when_it_is_sane() {
         ),
     );
     // UDP lives 300 s here; the wire rounds up, so 301 s is the most a peer may announce.
-    b.apply_peer(t(1), GW, upsert(good, 302));
-    b.apply_peer(t(1), GW, upsert(good, u64::from(u32::MAX)));
+    b.apply_peer(t(1), GW, None, upsert(good, 302));
+    b.apply_peer(t(1), GW, None, upsert(good, u64::from(u32::MAX)));
     let closed = Flow {
         proto: crate::nat::Proto::Tcp,
         state: FlowState::TcpClosed,
         ..good
     };
-    b.apply_peer(t(1), GW, upsert(closed, 60));
+    b.apply_peer(t(1), GW, None, upsert(closed, 60));
     assert_eq!(b.nat().table().len(), 0);
     assert_eq!(
         refusals(&b),
@@ -1627,25 +1598,22 @@ fn a_peers_change_is_applied_only_when_it_is_sane() {
     b.apply_peer(
         t(1),
         GW,
-        Export::Node {
-            address: STRANGER,
-            node,
-        },
+        None,
+        Change::node(STRANGER, node.mac.0, node.tunnel_mac.0),
     );
     assert!(b.nodes.get(STRANGER).is_none());
     // The sane one is installed.
-    b.apply_peer(t(1), GW, upsert(good, 301));
+    b.apply_peer(t(1), GW, None, upsert(good, 301));
     assert_eq!(b.nat().table().len(), 1);
     // The election says another gateway is master now: GW's changes are stale.
-    b.owned[0].election.master = Some(Ipv4Addr::new(192, 168, 1, 13));
-    b.apply_peer(t(2), GW, Export::Deleted(good));
-    b.apply_peer(t(2), GW, upsert(peer_flow(40001, 20001), 60));
+    let other = Some(Ipv4Addr::new(192, 168, 1, 13));
+    b.apply_peer(t(2), GW, other, Change::delete(good));
+    b.apply_peer(t(2), GW, other, upsert(peer_flow(40001, 20001), 60));
     assert_eq!(b.nat().table().len(), 1);
     // A master never takes flows of its own address from anyone.
-    b.owned[0].election.master = Some(GW);
     b.own(t(3), FIP);
-    b.apply_peer(t(3), GW, Export::Deleted(good));
-    b.apply_peer(t(3), GW, upsert(peer_flow(40001, 20001), 60));
+    b.apply_peer(t(3), GW, Some(GW), Change::delete(good));
+    b.apply_peer(t(3), GW, Some(GW), upsert(peer_flow(40001, 20001), 60));
     assert_eq!(b.nat().table().len(), 1);
     let r = refusals(&b);
     assert!(
@@ -1659,32 +1627,29 @@ fn a_peers_change_is_applied_only_when_it_is_sane() {
 fn the_end_of_a_peers_full_resync_drops_what_it_no_longer_has() {
     let mut b = backup();
     b.enable_sync();
-    b.owned[0].election.master = Some(GW);
     let (kept, gone) = (peer_flow(40000, 20000), peer_flow(40001, 20001));
-    b.apply_peer(t(1), GW, upsert(kept, 60));
-    b.apply_peer(t(1), GW, upsert(gone, 60));
+    b.apply_peer(t(1), GW, Some(GW), upsert(kept, 60));
+    b.apply_peer(t(1), GW, Some(GW), upsert(gone, 60));
     assert_eq!(b.nat().table().len(), 2);
     // Another peer's resync sweeps nothing of GW's addresses.
     let other = Ipv4Addr::new(192, 168, 1, 13);
     b.peer_resync_begin(other);
-    b.peer_resync_end(other);
+    b.peer_resync_end(other, &[]);
     assert_eq!(b.nat().table().len(), 2);
     // GW's resync mentions only `kept`: `gone` goes, with its port.
     b.peer_resync_begin(GW);
-    b.apply_peer(t(2), GW, upsert(kept, 60));
-    b.peer_resync_end(GW);
+    b.apply_peer(t(2), GW, Some(GW), upsert(kept, 60));
+    b.peer_resync_end(GW, &[FIP]);
     assert_eq!(b.nat().table().len(), 1);
     assert!(b.nat().table().lookup_inside(&kept.inside_key()).is_some());
     assert_eq!(b.peer_counters_now().swept, 1);
     assert_eq!(b.snapshot(t(2), 0).floating_ips[0].ports_in_use, 1);
     // An address whose master is unknown, or one this gateway owns, is never swept.
-    b.owned[0].election.master = None;
     b.peer_resync_begin(GW);
-    b.peer_resync_end(GW);
-    b.owned[0].election.master = Some(GW);
+    b.peer_resync_end(GW, &[]);
     b.own(t(3), FIP);
     b.peer_resync_begin(GW);
-    b.peer_resync_end(GW);
+    b.peer_resync_end(GW, &[FIP]);
     assert_eq!(b.nat().table().len(), 1);
     assert_eq!(b.peer_counters_now().swept, 1);
 }
@@ -1797,7 +1762,7 @@ fn a_node_that_moved_is_followed_once_arp_confirms_it_and_peers_hear_of_it() {
     dp.enable_sync();
     go_out(&mut dp, t(1));
     let mut exports = Vec::new();
-    dp.take_exports(&mut exports);
+    dp.take_changes(&mut exports);
     exports.clear();
     let moved = EthernetAddress([2, 0, 0, 0, 9, 0x21]);
     let mut buf = with_headroom(&vxlan_spoofed(moved, &pod_packet(64)));
@@ -1812,22 +1777,17 @@ fn a_node_that_moved_is_followed_once_arp_confirms_it_and_peers_hear_of_it() {
     assert_eq!(dp.snapshot(t(1200), 0).control.node_probes.moved, 1);
     let mut buf = with_headroom(&vxlan_spoofed(moved, &pod_packet(64)));
     assert_eq!(dp.handle(t(1200), &mut buf.frame()), Verdict::Transmit);
-    assert!(dp.take_exports(&mut exports));
+    dp.take_changes(&mut exports);
     assert!(
-        exports.iter().any(|e| matches!(
-            e,
-            Export::Node { address: NODE, node } if node.mac == moved && node.tunnel_mac == NODE_VX_MAC
-        )),
+        exports.contains(&Change::node(NODE, moved.0, NODE_VX_MAC.0)),
         "{exports:?}"
     );
     // A peer's record cannot take the confirmed binding back to the old MAC.
     dp.apply_peer(
         t(1300),
         Ipv4Addr::new(192, 168, 1, 12),
-        Export::Node {
-            address: NODE,
-            node: NODE_NODE,
-        },
+        None,
+        Change::node(NODE, NODE_NODE.mac.0, NODE_NODE.tunnel_mac.0),
     );
     assert_eq!(dp.nodes.get(NODE).map(|n| n.mac), Some(moved));
     assert_eq!(refusals(&dp), vec![("node_verified", 1)]);

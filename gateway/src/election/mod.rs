@@ -144,6 +144,15 @@ impl Election {
             .any(|i| i.params().address == address && i.state() == State::Master)
     }
 
+    /// The primary address of the master of floating IP `address`, when known (this
+    /// gateway's own while it is master).
+    pub fn master_of(&self, address: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.instances
+            .iter()
+            .find(|i| i.params().address == address)
+            .and_then(Instance::master)
+    }
+
     /// Starts every instance (as backup).
     pub fn start(&mut self, now: Instant) {
         let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Everything that touches a socket or the host: the receive and transmit batches, the
-//! nftables guard that keeps the kernel out, interface facts, and the loop that drives the
-//! pure [`Datapath`] with real frames and real time.
+//! VRRP and sync sockets, the nftables guard that keeps the kernel out, interface facts,
+//! and the workers that carry bytes and time to the pure [`Gateway`] core and carry its
+//! output back.
 
 pub mod fastpath;
 pub mod guard;
@@ -11,38 +12,28 @@ pub mod sync;
 pub mod vnet;
 pub mod vrrp;
 
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use smoltcp::time::Instant;
 
-use crate::datapath::{Datapath, FastChange, Frame, Verdict};
+use crate::datapath::{Frame, Offload, Verdict};
+use crate::gateway::{Gateway, IoCounts, Outbox};
 use crate::status::SharedSnapshot;
 use fastpath::FastPath;
 use packet::{RxFrame, RxSocket, Tx};
+use vrrp::VrrpSocket;
 
 /// How often the status snapshot is refreshed.
 const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(250);
-/// The longest the loop sleeps, so that a stop request is noticed quickly.
+/// The longest a worker sleeps, so that a stop request is noticed quickly.
 const MAX_SLEEP_MS: i32 = 100;
-
-/// What each peer gateway announced of its election over the authenticated sync: its
-/// priority per VRID, believed until `fresh_until`. The sync thread writes it, the
-/// election thread checks adverts against it ([`crate::election::Election::note_claims`]).
-/// Only an authenticated sync writes it: an unauthenticated claim would let any host
-/// silence a real peer's adverts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    /// The peer's election address.
-    pub peer: std::net::Ipv4Addr,
-    pub fresh_until: Instant,
-    /// `(vrid, priority)`.
-    pub priorities: Vec<(u8, u8)>,
-}
-
-/// The peers' latest claims, shared between the sync and the election threads.
-pub type SharedClaims = Arc<Mutex<Vec<Claim>>>;
+/// Most adverts or sync datagrams read in one turn: a flood on either socket must not
+/// starve the rest.
+const READ_BUDGET: usize = 1024;
 
 /// A monotonic clock in the cores' time type, counted from a start every thread shares.
 #[derive(Debug, Clone, Copy)]
@@ -65,174 +56,265 @@ fn wall_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// One worker's sockets: its share of the IPv4 frames, and for the leader the ARP frames.
+/// What every worker shares: the core, the sockets the core's output may go to, the
+/// kernel fast path, and the published status.
+pub struct Shell {
+    pub core: Mutex<Gateway>,
+    pub vrrp: VrrpSocket,
+    pub sync: Option<UdpSocket>,
+    /// The kernel fast path, or why there is none.
+    pub fast: Result<Mutex<FastPath>, String>,
+    pub snapshot: SharedSnapshot,
+    pub clock: Clock,
+    /// Set to stop the workers; a worker that fails sets it too.
+    pub stop: AtomicBool,
+}
+
+/// One worker's sockets: its share of the IPv4 frames, its sender, and for the leader the
+/// ARP frames, the adverts and the sync datagrams.
 pub struct Sockets {
     pub ipv4: RxSocket,
+    /// For the leader: the ARP frames.
     pub arp: Option<RxSocket>,
     pub tx: Tx,
 }
 
-impl Sockets {
-    fn receiving(&self) -> impl Iterator<Item = &RxSocket> {
-        std::iter::once(&self.ipv4).chain(self.arp.as_ref())
-    }
-}
-
-/// Runs one worker of the data path until `stop` is set: receive a batch of frames from
-/// each of this worker's sockets, hand each to the shared core, send what it returns in one
-/// batch. The core is locked once per batch, and only while it decides: the sends,
-/// where the kernel does most of the work, run unlocked and in parallel across workers.
-/// The `leader` (the worker with the ARP socket) also runs the timers and publishes the
-/// status snapshot.
+/// Runs one worker until `shell.stop` is set: each turn it reads what waits on its
+/// sockets, hands it to the core under one lock together with the timers due, takes the
+/// core's output, and sends it unlocked (where the kernel does most of the work, in
+/// parallel across workers). Any worker runs the core's timers when they are due; the
+/// leader also reads ARP, adverts and sync datagrams, and publishes the status.
 ///
-/// With a kernel fast path, the changes the core decides for it are written into its maps
-/// while the core is locked, so they reach the kernel in the order they were decided.
-pub fn run(
-    dp: Arc<Mutex<Datapath>>,
-    mut sockets: Sockets,
-    stop: Arc<AtomicBool>,
-    snapshot: SharedSnapshot,
-    fast: Result<Arc<Mutex<FastPath>>, String>,
-    clock: Clock,
-) -> std::io::Result<()> {
-    let leader = sockets.arp.is_some();
-    let mut batch = Batch {
+/// Changes for the kernel fast path are written into its maps while the core is locked,
+/// so they reach the kernel in the order they were decided.
+pub fn run(shell: &Shell, mut sockets: Sockets) -> std::io::Result<()> {
+    let mut worker = Worker {
         frames: Vec::with_capacity(4096),
         transmit: Vec::with_capacity(4096),
-        generated: Vec::new(),
-        changes: Vec::new(),
+        out: Outbox::default(),
+        counts: IoCounts::default(),
+        buf: vec![0u8; crate::sync::MAX_DATAGRAM + 1],
+        adverts: Vec::new(),
+        datagrams: Vec::new(),
     };
+    let leader = sockets.arp.is_some();
     let mut published = std::time::Instant::now() - PUBLISH_EVERY;
     let mut counted_losses = std::time::Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let now = clock.now();
+    while !shell.stop.load(Ordering::Relaxed) {
         if counted_losses.elapsed() >= PUBLISH_EVERY {
-            // Each worker counts its own sockets' losses, before the leader publishes.
-            let mut drops = 0;
-            for rx in sockets.receiving() {
-                drops += rx.take_drops()?;
-            }
-            if drops > 0 {
-                lock(&dp).count_rx_buffer_drops(drops);
+            // Each worker counts its own sockets' losses.
+            worker.counts.rx_buffer_drops += sockets.ipv4.take_drops()?;
+            if let Some(arp) = &sockets.arp {
+                worker.counts.rx_buffer_drops += arp.take_drops()?;
             }
             counted_losses = std::time::Instant::now();
         }
-        let mut next_timer = now + smoltcp::time::Duration::from_millis(MAX_SLEEP_MS as u64);
-        if leader {
-            let mut core = lock(&dp);
-            if now >= core.poll_at() {
-                match &fast {
-                    Ok(fast) => {
-                        let fast = lock(fast);
-                        core.poll_with(now, |flow| fast.last_seen(flow, now));
-                    }
-                    Err(_) => core.poll(now),
-                }
-                core.take_generated(&mut batch.generated);
-            }
-            if published.elapsed() >= PUBLISH_EVERY {
-                let mut s = core.snapshot(now, wall_ms());
-                match &fast {
-                    Ok(fast) => {
-                        let mut fast = lock(fast);
-                        if let Err(e) = fast.configure(core.fast_config()) {
-                            tracing::warn!(error = %format!("{e:#}"), "fast path settings not written");
-                        }
-                        report(&fast, core.offloaded(), &mut s);
-                    }
-                    Err(reason) => s.fast_path.reason = Some(reason.clone()),
-                }
-                if let Ok(mut shared) = snapshot.lock() {
-                    *shared = s;
-                }
-                published = std::time::Instant::now();
-            }
-            next_timer = next_timer.min(core.poll_at());
-            apply(&mut core, fast.as_deref().ok(), &mut batch.changes);
-            drop(core);
-            send(&dp, &mut sockets.tx, &[], &mut batch.generated);
-        }
-        let fast = fast.as_deref().ok();
         let mut received = false;
-        if let Some(arp) = sockets.arp.as_mut() {
-            received |= batch.serve(&dp, now, arp, &mut sockets.tx, fast);
+        if leader {
+            received |= worker.read_control(shell)?;
         }
-        received |= batch.serve(&dp, now, &mut sockets.ipv4, &mut sockets.tx, fast);
+        if let Some(arp) = sockets.arp.as_mut() {
+            received |= arp.frames(&mut worker.frames);
+        }
+        received |= sockets.ipv4.frames(&mut worker.frames);
+        let next = worker.turn(shell, &mut sockets.tx);
+        if leader && published.elapsed() >= PUBLISH_EVERY {
+            publish(shell);
+            published = std::time::Instant::now();
+        }
         if !received {
-            let until = ((next_timer - now).total_millis() as i32).clamp(0, MAX_SLEEP_MS);
-            match &sockets.arp {
-                Some(arp) => packet::wait([&sockets.ipv4, arp], until)?,
-                None => packet::wait([&sockets.ipv4], until)?,
+            let now = shell.clock.now();
+            let until = ((next - now).total_millis() as i32).clamp(0, MAX_SLEEP_MS);
+            let mut fds = vec![sockets.ipv4.as_raw_fd()];
+            if leader {
+                fds.extend(sockets.arp.as_ref().map(AsRawFd::as_raw_fd));
+                fds.push(shell.vrrp.as_raw_fd());
+                fds.extend(shell.sync.as_ref().map(AsRawFd::as_raw_fd));
             }
+            wait(&fds, until)?;
         }
     }
     Ok(())
 }
 
-/// A worker's buffers for one batch, kept from batch to batch.
-struct Batch {
-    frames: Vec<RxFrame>,
-    transmit: Vec<(*mut u8, usize, crate::datapath::Offload)>,
-    generated: Vec<crate::datapath::Generated>,
-    changes: Vec<FastChange>,
+/// Leaves every election (priority-0 adverts for the addresses this gateway is master
+/// of) and sends what that produced, from the calling thread.
+pub fn leave(shell: &Shell, tx: &mut Tx) {
+    let mut worker = Worker {
+        frames: Vec::new(),
+        transmit: Vec::new(),
+        out: Outbox::default(),
+        counts: IoCounts::default(),
+        buf: Vec::new(),
+        adverts: Vec::new(),
+        datagrams: Vec::new(),
+    };
+    lock(&shell.core).shutdown(shell.clock.now());
+    worker.turn(shell, tx);
+    let mut core = lock(&shell.core);
+    core.count_io(worker.counts);
+    core.recycle(&mut worker.out);
 }
 
-impl Batch {
-    /// Reads the frames waiting on `rx` (up to a batch), hands them to the core, and sends
-    /// what it returns. Returns whether there were any.
-    fn serve(
-        &mut self,
-        dp: &Mutex<Datapath>,
-        now: Instant,
-        rx: &mut RxSocket,
-        tx: &mut Tx,
-        fast: Option<&Mutex<FastPath>>,
-    ) -> bool {
-        if !rx.frames(&mut self.frames) {
-            return false;
+/// A worker's buffers, kept from turn to turn.
+struct Worker {
+    /// Frames read and waiting for the core.
+    frames: Vec<RxFrame>,
+    /// The received frames to send back out, rewritten in place.
+    transmit: Vec<(*mut u8, usize, Offload)>,
+    /// The core's output being carried; given back at the next turn.
+    out: Outbox,
+    /// What this worker counted since it last told the core.
+    counts: IoCounts,
+    buf: Vec<u8>,
+    /// Adverts and sync datagrams read and waiting for the core.
+    adverts: Vec<Vec<u8>>,
+    datagrams: Vec<(std::net::SocketAddr, Vec<u8>)>,
+}
+
+impl Worker {
+    /// Reads the adverts and sync datagrams waiting (up to a budget each). Returns
+    /// whether there were any.
+    fn read_control(&mut self, shell: &Shell) -> std::io::Result<bool> {
+        while self.adverts.len() < READ_BUDGET {
+            let Some(n) = shell.vrrp.recv(&mut self.buf)? else {
+                break;
+            };
+            self.adverts.push(self.buf[..n].to_vec());
         }
+        if let Some(socket) = &shell.sync {
+            while self.datagrams.len() < READ_BUDGET {
+                match socket.recv_from(&mut self.buf) {
+                    Ok((n, from)) => self.datagrams.push((from, self.buf[..n].to_vec())),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // Errors a peer's ICMP reported (refused, unreachable): the core
+                    // notices the silence on its own, and the sync goes on.
+                    Err(e) => {
+                        self.counts.sync_socket_errors += 1;
+                        tracing::debug!(error = %e, "sync receive error");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(!self.adverts.is_empty() || !self.datagrams.is_empty())
+    }
+
+    /// One turn with the core locked once: give back what was carried last turn with its
+    /// counts, hand over what was read, run the timers due, take the output (writing the
+    /// fast path's changes); then, unlocked, send it. Returns when the core has work next.
+    fn turn(&mut self, shell: &Shell, tx: &mut Tx) -> Instant {
         self.transmit.clear();
-        {
-            let mut core = lock(dp);
-            core.count_frames_read(self.frames.len() as u64);
+        let fast = shell.fast.as_ref().ok();
+        let next = {
+            let mut core = lock(&shell.core);
+            core.recycle(&mut self.out);
+            let now = shell.clock.now();
+            for packet in self.adverts.drain(..) {
+                core.handle_advert(now, &packet);
+            }
+            for (from, datagram) in self.datagrams.drain(..) {
+                core.handle_sync_datagram(now, from, &datagram);
+            }
+            self.counts.frames_read += self.frames.len() as u64;
             for f in &self.frames {
                 if f.wire_len + f.headroom > f.len {
-                    core.count_truncated();
+                    self.counts.truncated += 1;
                     continue;
                 }
                 let Ok(offload) = vnet::parse(&f.vnet) else {
-                    core.count_truncated();
+                    self.counts.truncated += 1;
                     continue;
                 };
                 // SAFETY: the frame lies in its own slot of the socket's buffer, which
-                // the next `frames` call reuses, after this batch was sent.
+                // the next `frames` call reuses, after this turn's sends.
                 let buf = unsafe { std::slice::from_raw_parts_mut(f.buf, f.len) };
                 let mut frame = Frame::new(buf, f.headroom);
                 frame.offload = offload;
-                if core.handle(now, &mut frame) == Verdict::Transmit {
-                    // SAFETY: as above; the bytes stay put until the batch is sent.
+                if core.handle_frame(now, &mut frame) == Verdict::Transmit {
+                    // SAFETY: as above; the bytes stay put until the turn's sends.
                     let bytes = unsafe { f.buf.add(frame.start) };
                     self.transmit
                         .push((bytes, frame.end - frame.start, frame.offload));
                 }
             }
-            core.take_generated(&mut self.generated);
-            apply(&mut core, fast, &mut self.changes);
+            core.count_io(std::mem::take(&mut self.counts));
+            if now >= core.poll_at() {
+                match fast {
+                    Some(fast) => {
+                        let fast = lock(fast);
+                        core.poll_with(now, |flow| fast.last_seen(flow, now));
+                    }
+                    None => core.poll(now),
+                }
+            }
+            core.take_output(&mut self.out);
+            if let Some(fast) = fast
+                && !self.out.fast.is_empty()
+            {
+                lock(fast).apply(&mut self.out.fast);
+            }
+            core.poll_at()
+        };
+        self.send(shell, tx);
+        next
+    }
+
+    /// Sends the rewritten received frames and the core's output; counts what failed.
+    fn send(&mut self, shell: &Shell, tx: &mut Tx) {
+        if !self.transmit.is_empty() || !self.out.frames.is_empty() {
+            let mut failed = 0;
+            for &(at, len, offload) in &self.transmit {
+                // SAFETY: `at..at + len` lies in a receive slot not reused before this
+                // returns (see `turn`).
+                let bytes = unsafe { std::slice::from_raw_parts(at, len) };
+                failed += tx.push(bytes, &offload);
+            }
+            for g in &self.out.frames {
+                failed += tx.push(&g.frame, &g.offload);
+            }
+            failed += tx.flush();
+            self.counts.tx_errors += failed as u64;
         }
-        send(dp, tx, &self.transmit, &mut self.generated);
-        true
+        for (to, packet) in &self.out.adverts {
+            if let Err(e) = shell.vrrp.send(*to, packet) {
+                self.counts.advert_send_errors += 1;
+                tracing::debug!(%to, error = %e, "advert not sent");
+            }
+        }
+        if let Some(socket) = &shell.sync {
+            for (to, datagram) in &self.out.datagrams {
+                if socket.send_to(datagram, to).is_err() {
+                    self.counts.sync_socket_errors += 1;
+                }
+            }
+        }
+        self.frames.clear();
     }
 }
 
-/// Writes the fast path changes the core decided into the kernel's maps.
-fn apply(core: &mut Datapath, fast: Option<&Mutex<FastPath>>, changes: &mut Vec<FastChange>) {
-    core.take_fast_changes(changes);
-    if let Some(fast) = fast
-        && !changes.is_empty()
-    {
-        lock(fast).apply(changes);
+/// Publishes the status snapshot, with the fast path's figures; writes the fast path's
+/// settings as they stand.
+fn publish(shell: &Shell) {
+    let s = {
+        let core = lock(&shell.core);
+        let mut s = core.snapshot(shell.clock.now(), wall_ms());
+        match &shell.fast {
+            Ok(fast) => {
+                let mut fast = lock(fast);
+                if let Err(e) = fast.configure(core.fast_config()) {
+                    tracing::warn!(error = %format!("{e:#}"), "fast path settings not written");
+                }
+                report(&fast, core.datapath().offloaded(), &mut s);
+            }
+            Err(reason) => s.fast_path.reason = Some(reason.clone()),
+        }
+        s
+    };
+    if let Ok(mut shared) = shell.snapshot.lock() {
+        *shared = s;
     }
-    changes.clear();
 }
 
 /// Adds the fast path's figures to a snapshot: its own, and its packets into the totals.
@@ -253,37 +335,29 @@ fn report(fast: &FastPath, flows: usize, s: &mut crate::status::Snapshot) {
     s.inbound.bytes += stats.in_bytes;
 }
 
-/// Locks the shared core. A worker that panicked while holding it left it consistent
-/// enough to count and send with (the panic itself stops the gateway).
+/// Locks a shared part. A worker that panicked while holding it left it consistent enough
+/// to count and send with (the panic itself stops the gateway).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sends rewritten received frames and frames the core generated, then gives the generated
-/// buffers back to the core for reuse.
-fn send(
-    dp: &Mutex<Datapath>,
-    tx: &mut Tx,
-    frames: &[(*mut u8, usize, crate::datapath::Offload)],
-    generated: &mut Vec<crate::datapath::Generated>,
-) {
-    if frames.is_empty() && generated.is_empty() {
-        return;
+/// Waits up to `timeout_ms` for any of `fds` to be readable.
+fn wait(fds: &[RawFd], timeout_ms: i32) -> std::io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN | libc::POLLERR,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` holds `fds.len()` valid pollfds.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
-    let mut failed = 0;
-    for &(at, len, offload) in frames {
-        // SAFETY: `at..at + len` lies in a receive slot not reused before this returns
-        // (see `run`).
-        let bytes = unsafe { std::slice::from_raw_parts(at, len) };
-        failed += tx.push(bytes, &offload);
-    }
-    for g in generated.iter() {
-        failed += tx.push(&g.frame, &g.offload);
-    }
-    failed += tx.flush();
-    let mut core = lock(dp);
-    for _ in 0..failed {
-        core.count_tx_error();
-    }
-    core.recycle_generated(generated);
+    Ok(())
 }

@@ -200,9 +200,9 @@ impl RxSocket {
         Ok(rx)
     }
 
-    /// The frames waiting now, up to a batch; valid until the next call.
+    /// Appends the frames waiting now, up to a batch, to `out`; they are valid until the
+    /// next call. Returns whether there were any.
     pub fn frames(&mut self, out: &mut Vec<RxFrame>) -> bool {
-        out.clear();
         // The kernel writes `msg_len` and `msg_flags` of every message it fills.
         // SAFETY: every msghdr points to live iovecs over our own buffers.
         let n = unsafe {
@@ -237,24 +237,6 @@ impl RxSocket {
     pub fn take_drops(&self) -> io::Result<u64> {
         take_drops(&self.fd)
     }
-}
-
-/// Waits up to `timeout_ms` for a frame on any of `sockets`.
-pub fn wait<const N: usize>(sockets: [&RxSocket; N], timeout_ms: i32) -> io::Result<()> {
-    let mut pfds = sockets.map(|s| libc::pollfd {
-        fd: s.fd.as_raw_fd(),
-        events: libc::POLLIN | libc::POLLERR,
-        revents: 0,
-    });
-    // SAFETY: `pfds` holds N valid pollfds.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    Ok(())
 }
 
 /// Frames a packet socket lost (buffer full) since the last call: reading the statistics
@@ -372,5 +354,11 @@ impl Tx {
         self.vnet.clear();
         self.iov.clear();
         failed
+    }
+}
+
+impl AsRawFd for RxSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }

@@ -1,36 +1,19 @@
-//! The election's shell: a raw IPv4 socket for protocol 112 and the loop that drives the
-//! pure [`Election`] with real adverts and real time, and makes the [`Datapath`] follow it.
+//! The election's socket: a raw IPv4 socket for protocol 112, on which the workers
+//! ([`super::run`]) read adverts for the core and send the ones it writes.
 //!
 //! Adverts leave with the header we write (`IP_HDRINCL`): the interface's primary address
 //! as source, TTL 255 and DSCP CS6, to 224.0.0.18 (joined on the interface, never looped
 //! back to ourselves) or to each of `[election].peers`. The kernel delivers adverts to this
 //! socket with their IPv4 header, so the core checks the TTL itself, and, with
 //! `[election].peers`, refuses adverts from any other source (the core got the peers).
-//!
-//! The data path follows the election as soon as any instance's state or master changes
-//! ([`Election::generation`]), and a master that reasserts itself announces its address
-//! again at once ([`Action::Reannounce`]).
 
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
-use smoltcp::time::{Duration, Instant};
-
-use super::packet::{Tx, setsockopt};
-use super::{Clock, SharedClaims, lock};
-use crate::datapath::Datapath;
-use crate::election::{Action, Election};
+use super::packet::setsockopt;
 use crate::wire::vrrp::{MULTICAST_GROUP, PROTOCOL};
-
-/// The longest the loop sleeps, so that a stop request is noticed quickly.
-const MAX_SLEEP: Duration = Duration::from_millis(10);
-/// How often the data path's view of the election is refreshed when nothing happens
-/// (counters for the status).
-const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
 /// A raw socket that sends and receives VRRP adverts on one interface.
 pub struct VrrpSocket {
@@ -126,24 +109,6 @@ impl VrrpSocket {
         }
         Ok(Some(r as usize))
     }
-
-    /// Waits up to `timeout_ms` for a packet.
-    pub fn wait(&self, timeout_ms: i32) -> io::Result<()> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
 }
 
 fn in_addr(a: Ipv4Addr) -> libc::in_addr {
@@ -152,168 +117,8 @@ fn in_addr(a: Ipv4Addr) -> libc::in_addr {
     }
 }
 
-/// Where adverts go and where they come from.
-pub struct Advertising {
-    /// The interface's primary address: the adverts' source.
-    pub primary: Ipv4Addr,
-    /// `[election].peers`; empty for multicast.
-    pub peers: Vec<Ipv4Addr>,
-    /// The peers' priorities as the authenticated sync announces them: an advert from a
-    /// peer at another priority is refused. `None` without an authenticated sync.
-    pub claims: Option<SharedClaims>,
-}
-
-impl Advertising {
-    fn destinations(&self) -> &[Ipv4Addr] {
-        if self.peers.is_empty() {
-            std::slice::from_ref(&MULTICAST_GROUP)
-        } else {
-            &self.peers
-        }
+impl AsRawFd for VrrpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
-
-    fn mode(&self) -> &'static str {
-        if self.peers.is_empty() {
-            "multicast"
-        } else {
-            "unicast"
-        }
-    }
-}
-
-/// Runs the election until `stop` is set, then leaves it: every address this gateway is
-/// master of is handed over with a priority-0 advert, and released.
-pub fn run(
-    mut election: Election,
-    socket: VrrpSocket,
-    advertising: Advertising,
-    dp: Arc<Mutex<Datapath>>,
-    stop: Arc<AtomicBool>,
-    clock: Clock,
-    mut tx: Tx,
-) -> io::Result<()> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 2048];
-    let mut send_errors = 0u64;
-    let mut followed = clock.now();
-    let mut garps = Vec::new();
-    let mut reannounce = Vec::new();
-    election.start(followed);
-    let mut generation = election.generation();
-    // Makes the data path follow the election; a new master's first gratuitous ARP (or a
-    // reasserting master's) leaves from here at once rather than at the data path's next
-    // timer.
-    let mut follow =
-        |election: &Election, now: Instant, send_errors: u64, reannounce: &mut Vec<Ipv4Addr>| {
-            let mut core = lock(&dp);
-            core.follow(now, election);
-            for address in reannounce.drain(..) {
-                core.reannounce(now, address);
-            }
-            core.note_election_io(advertising.mode(), send_errors);
-            core.announce(now);
-            core.take_generated(&mut garps);
-            drop(core);
-            if !garps.is_empty() {
-                let mut failed = 0;
-                for g in &garps {
-                    failed += tx.push(&g.frame, &g.offload);
-                }
-                failed += tx.flush();
-                let mut core = lock(&dp);
-                for _ in 0..failed {
-                    core.count_tx_error();
-                }
-                core.recycle_generated(&mut garps);
-            }
-        };
-    follow(&election, followed, send_errors, &mut reannounce);
-    while !stop.load(Ordering::Relaxed) {
-        let now = clock.now();
-        if let Some(claims) = &advertising.claims {
-            for c in lock(claims).iter() {
-                election.note_claims(c.peer, c.fresh_until, &c.priorities);
-            }
-        }
-        election.poll(now, &mut out);
-        while let Some(n) = socket.recv(&mut buf)? {
-            election.handle_packet(clock.now(), &buf[..n], &mut out);
-        }
-        let changed = carry_out(
-            &mut out,
-            &socket,
-            &advertising,
-            &mut send_errors,
-            &mut reannounce,
-        );
-        let now = clock.now();
-        if changed || election.generation() != generation || now >= followed + FOLLOW_EVERY {
-            follow(&election, now, send_errors, &mut reannounce);
-            followed = now;
-            generation = election.generation();
-        }
-        let until = election
-            .poll_at()
-            .map_or(
-                MAX_SLEEP,
-                |at| if at > now { at - now } else { Duration::ZERO },
-            )
-            .min(MAX_SLEEP);
-        socket.wait(until.total_millis() as i32)?;
-    }
-    let now = clock.now();
-    election.shutdown(now, &mut out);
-    carry_out(
-        &mut out,
-        &socket,
-        &advertising,
-        &mut send_errors,
-        &mut reannounce,
-    );
-    follow(&election, now, send_errors, &mut reannounce);
-    Ok(())
-}
-
-/// Sends the adverts among `actions`, collects the addresses to announce again into
-/// `reannounce`, and empties `actions`. Returns whether the data path must follow now.
-fn carry_out(
-    actions: &mut Vec<(Ipv4Addr, Action)>,
-    socket: &VrrpSocket,
-    advertising: &Advertising,
-    send_errors: &mut u64,
-    reannounce: &mut Vec<Ipv4Addr>,
-) -> bool {
-    let mut changed = false;
-    for (address, action) in actions.drain(..) {
-        match action {
-            Action::Advertise(advert) => {
-                for &to in advertising.destinations() {
-                    let packet = advert.emit_ipv4(advertising.primary, to);
-                    if let Err(e) = socket.send(to, &packet) {
-                        *send_errors += 1;
-                        tracing::debug!(%address, %to, error = %e, "advert not sent");
-                    }
-                }
-            }
-            Action::Own => {
-                tracing::info!(%address, "master: owning the address");
-                changed = true;
-            }
-            Action::Release => {
-                tracing::info!(%address, "backup: releasing the address");
-                changed = true;
-            }
-            Action::Reannounce => {
-                // At most once per advert interval, but during an attack that is often:
-                // not worth a line each time.
-                tracing::debug!(
-                    %address,
-                    "master: another gateway believed it was master; announcing the address again"
-                );
-                reannounce.push(address);
-                changed = true;
-            }
-        }
-    }
-    changed
 }

@@ -145,6 +145,24 @@ pub struct Change {
 }
 
 impl Change {
+    /// A flow created, changed or still alive, with `remaining` to live.
+    pub fn upsert(flow: Flow, remaining: Duration) -> Change {
+        Change {
+            op: Op::Upsert,
+            flow,
+            remaining,
+        }
+    }
+
+    /// A flow removed.
+    pub fn delete(flow: Flow) -> Change {
+        Change {
+            op: Op::Delete,
+            flow,
+            remaining: Duration::ZERO,
+        }
+    }
+
     /// A node record: `address` reached at `mac`, its tunnel device at `tunnel_mac`.
     pub fn node(address: core::net::Ipv4Addr, mac: [u8; 6], tunnel_mac: [u8; 6]) -> Change {
         use core::net::Ipv4Addr;
