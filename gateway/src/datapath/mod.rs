@@ -1222,6 +1222,7 @@ impl Datapath {
             },
         );
         for (flow, remaining) in renewed {
+            let remaining = self.lifetime(&flow, remaining);
             if self.owns(flow.egress)
                 && let Some(peers) = self.peers.as_mut()
             {

@@ -158,6 +158,14 @@ impl Datapath {
             .table()
             .export(now)
             .filter(|(flow, _)| self.owns(flow.egress))
+            .map(|(flow, left)| (flow, self.lifetime(&flow, left)))
+    }
+
+    /// The time a flow has left as the peers hear it: at most its state's timeout. A copy
+    /// held from a previous master lives on here by [`HOLD_GRACE`]; a peer would refuse
+    /// that as a lifetime no gateway of the group gives.
+    pub(super) fn lifetime(&self, flow: &Flow, left: Duration) -> Duration {
+        left.min(self.setup.nat.timeouts.of(flow.proto, flow.state))
     }
 
     /// Records a flow's current state for the peers, if this gateway owns its address.
@@ -173,6 +181,7 @@ impl Datapath {
             .any(|o| o.owning && o.ip.address == flow.egress)
         {
             let remaining = table.remaining(id, now);
+            let remaining = remaining.min(self.setup.nat.timeouts.of(flow.proto, flow.state));
             peers.record(Change::upsert(flow, remaining));
         }
     }
@@ -247,6 +256,12 @@ impl Datapath {
                     self.refused(why);
                     return;
                 }
+                if master == Some(from) {
+                    // The master is the authority on its addresses' flows: what clashes
+                    // with one of them here (a flow this gateway made while it believed
+                    // it was master, in a split brain) gives way.
+                    self.give_way(&flow);
+                }
                 let known = self.nat.table().lookup_inside(&flow.inside_key()).is_some();
                 match self
                     .nat
@@ -296,6 +311,21 @@ impl Datapath {
                     Some(_) => {}
                 }
             }
+        }
+    }
+
+    /// Removes the flows that clash with `flow`: the same inside key with another NAT
+    /// port, or the same outside key.
+    fn give_way(&mut self, flow: &Flow) {
+        let table = self.nat.table();
+        let inside = table
+            .lookup_inside(&flow.inside_key())
+            .filter(|id| table.flow(*id).nat_port != flow.nat_port);
+        let outside = table
+            .lookup_outside(&flow.outside_key())
+            .filter(|id| table.flow(*id).inside_key() != flow.inside_key());
+        for id in [inside, outside].into_iter().flatten() {
+            self.remove_flow(id);
         }
     }
 

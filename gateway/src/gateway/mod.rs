@@ -123,6 +123,12 @@ pub struct Gateway {
     started: Instant,
     /// Scratch for the peers' claims.
     claims: Vec<(u8, u8)>,
+    /// Each instance's master as last seen.
+    masters: Vec<Option<Ipv4Addr>>,
+    /// The simulation turns the sweep off to show that it catches the shell that never
+    /// swept at the end of a peer's resync.
+    #[cfg(test)]
+    sweep: bool,
 }
 
 impl Gateway {
@@ -148,6 +154,7 @@ impl Gateway {
                 changes: Vec::new(),
             }
         });
+        let params_count = instances.len();
         let mut election = Election::new(instances, params.election_peers);
         election.start(now);
         Ok(Gateway {
@@ -161,6 +168,9 @@ impl Gateway {
             advert_send_errors: 0,
             started: now,
             claims: Vec::new(),
+            masters: vec![None; params_count],
+            #[cfg(test)]
+            sweep: true,
         })
     }
 
@@ -200,17 +210,24 @@ impl Gateway {
             .handle_datagram(now, from, bytes, &mut sync.applied);
         // A datagram that applied anything was fresh, so its sender's election address is
         // known; where a resync began or ended among its changes, the marks say.
+        #[cfg(test)]
+        let sweep = self.sweep;
+        #[cfg(not(test))]
+        let sweep = true;
         if let Some(peer) = sync.core.peer_primary(from) {
+            let edge = |dp: &mut Datapath, election: &Election, edge| {
+                resync_edge(dp, election, peer, edge, sweep);
+            };
             let mut marks = sync.core.resync_marks().iter().peekable();
             for (i, change) in sync.applied.drain(..).enumerate() {
                 while let Some(m) = marks.next_if(|m| m.at <= i) {
-                    resync_edge(&mut self.datapath, &self.election, peer, m.edge);
+                    edge(&mut self.datapath, &self.election, m.edge);
                 }
                 let master = self.election.master_of(change.flow.egress);
                 self.datapath.apply_peer(now, peer, master, change);
             }
             for m in marks {
-                resync_edge(&mut self.datapath, &self.election, peer, m.edge);
+                edge(&mut self.datapath, &self.election, m.edge);
             }
         }
         sync.applied.clear();
@@ -238,6 +255,7 @@ impl Gateway {
     pub fn poll_with(&mut self, now: Instant, fast_seen: impl FnMut(&Flow) -> Option<Instant>) {
         self.election.poll(now, &mut self.actions);
         self.carry_out(now);
+        self.follow_masters(now);
         if now >= self.datapath.poll_at() {
             self.datapath.poll_with(now, fast_seen);
         }
@@ -265,6 +283,7 @@ impl Gateway {
     pub fn shutdown(&mut self, now: Instant) {
         self.election.shutdown(now, &mut self.actions);
         self.carry_out(now);
+        self.follow_masters(now);
     }
 
     /// Moves what the gateway decided since the last call into `out`, which must have
@@ -349,6 +368,25 @@ impl Gateway {
             }
         }
         self.datapath.announce(now);
+    }
+
+    /// When an address's master becomes another gateway, asks it for its whole table: what
+    /// this gateway holds of the address (copies from the previous master, or flows it
+    /// translated itself while it believed it was master, in a split brain) must become
+    /// exactly the new master's, which the sweep at the end of the resync makes it.
+    fn follow_masters(&mut self, now: Instant) {
+        for (k, i) in self.election.instances().iter().enumerate() {
+            let master = i.master();
+            if self.masters[k] == master {
+                continue;
+            }
+            self.masters[k] = master;
+            if let (Some(sync), Some(m)) = (&mut self.sync, master)
+                && m != self.primary
+            {
+                sync.core.request_table(now, m);
+            }
+        }
     }
 
     /// Streams the data path's new flow changes to the peers.
@@ -451,9 +489,16 @@ pub struct IoCounts {
 /// Where a peer's full resync begins, the data path notes the flows it mentions; where it
 /// ends, the flows of the peer's addresses (those the election knows it is master of) it
 /// did not mention go.
-fn resync_edge(datapath: &mut Datapath, election: &Election, peer: Ipv4Addr, edge: ResyncEdge) {
+fn resync_edge(
+    datapath: &mut Datapath,
+    election: &Election,
+    peer: Ipv4Addr,
+    edge: ResyncEdge,
+    sweep: bool,
+) {
     match edge {
         ResyncEdge::Begin => datapath.peer_resync_begin(peer),
+        ResyncEdge::End if !sweep => {}
         ResyncEdge::End => {
             let theirs: Vec<Ipv4Addr> = election
                 .instances()

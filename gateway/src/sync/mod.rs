@@ -491,6 +491,17 @@ impl Sync {
             .and_then(|p| p.primary)
     }
 
+    /// Asks the peer whose election address is `primary` for its whole table at the next
+    /// [`poll`](Self::poll), and every heartbeat until its resync begins to arrive: for a
+    /// gateway that has just lost an address to that peer (after a split brain, its table
+    /// of the address must become the new master's).
+    pub fn request_table(&mut self, now: Instant, primary: Ipv4Addr) {
+        self.now = now;
+        if let Some(p) = self.peers.iter_mut().find(|p| p.primary == Some(primary)) {
+            p.rx.request_table(now);
+        }
+    }
+
     /// A local flow change at `now`, streamed to every peer.
     pub fn queue(&mut self, now: Instant, change: Change) {
         self.now = now;

@@ -125,6 +125,12 @@ impl Rx {
         }
     }
 
+    /// Requests the whole table at the next poll, and again every heartbeat until a
+    /// resync begins arriving.
+    pub(super) fn request_table(&mut self, now: Instant) {
+        self.request_at = Some(now);
+    }
+
     /// A resync request still due goes at the next poll: the peer has just learnt our
     /// token, and the earlier ones were not fresh for it.
     pub(super) fn request_now(&mut self, now: Instant) {
