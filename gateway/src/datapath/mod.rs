@@ -451,6 +451,52 @@ impl Datapath {
         self.owner(address).is_some()
     }
 
+    /// Takes a reloaded setup at `now`. What may change without a restart: the other
+    /// gateways, gratuitous ARP, allowed sources, next hop, NAT timeouts, and the floating
+    /// IPs: a new one starts unowned; a removed one goes with its flows and their ports
+    /// (release it first); a kept one keeps its flows and whether it is owned. The caller
+    /// checked that nothing else changed.
+    pub fn reconfigure(&mut self, now: Instant, setup: &Setup) {
+        let removed: Vec<Ipv4Addr> = self
+            .owned
+            .iter()
+            .map(|o| o.ip.address)
+            .filter(|a| setup.floating_ips.iter().all(|f| f.address != *a))
+            .collect();
+        for address in removed {
+            self.release(address);
+            let gone: Vec<FlowId> = self
+                .nat
+                .table()
+                .export(now)
+                .filter(|(f, _)| f.egress == address)
+                .filter_map(|(f, _)| self.nat.table().lookup_inside(&f.inside_key()))
+                .collect();
+            for id in gone {
+                self.remove_flow(id);
+            }
+            self.owned.retain(|o| o.ip.address != address);
+        }
+        for ip in &setup.floating_ips {
+            match self.owned.iter_mut().find(|o| o.ip.address == ip.address) {
+                Some(o) => o.ip = *ip,
+                None => self.owned.push(Owned {
+                    ip: *ip,
+                    owning: false,
+                    ports: PortUse::default(),
+                    garps_left: 0,
+                    garp_at: now,
+                    refresh_at: None,
+                }),
+            }
+        }
+        if setup.next_hop != self.setup.next_hop {
+            self.next_hop = NextHop::new(setup.next_hop, now);
+        }
+        self.nat.table_mut().set_timeouts(&setup.nat.timeouts);
+        self.setup = setup.clone();
+    }
+
     /// Starts owning the floating IP `address` at `now`: answer ARP for it, forward its
     /// traffic, announce it by gratuitous ARP at once. Returns false when `address` is not a
     /// floating IP of this gateway.

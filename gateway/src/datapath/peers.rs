@@ -330,7 +330,7 @@ impl Datapath {
     }
 
     /// Removes a flow the peers no longer have, with its port and fast path entry.
-    fn remove_flow(&mut self, id: FlowId) {
+    pub(super) fn remove_flow(&mut self, id: FlowId) {
         let gone = self.nat.table_mut().remove(id);
         if let Some(o) = self.floating(gone.egress) {
             self.owned[o].ports.remove(gone.nat_port);

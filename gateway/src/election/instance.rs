@@ -319,6 +319,18 @@ impl Instance {
             .clamp(1, self.params.interval_centis.max(1))
     }
 
+    /// Takes new settings (priority, advert interval, preemption) and keeps its state: a
+    /// master stays master until a better advert says otherwise, and advertises its new
+    /// priority and interval from its next advert.
+    pub fn set_params(&mut self, params: Params) {
+        debug_assert_eq!(params.vrid, self.params.vrid);
+        self.params = params;
+        self.params.priority = self.params.priority.clamp(1, 254);
+        if self.state == State::Master {
+            self.master_interval = self.params.interval_centis;
+        }
+    }
+
     /// Changes this instance's priority (from `priority = "auto"` when the set of gateways
     /// changes). A master that is no longer the best learns it from the next better advert;
     /// a backup that now outranks the master takes over when its timer runs out.

@@ -153,6 +153,44 @@ impl Election {
             .and_then(Instance::master)
     }
 
+    /// Replaces `[election].peers`.
+    pub fn set_peers(&mut self, peers: Vec<Ipv4Addr>) {
+        self.peers = peers;
+    }
+
+    /// Runs one more instance, started at `now` as a backup.
+    pub fn add(&mut self, now: Instant, params: Params) {
+        let mut instance = Instance::new(params);
+        instance.start(now);
+        self.instances.push(instance);
+        self.generation += 1;
+    }
+
+    /// Stops running the instance of `address`: as master it hands over with a
+    /// priority-0 advert and releases the address (in `out`).
+    pub fn remove(&mut self, now: Instant, address: Ipv4Addr, out: &mut Vec<(Ipv4Addr, Action)>) {
+        let Some(k) = self
+            .instances
+            .iter()
+            .position(|i| i.params().address == address)
+        else {
+            return;
+        };
+        self.step(k, out, |i, actions| i.shutdown(now, actions));
+        self.instances.remove(k);
+    }
+
+    /// Takes new settings for the instance of `params.address`, keeping its state.
+    pub fn set_params(&mut self, params: Params) {
+        if let Some(i) = self
+            .instances
+            .iter_mut()
+            .find(|i| i.params().address == params.address)
+        {
+            i.set_params(params);
+        }
+    }
+
     /// Starts every instance (as backup).
     pub fn start(&mut self, now: Instant) {
         let mut out = Vec::new();

@@ -123,8 +123,10 @@ pub struct Gateway {
     started: Instant,
     /// Scratch for the peers' claims.
     claims: Vec<(u8, u8)>,
-    /// Each instance's master as last seen.
-    masters: Vec<Option<Ipv4Addr>>,
+    /// Each floating IP's master as last seen.
+    masters: Vec<(Ipv4Addr, Option<Ipv4Addr>)>,
+    /// What the gateway runs with, for a reload to compare against.
+    params: Params,
     /// The simulation turns the sweep off to show that it catches the shell that never
     /// swept at the end of a peer's resync.
     #[cfg(test)]
@@ -135,6 +137,7 @@ impl Gateway {
     /// A gateway at `now`, its instances started as backups (the election claims nothing
     /// for a whole Master_Down_Interval).
     pub fn new(params: Params, now: Instant) -> Result<Gateway, NatError> {
+        let kept = params.clone();
         let instances = params.instances();
         let mut datapath = Datapath::new(params.setup.clone(), now)?;
         if params.fast_path {
@@ -154,7 +157,6 @@ impl Gateway {
                 changes: Vec::new(),
             }
         });
-        let params_count = instances.len();
         let mut election = Election::new(instances, params.election_peers);
         election.start(now);
         Ok(Gateway {
@@ -168,7 +170,8 @@ impl Gateway {
             advert_send_errors: 0,
             started: now,
             claims: Vec::new(),
-            masters: vec![None; params_count],
+            masters: Vec::new(),
+            params: kept,
             #[cfg(test)]
             sweep: true,
         })
@@ -375,18 +378,75 @@ impl Gateway {
     /// translated itself while it believed it was master, in a split brain) must become
     /// exactly the new master's, which the sweep at the end of the resync makes it.
     fn follow_masters(&mut self, now: Instant) {
-        for (k, i) in self.election.instances().iter().enumerate() {
-            let master = i.master();
-            if self.masters[k] == master {
-                continue;
+        let instances = self.election.instances();
+        self.masters
+            .retain(|(a, _)| instances.iter().any(|i| i.params().address == *a));
+        for i in instances {
+            let (address, master) = (i.params().address, i.master());
+            match self.masters.iter_mut().find(|(a, _)| *a == address) {
+                Some((_, seen)) if *seen == master => continue,
+                Some((_, seen)) => *seen = master,
+                None => self.masters.push((address, master)),
             }
-            self.masters[k] = master;
             if let (Some(sync), Some(m)) = (&mut self.sync, master)
                 && m != self.primary
             {
                 sync.core.request_table(now, m);
             }
         }
+    }
+
+    /// Takes a reloaded configuration at `now`, without a restart and without touching
+    /// the flows of addresses that stay: floating IPs added (as backups) or removed (a
+    /// master first hands the address over with a priority-0 advert), priorities, advert
+    /// interval and preemption, election and sync peers, allowed sources, the next hop,
+    /// gratuitous ARP, NAT timeouts and sync keys. Refused, changing nothing, when it also
+    /// changes what only a restart can: the keys named in the error.
+    pub fn reconfigure(&mut self, now: Instant, params: Params) -> Result<(), Vec<String>> {
+        let restart = needs_restart(&self.params, &params);
+        if !restart.is_empty() {
+            return Err(restart);
+        }
+        for f in &self.params.setup.floating_ips {
+            if params
+                .setup
+                .floating_ips
+                .iter()
+                .all(|n| n.address != f.address)
+            {
+                self.election.remove(now, f.address, &mut self.actions);
+            }
+        }
+        self.carry_out(now);
+        self.datapath.reconfigure(now, &params.setup);
+        self.election.set_peers(params.election_peers.clone());
+        for instance in params.instances() {
+            let known = self
+                .election
+                .instances()
+                .iter()
+                .any(|i| i.params().address == instance.address);
+            if known {
+                self.election.set_params(instance);
+            } else {
+                self.election.add(now, instance);
+            }
+        }
+        if let (Some(sync), Some(p)) = (&mut self.sync, &params.sync) {
+            sync.authenticated = p.keys.is_some();
+            sync.core.set_keys(p.keys.clone());
+            sync.core.set_peers(now, &p.peers);
+            let ours: Vec<[u8; 2]> = params
+                .setup
+                .floating_ips
+                .iter()
+                .map(|f| [f.vrid, f.priority])
+                .collect();
+            sync.core.set_claims(&ours);
+        }
+        self.follow_masters(now);
+        self.params = params;
+        Ok(())
     }
 
     /// Streams the data path's new flow changes to the peers.
@@ -473,6 +533,50 @@ impl Gateway {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// What differs between `old` and `new` that only a restart can change.
+fn needs_restart(old: &Params, new: &Params) -> Vec<String> {
+    let (a, b) = (&old.setup, &new.setup);
+    let mut keys: Vec<String> = [
+        ("[gateway].name", a.name != b.name),
+        ("[gateway].interface", a.interface != b.interface),
+        (
+            "the interface's address, MAC or MTU",
+            (a.mac, a.address, a.prefix_len, a.mtu) != (b.mac, b.address, b.prefix_len, b.mtu),
+        ),
+        ("[gateway].fast_path", old.fast_path != new.fast_path),
+        ("[tunnel].port", a.tunnel_port != b.tunnel_port),
+        ("[tunnel].vni", a.vni != b.vni),
+        ("[nat].port_range", a.nat.port_range != b.nat.port_range),
+        ("[nat].max_flows", a.nat.max_flows != b.nat.max_flows),
+        (
+            "[nat].max_flows_per_pod",
+            a.nat.max_flows_per_pod != b.nat.max_flows_per_pod,
+        ),
+        (
+            "[sync] (added or removed)",
+            old.sync.is_some() != new.sync.is_some(),
+        ),
+        (
+            "[sync] name or address",
+            old.sync.as_ref().map(|s| (&s.name, s.primary))
+                != new.sync.as_ref().map(|s| (&s.name, s.primary))
+                && old.sync.is_some() == new.sync.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(key, _)| key.to_string())
+    .collect();
+    for f in &b.floating_ips {
+        if let Some(o) = a.floating_ips.iter().find(|o| o.address == f.address)
+            && o.vrid != f.vrid
+        {
+            keys.push(format!("the vrid of floating IP {}", f.address));
+        }
+    }
+    keys
 }
 
 /// What the shell counted since it last told the core.

@@ -35,8 +35,8 @@ const FIPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(192, 168, 1, 100),
     Ipv4Addr::new(192, 168, 1, 101),
 ];
-/// Each gateway's priority for each floating IP.
-const PRIORITIES: [[u8; 2]; N] = [[200, 100], [150, 200], [100, 150]];
+/// A floating IP a reload adds.
+const EXTRA: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 102);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
 const ROUTER_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 21);
@@ -66,7 +66,29 @@ fn sync_addr(g: usize) -> SocketAddr {
     SocketAddr::new(gw_ip(g).into(), SYNC_PORT)
 }
 
-fn params(g: usize, seed: u64) -> Params {
+/// What every gateway is configured with; a reload changes it.
+#[derive(Debug, Clone)]
+struct Layout {
+    /// Each floating IP, its VRID, and each gateway's priority for it.
+    fips: Vec<(Ipv4Addr, u8, [u8; N])>,
+    key: &'static [u8],
+    previous_key: Option<&'static [u8]>,
+}
+
+impl Layout {
+    fn initial() -> Layout {
+        Layout {
+            fips: vec![
+                (FIPS[0], 10, [200, 150, 100]),
+                (FIPS[1], 11, [100, 200, 150]),
+            ],
+            key: b"sim-key",
+            previous_key: None,
+        }
+    }
+}
+
+fn params(g: usize, seed: u64, layout: &Layout) -> Params {
     let setup = Setup {
         name: format!("gw{g}"),
         interface: "eth0".into(),
@@ -76,13 +98,13 @@ fn params(g: usize, seed: u64) -> Params {
         gateways: (0..N).filter(|h| *h != g).map(gw_ip).collect(),
         mtu: 1500,
         next_hop: ROUTER,
-        floating_ips: FIPS
+        floating_ips: layout
+            .fips
             .iter()
-            .enumerate()
-            .map(|(i, &address)| FloatingIp {
+            .map(|&(address, vrid, priorities)| FloatingIp {
                 address,
-                vrid: 10 + i as u8,
-                priority: PRIORITIES[g][i],
+                vrid,
+                priority: priorities[g],
             })
             .collect(),
         announce: Announce::default(),
@@ -109,7 +131,7 @@ fn params(g: usize, seed: u64) -> Params {
         sync: Some(crate::sync::Params {
             primary: gw_ip(g),
             name: format!("gw{g}"),
-            keys: Some(crate::sync::Keys::derive(b"sim-key", None)),
+            keys: Some(crate::sync::Keys::derive(layout.key, layout.previous_key)),
             // A short history, so that a partition outgrows it and heals by a full resync.
             ring: 8,
             ..crate::sync::Params::new(seed.max(1), peers)
@@ -153,6 +175,8 @@ struct Sim {
     now: Instant,
     rng: Rng,
     gateways: Vec<Option<Gateway>>,
+    /// Each gateway's configuration.
+    layouts: Vec<Layout>,
     in_flight: Vec<(Instant, Packet)>,
     /// Control traffic (adverts and sync) between these gateways is dropped.
     cut: [[bool; N]; N],
@@ -166,7 +190,7 @@ struct Sim {
     flows: BTreeMap<u16, FlowRecord>,
     next_pod_port: u16,
     /// Gratuitous ARPs and ARP replies seen on the LAN for each floating IP.
-    announcements: [u64; 2],
+    announcements: BTreeMap<Ipv4Addr, u64>,
     violations: Vec<String>,
     restarts: u64,
     outbox: Outbox,
@@ -176,13 +200,15 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let now = Instant::ZERO;
         let mut rng = Rng(seed | 1);
+        let layout = Layout::initial();
         let gateways = (0..N)
-            .map(|g| Some(Gateway::new(params(g, rng.next()), now).unwrap()))
+            .map(|g| Some(Gateway::new(params(g, rng.next(), &layout), now).unwrap()))
             .collect();
         Sim {
             now,
             rng,
             gateways,
+            layouts: vec![layout; N],
             in_flight: Vec::new(),
             cut: [[false; N]; N],
             loss: 0,
@@ -190,7 +216,7 @@ impl Sim {
             arp: BTreeMap::new(),
             flows: BTreeMap::new(),
             next_pod_port: 30000,
-            announcements: [0; 2],
+            announcements: BTreeMap::new(),
             violations: Vec::new(),
             restarts: 0,
             outbox: Outbox::default(),
@@ -238,7 +264,8 @@ impl Sim {
     fn restart(&mut self, g: usize) {
         self.restarts += 1;
         let seed = self.rng.next();
-        self.gateways[g] = Some(Gateway::new(params(g, seed), self.now).unwrap());
+        let params = params(g, seed, &self.layouts[g]);
+        self.gateways[g] = Some(Gateway::new(params, self.now).unwrap());
         self.in_flight.retain(|(_, p)| match p {
             Packet::Frame { to, .. } | Packet::Advert { to, .. } | Packet::Datagram { to, .. } => {
                 *to != g
@@ -256,14 +283,36 @@ impl Sim {
         }
     }
 
-    fn master_of(&self, fip: usize) -> Vec<usize> {
+    /// The gateways that own `address`.
+    fn master_of(&self, address: Ipv4Addr) -> Vec<usize> {
         (0..N)
             .filter(|&g| {
                 self.gateways[g]
                     .as_ref()
-                    .is_some_and(|gw| gw.datapath().owns(FIPS[fip]))
+                    .is_some_and(|gw| gw.datapath().owns(address))
             })
             .collect()
+    }
+
+    /// Every floating IP some gateway is configured with.
+    fn addresses(&self) -> BTreeSet<Ipv4Addr> {
+        self.layouts
+            .iter()
+            .flat_map(|l| l.fips.iter().map(|f| f.0))
+            .collect()
+    }
+
+    /// Reloads each running gateway with `layout`, one after another, `apart`.
+    fn rolling_reload(&mut self, layout: &Layout, apart: Duration) {
+        for g in 0..N {
+            let seed = self.rng.next();
+            if let Some(gw) = &mut self.gateways[g] {
+                gw.reconfigure(self.now, params(g, seed, layout)).unwrap();
+            }
+            self.layouts[g] = layout.clone();
+            self.carry(g);
+            self.run(apart, true);
+        }
     }
 
     /// Runs for `d`, one millisecond at a time; with `traffic`, the pods keep their flows
@@ -425,9 +474,9 @@ impl Sim {
         else {
             return;
         };
-        if let Some(i) = FIPS.iter().position(|f| *f == source_protocol_addr) {
+        if self.addresses().contains(&source_protocol_addr) {
             // A gratuitous ARP or an answer for a floating IP: the LAN follows it.
-            self.announcements[i] += 1;
+            *self.announcements.entry(source_protocol_addr).or_default() += 1;
             self.arp.insert(source_protocol_addr, source_hardware_addr);
             return;
         }
@@ -586,8 +635,8 @@ impl Sim {
         if self.now < self.whole_since + settle {
             return;
         }
-        for (fip, address) in FIPS.iter().enumerate() {
-            let masters = self.master_of(fip);
+        for address in self.addresses() {
+            let masters = self.master_of(address);
             if masters.len() > 1 {
                 self.violation(format!("{address} has masters {masters:?}"));
             }
@@ -609,8 +658,8 @@ impl Sim {
             return;
         }
         let now = self.now;
-        for (fip, &address) in FIPS.iter().enumerate() {
-            let masters = self.master_of(fip);
+        for address in self.addresses() {
+            let masters = self.master_of(address);
             let [m] = masters[..] else {
                 self.violation(format!("{address} has masters {masters:?}"));
                 continue;
@@ -638,9 +687,28 @@ impl Sim {
             let Some(gw) = gw else {
                 continue;
             };
+            let configured: Vec<Ipv4Addr> = self.layouts[g].fips.iter().map(|f| f.0).collect();
+            let strays = gw
+                .datapath()
+                .nat()
+                .table()
+                .export(now)
+                .filter(|(f, _)| !configured.contains(&f.egress))
+                .count();
+            if strays > 0 {
+                miscounted.push(format!(
+                    "gw{g} holds {strays} flows of addresses it no longer has"
+                ));
+            }
+        }
+        for (g, gw) in self.gateways.iter().enumerate() {
+            let Some(gw) = gw else {
+                continue;
+            };
             let s = gw.snapshot(now, 0);
-            for (fip, status) in FIPS.iter().zip(&s.floating_ips) {
-                let ports: BTreeSet<u16> = flows_of(gw, now, *fip).iter().map(|f| f.1).collect();
+            for status in &s.floating_ips {
+                let fip = status.address;
+                let ports: BTreeSet<u16> = flows_of(gw, now, fip).iter().map(|f| f.1).collect();
                 if status.ports_in_use as usize != ports.len() {
                     miscounted.push(format!(
                         "gw{g} counts {} ports in use on {fip} for {} held",
@@ -746,7 +814,7 @@ fn run(seed: u64, rounds: usize, sweep: bool) -> Sim {
         match (round + seed as usize) % 3 {
             0 => {
                 let fip = sim.rng.below(2) as usize;
-                let Some(&m) = sim.master_of(fip).first() else {
+                let Some(&m) = sim.master_of(FIPS[fip]).first() else {
                     continue;
                 };
                 sim.crash(m);
@@ -789,7 +857,7 @@ fn three_gateways_through_crashes_partitions_and_loss_keep_every_invariant() {
             "seed {seed}: only {protected} flows were tested across a disruption"
         );
         assert!(sim.restarts >= 2, "seed {seed}");
-        assert!(sim.announcements.iter().all(|n| *n > 0));
+        assert!(FIPS.iter().all(|a| sim.announcements.get(a) > Some(&0)));
     }
 }
 
@@ -804,4 +872,55 @@ fn without_the_resync_sweep_a_backup_keeps_flows_the_master_deleted() {
         "{:#?}",
         sim.violations
     );
+}
+
+#[test]
+fn a_rolling_reload_under_traffic_adds_removes_rotates_and_reprioritises_without_a_gap() {
+    let mut sim = Sim::new(7);
+    sim.run(Duration::from_secs(3), true);
+    sim.checkpoint();
+    assert_eq!(sim.master_of(FIPS[0]), [0]);
+    // One reload, gateway after gateway: a new address for gw2, gw1 now outranks gw0 for
+    // the first one, and a new sync key (the old one still opens the others' datagrams).
+    let mut next = Layout::initial();
+    next.fips.push((EXTRA, 12, [100, 120, 200]));
+    next.fips[0].2 = [120, 150, 100];
+    next.key = b"sim-key-2";
+    next.previous_key = Some(b"sim-key");
+    // The handover by priority is a takeover: flows settled before it must survive it.
+    sim.disrupt();
+    sim.rolling_reload(&next, Duration::from_millis(200));
+    sim.heal();
+    sim.run(Duration::from_secs(3), true);
+    sim.checkpoint();
+    assert_eq!(sim.master_of(FIPS[0]), [1], "the priority change moved it");
+    assert_eq!(sim.master_of(EXTRA), [2], "the new address has its master");
+    assert!(sim.announcements.get(&EXTRA) > Some(&0));
+    let auth = |sim: &Sim| -> u64 {
+        sim.gateways
+            .iter()
+            .flatten()
+            .map(|g| g.snapshot(sim.now, 0).sync.drops["auth"])
+            .sum()
+    };
+    let before = auth(&sim);
+    sim.run(Duration::from_secs(2), true);
+    assert_eq!(auth(&sim), before, "every gateway speaks the new key");
+    // Another: the second address goes. Its master hands it over with a priority-0
+    // advert, and nobody keeps it or its flows.
+    let mut last = next.clone();
+    last.fips.remove(1);
+    last.previous_key = None;
+    sim.disrupt();
+    sim.rolling_reload(&last, Duration::from_millis(200));
+    sim.heal();
+    sim.run(Duration::from_secs(3), true);
+    sim.checkpoint();
+    assert!(sim.master_of(FIPS[1]).is_empty());
+    let protected = sim.flows.values().filter(|f| f.protected).count();
+    assert!(
+        protected > 20,
+        "only {protected} flows were tested across the reloads"
+    );
+    assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
 }

@@ -443,6 +443,12 @@ impl FlowTable {
         Ok(id)
     }
 
+    /// New idle timeouts, for packets from now on: a flow's deadline moves by the new
+    /// timeout at its next packet.
+    pub fn set_timeouts(&mut self, timeouts: &super::Timeouts) {
+        self.timeouts = TimeoutSecs::new(timeouts);
+    }
+
     /// Records a packet of the flow at `now`, which moves it to `state`, and pushes its
     /// deadline out by that state's idle timeout.
     #[inline]

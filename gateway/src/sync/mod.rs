@@ -388,6 +388,10 @@ pub struct Sync {
     flush_after: Duration,
     heartbeat: Duration,
     resync_rate: u32,
+    /// Live batches kept per peer.
+    ring: usize,
+    /// Peers added so far: each new one takes the next index for its session tokens.
+    peer_seq: usize,
     peers: Vec<Peer>,
     counters: Counters,
     /// The latest time handed in.
@@ -434,6 +438,8 @@ impl Sync {
             flush_after: params.flush_after,
             heartbeat: params.heartbeat.max(MIN_HEARTBEAT),
             resync_rate: params.resync_rate.max(1),
+            ring: params.ring,
+            peer_seq: peers.len(),
             peers,
             counters: Counters::default(),
             now,
@@ -489,6 +495,36 @@ impl Sync {
             .iter()
             .find(|p| p.address == address)
             .and_then(|p| p.primary)
+    }
+
+    /// Seals with `keys` from now on (`None`: in clear). A rotation names the old key as
+    /// the previous one, so the peers' datagrams sealed with it still open until they
+    /// rotate too.
+    pub fn set_keys(&mut self, keys: Option<Keys>) {
+        self.keys = keys;
+    }
+
+    /// Syncs with `peers` from `now` on: peers that stay keep their streams; new ones are
+    /// asked for their table at the next poll; the others are forgotten.
+    pub fn set_peers(&mut self, now: Instant, peers: &[SocketAddr]) {
+        self.now = now;
+        self.peers.retain(|p| peers.contains(&p.address));
+        for &address in peers {
+            if self.peers.iter().any(|p| p.address == address) {
+                continue;
+            }
+            self.peer_seq += 1;
+            self.peers.push(Peer {
+                address,
+                tx: Tx::new(now, self.ring),
+                rx: Rx::new(now),
+                fresh: Freshness::new(self.epoch, self.peer_seq, now),
+                primary: None,
+                claims: Vec::new(),
+                claims_at: None,
+                name: None,
+            });
+        }
     }
 
     /// Asks the peer whose election address is `primary` for its whole table at the next
