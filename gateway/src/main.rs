@@ -15,13 +15,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser as _;
 use egret_gateway::cli::{Cli, Command};
-use egret_gateway::config::{Config, ConfigError, HostFacts, Priority};
-use egret_gateway::datapath::{Announce, FloatingIp, Setup};
-use egret_gateway::election;
-use egret_gateway::gateway::{self, Gateway};
+use egret_gateway::config::{Config, ConfigError, HostFacts};
+use egret_gateway::gateway::{self, Gateway, Host};
 use egret_gateway::io::vrrp::VrrpSocket;
-use egret_gateway::io::{self, fastpath::FastPath, guard::KernelGuard, host::Interface, packet};
-use egret_gateway::{api, status, sync};
+use egret_gateway::io::{
+    self, fastpath::FastPath, guard::KernelGuard, host::Interface, lock, packet,
+};
+use egret_gateway::{api, status};
 
 /// An invalid config: already reported line by line, exits with 2.
 const EXIT_INVALID_CONFIG: u8 = 2;
@@ -91,30 +91,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let host = HostFacts::from_system().context("cannot read this host's interfaces")?;
-    let config = match load(path, &host)? {
+    let facts = HostFacts::from_system().context("cannot read this host's interfaces")?;
+    let config = match load(path, &facts)? {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
     let ifname = &config.gateway.interface;
     let interface =
         Interface::read(ifname).with_context(|| format!("cannot read interface {ifname}"))?;
-    let Some(address) = host.interface(ifname).and_then(|a| a.first()) else {
-        bail!("interface {ifname} has no IPv4 address; the gateway's ARP and VRRP need one");
-    };
-    let next_hop = match config.gateway.next_hop {
-        Some(hop) => hop,
-        None => io::host::default_gateway(ifname)
-            .context("cannot read /proc/net/route")?
-            .with_context(|| {
-                format!(
-                    "no default route via {ifname}; set [gateway].next_hop or add a default route"
-                )
-            })?,
-    };
-    let primary = address.address();
-    let floating_ips = floating_ips(&config, primary);
-    let addresses: Vec<_> = floating_ips.iter().map(|f| f.address).collect();
+    let host = host(&config, &facts, &interface)?;
+    let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
+    let mut params = gateway::Params::from_config(&config, &host, seed(), epoch());
+    params.fast_path = fast.is_ok();
+    let addresses: Vec<_> = params
+        .setup
+        .floating_ips
+        .iter()
+        .map(|f| f.address)
+        .collect();
     // One worker per core, each with its own IPv4 socket in a fanout group and its own
     // sender; the first one (the leader) also reads ARP, adverts and sync datagrams.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
@@ -137,7 +131,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             tx: sender()?,
         });
     }
-    let mut leaving = sender()?;
+    // The main thread's own sender: what a reload or the stop decides goes at once.
+    let mut tx = sender()?;
     let multicast = config.election.peers.is_empty();
     let vrrp = VrrpSocket::open(ifname, interface.index, multicast)
         .with_context(|| format!("cannot open the VRRP socket on {ifname} (needs CAP_NET_RAW)"))?;
@@ -158,50 +153,6 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.api.listen))
         .with_context(|| format!("cannot listen on [api].listen = {}", config.api.listen))?;
-    let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
-    let params = gateway::Params {
-        setup: Setup {
-            name: config.gateway.name.clone(),
-            interface: ifname.clone(),
-            mac: interface.mac,
-            address: primary,
-            prefix_len: address.prefix_len(),
-            gateways: other_gateways(&config, primary),
-            mtu: interface.mtu,
-            next_hop,
-            floating_ips: floating_ips.clone(),
-            announce: Announce {
-                count: config.election.garp_count,
-                interval: smoltcp::time::Duration::from_micros(
-                    config.election.garp_interval.as_micros() as u64,
-                ),
-                refresh: config
-                    .election
-                    .garp_refresh
-                    .map(|r| smoltcp::time::Duration::from_micros(r.as_micros() as u64)),
-            },
-            tunnel_port: config.tunnel.port,
-            vni: config.tunnel.vni,
-            allowed_sources: config.tunnel.allowed_sources.clone(),
-            nat: config.nat_params(),
-            seed: seed(),
-        },
-        interval_centis: config.election.advert_interval_centis(),
-        preempt: config.election.preempt,
-        election_peers: config.election.peers.clone(),
-        sync: config.sync.as_ref().map(|sync| sync::Params {
-            primary,
-            name: config.gateway.name.clone(),
-            keys: sync.key.as_ref().map(|(_, secret)| {
-                sync::Keys::derive(
-                    &secret.0,
-                    sync.previous_key.as_ref().map(|(_, s)| s.0.as_slice()),
-                )
-            }),
-            ..sync::Params::new(epoch(), sync.peers.clone())
-        }),
-        fast_path: fast.is_ok(),
-    };
     let clock = io::Clock::start();
     let core = Gateway::new(params, clock.now())
         .context("cannot allocate the flow table ([nat].max_flows)")?;
@@ -232,9 +183,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(
         name = %config.gateway.name,
         interface = %ifname,
-        %next_hop,
+        next_hop = %host.next_hop,
         floating_ips = ?addresses,
-        priorities = ?floating_ips.iter().map(|f| f.priority).collect::<Vec<_>>(),
         adverts = if multicast { "multicast" } else { "unicast" },
         sync = ?config.sync.as_ref().map(|s| &s.peers),
         api = %config.api.listen,
@@ -245,14 +195,23 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     );
     // Sockets open, the workers running: ready for systemd (Type=notify).
     notify(&[sd_notify::NotifyState::Ready]);
-    let mut term = {
+    let (mut term, mut hup) = {
         let _runtime = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot handle SIGTERM")?
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        )
     };
     // With [kubernetes], a task on this runtime reports into the EgressGateway status; it
     // only reads the published snapshot, so the data path never waits for the API.
     let kubernetes = config.kubernetes.as_ref().map(|_| io::kube::shared());
+    let mut running = Running {
+        path,
+        config: config.clone(),
+        addresses,
+        interface,
+    };
     let reporting = runtime.block_on(async {
         let reporting = match (&config.kubernetes, &kubernetes) {
             (Some(k), Some(shared)) => Some(io::kube::start(
@@ -265,10 +224,13 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         let shutdown = async {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-                _ = wait_for(&shell.stop) => {}
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
+                    _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT: stopping"),
+                    _ = wait_for(&shell.stop) => break,
+                    _ = hup.recv() => running.reload(&shell, &guard, &mut tx),
+                }
             }
         };
         api::serve(listener, snapshot, kubernetes, shutdown).await;
@@ -276,7 +238,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     });
     notify(&[sd_notify::NotifyState::Stopping]);
     // Hand the addresses over (priority 0) while the data path still runs, then stop it.
-    io::leave(&shell, &mut leaving);
+    lock(&shell.core).shutdown(shell.clock.now());
+    io::carry(&shell, &mut tx);
     if let Some(reporting) = reporting {
         // The addresses are handed over: report this gateway Down, briefly.
         if runtime.block_on(reporting.stop(KUBERNETES_STOP_DEADLINE)) {
@@ -290,7 +253,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     shell.stop.store(true, Ordering::Relaxed);
     if let Ok(fast) = &shell.fast {
         // Everything back to user space (which stops) before the program goes.
-        let _ = fast.lock().map(|mut f| f.disable());
+        let _ = lock(fast).disable();
     }
     let mut result = Ok(());
     for thread in threads {
@@ -307,48 +270,140 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the gateway runs with, for a reload to compare against.
+struct Running<'a> {
+    path: &'a Path,
+    config: Config,
+    /// The floating IPs the kernel is kept out of.
+    addresses: Vec<std::net::Ipv4Addr>,
+    interface: Interface,
+}
+
+impl Running<'_> {
+    /// SIGHUP (`systemctl reload`): reads the config file again and applies it live. A
+    /// file that does not check, or that changes what only a restart can, is refused and
+    /// the running config stays; either way the log says which.
+    fn reload(&mut self, shell: &io::Shell, guard: &KernelGuard, tx: &mut packet::Tx) {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        match self.try_reload(shell, guard, tx) {
+            Ok(()) => tracing::info!(
+                floating_ips = ?self.addresses,
+                "config reloaded"
+            ),
+            Err(error) => tracing::error!(
+                error = %format!("{error:#}"),
+                "reload failed, the previous config stays applied"
+            ),
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    fn try_reload(
+        &mut self,
+        shell: &io::Shell,
+        guard: &KernelGuard,
+        tx: &mut packet::Tx,
+    ) -> anyhow::Result<()> {
+        let file = self.path.display();
+        let facts = HostFacts::from_system().context("cannot read this host's interfaces")?;
+        let config = match Config::load(self.path, &facts) {
+            Ok(checked) => {
+                for warning in &checked.warnings {
+                    tracing::warn!("{file}:{warning}");
+                }
+                checked.config
+            }
+            Err(ConfigError::Invalid(diagnostics)) => {
+                for diagnostic in &diagnostics {
+                    tracing::error!("{file}:{diagnostic}");
+                }
+                bail!("{file} does not check ({} problems)", diagnostics.len());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let old = &self.config;
+        let mut restart = Vec::new();
+        if config.api.listen != old.api.listen {
+            restart.push("[api].listen".to_string());
+        }
+        if config.sync.as_ref().map(|s| s.listen) != old.sync.as_ref().map(|s| s.listen) {
+            restart.push("[sync].listen".to_string());
+        }
+        if config.kubernetes != old.kubernetes {
+            restart.push("[kubernetes]".to_string());
+        }
+        if config.election.peers.is_empty() != old.election.peers.is_empty() {
+            restart.push("[election].peers (between multicast and unicast)".to_string());
+        }
+        if !restart.is_empty() {
+            bail!("only a restart changes {}", restart.join(", "));
+        }
+        let host = host(&config, &facts, &self.interface)?;
+        let mut params = gateway::Params::from_config(&config, &host, seed(), epoch());
+        params.fast_path = shell.fast.is_ok();
+        let addresses: Vec<_> = params
+            .setup
+            .floating_ips
+            .iter()
+            .map(|f| f.address)
+            .collect();
+        // The kernel stays out of the new addresses before the core answers for them, and
+        // of the old ones until it no longer does.
+        let mut both = self.addresses.clone();
+        both.extend(addresses.iter().filter(|a| !self.addresses.contains(a)));
+        let ifname = &config.gateway.interface;
+        guard
+            .update(ifname, &both)
+            .context("cannot update the nftables table egret_gateway")?;
+        let applied = lock(&shell.core).reconfigure(shell.clock.now(), params);
+        let kept = match &applied {
+            Ok(()) => &addresses,
+            Err(_) => &self.addresses,
+        };
+        guard
+            .update(ifname, kept)
+            .context("cannot update the nftables table egret_gateway")?;
+        if let Err(keys) = applied {
+            bail!("only a restart changes {}", keys.join(", "));
+        }
+        // What the reload decided (a removed address handed over) goes at once.
+        io::carry(shell, tx);
+        self.config = config;
+        self.addresses = addresses;
+        Ok(())
+    }
+}
+
+/// The facts of this host the gateway runs with: its interface's, and the next hop.
+fn host(config: &Config, facts: &HostFacts, interface: &Interface) -> anyhow::Result<Host> {
+    let ifname = &config.gateway.interface;
+    let Some(address) = facts.interface(ifname).and_then(|a| a.first()) else {
+        bail!("interface {ifname} has no IPv4 address; the gateway's ARP and VRRP need one");
+    };
+    let next_hop = match config.gateway.next_hop {
+        Some(hop) => hop,
+        None => io::host::default_gateway(ifname)
+            .context("cannot read /proc/net/route")?
+            .with_context(|| {
+                format!(
+                    "no default route via {ifname}; set [gateway].next_hop or add a default route"
+                )
+            })?,
+    };
+    Ok(Host {
+        mac: interface.mac,
+        address: address.address(),
+        prefix_len: address.prefix_len(),
+        mtu: interface.mtu,
+        next_hop,
+    })
+}
+
 /// Tells systemd (when it started us with `Type=notify`) how the gateway is doing.
 fn notify(states: &[sd_notify::NotifyState]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(%error, "cannot notify systemd");
     }
-}
-
-/// The other gateways' addresses, as the config names them (election and sync peers, and
-/// this gateway's own sync address when it is not the interface's).
-fn other_gateways(config: &Config, primary: std::net::Ipv4Addr) -> Vec<std::net::Ipv4Addr> {
-    let mut all: Vec<std::net::Ipv4Addr> = config.election.peers.clone();
-    if let Some(sync) = &config.sync {
-        let ips = sync.peers.iter().chain([&sync.listen]).map(|a| a.ip());
-        all.extend(ips.filter_map(|ip| match ip {
-            std::net::IpAddr::V4(v4) if !v4.is_unspecified() => Some(v4),
-            _ => None,
-        }));
-    }
-    all.retain(|a| *a != primary);
-    all.sort();
-    all.dedup();
-    all
-}
-
-/// The floating IPs with this gateway's priority for each: fixed, or from the `auto` table.
-fn floating_ips(config: &Config, primary: std::net::Ipv4Addr) -> Vec<FloatingIp> {
-    let (me, members) = config.auto_members(primary);
-    let vrids: Vec<u8> = config.floating_ips.iter().map(|f| f.vrid).collect();
-    let auto = election::auto::priorities(me, &members, &vrids);
-    config
-        .floating_ips
-        .iter()
-        .zip(auto)
-        .map(|(f, auto)| FloatingIp {
-            address: f.address,
-            vrid: f.vrid,
-            priority: match f.effective_priority(&config.election) {
-                Priority::Fixed(p) => p,
-                Priority::Auto => auto,
-            },
-        })
-        .collect()
 }
 
 /// Loads the kernel fast path, unless the configuration turns it off. A gateway that

@@ -256,12 +256,26 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
         },
     )?;
 
-    // No ExecReload: the gateway does not reload its config yet, and systemd says so.
-    let (reloaded, said) = sh(c, &format!("systemctl reload {unit}"))?;
+    // Reload: SIGHUP applies the file again in the same process; one that does not check
+    // is refused, and the gateway goes on with the previous one.
+    let pid = c.main_pid(unit)?;
+    ok(c, &format!("systemctl reload {unit}"))?;
+    c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
+        Ok(c.journal(unit)?.contains("config reloaded"))
+    })?;
+    ensure!(c.main_pid(unit)? == pid, "reload restarted the gateway");
+    c.write_file("/etc/egret/gateway.toml", "[gateway]\nbogus = 1\n")?;
+    ok(c, &format!("systemctl reload {unit}"))?;
+    c.wait_until(Duration::from_secs(10), "the bad reload is refused", |c| {
+        Ok(c.journal(unit)?
+            .contains("reload failed, the previous config stays applied"))
+    })?;
+    ensure!(property(c, unit, "ActiveState")? == "active");
     ensure!(
-        !reloaded && said.contains("not applicable"),
-        "reload: {said}"
+        c.main_pid(unit)? == pid,
+        "a refused reload restarted the gateway"
     );
+    c.write_file("/etc/egret/gateway.toml", gateway_config(""))?;
 
     // Stop: SIGTERM hands the address over, then the process exits.
     ok(c, &format!("systemctl stop {unit}"))?;
@@ -491,17 +505,10 @@ fn rpms_install_offline_then_start_and_erase_under_systemd() -> Result<()> {
         start(c, &unit)?;
         check_credentials(c, &unit, name, capabilities)?;
         let (reloaded, said) = sh(c, &format!("systemctl reload {unit}"))?;
-        if name == "egret-agent" {
-            ensure!(reloaded, "reload: {said}");
-            c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
-                Ok(c.journal(&unit)?.contains("config reloaded"))
-            })?;
-        } else {
-            ensure!(
-                !reloaded && said.contains("not applicable"),
-                "reload: {said}"
-            );
-        }
+        ensure!(reloaded, "reload: {said}");
+        c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
+            Ok(c.journal(&unit)?.contains("config reloaded"))
+        })?;
         ok(c, &format!("rpm --dbpath /var/lib/rpm -e {name}"))?;
         ensure!(property(c, &unit, "ActiveState")? == "inactive");
         ok(

@@ -25,6 +25,7 @@
 //!
 //! The status is assembled here from the three parts ([`Gateway::snapshot`]).
 
+mod params;
 #[cfg(test)]
 mod sim;
 
@@ -39,6 +40,7 @@ use crate::nat::{Flow, NatError};
 use crate::status;
 use crate::sync::{Change, ResyncEdge, Sync};
 use crate::wire::vrrp::MULTICAST_GROUP;
+pub use params::Host;
 
 /// What a gateway is made of.
 #[derive(Debug, Clone)]

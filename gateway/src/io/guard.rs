@@ -75,6 +75,11 @@ impl KernelGuard {
         Ok(KernelGuard { active: true })
     }
 
+    /// Replaces the set of floating IPs, atomically.
+    pub fn update(&self, interface: &str, floating_ips: &[Ipv4Addr]) -> io::Result<()> {
+        nft(&ruleset(interface, floating_ips))
+    }
+
     pub fn remove(mut self) -> io::Result<()> {
         self.active = false;
         nft(&format!("delete table ip {TABLE}\n"))

@@ -137,9 +137,9 @@ pub fn run(shell: &Shell, mut sockets: Sockets) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Leaves every election (priority-0 adverts for the addresses this gateway is master
-/// of) and sends what that produced, from the calling thread.
-pub fn leave(shell: &Shell, tx: &mut Tx) {
+/// Carries what the core decided outside a worker's turn (a reload, the stop) from the
+/// calling thread, at once.
+pub fn carry(shell: &Shell, tx: &mut Tx) {
     let mut worker = Worker {
         frames: Vec::new(),
         transmit: Vec::new(),
@@ -149,7 +149,6 @@ pub fn leave(shell: &Shell, tx: &mut Tx) {
         adverts: Vec::new(),
         datagrams: Vec::new(),
     };
-    lock(&shell.core).shutdown(shell.clock.now());
     worker.turn(shell, tx);
     let mut core = lock(&shell.core);
     core.count_io(worker.counts);
@@ -337,7 +336,7 @@ fn report(fast: &FastPath, flows: usize, s: &mut crate::status::Snapshot) {
 
 /// Locks a shared part. A worker that panicked while holding it left it consistent enough
 /// to count and send with (the panic itself stops the gateway).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
