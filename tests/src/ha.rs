@@ -488,6 +488,16 @@ impl GatewayPair {
         self.processes[member.index()].is_some()
     }
 
+    /// `member`'s gateway process, while it runs.
+    pub(crate) fn process(&self, member: Member) -> Option<&Gateway> {
+        self.processes[member.index()].as_ref()
+    }
+
+    /// `member`'s gateway process, to signal, while it runs.
+    pub(crate) fn process_mut(&mut self, member: Member) -> Option<&mut Gateway> {
+        self.processes[member.index()].as_mut()
+    }
+
     /// Fails when a gateway that was started has exited.
     ///
     /// # Errors
