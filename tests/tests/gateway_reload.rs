@@ -347,10 +347,18 @@ fn sync_alive(pair: &[Snapshot; 2]) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until each gateway has received [`QUIET_DATAGRAMS`] sync datagrams since `from`
-/// with its peer alive, and checks that neither refused one as unauthenticated nor opened
-/// one with the previous key meanwhile: the sync runs on the current key alone.
-fn sync_quiet(lab: &mut AgentLab, what: &str, from: &[Snapshot; 2]) -> Result<()> {
+/// From snapshots that hold everything counted up to `after` (the last reload), waits
+/// until each gateway has received [`QUIET_DATAGRAMS`] more sync datagrams with its peer
+/// alive, and checks that neither refused one as unauthenticated nor opened one with the
+/// previous key meanwhile: the sync runs on the current key alone.
+fn sync_quiet(lab: &mut AgentLab, what: &str, after: SystemTime) -> Result<()> {
+    let from = wait_both(
+        lab,
+        "counters after the reloads",
+        after + COUNTERS_LAG,
+        STATE_TIMEOUT,
+        sync_alive,
+    )?;
     let received = "/sync/received/datagrams";
     let now = wait_both(
         lab,
@@ -372,23 +380,23 @@ fn sync_quiet(lab: &mut AgentLab, what: &str, from: &[Snapshot; 2]) -> Result<()
         },
     )?;
     for member in Member::BOTH {
-        let (before, after) = (&from[member.index()], &now[member.index()]);
-        let grown: Vec<(String, u64)> = after.grown(before, "/sync/drops");
+        let (was, is) = (&from[member.index()], &now[member.index()]);
+        let grown: Vec<(String, u64)> = is.grown(was, "/sync/drops");
         eprintln!(
             "   {}: {} sync datagrams received, drops grown {grown:?}, previous key used {} \
              times (total {})",
             member.name(),
-            after.grew(before, received),
-            after.grew(before, "/sync/previous_key"),
-            after.count("/sync/previous_key")
+            is.grew(was, received),
+            is.grew(was, "/sync/previous_key"),
+            is.count("/sync/previous_key")
         );
         ensure!(
-            after.grew(before, "/sync/drops/auth") == 0,
+            is.grew(was, "/sync/drops/auth") == 0,
             "{}: {what}: sync datagrams refused as unauthenticated: {grown:?}",
             member.name()
         );
         ensure!(
-            after.grew(before, "/sync/previous_key") == 0,
+            is.grew(was, "/sync/previous_key") == 0,
             "{}: {what}: datagrams still opened with the previous key",
             member.name()
         );
@@ -1068,18 +1076,7 @@ fn rotate_sync_key(lab: &mut AgentLab, group: &mut GatewayGroup) -> Result<()> {
                 },
             )?;
             let at = reload_applied(lab, Member::Gw1, group)?;
-            let settled = wait_both(
-                lab,
-                "counters after both reloads",
-                at + COUNTERS_LAG,
-                STATE_TIMEOUT,
-                sync_alive,
-            )?;
-            sync_quiet(
-                lab,
-                "both on the new key, the old one as previous",
-                &settled,
-            )
+            sync_quiet(lab, "both on the new key, the old one as previous", at)
         },
     )?;
     step(
@@ -1088,14 +1085,7 @@ fn rotate_sync_key(lab: &mut AgentLab, group: &mut GatewayGroup) -> Result<()> {
         |lab| {
             group.previous_key_file = None;
             let at = roll(lab, group, [Member::Gw2, Member::Gw1])?;
-            let settled = wait_both(
-                lab,
-                "counters after both reloads",
-                at + COUNTERS_LAG,
-                STATE_TIMEOUT,
-                sync_alive,
-            )?;
-            sync_quiet(lab, "both on the new key alone", &settled)?;
+            sync_quiet(lab, "both on the new key alone", at)?;
             wait_in_force(lab, group, at)?;
             Ok(())
         },
