@@ -72,6 +72,10 @@ const NEW_FLOWS: u64 = 5;
 /// stayed still" to mean something (a heartbeat goes every second, flow batches as flows
 /// change).
 const QUIET_DATAGRAMS: u64 = 3;
+/// Adverts of a new master the router must hear before an election counts as settled:
+/// after its second, any advert of the other gateway is a second master; the third
+/// leaves an advert interval for one to show.
+const SETTLED_ADVERTS: usize = 3;
 /// How long finished connections may take to get their last echoes.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -690,33 +694,80 @@ fn adverts_for(frames: &[Frame], vrid: u8) -> Vec<(SystemTime, Mac, u8)> {
         .collect()
 }
 
-/// Who sent the adverts for `vrid` in `frames`, in turn (a run of one gateway's adverts
-/// counts once), and the whole timeline from `since` with priorities, for messages.
-fn advert_turns(
-    lab: &AgentLab,
-    frames: &[Frame],
-    vrid: u8,
-    since: SystemTime,
-) -> Result<(Vec<String>, String)> {
-    let gw1 = mac_of(lab.gateway_ns(Member::Gw1))?;
-    let gw2 = mac_of(lab.gateway_ns(Member::Gw2))?;
-    let name = |mac: &Mac| match *mac {
-        mac if mac == gw1 => "gw1".to_owned(),
-        mac if mac == gw2 => "gw2".to_owned(),
-        mac => format_mac(&mac),
-    };
-    let adverts = adverts_for(frames, vrid);
-    let mut turns: Vec<String> = adverts.iter().map(|(_, mac, _)| name(mac)).collect();
-    turns.dedup();
-    let timeline = adverts
-        .iter()
-        .map(|(at, mac, priority)| {
-            let after = millis(at.duration_since(since).ok());
-            format!("+{after} {} {priority}", name(mac))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok((turns, timeline))
+/// The adverts for one VRID as the router received them: when, from which gateway (`gw1`,
+/// `gw2`, else the MAC), at which priority.
+struct Adverts(Vec<(SystemTime, String, u8)>);
+
+impl Adverts {
+    /// Those for `vrid` in `frames`.
+    fn of(lab: &AgentLab, frames: &[Frame], vrid: u8) -> Result<Self> {
+        let gw1 = mac_of(lab.gateway_ns(Member::Gw1))?;
+        let gw2 = mac_of(lab.gateway_ns(Member::Gw2))?;
+        let name = |mac: Mac| match mac {
+            mac if mac == gw1 => "gw1".to_owned(),
+            mac if mac == gw2 => "gw2".to_owned(),
+            mac => format_mac(&mac),
+        };
+        Ok(Self(
+            adverts_for(frames, vrid)
+                .into_iter()
+                .map(|(at, mac, priority)| (at, name(mac), priority))
+                .collect(),
+        ))
+    }
+
+    /// Waits until `capture` holds [`SETTLED_ADVERTS`] adverts for `vrid` from `winner`,
+    /// then stops it and returns them all.
+    fn settled(lab: &AgentLab, capture: Capture, vrid: u8, winner: &str) -> Result<Self> {
+        let deadline = Instant::now() + STATE_TIMEOUT;
+        while Self::of(lab, &capture.frames(), vrid)?.sent_by(winner) < SETTLED_ADVERTS {
+            ensure!(
+                Instant::now() < deadline,
+                "the router heard fewer than {SETTLED_ADVERTS} adverts for VRID {vrid} from \
+                 {winner} within {STATE_TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Self::of(lab, &capture.stop()?, vrid)
+    }
+
+    fn sent_by(&self, who: &str) -> usize {
+        self.0.iter().filter(|(_, from, _)| from == who).count()
+    }
+
+    /// Who sent them, in turn: a run of one sender's adverts counts once.
+    fn turns(&self) -> Vec<&str> {
+        let mut turns: Vec<&str> = self.0.iter().map(|(_, from, _)| from.as_str()).collect();
+        turns.dedup();
+        turns
+    }
+
+    /// Whether they settle on `winner` alone: at least two of its adverts, and none from
+    /// anyone else after its second. A gateway yields at the first better advert it hears,
+    /// and one of its own may cross that one on the wire; any later is two masters.
+    fn settle_on(&self, winner: &str) -> bool {
+        let mut won = 0;
+        for (_, from, _) in &self.0 {
+            if from == winner {
+                won += 1;
+            } else if won >= 2 {
+                return false;
+            }
+        }
+        won >= 2
+    }
+
+    /// All of them, from `since`, for messages.
+    fn timeline(&self, since: SystemTime) -> String {
+        self.0
+            .iter()
+            .map(|(at, from, priority)| {
+                let after = millis(at.duration_since(since).ok());
+                format!("+{after} {from} {priority}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The MAC of `eth0` in `ns`.
@@ -894,13 +945,15 @@ fn add_floating_ip(
             let since = SystemTime::now();
             let at = roll(lab, group, Member::BOTH)?;
             wait_in_force(lab, group, at)?;
-            // gw1, reloaded first, may claim it before gw2 has it, and then yields once.
-            let (turns, timeline) = advert_turns(lab, &capture.stop()?, ADDED_VRID, since)?;
+            // gw1, reloaded first, may claim it before gw2 has it (or at the same moment),
+            // and yields to gw2's first advert.
+            let adverts = Adverts::settled(lab, capture, ADDED_VRID, "gw2")?;
             ensure!(
-                turns.len() <= 2 && turns.last().is_some_and(|last| last == "gw2"),
-                "adverts for VRID {ADDED_VRID} came from {turns:?} in turn: {timeline}"
+                adverts.settle_on("gw2"),
+                "adverts for VRID {ADDED_VRID} do not settle on gw2: {}",
+                adverts.timeline(since)
             );
-            eprintln!("   adverts for VRID {ADDED_VRID}: {turns:?}");
+            eprintln!("   adverts for VRID {ADDED_VRID}: {:?}", adverts.turns());
             Ok(())
         },
     )?;
@@ -1031,11 +1084,12 @@ fn hand_over_by_priority(
             let after = wait_in_force(lab, group, at)?;
             // One handover, no flapping: the adverts come from gw2, then from gw1 alone.
             let vrid = group.floating_ips[1].vrid;
-            let (turns, timeline) = advert_turns(lab, &capture.stop()?, vrid, since)?;
+            let adverts = Adverts::settled(lab, capture, vrid, "gw1")?;
             ensure!(
-                turns == ["gw2", "gw1"],
-                "adverts for VRID {vrid} came from {turns:?} in turn: {timeline}; adverts \
-                 refused meanwhile: gw1 {:?}, gw2 {:?}",
+                adverts.turns().first() == Some(&"gw2") && adverts.settle_on("gw1"),
+                "adverts for VRID {vrid} do not go from gw2 to gw1 once: {}; adverts refused \
+                 meanwhile: gw1 {:?}, gw2 {:?}",
+                adverts.timeline(since),
                 after[0].grown(&before[0], "/election/adverts_rejected"),
                 after[1].grown(&before[1], "/election/adverts_rejected")
             );
@@ -1220,6 +1274,51 @@ fn remove_floating_ip(
     )?;
 
     Ok(())
+}
+
+#[test]
+fn adverts_settle_on_one_master_that_the_other_yields_to_at_once() {
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    let adverts = |list: &[(u64, &str, u8)]| {
+        Adverts(
+            list.iter()
+                .map(|(ms, from, priority)| (at(*ms), (*from).to_owned(), *priority))
+                .collect(),
+        )
+    };
+    // Both claimed at once, gw1's advert crossed gw2's, then gw1 yielded (a lab run).
+    let crossed = adverts(&[
+        (378, "gw2", 200),
+        (378, "gw1", 100),
+        (379, "gw2", 200),
+        (479, "gw2", 200),
+    ]);
+    assert!(crossed.settle_on("gw2"));
+    assert_eq!(crossed.turns(), ["gw2", "gw1", "gw2"]);
+    // A handover by priority: the old master until the new one's first advert.
+    let handover = adverts(&[
+        (37, "gw2", 200),
+        (137, "gw2", 100),
+        (359, "gw1", 200),
+        (459, "gw1", 200),
+    ]);
+    assert!(handover.settle_on("gw1"));
+    // Two masters, each refusing the other's adverts (the fault ef12cbe fixed).
+    let both = adverts(&[
+        (337, "gw2", 100),
+        (359, "gw1", 200),
+        (437, "gw2", 100),
+        (459, "gw1", 200),
+        (537, "gw2", 100),
+    ]);
+    assert!(!both.settle_on("gw1"));
+    assert!(!both.settle_on("gw2"));
+    // One advert proves nothing.
+    assert!(!adverts(&[(359, "gw1", 200)]).settle_on("gw1"));
+    assert_eq!(
+        handover.timeline(at(0)),
+        "+37.0 ms gw2 200, +137.0 ms gw2 100, +359.0 ms gw1 200, +459.0 ms gw1 200"
+    );
 }
 
 #[test]
