@@ -58,8 +58,10 @@ static EGRET_NODE_CFG: Array<NodeConfig> = Array::with_max_entries(1, 0);
 #[map]
 static EGRET_NODE_STATS: PerCpuArray<NodeStats> = PerCpuArray::with_max_entries(1, 0);
 
-// TC_ACT_PIPE is "no verdict" (see main.rs): the next program or filter still runs, and the
-// packet goes on as if we were absent; on the tunnel's egress the device then sends it.
+// TC_ACT_PIPE is "no verdict": with tcx it means TCX_NEXT and with cls_bpf direct-action it
+// maps to TC_ACT_UNSPEC, so the next program or filter still runs, and the packet goes on as
+// if we were absent; on the tunnel's egress the device then sends it. TC_ACT_OK would end the
+// chain and skip the programs after ours.
 const PASS: i32 = TC_ACT_PIPE;
 const DROP: i32 = TC_ACT_SHOT;
 
@@ -247,7 +249,7 @@ fn wire_packets(skb: *mut __sk_buff) -> u64 {
 fn count(counter: NodeCounter, n: u64) {
     if let Some(stats) = EGRET_NODE_STATS.get_ptr_mut(0) {
         // SAFETY: this CPU's slot of a map that outlives the run, and a run does not migrate
-        // between CPUs (see EGRET_CLS_STATS in main.rs).
+        // between CPUs (see `count` in main.rs).
         unsafe { &mut *stats }.add(counter, n);
     }
 }
