@@ -1,4 +1,4 @@
-//! egret-gateway's eBPF object: entry points and maps only.
+//! egret-gateway's eBPF object (`egret-gateway-ebpf`): entry points and maps only.
 //!
 //! `egret_gw_forward` (TC, ingress of the gateway interface) is egret-gateway's fast path for
 //! established flows; see `egret_ebpf_common::gateway` and `egret_ebpf_programs::gateway`.
@@ -289,10 +289,12 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// Host stub: the programs run in the kernel, loaded by egret-agent.
+/// Host stub: the programs run in the kernel, loaded by egret-gateway.
 #[cfg(not(target_arch = "bpf"))]
 fn main() -> std::process::ExitCode {
-    eprintln!("egret-ebpf is an eBPF object for egret-agent to load; it does not run on the host");
+    eprintln!(
+        "egret-gateway-ebpf is an eBPF object for egret-gateway to load; it does not run on the host"
+    );
     std::process::ExitCode::FAILURE
 }
 
