@@ -358,7 +358,7 @@ impl Datapath {
                 mode: String::new(),
                 adverts_rejected: crate::wire::vrrp::AdvertError::ALL
                     .iter()
-                    .map(|e| (e.metric_label().to_string(), 0))
+                    .map(|e| (e.label().to_string(), 0))
                     .collect(),
                 ..Default::default()
             },
@@ -553,7 +553,7 @@ impl Datapath {
     pub fn follow(&mut self, now: Instant, election: &Election) {
         self.election.adverts_rejected = election
             .rejected()
-            .map(|(e, n)| (e.metric_label().to_string(), n))
+            .map(|(e, n)| (e.label().to_string(), n))
             .collect();
         self.election.adverts_unknown_vrid = election.unknown_vrid();
         for instance in election.instances() {

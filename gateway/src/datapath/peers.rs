@@ -118,7 +118,7 @@ impl Refusal {
         Refusal::NodeVerified,
     ];
 
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Refusal::OwnAddress => "own_address",
             Refusal::NotMaster => "not_master",
@@ -442,7 +442,7 @@ impl Datapath {
         let p = self.peer_counters_now();
         let mut drops: std::collections::BTreeMap<String, u64> = c
             .rejected()
-            .map(|(e, n)| (e.metric_label().to_string(), n))
+            .map(|(e, n)| (e.label().to_string(), n))
             .collect();
         drops.insert("unknown_peer".into(), c.unknown_peer);
         drops.insert("stale_epoch".into(), c.stale_epoch);
@@ -494,7 +494,7 @@ impl Datapath {
             flows_swept: p.swept,
             refused: p
                 .refusals()
-                .map(|(r, n)| (r.metric_label().to_string(), n))
+                .map(|(r, n)| (r.label().to_string(), n))
                 .collect(),
             authenticated,
             previous_key: c.previous_key,

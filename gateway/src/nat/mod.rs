@@ -144,7 +144,7 @@ impl NatError {
     ];
 
     /// The `reason` label of the drop counter.
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             NatError::Malformed => "malformed",
             NatError::NotIpv4 => "not_ipv4",

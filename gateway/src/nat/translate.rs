@@ -7,7 +7,7 @@
 //! depend on the payload size.
 //!
 //! What is not translated is refused with a [`NatError`], never a panic: the caller counts
-//! it by [`NatError::metric_label`] and drops the packet.
+//! it by [`NatError::label`] and drops the packet.
 //!
 //! - The IPv4 header checksum is verified; transport checksums are not (a bad one stays bad
 //!   after the incremental update, and the receiver drops the segment).
