@@ -47,7 +47,7 @@ pub use neighbors::{Binding, NextHop, Node, Nodes, Verdict as NodeVerdict};
 pub use peers::{PeerCounters, Refusal};
 
 use crate::nat::checksum::{ChecksumDelta, full};
-use crate::nat::{Flow, FlowId, InsideKey, L4Checksum, Nat, NatError, NatParams};
+use crate::nat::{BuildError, Flow, FlowId, InsideKey, L4Checksum, Nat, NatError, NatParams};
 use crate::status;
 use encap::{ARP_FRAME_LEN, ENCAP_LEN, ETH_LEN, Outer, Segments};
 use icmp::{IcmpError, OWN_TTL};
@@ -302,7 +302,7 @@ fn wire_packets(ip_total: usize, headers: usize, gso: Option<Gso>) -> u64 {
 impl Datapath {
     /// A data path that owns none of the floating IPs of `setup` yet: the election decides
     /// ([`follow`](Self::follow)), or [`own`](Self::own) directly.
-    pub fn new(setup: Setup, now: Instant) -> Result<Datapath, NatError> {
+    pub fn new(setup: Setup, now: Instant) -> Result<Datapath, BuildError> {
         let nat = Nat::new(&setup.nat, setup.seed)?;
         let owned = setup
             .floating_ips

@@ -318,7 +318,7 @@ mod tests {
     fn counted(e: &Election) -> Vec<(&'static str, u64)> {
         e.rejected()
             .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| (r.metric_label(), n))
+            .map(|(r, n)| (r.label(), n))
             .collect()
     }
 
@@ -390,7 +390,7 @@ mod tests {
             Some(at(10) + b.instances()[0].master_down_interval())
         );
         // Every reason is listed, the new ones too, from the start.
-        let labels: Vec<&str> = b.rejected().map(|(r, _)| r.metric_label()).collect();
+        let labels: Vec<&str> = b.rejected().map(|(r, _)| r.label()).collect();
         for label in [
             "not_peer",
             "address_mismatch",

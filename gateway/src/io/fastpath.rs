@@ -25,10 +25,10 @@ use smoltcp::time::{Duration, Instant};
 use crate::datapath::FastChange;
 use crate::nat::Flow;
 
-/// egret's eBPF object, built from `ebpf/programs` by `build.rs`; empty when the gateway
+/// egret-gateway's eBPF object, built from `ebpf/programs` by `build.rs`; empty when the gateway
 /// was built with `EGRET_SKIP_EBPF_BUILD=1`.
 fn embedded_object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret-ebpf"))
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret-gateway-ebpf"))
 }
 
 /// The loaded fast path.

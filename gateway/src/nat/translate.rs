@@ -7,7 +7,7 @@
 //! depend on the payload size.
 //!
 //! What is not translated is refused with a [`NatError`], never a panic: the caller counts
-//! it by [`NatError::metric_label`] and drops the packet.
+//! it by [`NatError::label`] and drops the packet.
 //!
 //! - The IPv4 header checksum is verified; transport checksums are not (a bad one stays bad
 //!   after the incremental update, and the receiver drops the segment).
@@ -24,7 +24,7 @@ use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPack
 use super::checksum::{ChecksumDelta, get16, set16};
 use super::flow::{Direction, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
 use super::table::{FlowId, FlowTable, Prefetch};
-use super::{NatError, NatParams};
+use super::{BuildError, NatError, NatParams};
 
 /// Offsets inside an IPv4 header, for the quoted header of an ICMP error.
 const IP_CHECKSUM: usize = 10;
@@ -231,7 +231,7 @@ fn peek_outside(packet: &[u8]) -> Option<OutsideKey> {
 
 impl Nat {
     /// A NAT with an empty flow table; `seed` seeds its hashes and port choices.
-    pub fn new(params: &NatParams, seed: u64) -> Result<Nat, NatError> {
+    pub fn new(params: &NatParams, seed: u64) -> Result<Nat, BuildError> {
         Ok(Nat {
             table: FlowTable::new(params, seed)?,
         })
