@@ -47,7 +47,9 @@ pub use neighbors::{Binding, NextHop, Node, Nodes, Verdict as NodeVerdict};
 pub use peers::{PeerCounters, Refusal};
 
 use crate::nat::checksum::{ChecksumDelta, full};
-use crate::nat::{BuildError, Flow, FlowId, InsideKey, L4Checksum, Nat, NatError, NatParams};
+use crate::nat::{
+    BuildError, Flow, FlowId, InsideKey, Ipv4Header as Ipv4, L4Checksum, Nat, NatError, NatParams,
+};
 use crate::status;
 use encap::{ARP_FRAME_LEN, ENCAP_LEN, ETH_LEN, Outer, Segments};
 use icmp::{IcmpError, OWN_TTL};
@@ -184,28 +186,6 @@ enum Via {
     Tunnel(Ipv4Addr, Node),
 }
 
-/// The parts of an outer IPv4 header the data path needs, checked.
-struct Ipv4 {
-    ihl: usize,
-    total: usize,
-    proto: u8,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    ttl: u8,
-}
-
-impl Ipv4 {
-    /// IPv4 plus the smallest transport header: what a segment of a super-packet repeats.
-    fn headers(&self) -> usize {
-        self.ihl
-            + if self.proto == u8::from(IpProtocol::Tcp) {
-                20
-            } else {
-                8
-            }
-    }
-}
-
 fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
@@ -218,35 +198,9 @@ fn mac_at(b: &[u8], at: usize) -> EthernetAddress {
     EthernetAddress::from_bytes(&b[at..at + 6])
 }
 
-/// Checks an IPv4 header at the start of `b`: version, lengths, header checksum, no
-/// fragment. Trailing bytes after the total length (Ethernet padding) are allowed.
+/// Checks the IPv4 header at the start of `b`, once: the translation takes it as parsed.
 fn parse_ipv4(b: &[u8]) -> Result<Ipv4, DropReason> {
-    let malformed = DropReason::Nat(NatError::Malformed);
-    if b.len() < 20 {
-        return Err(malformed);
-    }
-    if b[0] >> 4 != 4 {
-        return Err(DropReason::Nat(NatError::NotIpv4));
-    }
-    let ihl = usize::from(b[0] & 0x0f) * 4;
-    let total = usize::from(be16(b, 2));
-    if ihl < 20 || total < ihl || b.len() < total {
-        return Err(malformed);
-    }
-    if full(&b[..ihl]) != 0 {
-        return Err(DropReason::Nat(NatError::BadChecksum));
-    }
-    if be16(b, 6) & 0x3fff != 0 {
-        return Err(DropReason::Nat(NatError::Fragment));
-    }
-    Ok(Ipv4 {
-        ihl,
-        total,
-        proto: b[9],
-        src: ip_at(b, 12),
-        dst: ip_at(b, 16),
-        ttl: b[8],
-    })
+    Ipv4::parse(b).map_err(DropReason::Nat)
 }
 
 /// Decrements the TTL of the IPv4 header at the start of `b` and patches its checksum.
@@ -714,13 +668,13 @@ impl Datapath {
         let ip = parse_ipv4(&b[ETH_LEN..])?;
         let l4 = ETH_LEN + ip.ihl;
         let end = ETH_LEN + ip.total;
-        if ip.proto == u8::from(IpProtocol::Udp)
+        if ip.proto == IpProtocol::Udp
             && end >= l4 + 8
             && be16(b, l4 + 2) == self.setup.tunnel_port
         {
             return self.node_packet(now, frame, &ip);
         }
-        if ip.proto == u8::from(IpProtocol::Icmp)
+        if ip.proto == IpProtocol::Icmp
             && end > l4
             && b[l4] == u8::from(Icmpv4Message::EchoRequest)
         {
@@ -812,7 +766,7 @@ impl Datapath {
         let packet = &mut frame.bytes_mut()[inner_ip..inner_ip + ip.total];
         let t = self
             .nat
-            .outbound_with(now, outer.src, outer.dst, packet, l4sum)?;
+            .outbound_parsed(now, outer.src, outer.dst, &ip, packet, l4sum)?;
         decrement_ttl(packet);
         self.sync_fast(t.flow);
         if t.created || t.state_changed {
@@ -946,7 +900,7 @@ impl Datapath {
         let lan = Via::Lan(self.next_hop.mac.unwrap_or(mac_at(frame.bytes(), 6)));
         let l4sum = l4_checksum(frame, ETH_LEN + ip.ihl)?;
         let packet = &mut frame.bytes_mut()[ETH_LEN..ETH_LEN + ip.total];
-        let t = self.nat.inbound_with(now, packet, l4sum)?;
+        let t = self.nat.inbound_parsed(now, ip, packet, l4sum)?;
         self.sync_fast(t.flow);
         if t.state_changed {
             self.export_flow(now, t.flow);

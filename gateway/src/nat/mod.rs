@@ -92,7 +92,7 @@ mod translate;
 pub use checksum::ChecksumDelta;
 pub use flow::{Direction, Flow, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
 pub use table::{FlowId, FlowTable, MAX_FLOWS_LIMIT, Prefetch, TableCounters, WHEEL_SLOTS};
-pub use translate::{L4Checksum, Nat, OutboundPacket, Translated};
+pub use translate::{Ipv4Header, L4Checksum, Nat, OutboundPacket, Translated};
 
 /// Why the NAT refused a packet or the new flow it would open. Every variant can happen to
 /// any packet and is a drop reason in the metrics; what can only go wrong while building the
