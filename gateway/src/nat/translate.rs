@@ -105,12 +105,7 @@ impl Ipv4Header {
 
     /// IPv4 plus the smallest transport header: what a segment of a super-packet repeats.
     pub fn headers(&self) -> usize {
-        self.ihl
-            + if self.proto == IpProtocol::Tcp {
-                20
-            } else {
-                8
-            }
+        self.ihl + if self.proto == IpProtocol::Tcp { 20 } else { 8 }
     }
 }
 
