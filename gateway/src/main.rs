@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::Parser as _;
 use egret_gateway::cli::{Cli, Command};
 use egret_gateway::config::{Config, ConfigError, HostFacts};
-use egret_gateway::gateway::{self, Gateway};
+use egret_gateway::gateway::Gateway;
 use egret_gateway::io::vrrp::VrrpSocket;
 use egret_gateway::io::{self, guard::KernelGuard, host::Interface, lock, packet};
 use egret_gateway::{api, status};
@@ -99,15 +99,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Interface::read(ifname).with_context(|| format!("cannot read interface {ifname}"))?;
     let host = io::reload::host(&config, &facts, &interface)?;
     let fast = io::fastpath::load_wanted(config.gateway.fast_path, ifname, interface.index);
-    let mut params =
-        gateway::Params::from_config(&config, &host, io::host::seed(), io::host::epoch());
-    params.fast_path = fast.is_ok();
-    let addresses: Vec<_> = params
-        .setup
-        .floating_ips
-        .iter()
-        .map(|f| f.address)
-        .collect();
+    let params = io::reload::params(&config, &host, fast.is_ok());
+    let addresses = params.addresses();
     // One worker per core, each with its own IPv4 socket in a fanout group and its own
     // sender; the first one (the leader) also reads ARP, adverts and sync datagrams.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);

@@ -170,6 +170,20 @@ struct Owned {
     refresh_at: Option<Instant>,
 }
 
+impl Owned {
+    /// A floating IP not owned yet.
+    fn new(ip: FloatingIp, now: Instant) -> Owned {
+        Owned {
+            ip,
+            owning: false,
+            ports: PortUse::default(),
+            garps_left: 0,
+            garp_at: now,
+            refresh_at: None,
+        }
+    }
+}
+
 /// The data path of one gateway interface.
 pub struct Datapath {
     setup: Setup,
@@ -277,14 +291,7 @@ impl Datapath {
         let owned = setup
             .floating_ips
             .iter()
-            .map(|ip| Owned {
-                ip: *ip,
-                owning: false,
-                ports: PortUse::default(),
-                garps_left: 0,
-                garp_at: now,
-                refresh_at: None,
-            })
+            .map(|ip| Owned::new(*ip, now))
             .collect();
         Ok(Datapath {
             next_hop: NextHop::new(setup.next_hop, now),

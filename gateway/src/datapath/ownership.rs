@@ -50,14 +50,7 @@ impl Datapath {
         for ip in &setup.floating_ips {
             match self.owned.iter_mut().find(|o| o.ip.address == ip.address) {
                 Some(o) => o.ip = *ip,
-                None => self.owned.push(Owned {
-                    ip: *ip,
-                    owning: false,
-                    ports: PortUse::default(),
-                    garps_left: 0,
-                    garp_at: now,
-                    refresh_at: None,
-                }),
+                None => self.owned.push(Owned::new(*ip, now)),
             }
         }
         if setup.next_hop != self.setup.next_hop {

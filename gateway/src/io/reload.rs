@@ -81,15 +81,8 @@ impl Running<'_> {
             bail!("only a restart changes {}", restart.join(", "));
         }
         let host = host(&config, &facts, &self.interface)?;
-        let mut params =
-            gateway::Params::from_config(&config, &host, super::host::seed(), super::host::epoch());
-        params.fast_path = shell.fast.is_ok();
-        let addresses: Vec<_> = params
-            .setup
-            .floating_ips
-            .iter()
-            .map(|f| f.address)
-            .collect();
+        let params = params(&config, &host, shell.fast.is_ok());
+        let addresses = params.addresses();
         // The kernel stays out of the new addresses before the core answers for them, and
         // of the old ones until it no longer does.
         let mut both = self.addresses.clone();
@@ -115,6 +108,15 @@ impl Running<'_> {
         self.addresses = addresses;
         Ok(())
     }
+}
+
+/// The core's parameters from `config` on `host`, with a fresh seed and boot id; `fast`:
+/// the kernel fast path is loaded.
+pub fn params(config: &Config, host: &Host, fast: bool) -> gateway::Params {
+    let mut params =
+        gateway::Params::from_config(config, host, super::host::seed(), super::host::epoch());
+    params.fast_path = fast;
+    params
 }
 
 /// The facts of this host the gateway runs with: its interface's, and the next hop.
