@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
 
 /// Whether a diagnostic stops the daemon from starting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,6 +33,13 @@ pub struct Diagnostic {
     pub problem: String,
     /// What would be valid (for a warning: what is recommended).
     pub allowed: String,
+}
+
+impl Diagnostic {
+    /// `FILE:LINE:COL: ...`, the compiler style editors jump to.
+    pub fn in_file(&self, file: &Path) -> String {
+        format!("{}:{self}", file.display())
+    }
 }
 
 impl fmt::Display for Diagnostic {

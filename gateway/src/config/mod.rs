@@ -11,7 +11,7 @@
 //! value, defaults filled in. [`Config::to_toml`] prints it back as TOML that parses to the
 //! same `Config`.
 
-pub mod duration;
+pub use egret_config::duration;
 mod effective;
 mod interfaces;
 mod raw;
