@@ -653,7 +653,7 @@ mod tests {
             namespace_env: None,
             cluster_credentials: true,
         };
-        Config::parse(text, &host).expect("valid config").config
+        Config::from_str(text, &host).expect("valid config").config
     }
 
     const STATIC: &str = r#"

@@ -4,6 +4,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
+use crate::{Checked, ConfigError};
+
 /// Whether a diagnostic stops the daemon from starting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -155,19 +157,18 @@ impl<'a> Report<'a> {
     /// warnings when no error was recorded, else every diagnostic. A check that gives no
     /// config always says why; should none say so, a `document` error pointing to `see`
     /// (where the schema is explained) keeps that promise.
-    pub fn conclude<T>(
-        mut self,
-        config: Option<T>,
-        see: &str,
-    ) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
+    pub fn conclude<T>(mut self, config: Option<T>, see: &str) -> Result<Checked<T>, ConfigError> {
         if config.is_none() && !self.has_errors() {
             self.error("document", None, "not a valid config", see);
         }
         let valid = !self.has_errors();
         let diagnostics = self.finish();
         match config {
-            Some(config) if valid => Ok((config, diagnostics)),
-            _ => Err(diagnostics),
+            Some(config) if valid => Ok(Checked {
+                config,
+                warnings: diagnostics,
+            }),
+            _ => Err(ConfigError::Invalid(diagnostics)),
         }
     }
 

@@ -122,7 +122,7 @@ mod tests {
             cluster_credentials: true,
         };
         assert!(
-            Config::parse(AGENT, &host).is_ok(),
+            Config::from_str(AGENT, &host).is_ok(),
             "the example itself checks"
         );
         // A plain host: no service account, no $KUBECONFIG.
@@ -132,7 +132,7 @@ mod tests {
         };
         let conffile = default_config(AGENT, "egret-agent");
         assert!(!values(&conffile).iter().any(|l| l.contains("[[policy]]")));
-        let Err(error) = Config::parse(&conffile, &host) else {
+        let Err(error) = Config::from_str(&conffile, &host) else {
             panic!("the default config checks:\n{conffile}");
         };
         let text: Vec<String> = error

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use smoltcp::wire::Ipv4Cidr;
 
-pub use egret_config::{Diagnostic, Severity};
+pub use egret_config::{ConfigError, Diagnostic, Severity};
 pub use interfaces::{HostFacts, KeyFile};
 
 use crate::nat::{NatParams, Timeouts};
@@ -33,35 +33,9 @@ use crate::nat::{NatParams, Timeouts};
 /// Where the packages install the config.
 pub const DEFAULT_PATH: &str = "/etc/egret/gateway.toml";
 
-/// Everything that can go wrong while loading `gateway.toml`.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file was read but is not a valid config. Holds every diagnostic, warnings
-    /// included, in file order; at least one is an error.
-    #[error("{} error(s) in the config", count_errors(.0))]
-    Invalid(Vec<Diagnostic>),
-}
-
-fn count_errors(diagnostics: &[Diagnostic]) -> usize {
-    diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count()
-}
-
 /// A valid config and the warnings it deserves (for example a timeout below an RFC
 /// minimum).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    pub config: Config,
-    pub warnings: Vec<Diagnostic>,
-}
+pub type Checked = egret_config::Checked<Config>;
 
 /// A validated `gateway.toml` with every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
