@@ -20,6 +20,9 @@ use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 use crate::Report;
 use crate::document::{self, key_at, key_before};
 
+/// A list of strings, as most list keys are; each element keeps its own span.
+pub type List = Spanned<Vec<Spanned<String>>>;
+
 /// What a daemon's config file allows, as its diagnostics need it.
 #[derive(Debug)]
 pub struct Schema {

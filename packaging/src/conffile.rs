@@ -91,11 +91,11 @@ mod tests {
         let host = HostFacts::new("gw1")
             .with_interface("eth1", &["192.168.1.10/24".parse().expect("cidr")]);
         assert!(
-            Config::parse(GATEWAY, &host).is_ok(),
+            Config::from_str(GATEWAY, &host).is_ok(),
             "the example itself checks"
         );
         let conffile = default_config(GATEWAY, "egret-gateway");
-        let Err(ConfigError::Invalid(diagnostics)) = Config::parse(&conffile, &host) else {
+        let Err(ConfigError::Invalid(diagnostics)) = Config::from_str(&conffile, &host) else {
             panic!("the default config checks:\n{conffile}");
         };
         let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();

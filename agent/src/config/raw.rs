@@ -14,10 +14,7 @@ use toml::Spanned;
 
 use egret_config::Report;
 use egret_config::document;
-use egret_config::raw::{self, Reader, Schema, Section, Tables};
-
-/// A list of strings, as most list keys are; each element keeps its own span.
-pub(super) type RawList = Spanned<Vec<Spanned<String>>>;
+use egret_config::raw::{self, List, Reader, Schema, Section, Tables};
 
 /// `[agent]`.
 #[derive(Debug, Default, Deserialize)]
@@ -26,7 +23,7 @@ pub(super) struct RawAgent {
     pub node_name: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,
-    pub pod_interfaces: Option<RawList>,
+    pub pod_interfaces: Option<List>,
     pub pin_path: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub fwmark: Option<Spanned<i64>>,
@@ -41,14 +38,14 @@ pub(super) struct RawTunnel {
     pub port: Option<Spanned<i64>>,
     pub vni: Option<Spanned<i64>>,
     pub device: Option<Spanned<String>>,
-    pub floating_ips: Option<RawList>,
+    pub floating_ips: Option<List>,
 }
 
 /// `[masquerade]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawMasquerade {
-    pub non_masquerade_cidrs: Option<RawList>,
+    pub non_masquerade_cidrs: Option<List>,
     pub masquerade_link_local: Option<bool>,
 }
 
@@ -72,9 +69,9 @@ pub(super) struct RawApi {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawPolicy {
     pub name: Option<Spanned<String>>,
-    pub sources: Option<RawList>,
-    pub destination_cidrs: Option<RawList>,
-    pub excluded_cidrs: Option<RawList>,
+    pub sources: Option<List>,
+    pub destination_cidrs: Option<List>,
+    pub excluded_cidrs: Option<List>,
     pub egress_source_ip: Option<Spanned<String>>,
 }
 

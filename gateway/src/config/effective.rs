@@ -209,7 +209,7 @@ gateway = "egress.example"
     fn round_trip(text: &str) -> (Config, String) {
         let config = accept(text).config;
         let printed = config.to_toml();
-        let again = match Config::parse(&printed, &host()) {
+        let again = match Config::from_str(&printed, &host()) {
             Ok(checked) => checked.config,
             Err(error) => panic!("effective config refused: {}\n{printed}", describe(&error)),
         };

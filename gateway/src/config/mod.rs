@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use smoltcp::wire::Ipv4Cidr;
 
-pub use egret_config::{ConfigError, Diagnostic, Severity};
+pub use egret_config::{ConfigError, Diagnostic, Exit, Severity};
 pub use interfaces::{HostFacts, KeyFile};
 
 use crate::nat::{NatParams, Timeouts};
@@ -266,18 +266,16 @@ impl Config {
         (me, members)
     }
 
-    /// Parses and validates `text` (the contents of a `gateway.toml`) against `host`.
-    pub fn parse(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
+    /// Parses and validates `text` (the contents of a `gateway.toml`) against `host`. Pure:
+    /// the same text and facts give the same result, so a reload can check a new file
+    /// before it replaces anything.
+    pub fn from_str(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
         validate::check(text, host)
     }
 
-    /// Reads `path` and validates it against `host`.
+    /// Reads `path` and validates it against `host` ([`Config::from_str`]).
     pub fn load(path: &Path, host: &HostFacts) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, host)
+        Config::from_str(&egret_config::error::read(path)?, host)
     }
 
     /// The effective config as TOML, defaults filled in, with comments where a value is
@@ -393,8 +391,19 @@ address = "192.168.1.101"
 vrid = 11
 "#;
 
+    /// MINIMAL with `from` replaced by `to` (which must occur).
+    pub(crate) fn edit(from: &str, to: &str) -> String {
+        assert!(MINIMAL.contains(from), "{from:?} not in MINIMAL");
+        MINIMAL.replacen(from, to, 1)
+    }
+
+    /// MINIMAL followed by `extra`.
+    pub(crate) fn with(extra: &str) -> String {
+        format!("{MINIMAL}\n{extra}")
+    }
+
     pub(crate) fn accept(text: &str) -> Checked {
-        match Config::parse(text, &host()) {
+        match Config::from_str(text, &host()) {
             Ok(checked) => checked,
             Err(error) => panic!("refused: {}\n{text}", describe(&error)),
         }
@@ -402,7 +411,7 @@ vrid = 11
 
     /// The diagnostics of a refused document.
     pub(crate) fn refuse(text: &str) -> Vec<Diagnostic> {
-        match Config::parse(text, &host()) {
+        match Config::from_str(text, &host()) {
             Err(ConfigError::Invalid(diagnostics)) => diagnostics,
             Err(error) => panic!("unexpected {error}"),
             Ok(checked) => panic!("accepted: {:?}\n{text}", checked.config),
@@ -555,7 +564,7 @@ mod tests {
 
     #[test]
     fn the_packaged_example_is_valid_and_matches_the_defaults() {
-        let checked = match Config::parse(EXAMPLE, &example_host()) {
+        let checked = match Config::from_str(EXAMPLE, &example_host()) {
             Ok(checked) => checked,
             Err(error) => panic!("packaging/gateway.toml refused:\n{}", describe(&error)),
         };
@@ -657,7 +666,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let enabled = enabled.replace("peers = []\n", "");
-        let checked = match Config::parse(&enabled, &example_host()) {
+        let checked = match Config::from_str(&enabled, &example_host()) {
             Ok(checked) => checked,
             Err(error) => panic!("{}\n{enabled}", describe(&error)),
         };

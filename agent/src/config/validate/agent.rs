@@ -1,13 +1,13 @@
 //! `[agent]`: the node's name, the mode, the interfaces and the kernel resources the agent
 //! takes (pin path, mark, routing table, rule priorities).
 
-use egret_config::check::{Check, OBJECT_NAME_MAX, object_name_problem, values};
+use egret_config::check::{Check, OBJECT_NAME_MAX, object_name_problem, values, written};
+use egret_config::raw::{List, Section, Table};
 use toml::Spanned;
 
 use super::Checker;
-use crate::config::raw::{RawAgent, RawConfig, RawList};
+use crate::config::raw::{RawAgent, RawConfig};
 use crate::config::{Agent, Mode, Tunnel, defaults, glob_match};
-use egret_config::raw::{Section, Table};
 
 /// Linux interface names are at most IFNAMSIZ - 1 bytes.
 const IFNAME_MAX: usize = 15;
@@ -131,7 +131,7 @@ impl Checker<'_, '_, '_> {
             Some(Mode::Kubernetes) => object_name_problem(name),
             _ => plain_name_problem(name),
         };
-        let written = egret_config::check::written(table, "node_name", &a.node_name)?;
+        let written = written(table, "node_name", &a.node_name)?;
         if let Some(raw) = written {
             return match check(raw.get_ref()) {
                 None => Some(raw.get_ref().clone()),
@@ -185,7 +185,7 @@ impl Checker<'_, '_, '_> {
         }
     }
 
-    fn pod_patterns(&mut self, raw: &RawList) -> Option<Vec<String>> {
+    fn pod_patterns(&mut self, raw: &List) -> Option<Vec<String>> {
         let key = "agent.pod_interfaces";
         if raw.get_ref().is_empty() {
             return self.refuse(

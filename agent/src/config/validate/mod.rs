@@ -19,9 +19,9 @@ mod tunnel;
 
 use egret_config::Report;
 use egret_config::check::{Check, Item, Seen};
-use egret_config::raw::Schema;
+use egret_config::raw::{List, Schema};
 
-use super::raw::{self, RawConfig, RawList, SCHEMA};
+use super::raw::{self, RawConfig, SCHEMA};
 use super::{Checked, Config, ConfigError, HostFacts};
 use crate::prefix::{Prefix, PrefixError};
 
@@ -80,7 +80,7 @@ impl Checker<'_, '_, '_> {
     fn prefix_list(
         &mut self,
         key: &str,
-        raw: &RawList,
+        raw: &List,
         empty: Option<&str>,
     ) -> Option<Vec<Item<Prefix>>> {
         if let Some(problem) = empty

@@ -3,10 +3,10 @@
 use std::net::Ipv4Addr;
 
 use egret_config::check::{Check, Seen, values};
-use egret_config::raw::Section;
+use egret_config::raw::{List, Section};
 
 use super::Checker;
-use crate::config::raw::{RawList, RawTunnel};
+use crate::config::raw::RawTunnel;
 use crate::config::{Tunnel, defaults};
 
 impl Checker<'_, '_, '_> {
@@ -49,7 +49,7 @@ impl Checker<'_, '_, '_> {
         })
     }
 
-    fn floating_ips(&mut self, raw: &RawList) -> Option<Vec<Ipv4Addr>> {
+    fn floating_ips(&mut self, raw: &List) -> Option<Vec<Ipv4Addr>> {
         let key = "tunnel.floating_ips";
         let items = self.each(key, raw.get_ref(), |c, key, raw| c.unicast(key, raw))?;
         let mut seen = Seen::default();
