@@ -1,4 +1,7 @@
 //! `egret-agent`: the node agent's command line.
+//!
+//! Exit codes, egret-gateway's too ([`Exit`]): 0 success, 1 an operational failure (for
+//! example an unreadable config file), 2 an invalid config.
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
@@ -6,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use egret_agent::api::{self, SharedRecorded};
 use egret_agent::cli::{Cli, Command};
-use egret_agent::config::{Config, ConfigError, HostFacts, Mode};
+use egret_agent::config::{Config, ConfigError, Exit, HostFacts, Mode};
 use egret_agent::kubernetes::node::{Follower, SharedClusterState};
 use egret_agent::kubernetes::watch::Watches;
 use egret_agent::kubernetes::{self, writer};
@@ -34,13 +37,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("egret-agent: {err:#}");
-            ExitCode::FAILURE
+            let exit = err
+                .downcast_ref::<ConfigError>()
+                .map_or(Exit::Failure, ConfigError::exit);
+            exit.into()
         }
     }
 }
 
 /// Loads and checks `path`, printing warnings. On errors it prints each diagnostic as a
-/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count.
+/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count (which exits 2).
 fn load(path: &Path) -> anyhow::Result<Config> {
     let checked = match Config::load(path, &HostFacts::from_system()) {
         Ok(checked) => checked,
