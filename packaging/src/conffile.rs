@@ -146,4 +146,40 @@ mod tests {
             "{text:#?}"
         );
     }
+
+    #[test]
+    fn the_packaged_gateway_and_agent_configs_agree_on_the_tunnel() {
+        let gateway_host = egret_gateway::config::HostFacts::new("gw1")
+            .with_interface("eth1", &["192.168.1.10/24".parse().expect("cidr")]);
+        let gateway = egret_gateway::config::Config::from_str(GATEWAY, &gateway_host)
+            .expect("the gateway example checks")
+            .config
+            .tunnel;
+        let agent_host = egret_agent::config::HostFacts {
+            node_name_env: None,
+            hostname: Some("node1".to_owned()),
+            namespace_env: None,
+            cluster_credentials: true,
+        };
+        let agent = egret_agent::config::Config::from_str(AGENT, &agent_host)
+            .expect("the agent example checks")
+            .config
+            .tunnel;
+        assert_eq!((gateway.port, gateway.vni), (agent.port, agent.vni));
+        // And both say the defaults, which are the same on both sides.
+        assert_eq!(
+            (gateway.port, gateway.vni),
+            (
+                egret_gateway::config::defaults::TUNNEL_PORT,
+                egret_gateway::config::defaults::TUNNEL_VNI
+            )
+        );
+        assert_eq!(
+            (agent.port, agent.vni),
+            (
+                egret_agent::config::defaults::TUNNEL_PORT,
+                egret_agent::config::defaults::TUNNEL_VNI
+            )
+        );
+    }
 }

@@ -647,6 +647,20 @@ egress_source_ip = "192.168.1.100"
     }
 
     #[test]
+    fn the_tunnel_defaults_are_the_tunnel_contracts() {
+        use egret_config::tunnel;
+        assert_eq!(
+            (defaults::TUNNEL_PORT, defaults::TUNNEL_VNI),
+            (tunnel::DEFAULT_PORT, tunnel::DEFAULT_VNI)
+        );
+        let config = accept("").config;
+        assert_eq!(
+            (config.tunnel.port, config.tunnel.vni),
+            (tunnel::DEFAULT_PORT, tunnel::DEFAULT_VNI)
+        );
+    }
+
+    #[test]
     fn the_real_host_gives_a_host_name() {
         let host = HostFacts::from_system();
         assert!(host.hostname.is_some_and(|h| !h.is_empty()));

@@ -219,9 +219,10 @@ pub mod defaults {
 
     use super::Priority;
 
-    /// Collides with no common CNI overlay (VXLAN 4789 and 8472, Geneve 6081).
-    pub const TUNNEL_PORT: u16 = 4800;
-    pub const TUNNEL_VNI: u32 = 1;
+    /// The tunnel contract's, which collides with no common CNI overlay.
+    pub const TUNNEL_PORT: u16 = egret_config::tunnel::DEFAULT_PORT;
+    /// The tunnel contract's.
+    pub const TUNNEL_VNI: u32 = egret_config::tunnel::DEFAULT_VNI;
     pub const PRIORITY: Priority = Priority::Fixed(100);
     /// VRRP's customary one second.
     pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
@@ -681,6 +682,20 @@ mod tests {
         let kubernetes = config.kubernetes.expect("[kubernetes]");
         assert!(kubernetes.kubeconfig.is_some());
         assert_eq!(kubernetes.gateway, "default");
+    }
+
+    #[test]
+    fn the_tunnel_contract_is_the_headers_the_gateway_writes() {
+        use egret_config::tunnel;
+        use smoltcp::wire::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+        // Outer IPv4, UDP and VXLAN in front of the inner Ethernet frame, against the MTU.
+        let headers =
+            IPV4_HEADER_LEN + UDP_HEADER_LEN + crate::wire::vxlan::HEADER_LEN + ETHERNET_HEADER_LEN;
+        assert_eq!(usize::from(tunnel::OVERHEAD), headers);
+        assert_eq!(
+            (defaults::TUNNEL_PORT, defaults::TUNNEL_VNI),
+            (tunnel::DEFAULT_PORT, tunnel::DEFAULT_VNI)
+        );
     }
 
     #[test]
