@@ -4,8 +4,9 @@
 //! The output parses back to the same [`Config`]: what is only a comment here (the default
 //! route, an inherited priority, an absent section) is also what its absence means.
 
-use super::{Config, Priority, duration};
+use super::{Config, Priority};
 
+use egret_config::duration;
 use egret_config::effective::{Lines, quote};
 
 pub(super) fn render(config: &Config) -> String {

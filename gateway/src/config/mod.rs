@@ -1,17 +1,19 @@
 //! The `gateway.toml` schema, its parsing and its validation.
 //!
-//! Loading is two steps, both pure given the text and a [`HostFacts`] snapshot:
-//! - `raw`: TOML syntax, section and key names (unknown keys are refused) and TOML types,
-//!   each section on its own;
+//! Loading is two steps, both pure given the text and a [`HostFacts`] snapshot
+//! ([`Config::from_str`]), on the machinery the agent shares ([`egret_config`]):
+//! - `raw`: TOML syntax, section and key names (unknown keys are refused) and TOML types;
+//!   each section on its own, and a refused key is set aside so the rest of its section is
+//!   still checked;
 //! - `validate`: every value's rules (ranges, addresses, durations) and the rules between
 //!   values (VRIDs unique, floating IPs inside the interface's subnet, the tunnel port
-//!   outside the NAT port range), reporting all errors found with their key and line.
+//!   outside the NAT port range), reporting all errors found with their key and line; one
+//!   file per section.
 //!
 //! A [`Config`] only exists once the whole file is valid: every field holds its effective
 //! value, defaults filled in. [`Config::to_toml`] prints it back as TOML that parses to the
 //! same `Config`.
 
-pub use egret_config::duration;
 mod effective;
 mod interfaces;
 mod raw;
