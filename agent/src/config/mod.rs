@@ -399,6 +399,14 @@ egress_source_ip = "192.168.1.101"
         format!("[tunnel]\n{lines}\n")
     }
 
+    /// Each diagnostic as (key, line, problem), to compare with what a test expects.
+    pub(crate) fn found(diagnostics: &[Diagnostic]) -> Vec<(&str, usize, &str)> {
+        diagnostics
+            .iter()
+            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
+            .collect()
+    }
+
     /// Each diagnostic as `LINE:COL: ...`.
     pub(crate) fn rendered(diagnostics: &[Diagnostic]) -> Vec<String> {
         diagnostics.iter().map(Diagnostic::to_string).collect()

@@ -421,6 +421,14 @@ vrid = 11
         }
     }
 
+    /// Each diagnostic as (key, line, problem), to compare with what a test expects.
+    pub(crate) fn found(diagnostics: &[Diagnostic]) -> Vec<(&str, usize, &str)> {
+        diagnostics
+            .iter()
+            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
+            .collect()
+    }
+
     /// 1-based line of the first occurrence of `needle`.
     pub(crate) fn line_of(text: &str, needle: &str) -> usize {
         let at = text

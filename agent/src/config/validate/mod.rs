@@ -176,10 +176,7 @@ mod tests {
     fn every_unknown_key_of_a_table_is_reported_and_its_other_keys_still_checked() {
         let text = agent("colour = 1\nfwmark = 0\nsize = 2\nmode = \"kubernetes\"");
         let diagnostics = refuse(&text);
-        let found: Vec<(&str, usize, &str)> = diagnostics
-            .iter()
-            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
-            .collect();
+        let found = found(&diagnostics);
         assert_eq!(
             found,
             [
@@ -277,10 +274,7 @@ mod tests {
         );
         let line = line_of(&text, "[[policy]] # second");
         let diagnostics = refuse(&text);
-        let found: Vec<(&str, usize, &str)> = diagnostics
-            .iter()
-            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
-            .collect();
+        let found = found(&diagnostics);
         assert_eq!(
             found,
             [

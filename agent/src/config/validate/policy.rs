@@ -313,10 +313,7 @@ mod tests {
         ] {
             let text = edit("name = \"bob\"", &format!("name = \"{bad}\""));
             let diagnostics = refuse(&text);
-            let found: Vec<(&str, usize, &str)> = diagnostics
-                .iter()
-                .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
-                .collect();
+            let found = found(&diagnostics);
             assert_eq!(found, [("policy[1].name", 14, problem.as_str())]);
         }
         let long = "a".repeat(253);

@@ -428,10 +428,7 @@ udp_timeout = "forever"
     fn one_bad_key_leaves_the_rest_of_its_section_loaded_and_checked() {
         let text = with("[nat]\nbogus = 1\nmax_flows = 0\nport_range = \"1024-65535\"\n");
         let diagnostics = refuse(&text);
-        let found: Vec<(&str, usize, &str)> = diagnostics
-            .iter()
-            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
-            .collect();
+        let found = found(&diagnostics);
         assert_eq!(
             found,
             [
