@@ -27,7 +27,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Check a config file: print the effective config and warnings; on any error print
-    /// `FILE:LINE:COL: error: KEY: ...` and exit 1.
+    /// `FILE:LINE:COL: error: KEY: ...` and exit 2 (1 when the file cannot be read).
     Check {
         /// The config file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]

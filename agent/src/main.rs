@@ -1,4 +1,7 @@
 //! `egret-agent`: the node agent's command line.
+//!
+//! Exit codes, egret-gateway's too ([`Exit`]): 0 success, 1 an operational failure (for
+//! example an unreadable config file), 2 an invalid config.
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
@@ -6,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use egret_agent::api::{self, SharedRecorded};
 use egret_agent::cli::{Cli, Command};
-use egret_agent::config::{Config, HostFacts, Mode};
+use egret_agent::config::{Config, ConfigError, Exit, HostFacts, Mode};
 use egret_agent::kubernetes::node::{Follower, SharedClusterState};
 use egret_agent::kubernetes::watch::Watches;
 use egret_agent::kubernetes::{self, writer};
@@ -34,39 +37,30 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("egret-agent: {err:#}");
-            ExitCode::FAILURE
+            let exit = err
+                .downcast_ref::<ConfigError>()
+                .map_or(Exit::Failure, ConfigError::exit);
+            exit.into()
         }
     }
 }
 
 /// Loads and checks `path`, printing warnings. On errors it prints each diagnostic as a
-/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count.
+/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count (which exits 2).
 fn load(path: &Path) -> anyhow::Result<Config> {
     let checked = match Config::load(path, &HostFacts::from_system()) {
         Ok(checked) => checked,
-        Err(err) if !err.diagnostics().is_empty() => {
+        Err(err @ ConfigError::Invalid(_)) => {
             // Compiler style, one `FILE:LINE:COL: error: ...` line each, for editors.
-            eprintln!("{}", prefixed(path, &err.to_string()));
-            let count = err.diagnostics().len();
-            bail!(
-                "{}: {count} error{} in the config",
-                path.display(),
-                if count == 1 { "" } else { "s" }
-            );
+            eprintln!("{}", err.located(path));
+            return Err(anyhow::Error::new(err).context(path.display().to_string()));
         }
-        Err(err) => bail!("{}", egret_agent::error_chain(&err)),
+        Err(err) => return Err(err.into()),
     };
     for warning in &checked.warnings {
-        eprintln!("{}: {warning}", path.display());
+        eprintln!("{}", warning.in_file(path));
     }
     Ok(checked.config)
-}
-
-fn prefixed(path: &Path, text: &str) -> String {
-    text.lines()
-        .map(|line| format!("{}:{line}", path.display()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn check(path: &Path, quiet: bool) -> anyhow::Result<()> {
@@ -292,7 +286,7 @@ fn reload(node: &mut Node, path: &Path) {
                 .map_err(|err| egret_agent::error_chain(&err))
         }
         Err(err) => {
-            let message = prefixed(path, &err.to_string());
+            let message = err.located(path);
             let _ = node.reload_failed(message.clone());
             Err(message)
         }

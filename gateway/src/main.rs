@@ -1,7 +1,7 @@
 //! `egret-gateway`: the command line of the egress NAT gateway.
 //!
-//! Exit codes: 0 success, 1 an I/O or other operational failure (for example an unreadable
-//! config file), 2 an invalid config.
+//! Exit codes, egret-agent's too ([`Exit`]): 0 success, 1 an I/O or other operational
+//! failure (for example an unreadable config file), 2 an invalid config.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,14 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser as _;
 use egret_gateway::cli::{Cli, Command};
-use egret_gateway::config::{Config, ConfigError, HostFacts};
+use egret_gateway::config::{Config, ConfigError, Exit, HostFacts};
 use egret_gateway::gateway::Gateway;
 use egret_gateway::io::vrrp::VrrpSocket;
 use egret_gateway::io::{self, guard::KernelGuard, host::Interface, lock, packet};
 use egret_gateway::{api, status};
-
-/// An invalid config: already reported line by line, exits with 2.
-const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// How long a stopping gateway tries to report itself `Down` into the cluster.
 const KUBERNETES_STOP_DEADLINE: Duration = Duration::from_millis(1500);
@@ -38,7 +35,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("egret-gateway: error: {error:#}");
-            ExitCode::FAILURE
+            Exit::Failure.into()
         }
     }
 }
@@ -60,23 +57,21 @@ fn check(path: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the config, printing warnings, or every problem and exit code 2.
+/// Loads the config, printing warnings, or every problem and the exit code of an invalid
+/// config.
 fn load(path: &Path, host: &HostFacts) -> anyhow::Result<Result<Config, ExitCode>> {
-    let file = path.display();
     match Config::load(path, host) {
         Ok(checked) => {
             for warning in &checked.warnings {
-                eprintln!("{file}:{warning}");
+                eprintln!("{}", warning.in_file(path));
             }
             Ok(Ok(checked.config))
         }
-        Err(ConfigError::Invalid(diagnostics)) => {
-            for diagnostic in &diagnostics {
-                eprintln!("{file}:{diagnostic}");
-            }
-            Ok(Err(ExitCode::from(EXIT_INVALID_CONFIG)))
+        Err(error @ ConfigError::Invalid(_)) => {
+            eprintln!("{}", error.located(path));
+            Ok(Err(error.exit().into()))
         }
-        Err(error @ ConfigError::Read { .. }) => Err(error.into()),
+        Err(error) => Err(error.into()),
     }
 }
 

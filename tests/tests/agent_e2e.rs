@@ -721,8 +721,8 @@ fn garbage_config_and_unknown_egress_ip() -> Result<()> {
                 eprintln!("   {name}: {:?}: {}", outcome.code(), outcome.stderr.trim());
                 let expected = format!("{}{expected}", path.display());
                 ensure!(
-                    outcome.code() == Some(1),
-                    "check {name} exited {:?}, expected 1; stderr: {}",
+                    outcome.code() == Some(2),
+                    "check {name} exited {:?}, expected 2 (an invalid config); stderr: {}",
                     outcome.code(),
                     outcome.stderr
                 );

@@ -76,9 +76,9 @@ const ETHERTYPE_ARP: u16 = 0x0806;
 /// older kernels, 128 on newer).
 const UDP_GSO_MAX_SEGMENTS: usize = 64;
 /// Bytes the tunnel adds to an inner IPv4 packet against the MTU: outer IPv4, UDP, VXLAN
-/// and the inner Ethernet header (the outer Ethernet header does not count): as many bytes
-/// as [`ENCAP_LEN`], 50.
-const TUNNEL_OVERHEAD: usize = ENCAP_LEN;
+/// and the inner Ethernet header (the outer Ethernet header does not count), 50, as the
+/// agents count them for their tunnel device's MTU: the tunnel contract's.
+const TUNNEL_OVERHEAD: usize = egret_config::tunnel::OVERHEAD as usize;
 
 /// A floating IP this gateway may own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

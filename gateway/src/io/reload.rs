@@ -46,20 +46,19 @@ impl Running<'_> {
         guard: &KernelGuard,
         tx: &mut Tx,
     ) -> anyhow::Result<()> {
-        let file = self.path.display();
         let facts = HostFacts::from_system().context("cannot read this host's interfaces")?;
         let config = match Config::load(self.path, &facts) {
             Ok(checked) => {
                 for warning in &checked.warnings {
-                    tracing::warn!("{file}:{warning}");
+                    tracing::warn!("{}", warning.in_file(self.path));
                 }
                 checked.config
             }
-            Err(ConfigError::Invalid(diagnostics)) => {
-                for diagnostic in &diagnostics {
-                    tracing::error!("{file}:{diagnostic}");
+            Err(error @ ConfigError::Invalid(_)) => {
+                for diagnostic in error.diagnostics() {
+                    tracing::error!("{}", diagnostic.in_file(self.path));
                 }
-                bail!("{file} does not check ({} problems)", diagnostics.len());
+                bail!("{} does not check: {error}", self.path.display());
             }
             Err(error) => return Err(error.into()),
         };
