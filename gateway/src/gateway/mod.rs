@@ -684,3 +684,6 @@ fn sync_status(sync: &Syncing, p: crate::datapath::PeerCounters) -> status::Sync
         socket_errors: sync.socket_errors,
     }
 }
+
+#[cfg(test)]
+mod tests;
