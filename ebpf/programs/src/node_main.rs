@@ -280,24 +280,4 @@ fn count_policy(policy: u64, packets: u64, bytes: u64) {
     }
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // Nothing in the programs may panic: a reachable panic is an endless loop, which the
-    // verifier refuses to load.
-    loop {}
-}
-
-/// Host stub: the programs run in the kernel, loaded by egret-agent.
-#[cfg(not(target_arch = "bpf"))]
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "egret-agent-ebpf is an eBPF object for egret-agent to load; it does not run on the host"
-    );
-    std::process::ExitCode::FAILURE
-}
-
-/// No GPL-only helper is used, so the object carries the workspace's own license.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 11] = *b"Apache-2.0\0";
+egret_ebpf_programs::object_root!("egret-agent-ebpf", "egret-agent");
