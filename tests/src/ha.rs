@@ -57,7 +57,8 @@ pub use self::{
     partition::Partition,
     snapshot::{COUNTERS_LAG, NodeEntry, Snapshot},
     traffic::{
-        EchoServer, FlowSet, FlowState, Messenger, MessengerReport, Ticker, UdpFlows, endpoint,
+        Churn, ChurnCounts, EchoServer, FlowSet, FlowState, Messenger, MessengerReport, Ticker,
+        UdpFlows, endpoint,
     },
 };
 use crate::{
@@ -496,6 +497,13 @@ impl GatewayPair {
         self.processes[member.index()].is_some()
     }
 
+    /// The process id of `member`'s gateway, while it runs.
+    pub(crate) fn pid(&self, member: Member) -> Option<u32> {
+        self.processes[member.index()]
+            .as_ref()
+            .and_then(|gateway| gateway.pid())
+    }
+
     /// Fails when a gateway that was started has exited.
     ///
     /// # Errors
@@ -701,6 +709,11 @@ impl HaLab {
             return service.running;
         }
         self.gateways.running(member)
+    }
+
+    /// The process id of `member`'s gateway process, while it runs (not for a service).
+    pub fn pid(&self, member: Member) -> Option<u32> {
+        self.gateways.pid(member)
     }
 
     /// `GET <path>` from `member`'s API, without a process per request (the failover polls
