@@ -23,8 +23,9 @@
 //!     yielded (its record, plus 5 ms for the record's resolution and the wire);
 //!   - the winner sends gratuitous ARPs for it only as announcement bursts answering the
 //!     loser: at most `garp_count` (3) per advert the loser sent for that VRID after the
-//!     healing (docs/failover.md: a master hearing an advert it does not yield to sends a
-//!     new burst, at most once per interval);
+//!     healing, its priority-0 advert as it yields included (docs/failover.md: a master
+//!     hearing an advert it does not yield to sends a new burst, at most once per
+//!     interval);
 //!   - the ARP frames for the address that the router receives come from the loser and then
 //!     from the winner, never back: their source MAC changes at most once, and the last
 //!     one is the winner's;
@@ -161,7 +162,8 @@ struct ArpAfterHeal {
     loser_before_yield: usize,
     loser_after_yield: usize,
     /// Gratuitous ARPs for the address the winner sent after the healing, and the adverts
-    /// for its VRID the loser sent after the healing (each may earn one burst).
+    /// for its VRID the loser sent after the healing, of any priority (each may earn one
+    /// burst).
     winner_garps: usize,
     loser_adverts: usize,
     /// The source MACs of the ARP frames for the address the router received after the
@@ -312,7 +314,7 @@ fn arp_after_heal(
         loser_adverts: from_loser
             .iter()
             .filter_map(Frame::vrrp)
-            .filter(|(_, vrid, priority)| *vrid == ip.vrid && *priority > 0)
+            .filter(|(_, vrid, _)| *vrid == ip.vrid)
             .count(),
         router_sequence,
         router_entry,
