@@ -745,13 +745,7 @@ impl GatewayLab {
     ///
     /// When `ip` fails or shows no MAC.
     pub fn mac_of(&self, ns: &NetNs, interface: &str) -> Result<String> {
-        let shown = ns.ip(["-o", "link", "show", "dev", interface])?;
-        shown
-            .split_whitespace()
-            .skip_while(|word| *word != "link/ether")
-            .nth(1)
-            .map(str::to_owned)
-            .with_context(|| format!("no MAC in: {shown}"))
+        interface_mac(ns, interface)
     }
 
     /// Whether the floating IP appears among the gw namespace's kernel addresses.
@@ -1905,6 +1899,21 @@ pub(crate) fn default_route(ns: &NetNs, via: Ipv4Addr) -> Result<()> {
 pub(crate) fn sysctl(ns: &NetNs, key: &str, value: &str) -> Result<()> {
     ns.exec("sysctl", ["-qw", &format!("{key}={value}")])?;
     Ok(())
+}
+
+/// The MAC of `interface` in `ns`, as `ip` writes it (`aa:bb:cc:dd:ee:ff`).
+///
+/// # Errors
+///
+/// When `ip` fails or shows no MAC.
+pub fn interface_mac(ns: &NetNs, interface: &str) -> Result<String> {
+    let shown = ns.ip(["-o", "link", "show", "dev", interface])?;
+    shown
+        .split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .with_context(|| format!("no MAC in: {shown}"))
 }
 
 /// The `lladdr` of an `ip neigh show` line that has one.
