@@ -492,9 +492,58 @@ fn toml_string(text: &str) -> String {
 /// 100 ms adverts with preemption (multicast), the nodes' /28 allowed, flow sync with the
 /// other gateway sealed with `<workdir>/sync.key`, the API on its loopback.
 pub fn gateway_config(member: Member, workdir: &Path) -> String {
-    let (me, other) = (member.address(), member.other().address());
-    let mut text = format!(
-        r#"[gateway]
+    GatewayGroup::lab(workdir).render(member)
+}
+
+/// A `[[floating_ip]]` of the gateways' configs and each member's priority for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloatingIpEntry {
+    pub address: Ipv4Addr,
+    pub vrid: u8,
+    /// gw1's and gw2's `priority`.
+    pub priorities: [u8; 2],
+}
+
+/// What of the two gateways' configs a test may rewrite and reload live: the floating IPs
+/// with their priorities and the sync keys. Everything else is [`gateway_config`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayGroup {
+    pub floating_ips: Vec<FloatingIpEntry>,
+    /// `[sync].key_file`.
+    pub key_file: PathBuf,
+    /// `[sync].previous_key_file`, during a key rotation.
+    pub previous_key_file: Option<PathBuf>,
+}
+
+impl GatewayGroup {
+    /// The lab's: [`FLOATING_IPS`], each preferred by its gateway, and `<workdir>/sync.key`.
+    pub fn lab(workdir: &Path) -> Self {
+        let priority = |ip: &FloatingIp, member: Member| {
+            if ip.preferred == member {
+                PREFERRED_PRIORITY
+            } else {
+                OTHER_PRIORITY
+            }
+        };
+        Self {
+            floating_ips: FLOATING_IPS
+                .iter()
+                .map(|ip| FloatingIpEntry {
+                    address: ip.address,
+                    vrid: ip.vrid,
+                    priorities: Member::BOTH.map(|member| priority(ip, member)),
+                })
+                .collect(),
+            key_file: workdir.join(crate::SYNC_KEY),
+            previous_key_file: None,
+        }
+    }
+
+    /// The config file of `member`.
+    pub fn render(&self, member: Member) -> String {
+        let (me, other) = (member.address(), member.other().address());
+        let mut text = format!(
+            r#"[gateway]
 name = "{name}"
 interface = "eth0"
 
@@ -512,26 +561,31 @@ garp_count = 3
 garp_interval = "100ms"
 garp_refresh = "60s"
 "#,
-        name = member.name(),
-        interval = ADVERT_INTERVAL.as_millis(),
-    );
-    for ip in FLOATING_IPS {
-        let priority = if ip.preferred == member {
-            PREFERRED_PRIORITY
-        } else {
-            OTHER_PRIORITY
-        };
+            name = member.name(),
+            interval = ADVERT_INTERVAL.as_millis(),
+        );
+        for ip in &self.floating_ips {
+            text.push_str(&format!(
+                "\n[[floating_ip]]\naddress = \"{}\"\nvrid = {}\npriority = {}\n",
+                ip.address,
+                ip.vrid,
+                ip.priorities[member.index()]
+            ));
+        }
+        let path = |path: &Path| toml_string(&path.display().to_string());
+        let previous = self
+            .previous_key_file
+            .as_deref()
+            .map(|file| format!("previous_key_file = {}\n", path(file)))
+            .unwrap_or_default();
         text.push_str(&format!(
-            "\n[[floating_ip]]\naddress = \"{}\"\nvrid = {}\npriority = {priority}\n",
-            ip.address, ip.vrid
+            "\n[nat]\nport_range = \"{NAT_PORT_RANGE}\"\n\n[sync]\nlisten = \"{me}:{SYNC_PORT}\"\n\
+             peers = [\"{other}:{SYNC_PORT}\"]\nkey_file = {key}\n{previous}\n\
+             [api]\nlisten = \"{API_LISTEN}\"\n",
+            key = path(&self.key_file),
         ));
+        text
     }
-    text.push_str(&format!(
-        "\n[nat]\nport_range = \"{NAT_PORT_RANGE}\"\n\n[sync]\nlisten = \"{me}:{SYNC_PORT}\"\n\
-         peers = [\"{other}:{SYNC_PORT}\"]\nkey_file = {key}\n\n[api]\nlisten = \"{API_LISTEN}\"\n",
-        key = toml_string(&workdir.join(crate::SYNC_KEY).display().to_string()),
-    ));
-    text
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1006,11 +1060,7 @@ impl AgentLab {
         lab.wire().context("building the agent lab")?;
         lab.mount_bpffs()?;
         crate::write_sync_key(lab.workdir())?;
-        for member in Member::BOTH {
-            let path = lab.gateway_config_path(member);
-            fs::write(&path, gateway_config(member, lab.workdir()))
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
+        lab.write_gateway_configs(&GatewayGroup::lab(lab.workdir()))?;
         for node in Node::BOTH {
             fs::create_dir_all(&lab.configs[node.index()].state_dir)?;
             lab.write_agent_config(node)?;
@@ -1476,6 +1526,60 @@ impl AgentLab {
     /// The end of `member`'s latest gateway log.
     pub fn gateway_log_tail(&self, member: Member, lines: usize) -> String {
         self.gateways.log_tail(member, lines)
+    }
+
+    /// Writes both gateways' config files from `group` (without telling the gateways: see
+    /// [`Self::reload_gateway`]).
+    ///
+    /// # Errors
+    ///
+    /// When a file cannot be written.
+    pub fn write_gateway_configs(&self, group: &GatewayGroup) -> Result<()> {
+        for member in Member::BOTH {
+            self.write_gateway_config_text(member, &group.render(member))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `text` as `member`'s config file, whatever it is.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_gateway_config_text(&self, member: Member, text: &str) -> Result<()> {
+        let path = self.gateway_config_path(member);
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Sends SIGHUP to `member`'s gateway (`systemctl reload`: it reads its config file
+    /// again); returns the instant just before the signal.
+    ///
+    /// # Errors
+    ///
+    /// When it does not run.
+    pub fn reload_gateway(&mut self, member: Member) -> Result<SystemTime> {
+        let gateway = self
+            .gateways
+            .process_mut(member)
+            .with_context(|| format!("{}'s gateway is not running", member.name()))?;
+        let at = SystemTime::now();
+        gateway.signal(libc::SIGHUP)?;
+        Ok(at)
+    }
+
+    /// The process id of `member`'s gateway, while it runs.
+    pub fn gateway_pid(&self, member: Member) -> Option<u32> {
+        self.gateways
+            .process(member)
+            .and_then(|gateway| gateway.pid())
+    }
+
+    /// The whole log of `member`'s running gateway ("" when it does not run).
+    pub fn gateway_log(&self, member: Member) -> String {
+        self.gateways
+            .process(member)
+            .and_then(|gateway| fs::read_to_string(gateway.log_path()).ok())
+            .unwrap_or_default()
     }
 
     // --- agents --------------------------------------------------------------------------
@@ -2374,6 +2478,35 @@ mod tests {
             "{gw2}"
         );
         assert!(gw2.contains("name = \"gw2\""), "{gw2}");
+    }
+
+    #[test]
+    fn gateway_groups_render_changed_floating_ips_and_keys() {
+        let mut group = GatewayGroup::lab(Path::new("/run/lab"));
+        assert_eq!(
+            group.render(Member::Gw1),
+            gateway_config(Member::Gw1, Path::new("/run/lab"))
+        );
+        assert!(!group.render(Member::Gw1).contains("previous_key_file"));
+        group.floating_ips.push(FloatingIpEntry {
+            address: Ipv4Addr::new(192, 168, 50, 102),
+            vrid: 12,
+            priorities: [100, 200],
+        });
+        group.key_file = PathBuf::from("/run/lab/next/sync.key");
+        group.previous_key_file = Some(PathBuf::from("/run/lab/sync.key"));
+        let gw2 = group.render(Member::Gw2);
+        assert!(
+            gw2.contains("address = \"192.168.50.102\"\nvrid = 12\npriority = 200"),
+            "{gw2}"
+        );
+        assert!(
+            gw2.contains(
+                "key_file = \"/run/lab/next/sync.key\"\n\
+                 previous_key_file = \"/run/lab/sync.key\"\n\n[api]"
+            ),
+            "{gw2}"
+        );
     }
 
     #[test]

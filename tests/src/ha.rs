@@ -499,9 +499,17 @@ impl GatewayPair {
 
     /// The process id of `member`'s gateway, while it runs.
     pub(crate) fn pid(&self, member: Member) -> Option<u32> {
-        self.processes[member.index()]
-            .as_ref()
-            .and_then(|gateway| gateway.pid())
+        self.process(member).and_then(|gateway| gateway.pid())
+    }
+
+    /// `member`'s gateway process, while it runs.
+    pub(crate) fn process(&self, member: Member) -> Option<&Gateway> {
+        self.processes[member.index()].as_ref()
+    }
+
+    /// `member`'s gateway process, to signal, while it runs.
+    pub(crate) fn process_mut(&mut self, member: Member) -> Option<&mut Gateway> {
+        self.processes[member.index()].as_mut()
     }
 
     /// Fails when a gateway that was started has exited.

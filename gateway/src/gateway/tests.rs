@@ -109,6 +109,15 @@ fn the_election_is_carried_out_at_once_and_the_status_shows_it() {
     let later = at + Duration::from_millis(5);
     gw.handle_advert(later, &better.emit_ipv4(PEER, MULTICAST_GROUP));
     assert!(!gw.datapath().owns(FIP));
+    // Yielding, it says so once with priority 0, so the winner announces the address.
+    gw.take_output(&mut out);
+    let yielded: Vec<u8> = out
+        .adverts
+        .iter()
+        .map(|(_, p)| Advert::parse_ipv4(p).unwrap().advert.priority)
+        .collect();
+    assert_eq!(yielded, [0]);
+    gw.recycle(&mut out);
     let s = gw.snapshot(later, 0);
     assert_eq!(s.floating_ips[0].master, "192.168.1.12");
     assert_eq!(s.floating_ips[0].master_address, Some(PEER));

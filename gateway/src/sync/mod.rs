@@ -471,11 +471,20 @@ impl Sync {
     }
 
     /// This gateway's election priority per VRID, `[vrid, priority]`, announced to the
-    /// peers in every heartbeat from now on (at most 255).
+    /// peers in every heartbeat from now on (at most 255). A change (a reload) is announced
+    /// at once rather than at the next heartbeat: a peer refuses adverts at any other
+    /// priority than the one last claimed (`unverified`), so until it hears the new claim
+    /// it would not yield to this gateway's adverts, nor this gateway to its (two masters).
     pub fn set_claims(&mut self, claims: &[[u8; 2]]) {
+        let claims = &claims[..claims.len().min(255)];
+        if self.claims == claims {
+            return;
+        }
         self.claims.clear();
-        self.claims
-            .extend_from_slice(&claims[..claims.len().min(255)]);
+        self.claims.extend_from_slice(claims);
+        for p in &mut self.peers {
+            p.tx.heartbeat_now(self.now);
+        }
     }
 
     /// What each peer last announced of its election, for those that did.
@@ -1494,6 +1503,25 @@ mod tests {
             Some(Ipv4Addr::new(192, 168, 1, 11))
         );
         assert_eq!(a.peer_claims().next().map(|c| c.priorities.len()), Some(0));
+    }
+
+    #[test]
+    fn a_changed_claim_is_announced_at_once() {
+        let (mut a, mut b) = pair();
+        a.set_claims(&[[11, 100]]);
+        connect(&mut a, &mut b, at(0));
+        // Nothing is due before the next heartbeat, a second later...
+        assert!(poll(&mut a, at(100)).is_empty());
+        // ...but a new priority goes at once: the peer must hear it before an advert at it.
+        a.set_claims(&[[11, 200]]);
+        to_b(&mut b, at(101), &poll(&mut a, at(101)));
+        let claims: Vec<_> = b.peer_claims().collect();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].priorities, &[[11, 200]]);
+        assert_eq!(claims[0].heard_at, at(101));
+        // The same claims again send nothing.
+        a.set_claims(&[[11, 200]]);
+        assert!(poll(&mut a, at(102)).is_empty());
     }
 
     #[test]
