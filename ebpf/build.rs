@@ -1,12 +1,12 @@
-//! Builds egret's eBPF object from `ebpf/programs` with aya-build and leaves it in `OUT_DIR`,
-//! where the crate embeds it; as the aya template's `{{project-name}}/build.rs` does. Both
+//! Builds egret's eBPF objects from `ebpf/programs` with aya-build and leaves them in `OUT_DIR`,
+//! where the crate embeds its own; as the aya template's `{{project-name}}/build.rs` does. Both
 //! egret-agent and egret-gateway use this one script (`build = "../ebpf/build.rs"`).
 //!
 //! aya-build runs `cargo +nightly build --target bpfel-unknown-none -Z build-std=core` on the
 //! eBPF crate (needs nightly with rust-src and bpf-linker, see scripts/setup). The eBPF crate is
 //! also a build-dependency of the crate being built, so cargo reruns this script when it changes.
 //!
-//! `EGRET_SKIP_EBPF_BUILD=1` writes an empty object instead, for quick checks without that
+//! `EGRET_SKIP_EBPF_BUILD=1` writes empty objects instead, for quick checks without that
 //! toolchain; the loader refuses an empty object with an error that names this variable.
 //! aya-build's own `AYA_BUILD_SKIP=1` does the same.
 

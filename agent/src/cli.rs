@@ -2,7 +2,6 @@
 //! pages and shell completions from the same definition.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -28,7 +27,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Check a config file: print the effective config and warnings; on any error print
-    /// `FILE:LINE:COL: error: KEY: ...` and exit 1.
+    /// `FILE:LINE:COL: error: KEY: ...` and exit 2 (1 when the file cannot be read).
     Check {
         /// The config file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
@@ -53,20 +52,5 @@ pub enum Command {
         /// The config file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-    },
-    /// Diagnostic: attach the eBPF classifier to an interface for a while and print what it
-    /// counted.
-    ///
-    /// The classifier only counts packets (IPv4 packets and bytes, other frames, and frames it
-    /// could not parse, by reason), at ingress and egress. It does not select, change, redirect
-    /// or drop any traffic. It is detached when the duration ends or on Ctrl-C / SIGTERM.
-    /// Needs root (CAP_BPF and CAP_NET_ADMIN).
-    Probe {
-        /// Interface to attach to.
-        #[arg(long, short, value_name = "IF")]
-        interface: String,
-        /// How long to count, e.g. 500ms, 5s, 1m.
-        #[arg(long, short, default_value = "5s", value_parser = humantime::parse_duration)]
-        duration: Duration,
     },
 }

@@ -1,4 +1,4 @@
-//! The node data path in the kernel: the `egret-node` eBPF object, its pinned maps and its
+//! The node data path in the kernel: the `egret-agent-ebpf` eBPF object, its pinned maps and its
 //! pinned program links.
 //!
 //! Everything lives under `[agent].pin_path` on bpffs, so that it outlives the agent:
@@ -38,7 +38,7 @@ use crate::prefix::Prefix;
 /// The node programs' object, built from `ebpf/programs` by `build.rs`. Empty when the agent
 /// was built with `EGRET_SKIP_EBPF_BUILD=1`.
 pub fn node_object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret-node"))
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret-agent-ebpf"))
 }
 
 /// bpffs's magic number (`statfs`).

@@ -8,7 +8,8 @@
 //!   ordered changes that take the maps from what they hold to what they should hold.
 //! - [`host`]: the node's own networking the agent manages: the tunnel device, policy routing,
 //!   sysctls, and the masquerade table.
-//! - [`ebpf`]: loads the eBPF objects, attaches the programs and reads their counters.
+//! - [`datapath`]: the node's eBPF object: loads and attaches its programs, pins their maps
+//!   and links, and reads their counters.
 //! - [`kubernetes`]: Kubernetes mode's shell: watches, Leases, status writes.
 //! - [`prefix`]: IPv4 prefixes.
 
@@ -17,7 +18,6 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod datapath;
-pub mod ebpf;
 pub mod host;
 pub mod kubernetes;
 pub mod node;

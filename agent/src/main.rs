@@ -1,4 +1,7 @@
 //! `egret-agent`: the node agent's command line.
+//!
+//! Exit codes, egret-gateway's too ([`Exit`]): 0 success, 1 an operational failure (for
+//! example an unreadable config file), 2 an invalid config.
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
@@ -6,14 +9,12 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use egret_agent::api::{self, SharedRecorded};
 use egret_agent::cli::{Cli, Command};
-use egret_agent::config::{Config, HostFacts, Mode};
-use egret_agent::ebpf::{Classifier, embedded_object};
+use egret_agent::config::{Config, ConfigError, Exit, HostFacts, Mode};
 use egret_agent::kubernetes::node::{Follower, SharedClusterState};
 use egret_agent::kubernetes::watch::Watches;
 use egret_agent::kubernetes::{self, writer};
 use egret_agent::node::{self, Node};
 use egret_agent::status::Location;
-use egret_ebpf_common::{ClassifierStats, ParseError};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -31,48 +32,35 @@ fn main() -> ExitCode {
         Command::Check { config, quiet } => check(&config, quiet),
         Command::Status { config, json } => status(&config, json),
         Command::Uninstall { config } => uninstall(&config),
-        Command::Probe {
-            interface,
-            duration,
-        } => probe(&interface, duration),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("egret-agent: {err:#}");
-            ExitCode::FAILURE
+            let exit = err
+                .downcast_ref::<ConfigError>()
+                .map_or(Exit::Failure, ConfigError::exit);
+            exit.into()
         }
     }
 }
 
 /// Loads and checks `path`, printing warnings. On errors it prints each diagnostic as a
-/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count.
+/// `FILE:LINE:COL: error: ...` line on stderr and fails with their count (which exits 2).
 fn load(path: &Path) -> anyhow::Result<Config> {
     let checked = match Config::load(path, &HostFacts::from_system()) {
         Ok(checked) => checked,
-        Err(err) if !err.diagnostics().is_empty() => {
+        Err(err @ ConfigError::Invalid(_)) => {
             // Compiler style, one `FILE:LINE:COL: error: ...` line each, for editors.
-            eprintln!("{}", prefixed(path, &err.to_string()));
-            let count = err.diagnostics().len();
-            bail!(
-                "{}: {count} error{} in the config",
-                path.display(),
-                if count == 1 { "" } else { "s" }
-            );
+            eprintln!("{}", err.located(path));
+            return Err(anyhow::Error::new(err).context(path.display().to_string()));
         }
-        Err(err) => bail!("{}", egret_agent::error_chain(&err)),
+        Err(err) => return Err(err.into()),
     };
     for warning in &checked.warnings {
-        eprintln!("{}: {warning}", path.display());
+        eprintln!("{}", warning.in_file(path));
     }
     Ok(checked.config)
-}
-
-fn prefixed(path: &Path, text: &str) -> String {
-    text.lines()
-        .map(|line| format!("{}:{line}", path.display()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn check(path: &Path, quiet: bool) -> anyhow::Result<()> {
@@ -298,7 +286,7 @@ fn reload(node: &mut Node, path: &Path) {
                 .map_err(|err| egret_agent::error_chain(&err))
         }
         Err(err) => {
-            let message = prefixed(path, &err.to_string());
+            let message = err.located(path);
             let _ = node.reload_failed(message.clone());
             Err(message)
         }
@@ -315,67 +303,6 @@ fn notify(states: &[NotifyState]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(%error, "cannot notify systemd");
     }
-}
-
-fn probe(interface: &str, duration: Duration) -> anyhow::Result<()> {
-    raise_memlock_rlimit();
-    let classifier = Classifier::attach(embedded_object(), interface)
-        .with_context(|| format!("attaching the classifier to {interface}"))?;
-    eprintln!(
-        "counting on {interface} (ingress and egress) for {}; the classifier only counts, it \
-         does not select or change traffic",
-        humantime::format_duration(duration)
-    );
-    let interrupted = wait(duration)?;
-    let stats = classifier.stats();
-    classifier
-        .detach()
-        .with_context(|| format!("detaching the classifier from {interface}"))?;
-    if interrupted {
-        eprintln!("interrupted, counted until now");
-    }
-    print!("{}", report(&stats?));
-    Ok(())
-}
-
-/// Waits for `duration`, or until SIGINT or SIGTERM; returns whether a signal came first.
-fn wait(duration: Duration) -> anyhow::Result<bool> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
-        tokio::select! {
-            () = tokio::time::sleep(duration) => Ok(false),
-            interrupt = tokio::signal::ctrl_c() => interrupt.context("handling SIGINT").map(|()| true),
-            _ = terminate.recv() => Ok(true),
-        }
-    })
-}
-
-/// `name value` lines, one counter each, error reasons prefixed with `error_`.
-fn report(stats: &ClassifierStats) -> String {
-    let counters: Vec<(String, u64)> = [
-        ("ipv4_packets", stats.ipv4_packets),
-        ("ipv4_bytes", stats.ipv4_bytes),
-        ("non_ipv4_packets", stats.non_ipv4_packets),
-    ]
-    .map(|(name, value)| (name.to_owned(), value))
-    .into_iter()
-    .chain(
-        ParseError::ALL.map(|reason| (format!("error_{}", reason.label()), stats.errors(reason))),
-    )
-    .collect();
-    let width = counters
-        .iter()
-        .map(|(name, _)| name.len())
-        .max()
-        .unwrap_or(0);
-    counters
-        .iter()
-        .map(|(name, value)| format!("{name:width$} {value}\n"))
-        .collect()
 }
 
 /// Kernels before 5.11 charge eBPF maps and programs to RLIMIT_MEMLOCK, whose default is too low
@@ -404,69 +331,5 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn probe_help_says_it_only_counts() {
-        let mut cli = Cli::command();
-        let probe = cli
-            .find_subcommand_mut("probe")
-            .expect("probe subcommand")
-            .render_long_help()
-            .to_string();
-        assert!(probe.contains("only counts packets"), "{probe}");
-        assert!(probe.contains("does not select"), "{probe}");
-    }
-
-    #[test]
-    fn probe_takes_humane_durations() {
-        let cli =
-            Cli::try_parse_from(["egret-agent", "probe", "-i", "eth0", "--duration", "1m30s"])
-                .expect("valid command line");
-        let Command::Probe {
-            interface,
-            duration,
-        } = cli.command
-        else {
-            panic!("not probe");
-        };
-        assert_eq!(interface, "eth0");
-        assert_eq!(duration, Duration::from_secs(90));
-
-        let default = Cli::try_parse_from(["egret-agent", "probe", "--interface", "eth0"])
-            .expect("valid command line");
-        let Command::Probe { duration, .. } = default.command else {
-            panic!("not probe");
-        };
-        assert_eq!(duration, Duration::from_secs(5));
-
-        assert!(Cli::try_parse_from(["egret-agent", "probe", "-i", "eth0", "-d", "5"]).is_err());
-        assert!(Cli::try_parse_from(["egret-agent", "probe"]).is_err());
-    }
-
-    #[test]
-    fn report_lists_every_counter() {
-        let mut stats = ClassifierStats::default();
-        stats.record_ipv4(98);
-        stats.record_non_ipv4();
-        stats.record_error(ParseError::BadIhl);
-        let report = report(&stats);
-        let lines: Vec<(&str, &str)> = report
-            .lines()
-            .map(|line| line.split_once(' ').map(|(k, v)| (k, v.trim())))
-            .collect::<Option<_>>()
-            .expect("name value lines");
-        assert_eq!(
-            lines,
-            [
-                ("ipv4_packets", "1"),
-                ("ipv4_bytes", "98"),
-                ("non_ipv4_packets", "1"),
-                ("error_truncated_ethernet", "0"),
-                ("error_truncated_ipv4", "0"),
-                ("error_bad_ip_version", "0"),
-                ("error_bad_ihl", "1"),
-            ]
-        );
     }
 }

@@ -32,7 +32,7 @@ use crate::datapath::{DatapathError, Hook, PinnedMaps, Pins, Programs, node_obje
 use crate::host::HostError;
 use crate::host::masquerade::{self, Masquerade};
 use crate::host::routes::Routes;
-use crate::host::tunnel::{self, OVERHEAD, Tunnel};
+use crate::host::tunnel::{self, Tunnel};
 use crate::policy::{self, PolicySpec, PolicyState, Program};
 use crate::prefix::Prefix;
 
@@ -176,7 +176,7 @@ fn tunnel_of(config: &Config) -> Result<Tunnel, HostError> {
         Some(name) => name.clone(),
         None => tunnel::default_route_interface()?,
     };
-    let mtu = tunnel::mtu_of(&uplink)?.saturating_sub(OVERHEAD);
+    let mtu = egret_config::tunnel::inner_mtu(tunnel::mtu_of(&uplink)?);
     Ok(Tunnel {
         device: config.tunnel.device.clone(),
         port: config.tunnel.port,
@@ -191,8 +191,7 @@ fn node_config(config: &Config, tunnel: &Tunnel, known_gateways: &[Ipv4Addr]) ->
     NodeConfig {
         mark: config.agent.fwmark,
         vni: config.tunnel.vni,
-        // IPv4 and TCP headers without options: 40 bytes.
-        mss: tunnel.mtu.saturating_sub(40),
+        mss: egret_config::tunnel::mss(tunnel.mtu),
         ttl: 64,
         flags: if known_gateways.is_empty() {
             0
@@ -653,7 +652,7 @@ mod tests {
             namespace_env: None,
             cluster_credentials: true,
         };
-        Config::parse(text, &host).expect("valid config").config
+        Config::from_str(text, &host).expect("valid config").config
     }
 
     const STATIC: &str = r#"

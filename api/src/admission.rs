@@ -82,7 +82,7 @@ impl Refusal {
 
     /// The `reason` label of `egret_gateway_api_connections_refused_total` and
     /// `egret_agent_api_connections_refused_total`.
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Refusal::ClientLimit => "client_limit",
             Refusal::TotalLimit => "total_limit",
@@ -186,7 +186,7 @@ impl Admission {
             connections_open: self.open_total as u64,
             connections_refused: Refusal::ALL
                 .iter()
-                .map(|&r| (r.metric_label().to_owned(), self.refused[r as usize]))
+                .map(|&r| (r.label().to_owned(), self.refused[r as usize]))
                 .collect::<BTreeMap<_, _>>(),
         }
     }

@@ -119,7 +119,7 @@ impl Server {
                 }
                 Err(refusal) => {
                     // Dropping the stream closes it; the count is the operator's signal.
-                    trace!(%peer, reason = refusal.metric_label(), "API connection refused");
+                    trace!(%peer, reason = refusal.label(), "API connection refused");
                     drop(stream);
                 }
             }

@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
+
+use crate::{Checked, ConfigError};
 
 /// Whether a diagnostic stops the daemon from starting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,6 +35,13 @@ pub struct Diagnostic {
     pub problem: String,
     /// What would be valid (for a warning: what is recommended).
     pub allowed: String,
+}
+
+impl Diagnostic {
+    /// `FILE:LINE:COL: ...`, the compiler style editors jump to.
+    pub fn in_file(&self, file: &Path) -> String {
+        format!("{}:{self}", file.display())
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -147,19 +157,18 @@ impl<'a> Report<'a> {
     /// warnings when no error was recorded, else every diagnostic. A check that gives no
     /// config always says why; should none say so, a `document` error pointing to `see`
     /// (where the schema is explained) keeps that promise.
-    pub fn conclude<T>(
-        mut self,
-        config: Option<T>,
-        see: &str,
-    ) -> Result<(T, Vec<Diagnostic>), Vec<Diagnostic>> {
+    pub fn conclude<T>(mut self, config: Option<T>, see: &str) -> Result<Checked<T>, ConfigError> {
         if config.is_none() && !self.has_errors() {
             self.error("document", None, "not a valid config", see);
         }
         let valid = !self.has_errors();
         let diagnostics = self.finish();
         match config {
-            Some(config) if valid => Ok((config, diagnostics)),
-            _ => Err(diagnostics),
+            Some(config) if valid => Ok(Checked {
+                config,
+                warnings: diagnostics,
+            }),
+            _ => Err(ConfigError::Invalid(diagnostics)),
         }
     }
 

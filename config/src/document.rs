@@ -140,6 +140,34 @@ pub fn generic_key(key: &str) -> String {
 mod tests {
     use super::*;
 
+    fn key_of(text: &str, needle: &str) -> Option<String> {
+        let document = DeTable::parse(text).expect("valid TOML").into_inner();
+        key_at(&document, text.find(needle).expect("needle in text"))
+    }
+
+    #[test]
+    fn finds_the_key_path_at_an_offset() {
+        let text = "[gateway]\ninterface = \"eth1\"\n\n[tunnel]\nallowed_sources = [\"a\", \"b\"]\n\n\
+                    [[floating_ip]]\naddress = \"x\"\nvrid = 1\n\n[[floating_ip]]\naddress = \"y\"\nvrid = 2\n";
+        assert_eq!(
+            key_of(text, "\"eth1\"").as_deref(),
+            Some("gateway.interface")
+        );
+        assert_eq!(
+            key_of(text, "\"b\"").as_deref(),
+            Some("tunnel.allowed_sources[1]")
+        );
+        assert_eq!(
+            key_of(text, "vrid = 2").as_deref(),
+            Some("floating_ip[1].vrid")
+        );
+        assert_eq!(
+            key_of(text, "\"y\"").as_deref(),
+            Some("floating_ip[1].address")
+        );
+        assert_eq!(key_of(text, "[tunnel]").as_deref(), Some("tunnel"));
+    }
+
     #[test]
     fn array_indices_are_dropped_for_the_schema() {
         assert_eq!(generic_key("floating_ip[3].vrid"), "floating_ip[].vrid");

@@ -1,7 +1,7 @@
 //! `egret-gateway`: the command line of the egress NAT gateway.
 //!
-//! Exit codes: 0 success, 1 an I/O or other operational failure (for example an unreadable
-//! config file), 2 an invalid config.
+//! Exit codes, egret-agent's too ([`Exit`]): 0 success, 1 an I/O or other operational
+//! failure (for example an unreadable config file), 2 an invalid config.
 
 use std::io::Write;
 use std::path::Path;
@@ -12,19 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser as _;
 use egret_gateway::cli::{Cli, Command};
-use egret_gateway::config::{Config, ConfigError, HostFacts};
-use egret_gateway::gateway::{self, Gateway, Host};
+use egret_gateway::config::{Config, ConfigError, Exit, HostFacts};
+use egret_gateway::gateway::Gateway;
 use egret_gateway::io::vrrp::VrrpSocket;
-use egret_gateway::io::{
-    self, fastpath::FastPath, guard::KernelGuard, host::Interface, lock, packet,
-};
+use egret_gateway::io::{self, guard::KernelGuard, host::Interface, lock, packet};
 use egret_gateway::{api, status};
-
-/// An invalid config: already reported line by line, exits with 2.
-const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// How long a stopping gateway tries to report itself `Down` into the cluster.
 const KUBERNETES_STOP_DEADLINE: Duration = Duration::from_millis(1500);
@@ -40,7 +35,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("egret-gateway: error: {error:#}");
-            ExitCode::FAILURE
+            Exit::Failure.into()
         }
     }
 }
@@ -62,23 +57,21 @@ fn check(path: &Path, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the config, printing warnings, or every problem and exit code 2.
+/// Loads the config, printing warnings, or every problem and the exit code of an invalid
+/// config.
 fn load(path: &Path, host: &HostFacts) -> anyhow::Result<Result<Config, ExitCode>> {
-    let file = path.display();
     match Config::load(path, host) {
         Ok(checked) => {
             for warning in &checked.warnings {
-                eprintln!("{file}:{warning}");
+                eprintln!("{}", warning.in_file(path));
             }
             Ok(Ok(checked.config))
         }
-        Err(ConfigError::Invalid(diagnostics)) => {
-            for diagnostic in &diagnostics {
-                eprintln!("{file}:{diagnostic}");
-            }
-            Ok(Err(ExitCode::from(EXIT_INVALID_CONFIG)))
+        Err(error @ ConfigError::Invalid(_)) => {
+            eprintln!("{}", error.located(path));
+            Ok(Err(error.exit().into()))
         }
-        Err(error @ ConfigError::Read { .. }) => Err(error.into()),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -99,16 +92,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let ifname = &config.gateway.interface;
     let interface =
         Interface::read(ifname).with_context(|| format!("cannot read interface {ifname}"))?;
-    let host = host(&config, &facts, &interface)?;
-    let fast = fast_path(config.gateway.fast_path, ifname, interface.index);
-    let mut params = gateway::Params::from_config(&config, &host, seed(), epoch());
-    params.fast_path = fast.is_ok();
-    let addresses: Vec<_> = params
-        .setup
-        .floating_ips
-        .iter()
-        .map(|f| f.address)
-        .collect();
+    let host = io::reload::host(&config, &facts, &interface)?;
+    let fast = io::fastpath::load_wanted(config.gateway.fast_path, ifname, interface.index);
+    let params = io::reload::params(&config, &host, fast.is_ok());
+    let addresses = params.addresses();
     // One worker per core, each with its own IPv4 socket in a fanout group and its own
     // sender; the first one (the leader) also reads ARP, adverts and sync datagrams.
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
@@ -194,7 +181,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "gateway running"
     );
     // Sockets open, the workers running: ready for systemd (Type=notify).
-    notify(&[sd_notify::NotifyState::Ready]);
+    io::reload::notify(&[sd_notify::NotifyState::Ready]);
     let (mut term, mut hup) = {
         let _runtime = runtime.enter();
         use tokio::signal::unix::{SignalKind, signal};
@@ -206,7 +193,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // With [kubernetes], a task on this runtime reports into the EgressGateway status; it
     // only reads the published snapshot, so the data path never waits for the API.
     let kubernetes = config.kubernetes.as_ref().map(|_| io::kube::shared());
-    let mut running = Running {
+    let mut running = io::reload::Running {
         path,
         config: config.clone(),
         addresses,
@@ -228,7 +215,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 tokio::select! {
                     _ = term.recv() => break tracing::info!("SIGTERM: stopping"),
                     _ = tokio::signal::ctrl_c() => break tracing::info!("SIGINT: stopping"),
-                    _ = wait_for(&shell.stop) => break,
+                    _ = io::stopped(&shell) => break,
                     _ = hup.recv() => running.reload(&shell, &guard, &mut tx),
                 }
             }
@@ -236,7 +223,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         api::serve(listener, snapshot, kubernetes, shutdown).await;
         reporting
     });
-    notify(&[sd_notify::NotifyState::Stopping]);
+    io::reload::notify(&[sd_notify::NotifyState::Stopping]);
     // Hand the addresses over (priority 0) while the data path still runs, then stop it.
     lock(&shell.core).shutdown(shell.clock.now());
     io::carry(&shell, &mut tx);
@@ -268,189 +255,6 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     result.context("the data path failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// What the gateway runs with, for a reload to compare against.
-struct Running<'a> {
-    path: &'a Path,
-    config: Config,
-    /// The floating IPs the kernel is kept out of.
-    addresses: Vec<std::net::Ipv4Addr>,
-    interface: Interface,
-}
-
-impl Running<'_> {
-    /// SIGHUP (`systemctl reload`): reads the config file again and applies it live. A
-    /// file that does not check, or that changes what only a restart can, is refused and
-    /// the running config stays; either way the log says which.
-    fn reload(&mut self, shell: &io::Shell, guard: &KernelGuard, tx: &mut packet::Tx) {
-        notify(&[sd_notify::NotifyState::Reloading]);
-        match self.try_reload(shell, guard, tx) {
-            Ok(()) => tracing::info!(
-                floating_ips = ?self.addresses,
-                "config reloaded"
-            ),
-            Err(error) => tracing::error!(
-                error = %format!("{error:#}"),
-                "reload failed, the previous config stays applied"
-            ),
-        }
-        notify(&[sd_notify::NotifyState::Ready]);
-    }
-
-    fn try_reload(
-        &mut self,
-        shell: &io::Shell,
-        guard: &KernelGuard,
-        tx: &mut packet::Tx,
-    ) -> anyhow::Result<()> {
-        let file = self.path.display();
-        let facts = HostFacts::from_system().context("cannot read this host's interfaces")?;
-        let config = match Config::load(self.path, &facts) {
-            Ok(checked) => {
-                for warning in &checked.warnings {
-                    tracing::warn!("{file}:{warning}");
-                }
-                checked.config
-            }
-            Err(ConfigError::Invalid(diagnostics)) => {
-                for diagnostic in &diagnostics {
-                    tracing::error!("{file}:{diagnostic}");
-                }
-                bail!("{file} does not check ({} problems)", diagnostics.len());
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let old = &self.config;
-        let mut restart = Vec::new();
-        if config.api.listen != old.api.listen {
-            restart.push("[api].listen".to_string());
-        }
-        if config.sync.as_ref().map(|s| s.listen) != old.sync.as_ref().map(|s| s.listen) {
-            restart.push("[sync].listen".to_string());
-        }
-        if config.kubernetes != old.kubernetes {
-            restart.push("[kubernetes]".to_string());
-        }
-        if config.election.peers.is_empty() != old.election.peers.is_empty() {
-            restart.push("[election].peers (between multicast and unicast)".to_string());
-        }
-        if !restart.is_empty() {
-            bail!("only a restart changes {}", restart.join(", "));
-        }
-        let host = host(&config, &facts, &self.interface)?;
-        let mut params = gateway::Params::from_config(&config, &host, seed(), epoch());
-        params.fast_path = shell.fast.is_ok();
-        let addresses: Vec<_> = params
-            .setup
-            .floating_ips
-            .iter()
-            .map(|f| f.address)
-            .collect();
-        // The kernel stays out of the new addresses before the core answers for them, and
-        // of the old ones until it no longer does.
-        let mut both = self.addresses.clone();
-        both.extend(addresses.iter().filter(|a| !self.addresses.contains(a)));
-        let ifname = &config.gateway.interface;
-        guard
-            .update(ifname, &both)
-            .context("cannot update the nftables table egret_gateway")?;
-        let applied = lock(&shell.core).reconfigure(shell.clock.now(), params);
-        let kept = match &applied {
-            Ok(()) => &addresses,
-            Err(_) => &self.addresses,
-        };
-        guard
-            .update(ifname, kept)
-            .context("cannot update the nftables table egret_gateway")?;
-        if let Err(keys) = applied {
-            bail!("only a restart changes {}", keys.join(", "));
-        }
-        // What the reload decided (a removed address handed over) goes at once.
-        io::carry(shell, tx);
-        self.config = config;
-        self.addresses = addresses;
-        Ok(())
-    }
-}
-
-/// The facts of this host the gateway runs with: its interface's, and the next hop.
-fn host(config: &Config, facts: &HostFacts, interface: &Interface) -> anyhow::Result<Host> {
-    let ifname = &config.gateway.interface;
-    let Some(address) = facts.interface(ifname).and_then(|a| a.first()) else {
-        bail!("interface {ifname} has no IPv4 address; the gateway's ARP and VRRP need one");
-    };
-    let next_hop = match config.gateway.next_hop {
-        Some(hop) => hop,
-        None => io::host::default_gateway(ifname)
-            .context("cannot read /proc/net/route")?
-            .with_context(|| {
-                format!(
-                    "no default route via {ifname}; set [gateway].next_hop or add a default route"
-                )
-            })?,
-    };
-    Ok(Host {
-        mac: interface.mac,
-        address: address.address(),
-        prefix_len: address.prefix_len(),
-        mtu: interface.mtu,
-        next_hop,
-    })
-}
-
-/// Tells systemd (when it started us with `Type=notify`) how the gateway is doing.
-fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(error) = sd_notify::notify(states) {
-        tracing::warn!(%error, "cannot notify systemd");
-    }
-}
-
-/// Loads the kernel fast path, unless the configuration turns it off. A gateway that
-/// cannot load it runs without it, and says why.
-fn fast_path(wanted: bool, interface: &str, ifindex: u32) -> Result<Mutex<FastPath>, String> {
-    if !wanted {
-        return Err("off in the configuration ([gateway].fast_path = false)".into());
-    }
-    match FastPath::load(interface, ifindex) {
-        Ok(fast) => Ok(Mutex::new(fast)),
-        Err(e) => {
-            let reason = format!("{e:#}");
-            tracing::warn!(error = %reason, "kernel fast path unavailable: every packet goes through user space");
-            Err(reason)
-        }
-    }
-}
-
-/// Resolves once the data path has stopped by itself (an I/O failure).
-async fn wait_for(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The sync's boot id: 64 random bits from the kernel, never 0. With the frame counter it
-/// is the AEAD nonce, so two boots must never draw the same one: the clock is not enough.
-fn epoch() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: `bytes` is valid for writes of its length.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let random = if n == 8 {
-        u64::from_ne_bytes(bytes)
-    } else {
-        // getrandom(2) only fails on kernels older than 3.17: fall back to the seed.
-        seed()
-    };
-    random.max(1)
-}
-
-/// A seed for the NAT's port allocator, different at every start.
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    t ^ u64::from(std::process::id()).rotate_left(32)
 }
 
 fn status(path: &Path, api: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {

@@ -2,9 +2,14 @@
 //!
 //! The good file uses `lo` with floating IPs inside 127.0.0.0/8 so it validates on every
 //! Linux host; `check` only parses, nothing is sent.
+//!
+//! Its exit codes are egret-agent's ([`Exit`], asserted the same way in the agent's
+//! `check_cli`): 0 for a valid file, 2 for an invalid one, 1 for one that cannot be read.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use egret_gateway::config::Exit;
 
 const GOOD: &str = r#"[gateway]
 name = "gw-cli"
@@ -58,12 +63,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+fn code(exit: Exit) -> Option<i32> {
+    Some(exit.code().into())
+}
+
 #[test]
 fn a_good_file_prints_the_effective_config_and_exits_0() {
     let path = write("check_cli_good.toml", GOOD);
     let out = check(&path);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(out.status.code(), code(Exit::Success), "stderr:\n{stderr}");
     for line in [
         "[gateway]",
         "name = \"gw-cli\"",
@@ -95,7 +104,12 @@ fn a_bad_file_lists_every_error_and_exits_2() {
     let path = write("check_cli_bad.toml", BAD);
     let out = check(&path);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        code(Exit::InvalidConfig),
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "nothing on stdout for a bad file");
     let file = path.display();
     let lines: Vec<&str> = stderr.lines().collect();
@@ -120,7 +134,7 @@ fn an_unreadable_file_exits_1() {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("check_cli_missing.toml");
     let out = check(&path);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(out.status.code(), code(Exit::Failure), "stderr:\n{stderr}");
     assert!(stderr.contains("cannot read"), "{stderr}");
     assert!(stderr.contains("check_cli_missing.toml"), "{stderr}");
 }

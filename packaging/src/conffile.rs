@@ -91,11 +91,11 @@ mod tests {
         let host = HostFacts::new("gw1")
             .with_interface("eth1", &["192.168.1.10/24".parse().expect("cidr")]);
         assert!(
-            Config::parse(GATEWAY, &host).is_ok(),
+            Config::from_str(GATEWAY, &host).is_ok(),
             "the example itself checks"
         );
         let conffile = default_config(GATEWAY, "egret-gateway");
-        let Err(ConfigError::Invalid(diagnostics)) = Config::parse(&conffile, &host) else {
+        let Err(ConfigError::Invalid(diagnostics)) = Config::from_str(&conffile, &host) else {
             panic!("the default config checks:\n{conffile}");
         };
         let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
@@ -122,7 +122,7 @@ mod tests {
             cluster_credentials: true,
         };
         assert!(
-            Config::parse(AGENT, &host).is_ok(),
+            Config::from_str(AGENT, &host).is_ok(),
             "the example itself checks"
         );
         // A plain host: no service account, no $KUBECONFIG.
@@ -132,7 +132,7 @@ mod tests {
         };
         let conffile = default_config(AGENT, "egret-agent");
         assert!(!values(&conffile).iter().any(|l| l.contains("[[policy]]")));
-        let Err(error) = Config::parse(&conffile, &host) else {
+        let Err(error) = Config::from_str(&conffile, &host) else {
             panic!("the default config checks:\n{conffile}");
         };
         let text: Vec<String> = error
@@ -144,6 +144,42 @@ mod tests {
             text.iter()
                 .any(|d| d.contains("kubernetes.kubeconfig") && d.contains("needs a cluster")),
             "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn the_packaged_gateway_and_agent_configs_agree_on_the_tunnel() {
+        let gateway_host = egret_gateway::config::HostFacts::new("gw1")
+            .with_interface("eth1", &["192.168.1.10/24".parse().expect("cidr")]);
+        let gateway = egret_gateway::config::Config::from_str(GATEWAY, &gateway_host)
+            .expect("the gateway example checks")
+            .config
+            .tunnel;
+        let agent_host = egret_agent::config::HostFacts {
+            node_name_env: None,
+            hostname: Some("node1".to_owned()),
+            namespace_env: None,
+            cluster_credentials: true,
+        };
+        let agent = egret_agent::config::Config::from_str(AGENT, &agent_host)
+            .expect("the agent example checks")
+            .config
+            .tunnel;
+        assert_eq!((gateway.port, gateway.vni), (agent.port, agent.vni));
+        // And both say the defaults, which are the same on both sides.
+        assert_eq!(
+            (gateway.port, gateway.vni),
+            (
+                egret_gateway::config::defaults::TUNNEL_PORT,
+                egret_gateway::config::defaults::TUNNEL_VNI
+            )
+        );
+        assert_eq!(
+            (agent.port, agent.vni),
+            (
+                egret_agent::config::defaults::TUNNEL_PORT,
+                egret_agent::config::defaults::TUNNEL_VNI
+            )
         );
     }
 }

@@ -2,7 +2,7 @@
 """Path MTU discovery through the gateway, seen from both ends of a UDP exchange.
 
     pmtu_probe.py server PORT TIMEOUT
-        Waits for one datagram on PORT, then answers its sender with 1472-byte datagrams
+        Prints "ready" once bound. Waits for one datagram on PORT, then answers its sender with 1472-byte datagrams
         (1500 bytes of IPv4) with DF set, until the kernel has learnt a smaller path MTU
         from an ICMP "fragmentation needed", and prints it:
 
@@ -29,6 +29,7 @@ def server(port, timeout):
     sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
     sock.bind(("0.0.0.0", port))
     sock.settimeout(timeout)
+    print("ready", flush=True)
     _, peer = sock.recvfrom(2048)
     sock.connect(peer)
     deadline = time.monotonic() + timeout

@@ -46,7 +46,8 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    io::Read as _,
+    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
     process::{Command, ExitCode, ExitStatus, Stdio},
     sync::{
@@ -64,8 +65,8 @@ pub use crate::ha::{FloatingIpRole, GW2_ADDRESS, Member, parse_roles};
 use crate::{
     NetNs, check_output,
     ha::{
-        EchoServer, GatewayPair, Messenger, MessengerReport, NAT_PORT_RANGE, SYNC_PORT, idle,
-        millis,
+        EchoServer, GatewayPair, Messenger, MessengerReport, NAT_PORT_RANGE, SYNC_PORT, Snapshot,
+        idle, millis,
     },
     run_prefix,
     topology::{
@@ -849,6 +850,31 @@ impl AgentStatus {
 // The lab.
 // ---------------------------------------------------------------------------------------
 
+/// Closes a connection whose two ends the test holds so that, on return, every segment the
+/// client sent has reached the server: the server closes first, the client closes once it
+/// has read that, and the server reads the client's FIN last. (Dropping both ends instead
+/// leaves their FINs and ACKs on the way while the test reads counters.)
+///
+/// # Errors
+///
+/// When an end gets data, or no FIN within `timeout`.
+fn close_in_order(client: TcpStream, server: TcpStream, timeout: Duration) -> Result<()> {
+    let eof = |stream: &TcpStream, which: &str| -> Result<()> {
+        stream.set_read_timeout(Some(timeout))?;
+        let mut byte = [0_u8; 1];
+        let read = (&*stream)
+            .read(&mut byte)
+            .with_context(|| format!("waiting for the {which}'s FIN"))?;
+        ensure!(read == 0, "the {which} sent data");
+        Ok(())
+    };
+    server.set_nonblocking(false)?;
+    server.shutdown(Shutdown::Write)?;
+    eof(&client, "server")?;
+    client.shutdown(Shutdown::Write)?;
+    eof(&server, "client")
+}
+
 /// What a probe from a pod found at its destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
@@ -1346,6 +1372,23 @@ impl AgentLab {
         Ok(total)
     }
 
+    /// Waits until every running gateway has published a snapshot taken after `action` ended
+    /// ([`Snapshot::taken_after`]): from then on their `/metrics` count all it caused.
+    ///
+    /// # Errors
+    ///
+    /// When one publishes none within 5 s.
+    pub fn wait_gateways_counted(&self, action: SystemTime) -> Result<()> {
+        for member in Member::BOTH {
+            if self.gateway_running(member) {
+                Snapshot::taken_after(member.name(), action, || {
+                    Snapshot::parse(&self.api_get(member, "/status")?)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// `member`'s view of the floating IPs.
     ///
     /// # Errors
@@ -1819,11 +1862,12 @@ impl AgentLab {
 
     /// Opens a TCP connection from `pod` to `destination`, where a listener waits in the
     /// host holding it; returns the peer address the listener saw, or why there was none
-    /// (no answer within `timeout`, refused).
+    /// (no answer within `timeout`, refused). A connection is closed in order before it
+    /// returns ([`close_in_order`]): every segment the pod sent has arrived.
     ///
     /// # Errors
     ///
-    /// When the listener cannot be set up.
+    /// When the listener cannot be set up, or an accepted connection does not close.
     pub fn tcp_source(
         &self,
         pod: Pod,
@@ -1845,8 +1889,9 @@ impl AgentLab {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             match listener.accept() {
-                Ok((_, SocketAddr::V4(peer))) => {
-                    drop(stream);
+                Ok((accepted, SocketAddr::V4(peer))) => {
+                    close_in_order(stream, accepted, timeout)
+                        .with_context(|| format!("closing {peer} → {destination}"))?;
                     return Ok(Seen::From(peer));
                 }
                 Ok((_, peer)) => bail!("accepted {peer} on {destination}"),

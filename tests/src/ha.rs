@@ -30,6 +30,7 @@
 //! survived.
 
 mod capture;
+mod partition;
 mod service;
 mod snapshot;
 mod traffic;
@@ -53,9 +54,11 @@ pub use self::{
         Arp, Capture, Frame, Ipv4Summary, Mac, PROTOCOL_VRRP, arp_request, format_mac, parse_mac,
         sent_by,
     },
+    partition::Partition,
     snapshot::{COUNTERS_LAG, NodeEntry, Snapshot},
     traffic::{
-        EchoServer, FlowSet, FlowState, Messenger, MessengerReport, Ticker, UdpFlows, endpoint,
+        Churn, ChurnCounts, EchoServer, FlowSet, FlowState, Messenger, MessengerReport, Ticker,
+        UdpFlows, endpoint,
     },
 };
 use crate::{
@@ -371,6 +374,12 @@ pub struct FloatingIpRole {
     pub master_address: Option<Ipv4Addr>,
     /// When it last changed state, as it recorded (millisecond resolution).
     pub last_transition: SystemTime,
+    /// State changes so far.
+    pub transitions: u64,
+    /// Live flows of the address in its table (its own as master, its master's as backup),
+    /// and the distinct NAT ports they hold.
+    pub flows: u64,
+    pub ports_in_use: u64,
 }
 
 impl FloatingIpRole {
@@ -381,6 +390,7 @@ impl FloatingIpRole {
     /// When it has no address.
     fn parse(ip: &Value) -> Result<Self> {
         let text = |key: &str| ip.get(key).and_then(Value::as_str);
+        let number = |key: &str| ip.get(key).and_then(Value::as_u64).unwrap_or(0);
         Ok(Self {
             address: text("address")
                 .context("a floating IP without address")?
@@ -389,11 +399,10 @@ impl FloatingIpRole {
             owned: ip.get("owned").and_then(Value::as_bool).unwrap_or(false),
             master_address: text("master_address").and_then(|text| text.parse().ok()),
             last_transition: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(
-                    ip.get("last_transition_unix_ms")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-                ),
+                + Duration::from_millis(number("last_transition_unix_ms")),
+            transitions: number("transitions"),
+            flows: number("flows"),
+            ports_in_use: number("ports_in_use"),
         })
     }
 
@@ -486,6 +495,11 @@ impl GatewayPair {
     /// Whether `member`'s gateway was started and not stopped or killed.
     pub(crate) fn running(&self, member: Member) -> bool {
         self.processes[member.index()].is_some()
+    }
+
+    /// The process id of `member`'s gateway, while it runs.
+    pub(crate) fn pid(&self, member: Member) -> Option<u32> {
+        self.process(member).and_then(|gateway| gateway.pid())
     }
 
     /// `member`'s gateway process, while it runs.
@@ -703,6 +717,11 @@ impl HaLab {
             return service.running;
         }
         self.gateways.running(member)
+    }
+
+    /// The process id of `member`'s gateway process, while it runs (not for a service).
+    pub fn pid(&self, member: Member) -> Option<u32> {
+        self.gateways.pid(member)
     }
 
     /// `GET <path>` from `member`'s API, without a process per request (the failover polls
@@ -1031,11 +1050,7 @@ impl HaLab {
     ///
     /// When `ip` fails.
     pub fn router_neighbour(&self) -> Result<Option<Mac>> {
-        let shown =
-            self.base
-                .router()
-                .ip(["neigh", "show", &FLOATING_IP.to_string(), "dev", "eth0"])?;
-        lladdr(&shown).map(|mac| parse_mac(&mac)).transpose()
+        neighbour(self.base.router(), "eth0", FLOATING_IP)
     }
 
     /// Starts keepalived in gw2's namespace (gw2's gateway must not run) with `priority`, in
@@ -1585,6 +1600,16 @@ impl Drop for Keepalived {
     }
 }
 
+/// The MAC `ns`'s neighbour table holds for `address` on `interface`, if any.
+///
+/// # Errors
+///
+/// When `ip` fails.
+pub fn neighbour(ns: &NetNs, interface: &str, address: Ipv4Addr) -> Result<Option<Mac>> {
+    let shown = ns.ip(["neigh", "show", &address.to_string(), "dev", interface])?;
+    lladdr(&shown).map(|mac| parse_mac(&mac)).transpose()
+}
+
 /// The VRRP adverts for [`VRID`] that `mac` sent within `[from, to)` (see [`sent_by`]), as
 /// (version, priority).
 pub fn adverts(frames: &[Frame], mac: Mac, from: SystemTime, to: SystemTime) -> Vec<(u8, u8)> {
@@ -1716,11 +1741,17 @@ mod tests {
     #[test]
     fn gateway_roles_per_address() {
         let body = r#"{"floating_ips":[
-            {"address":"192.168.50.100","state":"master","owned":true},
+            {"address":"192.168.50.100","state":"master","owned":true,"transitions":3,
+             "flows":5,"ports_in_use":4},
             {"address":"192.168.50.101","state":"backup","owned":false,
              "master_address":"192.168.50.12"}]}"#;
         let roles = parse_roles(body).expect("valid");
         assert!(roles[0].is_master());
+        assert_eq!(
+            (roles[0].transitions, roles[0].flows, roles[0].ports_in_use),
+            (3, 5, 4)
+        );
+        assert_eq!((roles[1].transitions, roles[1].flows), (0, 0));
         assert!(!roles[1].is_master());
         assert_eq!(roles[1].master_address, Some(GW2_ADDRESS));
         assert!(parse_roles("{}").is_err());

@@ -29,6 +29,18 @@ use crate::{
     packet,
 };
 
+/// Moves the calling thread into the namespace `file` (named `name`, for the error).
+fn enter(file: &File, name: &str) -> Result<()> {
+    // SAFETY: `file` is an open namespace file for the whole call; setns only changes the
+    // calling thread.
+    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if entered != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("entering network namespace {name}"));
+    }
+    Ok(())
+}
+
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
 /// First letters of every lab namespace.
@@ -200,18 +212,11 @@ impl NetNs {
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let path = self.path();
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let file = self.open()?;
         let joined = thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    // SAFETY: `file` is an open namespace file for the whole call; setns only
-                    // changes this thread, which ends when `f` returns.
-                    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    if entered != 0 {
-                        return Err(io::Error::last_os_error())
-                            .with_context(|| format!("entering network namespace {}", self.name));
-                    }
+                    enter(&file, &self.name)?;
                     Ok(f())
                 })
                 .join()
@@ -220,6 +225,36 @@ impl NetNs {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+
+    /// Starts a thread named `name` that enters this namespace and runs `f`, for work that
+    /// outlives the caller's borrow of the namespace (a traffic generator beside the rest of
+    /// a measurement). The thread's sockets are this namespace's; threads it starts are in
+    /// it too. When the namespace cannot be entered, `f` does not run and the thread
+    /// returns the error.
+    ///
+    /// # Errors
+    ///
+    /// When the namespace file cannot be opened or the thread cannot start.
+    pub fn spawn<F, R>(&self, name: &str, f: F) -> Result<thread::JoinHandle<Result<R>>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let file = self.open()?;
+        let namespace = self.name.clone();
+        thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                enter(&file, &namespace)?;
+                Ok(f())
+            })
+            .context("starting a thread")
+    }
+
+    fn open(&self) -> Result<File> {
+        let path = self.path();
+        File::open(&path).with_context(|| format!("opening {}", path.display()))
     }
 
     /// Pings `destination` `count` times from `interface` of this namespace (one ping every

@@ -48,7 +48,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::{NetNs, check_output, run_prefix};
+use crate::{NetNs, check_output, ha::Snapshot, run_prefix};
 
 /// The LAN between the gateway, the node, the router and the stranger.
 pub const LAN_PREFIX_LEN: u8 = 24;
@@ -693,6 +693,20 @@ impl GatewayLab {
         Metrics::parse(&self.api_get("/metrics")?)
     }
 
+    /// The gateway's `/metrics` once it published a snapshot taken after `action` ended
+    /// ([`Snapshot::taken_after`]): they count everything the action caused. (`/metrics`
+    /// renders the same snapshot as `/status`, or a newer one.)
+    ///
+    /// # Errors
+    ///
+    /// When the API does not answer or no such snapshot comes.
+    pub fn metrics_after(&self, action: SystemTime) -> Result<Metrics> {
+        Snapshot::taken_after("egret-gateway", action, || {
+            Snapshot::parse(&self.api_get("/status")?)
+        })?;
+        self.metrics()
+    }
+
     /// `/proc/net/snmp` of a namespace, parsed.
     ///
     /// # Errors
@@ -731,13 +745,7 @@ impl GatewayLab {
     ///
     /// When `ip` fails or shows no MAC.
     pub fn mac_of(&self, ns: &NetNs, interface: &str) -> Result<String> {
-        let shown = ns.ip(["-o", "link", "show", "dev", interface])?;
-        shown
-            .split_whitespace()
-            .skip_while(|word| *word != "link/ether")
-            .nth(1)
-            .map(str::to_owned)
-            .with_context(|| format!("no MAC in: {shown}"))
+        interface_mac(ns, interface)
     }
 
     /// Whether the floating IP appears among the gw namespace's kernel addresses.
@@ -837,11 +845,7 @@ pub(crate) fn peer_sources(
                 timeout.as_secs().max(1).to_string(),
             ]),
     )?;
-    let ready = script.line(Duration::from_secs(10))?;
-    ensure!(
-        ready.as_deref() == Some("ready"),
-        "peer_sources.py did not start: {ready:?}"
-    );
+    script.ready(Duration::from_secs(10))?;
     // Each in its own way: a failure here shows in the listener's report below.
     let tcp = run_with_timeout(
         pod.ns.command("socat").args([
@@ -1219,12 +1223,13 @@ pub(crate) fn terminate(
     Ok((child.wait()?, started.elapsed(), true))
 }
 
-/// A process running alongside a test (listener, server), stopped when dropped. Its stdout is
-/// read line by line as it comes; its stderr is collected.
+/// A process running alongside a test (listener, server), stopped when dropped. Its stdout and
+/// its stderr are read line by line as they come; its stderr is also collected.
 pub struct Background {
     child: Option<Child>,
     what: String,
     lines: Receiver<String>,
+    stderr_lines: Receiver<String>,
     stderr: Option<thread::JoinHandle<String>>,
 }
 
@@ -1243,7 +1248,7 @@ impl Background {
             .spawn()
             .with_context(|| format!("starting `{what}`"))?;
         let stdout = child.stdout.take().context("stdout not piped")?;
-        let mut stderr = child.stderr.take().context("stderr not piped")?;
+        let stderr = child.stderr.take().context("stderr not piped")?;
         let (sender, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -1253,17 +1258,64 @@ impl Background {
                 }
             }
         });
+        let (sender, stderr_lines) = mpsc::channel();
         let stderr = thread::spawn(move || {
             let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                text.push_str(&line);
+                text.push('\n');
+                // Nobody need be waiting for it: the text keeps it.
+                let _ = sender.send(line);
+            }
             text
         });
         Ok(Self {
             child: Some(child),
             what,
             lines,
+            stderr_lines,
             stderr: Some(stderr),
         })
+    }
+
+    /// Waits for the next line of its stdout to be `ready`, which the lab's scripts print once
+    /// they listen (or are about to send).
+    ///
+    /// # Errors
+    ///
+    /// When another line comes first, or none within `timeout`.
+    pub fn ready(&mut self, timeout: Duration) -> Result<()> {
+        let line = self.line(timeout)?;
+        ensure!(
+            line.as_deref() == Some("ready"),
+            "`{}` did not start: it said {line:?}",
+            self.what
+        );
+        Ok(())
+    }
+
+    /// Waits for a line of its stderr that contains `text` (tcpdump says `listening on` there
+    /// once its capture runs) and returns it; lines before it are skipped.
+    ///
+    /// # Errors
+    ///
+    /// When it closes its stderr first, or says no such line within `timeout`.
+    pub fn stderr_line(&mut self, text: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("`{}` closed its stderr without saying {text:?}", self.what)
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("`{}` did not say {text:?} within {timeout:?}", self.what)
+                }
+            }
+        }
     }
 
     /// The next line of its stdout; `None` when stdout closed.
@@ -1847,6 +1899,21 @@ pub(crate) fn default_route(ns: &NetNs, via: Ipv4Addr) -> Result<()> {
 pub(crate) fn sysctl(ns: &NetNs, key: &str, value: &str) -> Result<()> {
     ns.exec("sysctl", ["-qw", &format!("{key}={value}")])?;
     Ok(())
+}
+
+/// The MAC of `interface` in `ns`, as `ip` writes it (`aa:bb:cc:dd:ee:ff`).
+///
+/// # Errors
+///
+/// When `ip` fails or shows no MAC.
+pub fn interface_mac(ns: &NetNs, interface: &str) -> Result<String> {
+    let shown = ns.ip(["-o", "link", "show", "dev", interface])?;
+    shown
+        .split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .with_context(|| format!("no MAC in: {shown}"))
 }
 
 /// The `lladdr` of an `ip neigh show` line that has one.

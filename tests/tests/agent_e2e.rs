@@ -17,7 +17,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result, anyhow, ensure};
@@ -28,7 +28,7 @@ use egret_lab::{
         Member, NODE1_ADDRESS, Node, OUTSIDE_ADDRESS, Pod, Policy, SECOND_EGRESS_IP, Seen,
         UNKNOWN_EGRESS_IP,
     },
-    ha::{millis, one_lab_at_a_time},
+    ha::{Snapshot, millis, one_lab_at_a_time},
     require_root,
     topology::{Direction, PeerSources},
 };
@@ -428,9 +428,9 @@ fn forward_drop_on_the_node_stops_the_selected_flow_before_the_gateway() -> Resu
         &mut lab,
         "the dropped connection fails and never reaches a gateway",
         |lab| {
-            // The metrics are a snapshot published a few times a second, and the first
-            // connection's last segments may still be on their way.
-            thread::sleep(Duration::from_millis(1500));
+            // The first connection closed in order (every segment of it arrived); the
+            // gateways' metrics count all of it once they publish a snapshot taken after.
+            lab.wait_gateways_counted(SystemTime::now())?;
             let before = translated(lab)?;
             let classified = lab
                 .agent_status(Node::Node1)?
@@ -440,7 +440,8 @@ fn forward_drop_on_the_node_stops_the_selected_flow_before_the_gateway() -> Resu
                 matches!(seen, Seen::Nothing(_)),
                 "the connection went through the network policy: {seen:?}"
             );
-            thread::sleep(Duration::from_millis(1000));
+            // Whatever of it got past the node is counted in a snapshot taken after it gave up.
+            lab.wait_gateways_counted(SystemTime::now())?;
             let after = translated(lab)?;
             let dropped = network_policy_drops(lab)?;
             let classified_since = lab
@@ -721,8 +722,8 @@ fn garbage_config_and_unknown_egress_ip() -> Result<()> {
                 eprintln!("   {name}: {:?}: {}", outcome.code(), outcome.stderr.trim());
                 let expected = format!("{}{expected}", path.display());
                 ensure!(
-                    outcome.code() == Some(1),
-                    "check {name} exited {:?}, expected 1; stderr: {}",
+                    outcome.code() == Some(2),
+                    "check {name} exited {:?}, expected 2 (an invalid config); stderr: {}",
                     outcome.code(),
                     outcome.stderr
                 );
@@ -824,9 +825,19 @@ fn failover_keeps_the_selected_connection() -> Result<()> {
     require_root();
     let _serial = one_lab_at_a_time();
     let mut lab = running_lab("fo")?;
+    let gw2 = |lab: &AgentLab| Snapshot::parse(&lab.api_get(Member::Gw2, "/status")?);
+    let before = gw2(&lab)?;
     let live = open_live_connection(&mut lab)?;
-    // Synced to gw2 before the kill.
-    thread::sleep(Duration::from_millis(500));
+    step(&mut lab, "gw2 holds the connection's flow, synced", |lab| {
+        Snapshot::wait(
+            Member::Gw2.name(),
+            "the live connection's flow installed from gw1",
+            Duration::from_secs(5),
+            || gw2(lab),
+            |s| s.grew(&before, "/flows/live") >= 1,
+        )?;
+        Ok(())
+    })?;
     let at = step(
         &mut lab,
         "kill -9 gw1, the master of 192.168.50.100",

@@ -10,7 +10,7 @@
 use std::{
     net::Ipv4Addr,
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result, ensure};
@@ -130,14 +130,14 @@ fn path_mtu_is_learnt_from_the_gateway(lab: &GatewayLab) -> Result<()> {
     let script = scripts_dir().join("pmtu_probe.py");
     let port = "7300";
     let before = lab.metrics()?;
-    let server = Background::spawn(
+    let mut server = Background::spawn(
         lab.outside()
             .command(PYTHON)
             .arg(&script)
             .args(["server", port, "10"]),
     )?;
-    // Give the server time to bind before the pod's datagrams arrive.
-    thread::sleep(Duration::from_millis(500));
+    // Bound before the pod's datagrams arrive.
+    server.ready(Duration::from_secs(10))?;
     run_with_timeout(
         lab.pod().command(PYTHON).arg(&script).args([
             "client",
@@ -156,7 +156,8 @@ fn path_mtu_is_learnt_from_the_gateway(lab: &GatewayLab) -> Result<()> {
         finished.status,
         finished.stderr
     );
-    let after = lab.metrics()?;
+    // The gateway counted its ICMP error before the server learnt from it.
+    let after = lab.metrics_after(SystemTime::now())?;
     let errors = |m: &Metrics| {
         m.value("egret_gateway_icmp_errors_sent_total", &[])
             .unwrap_or(0.0)
@@ -222,69 +223,62 @@ fn counted_transfer(lab: &GatewayLab, direction: Direction, port: u16, fast: boo
         u8::from(fast)
     );
     transfer_exact(lab, direction, LARGE_TRANSFER, port)?;
-    // The API shows a snapshot published a few times a second.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // Every byte has crossed the gateway once the receiver has it.
+    let after = lab.metrics_after(SystemTime::now())?;
     let large = LARGE_TRANSFER as f64;
-    loop {
-        let after = lab.metrics()?;
-        let (counted, by_kernel, new_flows) = (
-            bytes(&after)? - bytes(&before)?,
-            fast_bytes(&after)? - fast_bytes(&before)?,
-            flows(&after)? - flows(&before)?,
-        );
-        let share_ok = if fast {
-            by_kernel >= 0.9 * large
-        } else {
-            by_kernel == 0.0
-        };
-        if counted >= large && new_flows >= 1.0 && share_ok {
-            let packets = |m: &Metrics, name: &str, dir: &str| {
-                value(m, name, &[("direction", dir)]).unwrap_or(f64::NAN)
-            };
-            let grown =
-                |name: &str, dir: &str| packets(&after, name, dir) - packets(&before, name, dir);
-            let both = grown("egret_gateway_packets_total", "outbound")
-                + grown("egret_gateway_packets_total", "inbound");
-            let read = value(&after, "egret_gateway_frames_read_total", &[])?
-                - value(&before, "egret_gateway_frames_read_total", &[])?;
-            eprintln!(
-                "   {label}: {:.1} MiB counted, {:.1} MiB of it by the kernel fast path; \
-                 packets out/in {}/{}, by the fast path {}/{}; frames read by user space {read}",
-                counted / 1048576.0,
-                by_kernel / 1048576.0,
-                grown("egret_gateway_packets_total", "outbound"),
-                grown("egret_gateway_packets_total", "inbound"),
-                grown("egret_gateway_fast_path_packets_total", "outbound"),
-                grown("egret_gateway_fast_path_packets_total", "inbound"),
-            );
-            // The fast path's frames, those it receives and those it sends, never reach
-            // user space. Without it, user space reads every frame: at least one per 64 KiB
-            // (the largest super-packet).
-            if fast {
-                ensure!(
-                    read <= 0.05 * both,
-                    "user space read {read} frames while the fast path carried the transfer \
-                     ({both} packets both ways)"
-                );
-            } else {
-                ensure!(
-                    read >= large / 65536.0,
-                    "user space read only {read} frames of {} MiB without the fast path",
-                    LARGE_TRANSFER >> 20
-                );
-            }
-            return Ok(());
-        }
+    let (counted, by_kernel, new_flows) = (
+        bytes(&after)? - bytes(&before)?,
+        fast_bytes(&after)? - fast_bytes(&before)?,
+        flows(&after)? - flows(&before)?,
+    );
+    let share_ok = if fast {
+        by_kernel >= 0.9 * large
+    } else {
+        by_kernel == 0.0
+    };
+    ensure!(
+        counted >= large && new_flows >= 1.0 && share_ok,
+        "after {} MiB {direction:?}, bytes_total{{direction=\"{label}\"}} grew by {counted}, \
+         fast_path_bytes_total by {by_kernel} (fast path {}) and flows_created_total by \
+         {new_flows}",
+        LARGE_TRANSFER >> 20,
+        if fast { "on" } else { "off" }
+    );
+    let packets = |m: &Metrics, name: &str, dir: &str| {
+        value(m, name, &[("direction", dir)]).unwrap_or(f64::NAN)
+    };
+    let grown = |name: &str, dir: &str| packets(&after, name, dir) - packets(&before, name, dir);
+    let both = grown("egret_gateway_packets_total", "outbound")
+        + grown("egret_gateway_packets_total", "inbound");
+    let read = value(&after, "egret_gateway_frames_read_total", &[])?
+        - value(&before, "egret_gateway_frames_read_total", &[])?;
+    eprintln!(
+        "   {label}: {:.1} MiB counted, {:.1} MiB of it by the kernel fast path; \
+         packets out/in {}/{}, by the fast path {}/{}; frames read by user space {read}",
+        counted / 1048576.0,
+        by_kernel / 1048576.0,
+        grown("egret_gateway_packets_total", "outbound"),
+        grown("egret_gateway_packets_total", "inbound"),
+        grown("egret_gateway_fast_path_packets_total", "outbound"),
+        grown("egret_gateway_fast_path_packets_total", "inbound"),
+    );
+    // The fast path's frames, those it receives and those it sends, never reach user space.
+    // Without it, user space reads every frame: at least one per 64 KiB (the largest
+    // super-packet).
+    if fast {
         ensure!(
-            Instant::now() < deadline,
-            "after {} MiB {direction:?}, bytes_total{{direction=\"{label}\"}} grew by {counted}, \
-             fast_path_bytes_total by {by_kernel} (fast path {}) and flows_created_total by \
-             {new_flows}",
-            LARGE_TRANSFER >> 20,
-            if fast { "on" } else { "off" }
+            read <= 0.05 * both,
+            "user space read {read} frames while the fast path carried the transfer \
+             ({both} packets both ways)"
         );
-        thread::sleep(Duration::from_millis(100));
+    } else {
+        ensure!(
+            read >= large / 65536.0,
+            "user space read only {read} frames of {} MiB without the fast path",
+            LARGE_TRANSFER >> 20
+        );
     }
+    Ok(())
 }
 
 #[test]
@@ -307,25 +301,6 @@ fn kernel_baseline_masquerades_pod_traffic_through_the_gw_namespace() -> Result<
         transfer_exact(lab, Direction::OutsideToPod, SMALL_TRANSFER, 7101)
     })?;
     Ok(())
-}
-
-/// Waits until the drop counters have grown by `expected` (published a few times a second),
-/// then a little longer to see that they grow no further.
-fn wait_for_drops(lab: &GatewayLab, before: &Metrics, expected: &[(&str, u64)]) -> Result<Metrics> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let grown = |metrics: &Metrics| -> Result<bool> {
-        for (reason, count) in expected {
-            if metrics.drops(reason)? < before.drops(reason)? + count {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
-    while !grown(&lab.metrics()?)? && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-    }
-    thread::sleep(Duration::from_secs(1));
-    lab.metrics()
 }
 
 fn snmp_growth(before: &Snmp, after: &Snmp, group: &str, name: &str) -> Result<i64> {
@@ -419,14 +394,8 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
             };
             send(lab.stranger(), STRANGER_ADDRESS, VNI, from_stranger)?;
             send(lab.node(), NODE_ADDRESS, VNI + 1, wrong_vni)?;
-            let after = wait_for_drops(
-                lab,
-                &before,
-                &[
-                    ("disallowed_source", u64::from(from_stranger)),
-                    ("wrong_vni", u64::from(wrong_vni)),
-                ],
-            )?;
+            // Every frame is on the wire once the senders returned.
+            let after = lab.metrics_after(SystemTime::now())?;
             for (reason, sent) in [
                 ("disallowed_source", from_stranger),
                 ("wrong_vni", wrong_vni),
@@ -471,9 +440,8 @@ fn gateway_translates_pod_traffic_and_keeps_the_kernel_out() -> Result<()> {
                 Duration::from_secs(60),
             )?;
             eprintln!("   {}", report.trim());
-            thread::sleep(Duration::from_secs(1));
+            let after = lab.metrics_after(SystemTime::now())?;
             lab.gateway_mut()?.ensure_running()?;
-            let after = lab.metrics()?;
             let grown: Vec<(String, u64)> = after
                 .all_drops()
                 .into_iter()
@@ -642,21 +610,22 @@ fn malformed_burst_puts_every_frame_on_the_wire_unchanged() -> Result<()> {
         .collect();
     ensure!(expected.len() > 40, "the script listed only {listed}");
 
-    let tcpdump = topology::Background::spawn(
+    let mut tcpdump = topology::Background::spawn(
         lab.gw()
             .command("tcpdump")
             .args(["-i", "eth0", "-n", "-U", "-s", "0", "-w"])
             .arg(&capture)
             .arg(format!("ether src {node_mac} and not arp")),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !capture.exists() {
-        ensure!(Instant::now() < deadline, "tcpdump did not start");
-        thread::sleep(Duration::from_millis(50));
-    }
-    thread::sleep(Duration::from_millis(300));
+    tcpdump.stderr_line("listening on", Duration::from_secs(10))?;
     burst(&[])?;
-    thread::sleep(Duration::from_millis(500));
+    // Every frame is on the wire once the script returned; tcpdump writes each as it
+    // reads it (-U).
+    let captured = || pcap_frames(&std::fs::read(&capture)?).map(|frames| frames.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while captured().unwrap_or(0) < expected.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     drop(tcpdump);
 
     let frames = pcap_frames(&std::fs::read(&capture)?)?;

@@ -132,11 +132,7 @@ impl Sink {
                     PROBE_PORT.to_string(),
                 ]),
         )?;
-        let ready = sink.line(Duration::from_secs(10))?;
-        ensure!(
-            ready.as_deref() == Some("ready"),
-            "udp_flows.py sink did not start: {ready:?}"
-        );
+        sink.ready(Duration::from_secs(10))?;
         Ok(Self(sink))
     }
 

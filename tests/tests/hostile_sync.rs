@@ -1240,11 +1240,7 @@ fn udp_churn(
                 rate.to_string(),
             ]),
     )?;
-    let ready = churn.line(Duration::from_secs(10))?;
-    ensure!(
-        ready.as_deref() == Some("ready"),
-        "udp_churn.py said {ready:?}"
-    );
+    churn.ready(Duration::from_secs(10))?;
     Ok(churn)
 }
 

@@ -181,6 +181,31 @@ fn verify_unit(c: &Container, unit: &str) -> Result<()> {
     Ok(())
 }
 
+/// `systemctl reload` applies `good` (written to `file`) in the same process, and refuses
+/// `bad`: the unit stays active with the same main process, and the file ends as `good`.
+fn reloads(c: &Container, unit: &str, file: &str, good: &str, bad: &str) -> Result<()> {
+    let pid = c.main_pid(unit)?;
+    c.write_file(file, good)?;
+    ok(c, &format!("systemctl reload {unit}"))?;
+    c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
+        Ok(c.journal(unit)?.contains("config reloaded"))
+    })?;
+    ensure!(c.main_pid(unit)? == pid, "the reload restarted {unit}");
+    c.write_file(file, bad)?;
+    ok(c, &format!("systemctl reload {unit}"))?;
+    c.wait_until(Duration::from_secs(10), "the bad reload is refused", |c| {
+        Ok(c.journal(unit)?
+            .contains("reload failed, the previous config stays applied"))
+    })?;
+    ensure!(property(c, unit, "ActiveState")? == "active");
+    ensure!(
+        c.main_pid(unit)? == pid,
+        "a refused reload restarted {unit}"
+    );
+    c.write_file(file, good)?;
+    Ok(())
+}
+
 /// A gateway config for the machine: alone on its link, it owns the floating IP.
 fn gateway_config(extra: &str) -> String {
     format!(
@@ -258,24 +283,13 @@ fn gateway_deb_from_install_to_purge() -> Result<()> {
 
     // Reload: SIGHUP applies the file again in the same process; one that does not check
     // is refused, and the gateway goes on with the previous one.
-    let pid = c.main_pid(unit)?;
-    ok(c, &format!("systemctl reload {unit}"))?;
-    c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
-        Ok(c.journal(unit)?.contains("config reloaded"))
-    })?;
-    ensure!(c.main_pid(unit)? == pid, "reload restarted the gateway");
-    c.write_file("/etc/egret/gateway.toml", "[gateway]\nbogus = 1\n")?;
-    ok(c, &format!("systemctl reload {unit}"))?;
-    c.wait_until(Duration::from_secs(10), "the bad reload is refused", |c| {
-        Ok(c.journal(unit)?
-            .contains("reload failed, the previous config stays applied"))
-    })?;
-    ensure!(property(c, unit, "ActiveState")? == "active");
-    ensure!(
-        c.main_pid(unit)? == pid,
-        "a refused reload restarted the gateway"
-    );
-    c.write_file("/etc/egret/gateway.toml", gateway_config(""))?;
+    reloads(
+        c,
+        unit,
+        "/etc/egret/gateway.toml",
+        &gateway_config(""),
+        "[gateway]\nbogus = 1\n",
+    )?;
 
     // Stop: SIGTERM hands the address over, then the process exits.
     ok(c, &format!("systemctl stop {unit}"))?;
@@ -402,20 +416,13 @@ fn agent_deb_from_install_to_purge() -> Result<()> {
     )?;
 
     // Reload: SIGHUP re-reads the config; one that does not check keeps the previous one.
-    let pid = c.main_pid(unit)?;
-    c.write_file("/etc/egret/agent.toml", agent_config("198.51.100.0/24"))?;
-    ok(c, &format!("systemctl reload {unit}"))?;
-    c.wait_until(Duration::from_secs(10), "the reload is applied", |c| {
-        Ok(c.journal(unit)?.contains("config reloaded"))
-    })?;
-    ensure!(c.main_pid(unit)? == pid, "reload restarted the agent");
-    c.write_file("/etc/egret/agent.toml", "[agent]\nbogus = 1\n")?;
-    ok(c, &format!("systemctl reload {unit}"))?;
-    c.wait_until(Duration::from_secs(10), "the bad reload is refused", |c| {
-        Ok(c.journal(unit)?
-            .contains("reload failed, the previous config stays applied"))
-    })?;
-    ensure!(property(c, unit, "ActiveState")? == "active");
+    reloads(
+        c,
+        unit,
+        "/etc/egret/agent.toml",
+        &agent_config("198.51.100.0/24"),
+        "[agent]\nbogus = 1\n",
+    )?;
 
     // Stop: the data path stays in place (pinned), so the node's traffic goes on.
     c.write_file("/etc/egret/agent.toml", agent_config("198.51.100.0/24"))?;

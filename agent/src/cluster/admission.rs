@@ -175,7 +175,7 @@ impl Reason {
     }
 
     /// Stable `snake_case` name, for metric labels.
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Reason::Invalid => "invalid",
             Reason::UnknownEgressIp => "unknown_egress_ip",
@@ -227,7 +227,7 @@ pub enum InvalidPolicy {
 
 impl InvalidPolicy {
     /// Stable `snake_case` name, for metric labels.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             InvalidPolicy::MixedForms(_) => "mixed_forms",
             InvalidPolicy::Incomplete(_) => "incomplete",
@@ -552,7 +552,7 @@ mod tests {
         let gws = [gateway(&["192.0.2.1"])];
         let check = |spec: EgressNATPolicySpec, label: &str, text: &str| {
             let invalid = parse(&spec).expect_err("invalid");
-            assert_eq!(invalid.metric_label(), label);
+            assert_eq!(invalid.label(), label);
             assert_eq!(invalid.to_string(), text);
             let admission = admit(&[policy("p", 1, spec)], &gws);
             assert_eq!(message(&admission, "p"), text);
@@ -662,7 +662,7 @@ mod tests {
     #[test]
     fn reasons_have_api_names_and_labels() {
         let all = [Reason::Invalid, Reason::UnknownEgressIp, Reason::Conflict];
-        let names: Vec<_> = all.iter().map(|r| (r.as_str(), r.metric_label())).collect();
+        let names: Vec<_> = all.iter().map(|r| (r.as_str(), r.label())).collect();
         assert_eq!(
             names,
             [

@@ -121,7 +121,7 @@ pub enum MasqConfigError {
 
 impl MasqConfigError {
     /// Stable `snake_case` name, for metric labels.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             MasqConfigError::Syntax(_) => "syntax",
             MasqConfigError::NotAMapping => "not_a_mapping",
@@ -489,7 +489,7 @@ mod tests {
         );
         let c = parse("masqLinkLocal: null\ncidrLimit: null\n").config;
         assert_eq!(c, MasqConfig::default());
-        assert_eq!(refuse("resyncInterval: null").metric_label(), "wrong_type");
+        assert_eq!(refuse("resyncInterval: null").label(), "wrong_type");
     }
 
     #[test]
@@ -544,7 +544,7 @@ mod tests {
         ];
         for (text, label, message) in cases {
             let e = refuse(text);
-            assert_eq!(e.metric_label(), label, "{text}");
+            assert_eq!(e.label(), label, "{text}");
             if !message.is_empty() {
                 assert_eq!(e.to_string(), message, "{text}");
             }
@@ -564,8 +564,7 @@ mod tests {
         assert_eq!(c.ipv6_non_masquerade_cidrs, ["fd00::/8"]);
         assert!(c.masq_link_local_ipv6);
         assert_eq!(
-            refuse("cidrLimit: 1\nnonMasqueradeCIDRs: [\"10.0.0.0/8\", \"fd00::/8\"]")
-                .metric_label(),
+            refuse("cidrLimit: 1\nnonMasqueradeCIDRs: [\"10.0.0.0/8\", \"fd00::/8\"]").label(),
             "too_many_cidrs"
         );
     }

@@ -101,7 +101,7 @@ pub enum SelectorError {
 
 impl SelectorError {
     /// Stable `snake_case` name, for metric labels.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             SelectorError::UnknownOperator { .. } => "unknown_operator",
             SelectorError::MissingValues { .. } => "missing_values",
@@ -409,14 +409,14 @@ mod tests {
     fn malformed_requirements_are_refused_as_the_apiserver_does() {
         let refuse = |s: LabelSelector| Selector::compile(&s).expect_err("refused");
         let e = refuse(selector(&[], vec![expr("a", "Gt", &["1"])]));
-        assert_eq!(e.metric_label(), "unknown_operator");
+        assert_eq!(e.label(), "unknown_operator");
         assert_eq!(
             e.to_string(),
             "matchExpressions[0]: operator \"Gt\" is not supported (valid: In, NotIn, Exists, DoesNotExist)"
         );
         // Operators are case-sensitive.
         assert_eq!(
-            refuse(selector(&[], vec![expr("a", "in", &["1"])])).metric_label(),
+            refuse(selector(&[], vec![expr("a", "in", &["1"])])).label(),
             "unknown_operator"
         );
         let e = refuse(selector(
@@ -441,7 +441,7 @@ mod tests {
             values: Some(vec![]),
         };
         assert_eq!(
-            refuse(selector(&[], vec![empty_values])).metric_label(),
+            refuse(selector(&[], vec![empty_values])).label(),
             "missing_values"
         );
         let e = refuse(selector(&[], vec![expr("a", "DoesNotExist", &["x"])]));
@@ -489,14 +489,14 @@ mod tests {
             assert!(check_value(value).is_err(), "{value:?} accepted");
         }
         let e = Selector::compile(&selector(&[("bad key", "v")], vec![])).expect_err("refused");
-        assert_eq!(e.metric_label(), "invalid_key");
+        assert_eq!(e.label(), "invalid_key");
         assert_eq!(
             e.to_string(),
             "matchLabels: key \"bad key\" is not a valid label key: only letters, digits, '-', '_' and '.' are allowed"
         );
         let e = Selector::compile(&selector(&[], vec![expr("k", "In", &["ok", "-bad"])]))
             .expect_err("refused");
-        assert_eq!(e.metric_label(), "invalid_value");
+        assert_eq!(e.label(), "invalid_value");
         assert!(
             e.to_string()
                 .starts_with("matchExpressions[0]: value \"-bad\""),

@@ -71,7 +71,7 @@ pub enum ReportError {
 
 impl ReportError {
     /// Stable `snake_case` name, for metric labels.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             ReportError::Syntax(_) => "syntax",
             ReportError::Version(_) => "version",
@@ -472,7 +472,7 @@ mod tests {
             Err(ReportError::Version(2))
         );
         assert_eq!(
-            NodeReport::from_json("nope").map_err(|e| e.metric_label()),
+            NodeReport::from_json("nope").map_err(|e| e.label()),
             Err("syntax")
         );
         // 1,000 policies with long names fit the 256 KiB annotation limit with room to spare.
@@ -516,7 +516,7 @@ mod tests {
         )]));
         let (observed, error) = NodeObservation::from_lease(&lease, ts(200));
         assert_eq!((observed.report, observed.fresh), (None, false));
-        assert_eq!(error.map(|e| e.metric_label()), Some("syntax"));
+        assert_eq!(error.map(|e| e.label()), Some("syntax"));
     }
 
     #[test]

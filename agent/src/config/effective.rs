@@ -172,9 +172,12 @@ egress_source_ip = "10.9.9.9"
     fn round_trip(text: &str) -> (Config, String) {
         let config = accept(text).config;
         let printed = config.to_toml();
-        let again = match Config::parse(&printed, &host()) {
+        let again = match Config::from_str(&printed, &host()) {
             Ok(checked) => checked.config,
-            Err(error) => panic!("effective config refused:\n{error}\n---\n{printed}"),
+            Err(error) => panic!(
+                "effective config refused:\n{}\n---\n{printed}",
+                error.located(std::path::Path::new("effective.toml"))
+            ),
         };
         assert_eq!(again, config, "{printed}");
         (config, printed)

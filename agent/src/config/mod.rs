@@ -5,13 +5,14 @@
 //! touches no network state; the interface of the default route, for one, is resolved by the
 //! running agent, not here.
 //!
-//! Loading is two steps, both pure given the text and a [`HostFacts`] snapshot:
+//! Loading is two steps, both pure given the text and a [`HostFacts`] snapshot
+//! ([`Config::from_str`]), on the machinery the gateway shares ([`egret_config`]):
 //! - `raw`: TOML syntax, section and key names (unknown keys are refused) and TOML types;
 //!   each table on its own, and a refused key is set aside so the rest of its table is
 //!   still checked;
 //! - `validate`: every value's rules (ranges, prefixes, names) and the rules between values
 //!   (policy names unique, policies only in static mode, egress IPs among the floating IPs),
-//!   reporting every problem found, each with its key and line.
+//!   reporting every problem found, each with its key and line; one file per section.
 //!
 //! Invariants: a [`Config`] exists only once the whole file has no error; every field holds
 //! its effective value, defaults filled in; every [`Prefix`] is canonical and no list holds
@@ -29,7 +30,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub use egret_config::{Diagnostic, Severity};
+pub use egret_config::{ConfigError, Diagnostic, Exit, Severity};
 pub use glob::glob_match;
 
 use crate::prefix::Prefix;
@@ -211,11 +212,10 @@ pub mod defaults {
     pub const ROUTE_TABLE: u32 = 4800;
     /// `[agent].rule_priority`: well before the main table's rule (32766).
     pub const RULE_PRIORITY: u32 = 4800;
-    /// `[tunnel].port`: collides with no common CNI overlay (VXLAN 4789 and 8472, Geneve
-    /// 6081).
-    pub const TUNNEL_PORT: u16 = 4800;
-    /// `[tunnel].vni`.
-    pub const TUNNEL_VNI: u32 = 1;
+    /// `[tunnel].port`: the tunnel contract's, which collides with no common CNI overlay.
+    pub const TUNNEL_PORT: u16 = egret_config::tunnel::DEFAULT_PORT;
+    /// `[tunnel].vni`: the tunnel contract's.
+    pub const TUNNEL_VNI: u32 = egret_config::tunnel::DEFAULT_VNI;
     /// `[tunnel].device`.
     pub const TUNNEL_DEVICE: &str = "egret0";
     /// `[kubernetes].namespace` when `$POD_NAMESPACE` is not set.
@@ -291,67 +291,18 @@ impl HostFacts {
 
 /// A valid config and the warnings it deserves (for example a policy that will not be
 /// programmed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    /// The config, every default filled in.
-    pub config: Config,
-    /// Warnings in file order.
-    pub warnings: Vec<Diagnostic>,
-}
-
-/// Why `agent.toml` was not loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why it could not be read.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not a valid config. Holds every diagnostic, warnings included, in file
-    /// order; at least one is an error. Displays one diagnostic per line.
-    #[error("{}", lines(diagnostics))]
-    Invalid {
-        /// Errors and warnings, in file order.
-        diagnostics: Vec<Diagnostic>,
-    },
-}
-
-impl ConfigError {
-    /// The diagnostics of an invalid config; empty for an unreadable file.
-    pub fn diagnostics(&self) -> &[Diagnostic] {
-        match self {
-            ConfigError::Invalid { diagnostics } => diagnostics,
-            ConfigError::Io { .. } => &[],
-        }
-    }
-}
-
-fn lines(diagnostics: &[Diagnostic]) -> String {
-    diagnostics
-        .iter()
-        .map(Diagnostic::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+pub type Checked = egret_config::Checked<Config>;
 
 impl Config {
     /// Parses and validates `text` (the contents of an `agent.toml`); `host` supplies the
-    /// default node name.
-    pub fn parse(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
+    /// default node name. Pure: the same text and facts give the same result.
+    pub fn from_str(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
         validate::check(text, host)
     }
 
     /// Reads `path` and validates it.
     pub fn load(path: &Path, host: &HostFacts) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, host)
+        Config::from_str(&egret_config::error::read(path)?, host)
     }
 
     /// The effective config as TOML, defaults filled in, with comments where a value is
@@ -406,16 +357,19 @@ egress_source_ip = "192.168.1.101"
 "#;
 
     pub(crate) fn accept(text: &str) -> Checked {
-        match Config::parse(text, &host()) {
+        match Config::from_str(text, &host()) {
             Ok(checked) => checked,
-            Err(error) => panic!("refused:\n{error}\n---\n{text}"),
+            Err(error) => panic!(
+                "refused:\n{}\n---\n{text}",
+                error.located(Path::new("agent.toml"))
+            ),
         }
     }
 
     /// The diagnostics of a refused document.
     pub(crate) fn refuse(text: &str) -> Vec<Diagnostic> {
-        match Config::parse(text, &host()) {
-            Err(ConfigError::Invalid { diagnostics }) => diagnostics,
+        match Config::from_str(text, &host()) {
+            Err(ConfigError::Invalid(diagnostics)) => diagnostics,
             Err(error) => panic!("unexpected {error}"),
             Ok(checked) => panic!("accepted: {:?}\n{text}", checked.config),
         }
@@ -429,6 +383,35 @@ egress_source_ip = "192.168.1.101"
         text[..at].matches('\n').count() + 1
     }
 
+    /// STATIC with `from` replaced by `to` (which must occur).
+    pub(crate) fn edit(from: &str, to: &str) -> String {
+        assert!(STATIC.contains(from), "{from:?} not in STATIC");
+        STATIC.replacen(from, to, 1)
+    }
+
+    /// `[agent]` with these lines, and nothing else.
+    pub(crate) fn agent(lines: &str) -> String {
+        format!("[agent]\n{lines}\n")
+    }
+
+    /// `[tunnel]` with these lines, and nothing else.
+    pub(crate) fn tunnel(lines: &str) -> String {
+        format!("[tunnel]\n{lines}\n")
+    }
+
+    /// Each diagnostic as (key, line, problem), to compare with what a test expects.
+    pub(crate) fn found(diagnostics: &[Diagnostic]) -> Vec<(&str, usize, &str)> {
+        diagnostics
+            .iter()
+            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
+            .collect()
+    }
+
+    /// Each diagnostic as `LINE:COL: ...`.
+    pub(crate) fn rendered(diagnostics: &[Diagnostic]) -> Vec<String> {
+        diagnostics.iter().map(Diagnostic::to_string).collect()
+    }
+
     fn find(diagnostics: &[Diagnostic], severity: Severity, key: &str, line: usize) -> Diagnostic {
         diagnostics
             .iter()
@@ -437,7 +420,7 @@ egress_source_ip = "192.168.1.101"
             .unwrap_or_else(|| {
                 panic!(
                     "no {severity:?} on {key} at line {line}; got:\n{}",
-                    lines(diagnostics)
+                    rendered(diagnostics).join("\n")
                 )
             })
     }
@@ -620,7 +603,7 @@ egress_source_ip = "192.168.1.100"
             cluster_credentials: true,
         };
         let parse = |text: &str, host: &HostFacts| {
-            Config::parse(text, host).map(|c| c.config.agent.node_name)
+            Config::from_str(text, host).map(|c| c.config.agent.node_name)
         };
         assert_eq!(
             parse("[agent]\nnode_name = \"n1\"\n", &env).ok(),
@@ -638,11 +621,13 @@ egress_source_ip = "192.168.1.100"
         };
         let error = parse("", &nameless).expect_err("no name at all");
         assert_eq!(
-            error.to_string(),
-            "1:1: error: agent.node_name: not set, and neither $NODE_NAME nor the host name \
+            rendered(error.diagnostics()),
+            [
+                "1:1: error: agent.node_name: not set, and neither $NODE_NAME nor the host name \
              gives one; allowed: this node's name as the cluster knows it: lowercase letters, \
              digits, '-' and '.', at most 253 characters (default: $NODE_NAME, then the host \
              name)"
+            ]
         );
     }
 
@@ -652,17 +637,35 @@ egress_source_ip = "192.168.1.100"
             cluster_credentials: false,
             ..host()
         };
-        let error = Config::parse("", &plain_host).expect_err("no cluster to follow");
+        let error = Config::from_str("", &plain_host).expect_err("no cluster to follow");
+        let lines = rendered(error.diagnostics());
         assert!(
-            error
-                .to_string()
-                .contains("kubernetes.kubeconfig: Kubernetes mode"),
-            "{error}"
+            lines
+                .iter()
+                .any(|l| l.contains("kubernetes.kubeconfig: Kubernetes mode")),
+            "{lines:?}"
         );
         let with_file = "[kubernetes]\nkubeconfig = \"/etc/egret/kubeconfig\"\n";
-        assert!(Config::parse(with_file, &plain_host).is_ok());
-        assert!(Config::parse("[agent]\nmode = \"static\"\n", &plain_host).is_ok());
-        assert!(Config::parse("", &host()).is_ok(), "a pod, or $KUBECONFIG");
+        assert!(Config::from_str(with_file, &plain_host).is_ok());
+        assert!(Config::from_str("[agent]\nmode = \"static\"\n", &plain_host).is_ok());
+        assert!(
+            Config::from_str("", &host()).is_ok(),
+            "a pod, or $KUBECONFIG"
+        );
+    }
+
+    #[test]
+    fn the_tunnel_defaults_are_the_tunnel_contracts() {
+        use egret_config::tunnel;
+        assert_eq!(
+            (defaults::TUNNEL_PORT, defaults::TUNNEL_VNI),
+            (tunnel::DEFAULT_PORT, tunnel::DEFAULT_VNI)
+        );
+        let config = accept("").config;
+        assert_eq!(
+            (config.tunnel.port, config.tunnel.vni),
+            (tunnel::DEFAULT_PORT, tunnel::DEFAULT_VNI)
+        );
     }
 
     #[test]
@@ -672,29 +675,32 @@ egress_source_ip = "192.168.1.100"
     }
 
     #[test]
-    fn an_unreadable_file_is_an_io_error() {
+    fn an_unreadable_file_is_a_read_error_and_an_operational_failure() {
         let error = Config::load(Path::new("/nonexistent/egret/agent.toml"), &host())
             .expect_err("no such file");
-        assert!(matches!(error, ConfigError::Io { .. }), "{error:?}");
+        assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
         assert_eq!(
             error.to_string(),
             "cannot read /nonexistent/egret/agent.toml"
         );
         assert!(error.diagnostics().is_empty());
+        assert_eq!(error.exit(), Exit::Failure);
     }
 
     #[test]
-    fn a_config_error_displays_one_diagnostic_per_line() {
+    fn an_invalid_config_counts_its_errors_locates_each_and_exits_2() {
         let text = "[agent]\nfwmark = 0\n\n[tunnel]\nport = 0\n";
-        let error = Config::parse(text, &host()).expect_err("two errors");
-        assert_eq!(error.diagnostics().len(), 2);
+        let error = Config::from_str(text, &host()).expect_err("two errors");
+        assert_eq!(error.to_string(), "2 errors in the config");
         assert_eq!(
-            error.to_string(),
-            "2:10: error: agent.fwmark: 0 is out of range; allowed: a non-zero 32-bit integer, \
-             such as 0x00100000 (the default)\n\
-             5:8: error: tunnel.port: 0 is out of range; allowed: a UDP port 1..=65535 \
-             (default 4800)"
+            error.located(Path::new("/etc/egret/agent.toml")),
+            "/etc/egret/agent.toml:2:10: error: agent.fwmark: 0 is out of range; allowed: a \
+             non-zero 32-bit integer, such as 0x00100000 (the default)\n\
+             /etc/egret/agent.toml:5:8: error: tunnel.port: 0 is out of range; allowed: a UDP \
+             port 1..=65535 (default 4800)"
         );
+        assert_eq!(error.exit(), Exit::InvalidConfig);
+        assert_eq!(error.exit().code(), 2);
     }
 
     #[test]

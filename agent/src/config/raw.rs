@@ -5,22 +5,16 @@
 //! its line. Every key is optional at this stage: missing required keys are reported by
 //! validation, all of them at once, at their table's header.
 //!
-//! Each table is deserialized on its own. A key serde refuses (unknown, or of the wrong
-//! TOML type) is reported, set aside, and the table deserialized again without it, so one
-//! typo hides neither a second typo nor the checks of the table's other keys.
-
-use std::ops::Range;
+//! Each table is read on its own by [`egret_config::raw`]: a key serde refuses (unknown,
+//! or of the wrong TOML type) is reported and set aside, so one typo hides neither a second
+//! typo nor the checks of the table's other keys.
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use toml::Spanned;
-use toml::de::{DeString, DeTable, DeValue, ValueDeserializer};
 
 use egret_config::Report;
-use egret_config::document::{self, key_before};
-
-/// A list of strings, as most list keys are; each element keeps its own span.
-pub(super) type RawList = Spanned<Vec<Spanned<String>>>;
+use egret_config::document;
+use egret_config::raw::{self, List, Reader, Schema, Section, Tables};
 
 /// `[agent]`.
 #[derive(Debug, Default, Deserialize)]
@@ -29,7 +23,7 @@ pub(super) struct RawAgent {
     pub node_name: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,
-    pub pod_interfaces: Option<RawList>,
+    pub pod_interfaces: Option<List>,
     pub pin_path: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub fwmark: Option<Spanned<i64>>,
@@ -44,14 +38,14 @@ pub(super) struct RawTunnel {
     pub port: Option<Spanned<i64>>,
     pub vni: Option<Spanned<i64>>,
     pub device: Option<Spanned<String>>,
-    pub floating_ips: Option<RawList>,
+    pub floating_ips: Option<List>,
 }
 
 /// `[masquerade]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawMasquerade {
-    pub non_masquerade_cidrs: Option<RawList>,
+    pub non_masquerade_cidrs: Option<List>,
     pub masquerade_link_local: Option<bool>,
 }
 
@@ -75,50 +69,10 @@ pub(super) struct RawApi {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawPolicy {
     pub name: Option<Spanned<String>>,
-    pub sources: Option<RawList>,
-    pub destination_cidrs: Option<RawList>,
-    pub excluded_cidrs: Option<RawList>,
+    pub sources: Option<List>,
+    pub destination_cidrs: Option<List>,
+    pub excluded_cidrs: Option<List>,
     pub egress_source_ip: Option<Spanned<String>>,
-}
-
-/// A table as found in the document.
-#[derive(Debug)]
-pub(super) enum Section<T> {
-    /// Not in the document: defaults apply.
-    Absent,
-    /// Present but unusable as a whole (not a table at all); already reported.
-    Invalid,
-    /// Deserialized, perhaps without some keys that were reported and set aside.
-    Present(Table<T>),
-}
-
-/// A deserialized table.
-#[derive(Debug)]
-pub(super) struct Table<T> {
-    /// Where to point for the table as a whole: its `[header]`, or the key of an inline
-    /// table.
-    pub span: Range<usize>,
-    pub value: T,
-    /// Keys already reported (unknown or of the wrong type) and left out of `value`.
-    pub set_aside: Vec<String>,
-}
-
-impl<T> Table<T> {
-    /// Whether `key` was written but already reported as unusable.
-    pub(super) fn set_aside(&self, key: &str) -> bool {
-        self.set_aside.iter().any(|k| k == key)
-    }
-}
-
-/// The `[[policy]]` tables.
-#[derive(Debug)]
-pub(super) enum Policies {
-    /// No `policy` key.
-    Absent,
-    /// `policy` is not an array of tables; already reported.
-    Invalid,
-    /// Each table in file order; an element is `None` when it is not a table (reported).
-    Present(Vec<Option<Table<RawPolicy>>>),
 }
 
 /// The whole document, section by section.
@@ -129,176 +83,46 @@ pub(super) struct RawConfig {
     pub masquerade: Section<RawMasquerade>,
     pub kubernetes: Section<RawKubernetes>,
     pub api: Section<RawApi>,
-    pub policies: Policies,
+    pub policies: Tables<RawPolicy>,
 }
 
-/// The sections `agent.toml` knows, as an operator writes them.
-const SECTIONS: &str =
-    "the sections [agent], [tunnel], [masquerade], [kubernetes], [api] and [[policy]]";
+/// What `agent.toml` allows, for its diagnostics.
+pub(super) static SCHEMA: Schema = Schema {
+    sections: "the sections [agent], [tunnel], [masquerade], [kubernetes], [api] and [[policy]]",
+    allowed,
+    see: "see the agent configuration in the README",
+};
 
-/// Parses `text` into sections, reporting syntax errors, unknown keys and wrong TOML
-/// types. Returns `None` when the text is not TOML at all.
+/// Reads `text` into sections, reporting syntax errors, unknown keys and wrong TOML types.
+/// Returns `None` when the text is not TOML at all.
 pub(super) fn parse(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
-    let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    if let Some(first) = syntax_errors.into_iter().next() {
-        // Only the first: after a syntax error the parser's recovery guesses, and later
-        // errors are often echoes of the first.
-        syntax_error(&first, document.get_ref(), report);
-        return None;
-    }
-    let document = document.into_inner();
+    let document = raw::document(text, report)?;
     let mut raw = RawConfig {
         agent: Section::Absent,
         tunnel: Section::Absent,
         masquerade: Section::Absent,
         kubernetes: Section::Absent,
         api: Section::Absent,
-        policies: Policies::Absent,
+        policies: Tables::Absent,
     };
+    let mut reader = Reader::new(report, &SCHEMA);
     for (key, value) in document.iter() {
-        let span = header_span(key, value);
         match key.get_ref().as_ref() {
-            "agent" => raw.agent = table("agent", value, span, report).into(),
-            "tunnel" => raw.tunnel = table("tunnel", value, span, report).into(),
-            "masquerade" => raw.masquerade = table("masquerade", value, span, report).into(),
-            "kubernetes" => raw.kubernetes = table("kubernetes", value, span, report).into(),
-            "api" => raw.api = table("api", value, span, report).into(),
-            "policy" => raw.policies = policies(key, value, report),
-            other => {
-                let problem = if matches!(value.get_ref(), DeValue::Table(_)) {
-                    "unknown section"
-                } else {
-                    "unknown key outside any section"
-                };
-                report.error(other, Some(key.span()), problem, SECTIONS);
-            }
+            "agent" => raw.agent = reader.table(key, value),
+            "tunnel" => raw.tunnel = reader.table(key, value),
+            "masquerade" => raw.masquerade = reader.table(key, value),
+            "kubernetes" => raw.kubernetes = reader.table(key, value),
+            "api" => raw.api = reader.table(key, value),
+            "policy" => raw.policies = reader.tables(key, value),
+            _ => reader.unknown(key, value),
         }
     }
     Some(raw)
 }
 
-impl<T> From<Option<Table<T>>> for Section<T> {
-    fn from(table: Option<Table<T>>) -> Section<T> {
-        table.map_or(Section::Invalid, Section::Present)
-    }
-}
-
-fn policies(
-    key: &Spanned<DeString<'_>>,
-    value: &Spanned<DeValue<'_>>,
-    report: &mut Report<'_>,
-) -> Policies {
-    let DeValue::Array(tables) = value.get_ref() else {
-        report.error(
-            "policy",
-            Some(header_span(key, value)),
-            "a single [policy] table",
-            "[[policy]] tables (double brackets), one per policy",
-        );
-        return Policies::Invalid;
-    };
-    let parsed = tables
-        .iter()
-        .enumerate()
-        .map(|(i, element)| table(&format!("policy[{i}]"), element, element.span(), report))
-        .collect();
-    Policies::Present(parsed)
-}
-
-/// Deserializes the table `value` at `path`, reporting and setting aside each key serde
-/// refuses until the rest deserializes. `None`: `value` is not a table, or serde refused
-/// something it did not tie to a key (reported either way).
-fn table<T: DeserializeOwned>(
-    path: &str,
-    value: &Spanned<DeValue<'_>>,
-    span: Range<usize>,
-    report: &mut Report<'_>,
-) -> Option<Table<T>> {
-    let mut value = value.clone();
-    let mut set_aside = Vec::new();
-    loop {
-        let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
-            Ok(parsed) => {
-                return Some(Table {
-                    span,
-                    value: parsed,
-                    set_aside,
-                });
-            }
-            Err(error) => error,
-        };
-        let at = error.span().map(|s| s.start);
-        let DeValue::Table(keys) = value.get_mut() else {
-            report_serde_error(&error, path.to_owned(), report);
-            return None;
-        };
-        let offending = at.and_then(|at| {
-            keys.iter()
-                .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
-                .map(|(k, v)| (k.get_ref().clone(), path_in(v, at)))
-        });
-        let Some((name, inner)) = offending else {
-            report_serde_error(&error, path.to_owned(), report);
-            return None;
-        };
-        report_serde_error(&error, format!("{path}.{name}{inner}"), report);
-        // Each round removes a key, so the loop ends; stop rather than spin should a key
-        // ever not be found again.
-        keys.remove(&*name)?;
-        set_aside.push(name.into_owned());
-    }
-}
-
-/// The path (`[2]`, `.key`) of the element at byte `at` inside `value`, if any.
-fn path_in(value: &Spanned<DeValue<'_>>, at: usize) -> String {
-    match value.get_ref() {
-        DeValue::Array(items) => items
-            .iter()
-            .enumerate()
-            .find(|(_, item)| item.span().contains(&at))
-            .map(|(i, item)| format!("[{i}]{}", path_in(item, at)))
-            .unwrap_or_default(),
-        DeValue::Table(table) => table
-            .iter()
-            .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
-            .map(|(k, v)| format!(".{}{}", k.get_ref(), path_in(v, at)))
-            .unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-/// Turns a serde error about the key at `key` into a diagnostic.
-fn report_serde_error(error: &toml::de::Error, key: String, report: &mut Report<'_>) {
-    let (problem, allowed_text) = document::serde_problem(error.message(), allowed(&key));
-    let allowed_text = if allowed_text.is_empty() {
-        "see the agent configuration in the README".to_owned()
-    } else {
-        allowed_text
-    };
-    report.error(key, error.span(), problem, allowed_text);
-}
-
-/// A TOML syntax error, named after the key it follows.
-fn syntax_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Report<'_>) {
-    let key = error.span().and_then(|s| key_before(document, s.start));
-    document::syntax_error(report, key, error);
-}
-
-/// Where to point for a section as a whole: the `[name]` header, or `name` of an inline
-/// table.
-fn header_span(key: &Spanned<DeString<'_>>, value: &Spanned<DeValue<'_>>) -> Range<usize> {
-    // A `[name]` table's own span is its header, which contains the key; an inline table
-    // `name = {...}` spans the braces, after the key.
-    if value.span().contains(&key.span().start) {
-        value.span()
-    } else {
-        key.span()
-    }
-}
-
 /// What is valid for a key, from the schema; empty when the schema has nothing to add.
 /// Array indices are ignored: `policy[3].sources[1]` is looked up as `policy[].sources[]`.
-pub(super) fn allowed(key: &str) -> &'static str {
+fn allowed(key: &str) -> &'static str {
     let generic = document::generic_key(key);
     const PREFIX: &str = "an IPv4 prefix without host bits, such as \"10.0.0.0/8\"";
     match generic.as_str() {
@@ -396,26 +220,5 @@ mod tests {
         );
         assert!(allowed("agent.fwmark").contains("0x00100000"));
         assert_eq!(allowed("no.such.key"), "");
-    }
-
-    #[test]
-    fn finds_the_path_of_an_element() {
-        let text = "a = [1, [2, 3]]\nb = { c = 4 }\n";
-        let document = DeTable::parse(text).expect("valid TOML").into_inner();
-        let find = |needle: &str, key: &str| {
-            let at = text.find(needle).expect("needle");
-            let (_, value) = document
-                .iter()
-                .find(|(k, _)| k.get_ref().as_ref() == key)
-                .expect("key");
-            path_in(value, at)
-        };
-        assert_eq!(find("3]", "a"), "[1][1]");
-        assert_eq!(find("1,", "a"), "[0]");
-        assert_eq!(find("4", "b"), ".c");
-        assert_eq!(
-            key_before(&document, text.find('4').expect("4")),
-            Some("b.c".into())
-        );
     }
 }

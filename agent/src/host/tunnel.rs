@@ -5,7 +5,8 @@
 //! - **`egret0`**, a collect-metadata (`external`) VXLAN device on `[tunnel].port`. Its
 //!   egress program gives every packet its tunnel key (the policy's egress IP, the VNI), so
 //!   one device reaches every floating IP; its ingress program admits the gateways' replies.
-//!   Its MTU is the uplink's minus 50, the VXLAN overhead. IPv6 is off on it.
+//!   Its MTU is the uplink's minus the VXLAN overhead (50 bytes; the tunnel contract's
+//!   [`egret_config::tunnel::inner_mtu`], which the gateways use too). IPv6 is off on it.
 //! - **Policy routing.** Two rules for packets carrying the mark bits:
 //!   `fwmark M/M lookup main suppress_prefixlength 0` (priority P), then
 //!   `fwmark M/M lookup T` (priority P+1). A marked packet therefore still follows any
@@ -36,9 +37,6 @@ pub const NEXT_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 100, 1);
 pub const DEVICE_ADDRESS: &str = "169.254.100.2/32";
 /// The next hop's MAC: locally administered, fixed, so that every node uses the same.
 pub const NEXT_HOP_MAC: &str = "02:65:67:72:65:74";
-/// Bytes VXLAN adds to an inner packet: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet
-/// (14).
-pub const OVERHEAD: u16 = 50;
 
 /// What the tunnel side of the node must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]

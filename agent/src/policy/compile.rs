@@ -797,7 +797,7 @@ mod tests {
             first: vec!["a".into()],
             second: vec!["b".into(), "c".into()],
         };
-        assert_eq!(collision.metric_label(), "class_id_collision");
+        assert_eq!(collision.label(), "class_id_collision");
         assert_eq!(
             collision.to_string(),
             "policy sets [a] and [b, c] have the same class id 0x0000000000000007; rename a policy"
@@ -807,7 +807,7 @@ mod tests {
             entries: 70_000,
             max: MAX_SOURCES,
         };
-        assert_eq!(full.metric_label(), "too_many_entries");
+        assert_eq!(full.label(), "too_many_entries");
         assert_eq!(
             full.to_string(),
             "70000 entries for EGRET_SOURCES, which holds 65536"

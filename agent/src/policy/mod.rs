@@ -226,7 +226,7 @@ pub enum CompileError {
 
 impl CompileError {
     /// Stable `snake_case` name, for status output and metric labels.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             CompileError::PolicyIdCollision { .. } => "policy_id_collision",
             CompileError::ClassIdCollision { .. } => "class_id_collision",

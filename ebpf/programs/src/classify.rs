@@ -1,4 +1,5 @@
-//! Ethernet + IPv4 header parsing for the TC classifier.
+//! Ethernet + IPv4 header parsing for the node programs (the pod classifier and the tunnel
+//! programs, in `node_main.rs`); the gateway's fast path takes its header lengths from here.
 //!
 //! Reads only through [`Frame`]'s bounds-checked reads and takes the L4 offset from the IHL
 //! field: IPv4 options move it, so it is never assumed to be 20 bytes past the IPv4 header.
@@ -21,7 +22,7 @@ pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Length of an IPv4 header without options (IHL 5).
 pub const IPV4_MIN_HLEN: usize = 20;
 
-/// What the classifier learnt about a frame.
+/// What the parser learnt about a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Classified {
     /// An IPv4 packet whose header is complete and well-formed.

@@ -1,4 +1,4 @@
-//! egret's node eBPF object (`egret-node`): the programs egret-agent attaches on a node, and
+//! egret-agent's eBPF object (`egret-agent-ebpf`): the programs egret-agent attaches on a node, and
 //! their maps. Entry points, maps and helper calls only; the decisions are in
 //! `egret_ebpf_programs::node`, and the map layouts in `egret_ebpf_common::node`, which also
 //! tells how a selected packet moves through the three programs.
@@ -10,7 +10,7 @@
 //!
 //! No map is declared pinned: the agent pins them itself, by path, so that they outlive it.
 //!
-//! As with `main.rs`, the object only exists for the BPF target; on the host this file builds
+//! As with `gateway_main.rs`, the object only exists for the BPF target; on the host this file builds
 //! as a stub program, so that `cargo clippy --workspace` checks it too.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
@@ -58,8 +58,10 @@ static EGRET_NODE_CFG: Array<NodeConfig> = Array::with_max_entries(1, 0);
 #[map]
 static EGRET_NODE_STATS: PerCpuArray<NodeStats> = PerCpuArray::with_max_entries(1, 0);
 
-// TC_ACT_PIPE is "no verdict" (see main.rs): the next program or filter still runs, and the
-// packet goes on as if we were absent; on the tunnel's egress the device then sends it.
+// TC_ACT_PIPE is "no verdict": with tcx it means TCX_NEXT and with cls_bpf direct-action it
+// maps to TC_ACT_UNSPEC, so the next program or filter still runs, and the packet goes on as
+// if we were absent; on the tunnel's egress the device then sends it. TC_ACT_OK would end the
+// chain and skip the programs after ours.
 const PASS: i32 = TC_ACT_PIPE;
 const DROP: i32 = TC_ACT_SHOT;
 
@@ -247,7 +249,7 @@ fn wire_packets(skb: *mut __sk_buff) -> u64 {
 fn count(counter: NodeCounter, n: u64) {
     if let Some(stats) = EGRET_NODE_STATS.get_ptr_mut(0) {
         // SAFETY: this CPU's slot of a map that outlives the run, and a run does not migrate
-        // between CPUs (see EGRET_CLS_STATS in main.rs).
+        // between CPUs (see `count` in gateway_main.rs).
         unsafe { &mut *stats }.add(counter, n);
     }
 }
@@ -278,22 +280,4 @@ fn count_policy(policy: u64, packets: u64, bytes: u64) {
     }
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // Nothing in the programs may panic: a reachable panic is an endless loop, which the
-    // verifier refuses to load.
-    loop {}
-}
-
-/// Host stub: the programs run in the kernel, loaded by egret-agent.
-#[cfg(not(target_arch = "bpf"))]
-fn main() -> std::process::ExitCode {
-    eprintln!("egret-node is an eBPF object for egret-agent to load; it does not run on the host");
-    std::process::ExitCode::FAILURE
-}
-
-/// No GPL-only helper is used, so the object carries the workspace's own license.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 11] = *b"Apache-2.0\0";
+egret_ebpf_programs::object_root!("egret-agent-ebpf", "egret-agent");

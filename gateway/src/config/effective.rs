@@ -4,8 +4,9 @@
 //! The output parses back to the same [`Config`]: what is only a comment here (the default
 //! route, an inherited priority, an absent section) is also what its absence means.
 
-use super::{Config, Priority, duration};
+use super::{Config, Priority};
 
+use egret_config::duration;
 use egret_config::effective::{Lines, quote};
 
 pub(super) fn render(config: &Config) -> String {
@@ -209,7 +210,7 @@ gateway = "egress.example"
     fn round_trip(text: &str) -> (Config, String) {
         let config = accept(text).config;
         let printed = config.to_toml();
-        let again = match Config::parse(&printed, &host()) {
+        let again = match Config::from_str(&printed, &host()) {
             Ok(checked) => checked.config,
             Err(error) => panic!("effective config refused: {}\n{printed}", describe(&error)),
         };

@@ -1,17 +1,19 @@
 //! The `gateway.toml` schema, its parsing and its validation.
 //!
-//! Loading is two steps, both pure given the text and a [`HostFacts`] snapshot:
-//! - `raw`: TOML syntax, section and key names (unknown keys are refused) and TOML types,
-//!   each section on its own;
+//! Loading is two steps, both pure given the text and a [`HostFacts`] snapshot
+//! ([`Config::from_str`]), on the machinery the agent shares ([`egret_config`]):
+//! - `raw`: TOML syntax, section and key names (unknown keys are refused) and TOML types;
+//!   each section on its own, and a refused key is set aside so the rest of its section is
+//!   still checked;
 //! - `validate`: every value's rules (ranges, addresses, durations) and the rules between
 //!   values (VRIDs unique, floating IPs inside the interface's subnet, the tunnel port
-//!   outside the NAT port range), reporting all errors found with their key and line.
+//!   outside the NAT port range), reporting all errors found with their key and line; one
+//!   file per section.
 //!
 //! A [`Config`] only exists once the whole file is valid: every field holds its effective
 //! value, defaults filled in. [`Config::to_toml`] prints it back as TOML that parses to the
 //! same `Config`.
 
-pub mod duration;
 mod effective;
 mod interfaces;
 mod raw;
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use smoltcp::wire::Ipv4Cidr;
 
-pub use egret_config::{Diagnostic, Severity};
+pub use egret_config::{ConfigError, Diagnostic, Exit, Severity};
 pub use interfaces::{HostFacts, KeyFile};
 
 use crate::nat::{NatParams, Timeouts};
@@ -33,35 +35,9 @@ use crate::nat::{NatParams, Timeouts};
 /// Where the packages install the config.
 pub const DEFAULT_PATH: &str = "/etc/egret/gateway.toml";
 
-/// Everything that can go wrong while loading `gateway.toml`.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file was read but is not a valid config. Holds every diagnostic, warnings
-    /// included, in file order; at least one is an error.
-    #[error("{} error(s) in the config", count_errors(.0))]
-    Invalid(Vec<Diagnostic>),
-}
-
-fn count_errors(diagnostics: &[Diagnostic]) -> usize {
-    diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count()
-}
-
 /// A valid config and the warnings it deserves (for example a timeout below an RFC
 /// minimum).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    pub config: Config,
-    pub warnings: Vec<Diagnostic>,
-}
+pub type Checked = egret_config::Checked<Config>;
 
 /// A validated `gateway.toml` with every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,9 +221,10 @@ pub mod defaults {
 
     use super::Priority;
 
-    /// Collides with no common CNI overlay (VXLAN 4789 and 8472, Geneve 6081).
-    pub const TUNNEL_PORT: u16 = 4800;
-    pub const TUNNEL_VNI: u32 = 1;
+    /// The tunnel contract's, which collides with no common CNI overlay.
+    pub const TUNNEL_PORT: u16 = egret_config::tunnel::DEFAULT_PORT;
+    /// The tunnel contract's.
+    pub const TUNNEL_VNI: u32 = egret_config::tunnel::DEFAULT_VNI;
     pub const PRIORITY: Priority = Priority::Fixed(100);
     /// VRRP's customary one second.
     pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
@@ -292,18 +269,16 @@ impl Config {
         (me, members)
     }
 
-    /// Parses and validates `text` (the contents of a `gateway.toml`) against `host`.
-    pub fn parse(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
+    /// Parses and validates `text` (the contents of a `gateway.toml`) against `host`. Pure:
+    /// the same text and facts give the same result, so a reload can check a new file
+    /// before it replaces anything.
+    pub fn from_str(text: &str, host: &HostFacts) -> Result<Checked, ConfigError> {
         validate::check(text, host)
     }
 
-    /// Reads `path` and validates it against `host`.
+    /// Reads `path` and validates it against `host` ([`Config::from_str`]).
     pub fn load(path: &Path, host: &HostFacts) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, host)
+        Config::from_str(&egret_config::error::read(path)?, host)
     }
 
     /// The effective config as TOML, defaults filled in, with comments where a value is
@@ -419,8 +394,19 @@ address = "192.168.1.101"
 vrid = 11
 "#;
 
+    /// MINIMAL with `from` replaced by `to` (which must occur).
+    pub(crate) fn edit(from: &str, to: &str) -> String {
+        assert!(MINIMAL.contains(from), "{from:?} not in MINIMAL");
+        MINIMAL.replacen(from, to, 1)
+    }
+
+    /// MINIMAL followed by `extra`.
+    pub(crate) fn with(extra: &str) -> String {
+        format!("{MINIMAL}\n{extra}")
+    }
+
     pub(crate) fn accept(text: &str) -> Checked {
-        match Config::parse(text, &host()) {
+        match Config::from_str(text, &host()) {
             Ok(checked) => checked,
             Err(error) => panic!("refused: {}\n{text}", describe(&error)),
         }
@@ -428,11 +414,19 @@ vrid = 11
 
     /// The diagnostics of a refused document.
     pub(crate) fn refuse(text: &str) -> Vec<Diagnostic> {
-        match Config::parse(text, &host()) {
+        match Config::from_str(text, &host()) {
             Err(ConfigError::Invalid(diagnostics)) => diagnostics,
             Err(error) => panic!("unexpected {error}"),
             Ok(checked) => panic!("accepted: {:?}\n{text}", checked.config),
         }
+    }
+
+    /// Each diagnostic as (key, line, problem), to compare with what a test expects.
+    pub(crate) fn found(diagnostics: &[Diagnostic]) -> Vec<(&str, usize, &str)> {
+        diagnostics
+            .iter()
+            .map(|d| (d.key.as_str(), d.line, d.problem.as_str()))
+            .collect()
     }
 
     /// 1-based line of the first occurrence of `needle`.
@@ -581,7 +575,7 @@ mod tests {
 
     #[test]
     fn the_packaged_example_is_valid_and_matches_the_defaults() {
-        let checked = match Config::parse(EXAMPLE, &example_host()) {
+        let checked = match Config::from_str(EXAMPLE, &example_host()) {
             Ok(checked) => checked,
             Err(error) => panic!("packaging/gateway.toml refused:\n{}", describe(&error)),
         };
@@ -683,7 +677,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let enabled = enabled.replace("peers = []\n", "");
-        let checked = match Config::parse(&enabled, &example_host()) {
+        let checked = match Config::from_str(&enabled, &example_host()) {
             Ok(checked) => checked,
             Err(error) => panic!("{}\n{enabled}", describe(&error)),
         };
@@ -698,6 +692,20 @@ mod tests {
         let kubernetes = config.kubernetes.expect("[kubernetes]");
         assert!(kubernetes.kubeconfig.is_some());
         assert_eq!(kubernetes.gateway, "default");
+    }
+
+    #[test]
+    fn the_tunnel_contract_is_the_headers_the_gateway_writes() {
+        use egret_config::tunnel;
+        use smoltcp::wire::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN};
+        // Outer IPv4, UDP and VXLAN in front of the inner Ethernet frame, against the MTU.
+        let headers =
+            IPV4_HEADER_LEN + UDP_HEADER_LEN + crate::wire::vxlan::HEADER_LEN + ETHERNET_HEADER_LEN;
+        assert_eq!(usize::from(tunnel::OVERHEAD), headers);
+        assert_eq!(
+            (defaults::TUNNEL_PORT, defaults::TUNNEL_VNI),
+            (tunnel::DEFAULT_PORT, tunnel::DEFAULT_VNI)
+        );
     }
 
     #[test]

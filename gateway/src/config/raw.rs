@@ -2,33 +2,35 @@
 //!
 //! Values with rules beyond their TOML type (addresses, ranges, durations) stay strings or
 //! `i64` here, each with its span, so [`super::validate`] can report every bad value with its
-//! line rather than stopping at the first. Each section is deserialized on its own, so an
-//! unknown key in `[nat]` does not hide a typo in `[tunnel]`.
-
-use std::ops::Range;
+//! line rather than stopping at the first. Every key is optional at this stage: missing
+//! required keys are reported by validation, all of them at once, at their table's header.
+//!
+//! Each table is read on its own by [`egret_config::raw`], the reader the agent uses too: a
+//! key serde refuses (unknown, or of the wrong TOML type) is reported and set aside, so one
+//! typo hides neither a second typo nor the checks of the table's other keys.
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use egret_config::Report;
-use egret_config::document::{self, join, key_at, key_before};
+use egret_config::document;
+use egret_config::raw::{self, List, Reader, Schema, Section, Tables};
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawGateway {
     pub name: Option<Spanned<String>>,
-    pub interface: Spanned<String>,
+    pub interface: Option<Spanned<String>>,
     pub next_hop: Option<Spanned<String>>,
     pub fast_path: Option<bool>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawTunnel {
     pub port: Option<Spanned<i64>>,
     pub vni: Option<Spanned<i64>>,
-    pub allowed_sources: Spanned<Vec<Spanned<String>>>,
+    pub allowed_sources: Option<List>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -37,17 +39,17 @@ pub(super) struct RawElection {
     pub priority: Option<Spanned<RawPriority>>,
     pub advert_interval: Option<Spanned<String>>,
     pub preempt: Option<bool>,
-    pub peers: Option<Vec<Spanned<String>>>,
+    pub peers: Option<List>,
     pub garp_count: Option<Spanned<i64>>,
     pub garp_interval: Option<Spanned<String>>,
     pub garp_refresh: Option<Spanned<String>>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawFloatingIp {
-    pub address: Spanned<String>,
-    pub vrid: Spanned<i64>,
+    pub address: Option<Spanned<String>>,
+    pub vrid: Option<Spanned<i64>>,
     pub priority: Option<Spanned<RawPriority>>,
 }
 
@@ -65,11 +67,11 @@ pub(super) struct RawNat {
     pub icmp_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawSync {
-    pub listen: Spanned<String>,
-    pub peers: Spanned<Vec<Spanned<String>>>,
+    pub listen: Option<Spanned<String>>,
+    pub peers: Option<List>,
     pub key_file: Option<Spanned<String>>,
     pub previous_key_file: Option<Spanned<String>>,
 }
@@ -116,187 +118,61 @@ impl<'de> Deserialize<'de> for RawPriority {
     }
 }
 
-/// A section as found in the document.
-#[derive(Debug)]
-pub(super) enum Section<T> {
-    /// Not in the document: use the defaults (or report it missing, if required).
-    Absent,
-    /// Present but not deserializable; already reported. Skip its checks.
-    Invalid,
-    /// Deserialized; the span is its header (or the key of an inline table).
-    Present(Spanned<T>),
-}
-
 /// The whole document, section by section.
 #[derive(Debug)]
 pub(super) struct RawConfig {
     pub gateway: Section<RawGateway>,
     pub tunnel: Section<RawTunnel>,
     pub election: Section<RawElection>,
-    /// Each `[[floating_ip]]` table; `None` for one already reported as invalid.
-    pub floating_ips: Section<Vec<Option<Spanned<RawFloatingIp>>>>,
+    pub floating_ips: Tables<RawFloatingIp>,
     pub nat: Section<RawNat>,
     pub sync: Section<RawSync>,
     pub api: Section<RawApi>,
     pub kubernetes: Section<RawKubernetes>,
 }
 
-/// Top-level tables `gateway.toml` knows, in the order the documentation lists them.
-const SECTIONS: [&str; 8] = [
-    "gateway",
-    "tunnel",
-    "election",
-    "floating_ip",
-    "nat",
-    "sync",
-    "api",
-    "kubernetes",
-];
+/// What `gateway.toml` allows, for its diagnostics.
+pub(super) static SCHEMA: Schema = Schema {
+    // In the order the documentation lists them.
+    sections: "one of gateway, tunnel, election, floating_ip, nat, sync, api, kubernetes",
+    allowed,
+    see: "see the commented example in packaging/gateway.toml",
+};
 
-/// Parses `text` into sections, reporting syntax errors, unknown keys and wrong TOML
-/// types. Returns `None` when the text is not TOML at all.
+/// Reads `text` into sections, reporting syntax errors, unknown keys and wrong TOML types.
+/// Returns `None` when the text is not TOML at all.
 pub(super) fn parse(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
-    let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    if let Some(first) = syntax_errors.into_iter().next() {
-        // Only the first: after a syntax error the parser's recovery guesses, and later
-        // errors are often echoes of the first.
-        syntax_error(&first, document.get_ref(), report);
-        return None;
-    }
-    let document = document.into_inner();
+    let document = raw::document(text, report)?;
     let mut raw = RawConfig {
         gateway: Section::Absent,
         tunnel: Section::Absent,
         election: Section::Absent,
-        floating_ips: Section::Absent,
+        floating_ips: Tables::Absent,
         nat: Section::Absent,
         sync: Section::Absent,
         api: Section::Absent,
         kubernetes: Section::Absent,
     };
+    let mut reader = Reader::new(report, &SCHEMA);
     for (key, value) in document.iter() {
         match key.get_ref().as_ref() {
-            "gateway" => raw.gateway = section(key, value, &document, report),
-            "tunnel" => raw.tunnel = section(key, value, &document, report),
-            "election" => raw.election = section(key, value, &document, report),
-            "floating_ip" => raw.floating_ips = floating_ips(key, value, &document, report),
-            "nat" => raw.nat = section(key, value, &document, report),
-            "sync" => raw.sync = section(key, value, &document, report),
-            "api" => raw.api = section(key, value, &document, report),
-            "kubernetes" => raw.kubernetes = section(key, value, &document, report),
-            other => report.error(
-                other,
-                Some(key.span()),
-                "unknown section",
-                format!("one of {}", SECTIONS.join(", ")),
-            ),
+            "gateway" => raw.gateway = reader.table(key, value),
+            "tunnel" => raw.tunnel = reader.table(key, value),
+            "election" => raw.election = reader.table(key, value),
+            "floating_ip" => raw.floating_ips = reader.tables(key, value),
+            "nat" => raw.nat = reader.table(key, value),
+            "sync" => raw.sync = reader.table(key, value),
+            "api" => raw.api = reader.table(key, value),
+            "kubernetes" => raw.kubernetes = reader.table(key, value),
+            _ => reader.unknown(key, value),
         }
     }
     Some(raw)
 }
 
-fn section<T: for<'de> Deserialize<'de>>(
-    key: &Spanned<toml::de::DeString<'_>>,
-    value: &Spanned<DeValue<'_>>,
-    document: &DeTable<'_>,
-    report: &mut Report<'_>,
-) -> Section<T> {
-    match T::deserialize(ValueDeserializer::from(value.clone())) {
-        Ok(parsed) => Section::Present(Spanned::new(header_span(key, value), parsed)),
-        Err(error) => {
-            toml_error(&error, document, report);
-            Section::Invalid
-        }
-    }
-}
-
-fn floating_ips(
-    key: &Spanned<toml::de::DeString<'_>>,
-    value: &Spanned<DeValue<'_>>,
-    document: &DeTable<'_>,
-    report: &mut Report<'_>,
-) -> Section<Vec<Option<Spanned<RawFloatingIp>>>> {
-    let DeValue::Array(tables) = value.get_ref() else {
-        report.error(
-            "floating_ip",
-            Some(key.span()),
-            "not an array of tables",
-            allowed("floating_ip"),
-        );
-        return Section::Invalid;
-    };
-    let parsed = tables
-        .iter()
-        .map(
-            |table| match RawFloatingIp::deserialize(ValueDeserializer::from(table.clone())) {
-                Ok(parsed) => Some(Spanned::new(table.span(), parsed)),
-                Err(error) => {
-                    toml_error(&error, document, report);
-                    None
-                }
-            },
-        )
-        .collect();
-    Section::Present(Spanned::new(header_span(key, value), parsed))
-}
-
-/// Where to point for a section as a whole: the `[name]` header, or `name` of an inline
-/// table.
-fn header_span(
-    key: &Spanned<toml::de::DeString<'_>>,
-    value: &Spanned<DeValue<'_>>,
-) -> Range<usize> {
-    // A `[name]` table's own span is its header, which contains the key; an inline table
-    // `name = {...}` spans the braces, after the key.
-    if value.span().contains(&key.span().start) {
-        value.span()
-    } else {
-        key.span()
-    }
-}
-
-/// Turns a toml/serde error into a diagnostic: the key comes from the span, the problem
-/// and the allowed values from the message or the schema.
-fn toml_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Report<'_>) {
-    let span = error.span();
-    let mut key = span
-        .as_ref()
-        .and_then(|s| key_at(document, s.start))
-        .unwrap_or_default();
-    let message = error.message().trim();
-    let (problem, allowed_text) = if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
-        key = join(&key, field);
-        ("missing required key".to_owned(), allowed(&key).to_owned())
-    } else {
-        document::serde_problem(message, allowed(&key))
-    };
-    let key = if key.is_empty() {
-        "document".to_owned()
-    } else {
-        key
-    };
-    let allowed_text = if allowed_text.is_empty() {
-        "see the commented example in packaging/gateway.toml".to_owned()
-    } else {
-        allowed_text
-    };
-    report.error(key, span, problem, allowed_text);
-}
-
-/// A TOML syntax error, named after the key it is in or follows.
-fn syntax_error(error: &toml::de::Error, document: &DeTable<'_>, report: &mut Report<'_>) {
-    let key = error
-        .span()
-        .and_then(|s| key_at(document, s.start).or_else(|| key_before(document, s.start)));
-    document::syntax_error(report, key, error);
-}
-
 /// What is valid for a key, from the schema; empty when the schema has nothing to add.
 /// Array indices are ignored: `floating_ip[3].vrid` is looked up as `floating_ip[].vrid`.
-pub(super) fn allowed(key: &str) -> &'static str {
+fn allowed(key: &str) -> &'static str {
     let generic = document::generic_key(key);
     const DURATION: &str =
         "a duration of at least 1s and at most 30d, such as \"30s\", \"4m\" or \"2h4m\"";
@@ -377,34 +253,6 @@ pub(super) fn allowed(key: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key_of(text: &str, needle: &str) -> Option<String> {
-        let document = DeTable::parse(text).expect("valid TOML").into_inner();
-        key_at(&document, text.find(needle).expect("needle in text"))
-    }
-
-    #[test]
-    fn finds_the_key_path_at_an_offset() {
-        let text = "[gateway]\ninterface = \"eth1\"\n\n[tunnel]\nallowed_sources = [\"a\", \"b\"]\n\n\
-                    [[floating_ip]]\naddress = \"x\"\nvrid = 1\n\n[[floating_ip]]\naddress = \"y\"\nvrid = 2\n";
-        assert_eq!(
-            key_of(text, "\"eth1\"").as_deref(),
-            Some("gateway.interface")
-        );
-        assert_eq!(
-            key_of(text, "\"b\"").as_deref(),
-            Some("tunnel.allowed_sources[1]")
-        );
-        assert_eq!(
-            key_of(text, "vrid = 2").as_deref(),
-            Some("floating_ip[1].vrid")
-        );
-        assert_eq!(
-            key_of(text, "\"y\"").as_deref(),
-            Some("floating_ip[1].address")
-        );
-        assert_eq!(key_of(text, "[tunnel]").as_deref(), Some("tunnel"));
-    }
 
     #[test]
     fn allowed_ignores_array_indices() {

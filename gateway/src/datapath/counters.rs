@@ -76,7 +76,7 @@ impl DropReason {
             DropReason::NodeMismatch => "node_mismatch",
             DropReason::Martian => "martian",
             DropReason::RxBufferFull => "rx_buffer_full",
-            DropReason::Nat(e) => e.metric_label(),
+            DropReason::Nat(e) => e.label(),
         }
     }
 

@@ -10,6 +10,10 @@
 //! core expires a flow it handed over, it asks the shell for that stamp, and keeps the
 //! flow if the kernel saw it within its timeout (see [`super::Datapath::poll_with`]).
 
+use std::net::Ipv4Addr;
+
+use super::{TUNNEL_OVERHEAD, encap};
+use crate::nat::FlowId;
 use egret_ebpf_common::gateway::{Config, InKey, InValue, OutKey, OutValue};
 use smoltcp::wire::EthernetAddress;
 
@@ -118,5 +122,74 @@ pub fn config(
         ifindex: 0,
         enabled: u16::from(next_hop.is_some()),
         min_len: MIN_LEN,
+    }
+}
+
+impl super::Datapath {
+    /// Hands established flows to the kernel fast path from now on (see this module).
+    pub fn enable_fast_path(&mut self) {
+        self.fast = true;
+    }
+
+    /// How many flows the fast path holds.
+    pub fn offloaded(&self) -> usize {
+        self.offloaded.len()
+    }
+
+    /// The fast path's settings as they stand (they change when the next hop's MAC does).
+    pub fn fast_config(&self) -> egret_ebpf_common::gateway::Config {
+        let room = usize::from(self.setup.mtu).saturating_sub(TUNNEL_OVERHEAD);
+        config(
+            self.setup.mac,
+            self.next_hop.mac,
+            self.setup.tunnel_port,
+            self.setup.vni,
+            room,
+        )
+    }
+
+    /// Moves the fast path changes decided so far into `out` (empty), in order.
+    pub fn take_fast_changes(&mut self, out: &mut Vec<FastChange>) {
+        debug_assert!(out.is_empty());
+        std::mem::swap(&mut self.fast_changes, out);
+    }
+
+    /// Hands a flow to the fast path, or takes it back, as its state now requires.
+    pub(super) fn sync_fast(&mut self, id: FlowId) {
+        if !self.fast {
+            return;
+        }
+        let flow = *self.nat.table().flow(id);
+        let key = flow.inside_key();
+        if offloadable(&flow) {
+            if self.offloaded.contains(&key) {
+                return;
+            }
+            let Some(node) = self.nodes.get(flow.node) else {
+                return;
+            };
+            let src_port =
+                encap::flow_entropy_port(flow.remote, flow.pod, flow.remote_port, flow.pod_port);
+            self.fast_changes.push(install(&flow, node, src_port));
+            self.offloaded.insert(key);
+        } else if self.offloaded.remove(&key) {
+            self.fast_changes.push(remove(&flow));
+        }
+    }
+
+    /// Takes back from the fast path every flow of a node whose MACs changed, so that
+    /// replies are tunnelled with the new ones.
+    pub(super) fn forget_node(&mut self, node: Ipv4Addr) {
+        let table = self.nat.table();
+        let changes = &mut self.fast_changes;
+        self.offloaded.retain(|key| {
+            if key.node != node {
+                return true;
+            }
+            if let Some(id) = table.lookup_inside(key) {
+                changes.push(remove(table.flow(id)));
+            }
+            false
+        });
     }
 }

@@ -62,7 +62,7 @@ impl Refusal {
         Refusal::NodeVerified,
     ];
 
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Refusal::OwnAddress => "own_address",
             Refusal::NotMaster => "not_master",

@@ -1531,7 +1531,7 @@ fn refusals(dp: &Datapath) -> Vec<(&'static str, u64)> {
     dp.peer_counters_now()
         .refusals()
         .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| (r.metric_label(), n))
+        .map(|(r, n)| (r.label(), n))
         .collect()
 }
 

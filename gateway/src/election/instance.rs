@@ -10,7 +10,10 @@
 //! - **Master** owns the address and advertises every Advertisement_Interval. It yields to
 //!   an advert of higher priority, or of equal priority from a higher primary address
 //!   (which is also how two masters resolve after a partition heals: the loser yields at
-//!   the winner's first advert, the winner ignores the loser's, nothing flaps).
+//!   the winner's first advert, nothing flaps). Yielding, it sends a priority-0 advert,
+//!   so that the winner reasserts (below) even when the loser never advertised to it
+//!   first, and the LAN, which followed the loser's announcements, points back to the
+//!   winner.
 //! - **Leaving** (shutdown) as master sends an advert of priority 0, on which a backup
 //!   waits only Skew_Time before taking over.
 //!
@@ -280,6 +283,15 @@ impl Instance {
                     || (advert.priority == self.params.priority
                         && u32::from(source) > u32::from(self.params.primary))
                 {
+                    // Leaving master state, it says so as on shutdown (priority 0): the
+                    // winner hears an advert it does not yield to and announces the address
+                    // again. Without it, when the winner's advert arrives first (a
+                    // partition healing), nobody corrects the ARP entries the LAN took from
+                    // this gateway's own announcements, and the address's traffic keeps
+                    // coming to a backup. Priority 0, not its own (keepalived's
+                    // vrrp_higher_prio_send_advert): other backups refuse it from anyone
+                    // but their master, so none starts following the gateway that yields.
+                    self.advertise(0, out);
                     self.master_interval = self.learnt_interval(advert);
                     self.become_backup(now, Some(source));
                     self.timer = Some(now + self.master_down_interval());
@@ -502,7 +514,7 @@ mod tests {
             Ok(())
         );
         assert_eq!(i.state(), State::Backup);
-        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(out, vec![Action::Advertise(advert(0)), Action::Release]);
         assert_eq!(i.master(), Some(PEER));
         assert_eq!(i.last_transition(), Some(at(4200)));
         assert_eq!(i.counters().transitions, 3);
@@ -643,7 +655,7 @@ mod tests {
             m.handle_advert(at(4100), OTHER, &stretched, &mut out),
             Ok(())
         );
-        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(out, vec![Action::Advertise(advert(0)), Action::Release]);
         assert_eq!(m.poll_at(), Some(at(4100) + own));
     }
 

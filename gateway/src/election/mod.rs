@@ -17,8 +17,8 @@
 //!   and other than the claimed one ([`AdvertError::Unverified`]): whoever sent it, it was
 //!   not that peer. Without a fresh claim, RFC 5798 as it stands.
 //!
-//! [`Election::generation`] changes whenever any instance's state or master does, so the
-//! shell can make the data path follow at once.
+//! The gateway's core ([`crate::gateway`]) carries the actions out at once, and follows
+//! each address's master ([`Election::master_of`]).
 
 pub mod auto;
 pub mod instance;
@@ -45,7 +45,6 @@ pub struct Election {
     rejected: [u64; AdvertError::ALL.len()],
     /// Well-formed adverts for a VRID this gateway does not run.
     unknown_vrid: u64,
-    generation: u64,
     scratch: Vec<Action>,
 }
 
@@ -68,7 +67,6 @@ impl Election {
             claims: Vec::new(),
             rejected: [0; AdvertError::ALL.len()],
             unknown_vrid: 0,
-            generation: 0,
             scratch: Vec::new(),
         }
     }
@@ -76,12 +74,6 @@ impl Election {
     /// `[election].peers`, as given.
     pub fn peers(&self) -> &[Ipv4Addr] {
         &self.peers
-    }
-
-    /// Changes whenever an instance's state or master changes: the data path follows when
-    /// it differs from the one it last followed.
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 
     /// An authenticated claim (the flow sync's) that the gateway advertising from `peer`
@@ -163,7 +155,6 @@ impl Election {
         let mut instance = Instance::new(params);
         instance.start(now);
         self.instances.push(instance);
-        self.generation += 1;
     }
 
     /// Stops running the instance of `address`: as master it hands over with a
@@ -266,8 +257,7 @@ impl Election {
         self.instances.iter().filter_map(Instance::poll_at).min()
     }
 
-    /// Runs `f` on instance `k`, hands its actions out tagged with its address, and moves
-    /// the generation on when its state or master changed.
+    /// Runs `f` on instance `k` and hands its actions out tagged with its address.
     fn step<R>(
         &mut self,
         k: usize,
@@ -275,11 +265,7 @@ impl Election {
         f: impl FnOnce(&mut Instance, &mut Vec<Action>) -> R,
     ) -> R {
         let instance = &mut self.instances[k];
-        let before = (instance.state(), instance.master());
         let r = f(instance, &mut self.scratch);
-        if (instance.state(), instance.master()) != before {
-            self.generation += 1;
-        }
         let address = instance.params().address;
         out.extend(self.scratch.drain(..).map(|a| (address, a)));
         r
@@ -332,7 +318,7 @@ mod tests {
     fn counted(e: &Election) -> Vec<(&'static str, u64)> {
         e.rejected()
             .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| (r.metric_label(), n))
+            .map(|(r, n)| (r.label(), n))
             .collect()
     }
 
@@ -404,7 +390,7 @@ mod tests {
             Some(at(10) + b.instances()[0].master_down_interval())
         );
         // Every reason is listed, the new ones too, from the start.
-        let labels: Vec<&str> = b.rejected().map(|(r, _)| r.metric_label()).collect();
+        let labels: Vec<&str> = b.rejected().map(|(r, _)| r.label()).collect();
         for label in [
             "not_peer",
             "address_mismatch",
@@ -460,40 +446,32 @@ mod tests {
     }
 
     #[test]
-    fn the_generation_moves_on_every_change_of_state_or_master() {
+    fn the_master_of_an_address_follows_every_advert_that_names_a_new_one() {
         let mut e = Election::new(vec![params()], Vec::new());
         let mut out = Vec::new();
-        let g0 = e.generation();
         e.start(at(0));
-        let g1 = e.generation();
-        assert_ne!(g0, g1, "initialize → backup");
-        // The master heard: a new master, once.
+        assert_eq!(e.master_of(FLOATING), None);
         e.handle_advert(at(10), PEER, &advert(200), &mut out);
-        let g2 = e.generation();
-        assert_ne!(g1, g2);
-        e.handle_advert(at(110), PEER, &advert(200), &mut out);
-        assert_eq!(e.generation(), g2, "the same master again");
+        assert_eq!(e.master_of(FLOATING), Some(PEER));
         // A lower gateway advertising: a preempting backup names it master without
-        // re-arming its timer; the data path must follow that too.
+        // re-arming its timer; the gateway's core asks that master for its table.
         let lower = Ipv4Addr::new(192, 168, 1, 13);
         let armed = e.poll_at();
         e.handle_advert(at(120), lower, &advert(50), &mut out);
         assert_eq!(e.poll_at(), armed);
-        let g3 = e.generation();
-        assert_ne!(g2, g3);
-        assert_eq!(e.instances()[0].master(), Some(lower));
+        assert_eq!(e.master_of(FLOATING), Some(lower));
         // Refused adverts change nothing.
         let without = Advert {
             addresses: vec![],
             ..advert(254)
         };
         e.handle_advert(at(130), PEER, &without, &mut out);
-        assert_eq!(e.generation(), g3);
-        // Its timer runs out: master.
+        assert_eq!(e.master_of(FLOATING), Some(lower));
+        // Its timer runs out: master, and its own master.
         let due = e.poll_at().expect("armed");
         e.poll(due, &mut out);
         assert!(e.owns(FLOATING));
-        assert_ne!(e.generation(), g3);
+        assert_eq!(e.master_of(FLOATING), Some(params().primary));
         assert!(due < at(120) + Duration::from_secs(1));
     }
 }

@@ -500,6 +500,36 @@ fn after_a_partition_heals_the_better_master_stays_and_the_other_yields_once() {
 }
 
 #[test]
+fn after_a_partition_heals_the_router_points_at_the_winner_whoever_hears_whom_first() {
+    // During the partition the loser took the address, and its gratuitous ARPs moved the
+    // router's entry to it. After the heal the loser yields at the winner's first advert;
+    // the winner must announce itself again whichever advert crosses first, or the router
+    // keeps sending the address's traffic to a backup. Healed at every phase of the
+    // 100 ms advert rhythm.
+    for offset in (0..100).step_by(7) {
+        let preferred_first: [&[u8]; 2] = [&[200], &[100]];
+        let mut lan = Lan::new(&preferred_first, 10, true);
+        lan.start_all();
+        lan.run_for(Duration::from_secs(5));
+        assert_eq!(lan.owners(0), vec![0]);
+        lan.side = vec![0, 1];
+        lan.run_for(Duration::from_secs(3) + Duration::from_millis(offset));
+        let mut both = lan.owners(0);
+        both.sort_unstable();
+        assert_eq!(both, vec![0, 1], "offset {offset} ms");
+        lan.reset_records();
+        lan.side = vec![0, 0];
+        lan.run_for(Duration::from_secs(2));
+        assert_eq!(lan.owners(0), vec![0], "offset {offset} ms");
+        let outage = lan.longest_outage(0);
+        assert!(
+            outage <= LATENCY * 2,
+            "offset {offset} ms: the router's entry pointed at the backup for {outage}"
+        );
+    }
+}
+
+#[test]
 fn over_lossy_links_two_owners_never_last_and_the_best_ends_up_owning() {
     let mut lan = Lan::new(&SPREAD, 10, true);
     lan.loss_per_mille = 200;

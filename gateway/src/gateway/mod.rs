@@ -36,7 +36,7 @@ use smoltcp::time::Instant;
 
 use crate::datapath::{Datapath, FastChange, Frame, Generated, Setup, Verdict};
 use crate::election::{self, Action, Election};
-use crate::nat::{Flow, NatError};
+use crate::nat::{BuildError, Flow};
 use crate::status;
 use crate::sync::{Change, ResyncEdge, Sync};
 use crate::wire::vrrp::MULTICAST_GROUP;
@@ -138,7 +138,7 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway at `now`, its instances started as backups (the election claims nothing
     /// for a whole Master_Down_Interval).
-    pub fn new(params: Params, now: Instant) -> Result<Gateway, NatError> {
+    pub fn new(params: Params, now: Instant) -> Result<Gateway, BuildError> {
         let kept = params.clone();
         let instances = params.instances();
         let mut datapath = Datapath::new(params.setup.clone(), now)?;
@@ -520,7 +520,7 @@ impl Gateway {
             adverts_rejected: self
                 .election
                 .rejected()
-                .map(|(e, n)| (e.metric_label().to_string(), n))
+                .map(|(e, n)| (e.label().to_string(), n))
                 .collect(),
             adverts_unknown_vrid: self.election.unknown_vrid(),
             send_errors: self.advert_send_errors,
@@ -623,7 +623,7 @@ fn sync_status(sync: &Syncing, p: crate::datapath::PeerCounters) -> status::Sync
     let c = core.counters();
     let mut drops: std::collections::BTreeMap<String, u64> = c
         .rejected()
-        .map(|(e, n)| (e.metric_label().to_string(), n))
+        .map(|(e, n)| (e.label().to_string(), n))
         .collect();
     drops.insert("unknown_peer".into(), c.unknown_peer);
     drops.insert("stale_epoch".into(), c.stale_epoch);
@@ -675,7 +675,7 @@ fn sync_status(sync: &Syncing, p: crate::datapath::PeerCounters) -> status::Sync
         flows_swept: p.swept,
         refused: p
             .refusals()
-            .map(|(r, n)| (r.metric_label().to_string(), n))
+            .map(|(r, n)| (r.label().to_string(), n))
             .collect(),
         authenticated: sync.authenticated,
         previous_key: c.previous_key,
@@ -684,3 +684,6 @@ fn sync_status(sync: &Syncing, p: crate::datapath::PeerCounters) -> status::Sync
         socket_errors: sync.socket_errors,
     }
 }
+
+#[cfg(test)]
+mod tests;

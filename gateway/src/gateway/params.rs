@@ -70,6 +70,13 @@ impl Params {
     }
 }
 
+impl Params {
+    /// The floating IPs.
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        self.setup.floating_ips.iter().map(|f| f.address).collect()
+    }
+}
+
 fn duration(d: std::time::Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(d.as_micros() as u64)
 }

@@ -25,10 +25,10 @@ use smoltcp::time::{Duration, Instant};
 use crate::datapath::FastChange;
 use crate::nat::Flow;
 
-/// egret's eBPF object, built from `ebpf/programs` by `build.rs`; empty when the gateway
+/// egret-gateway's eBPF object, built from `ebpf/programs` by `build.rs`; empty when the gateway
 /// was built with `EGRET_SKIP_EBPF_BUILD=1`.
 fn embedded_object() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret-ebpf"))
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret-gateway-ebpf"))
 }
 
 /// The loaded fast path.
@@ -179,4 +179,24 @@ fn monotonic_ns() -> u64 {
     // SAFETY: a valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Loads the kernel fast path, unless the configuration turns it off. A gateway that
+/// cannot load it runs without it, and says why.
+pub fn load_wanted(
+    wanted: bool,
+    interface: &str,
+    ifindex: u32,
+) -> Result<std::sync::Mutex<FastPath>, String> {
+    if !wanted {
+        return Err("off in the configuration ([gateway].fast_path = false)".into());
+    }
+    match FastPath::load(interface, ifindex) {
+        Ok(fast) => Ok(std::sync::Mutex::new(fast)),
+        Err(e) => {
+            let reason = format!("{e:#}");
+            tracing::warn!(error = %reason, "kernel fast path unavailable: every packet goes through user space");
+            Err(reason)
+        }
+    }
 }

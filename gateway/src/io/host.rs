@@ -133,6 +133,30 @@ fn default_gateway_in(table: &str, interface: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// The sync's boot id: 64 random bits from the kernel, never 0. With the frame counter it
+/// is the AEAD nonce, so two boots must never draw the same one: the clock is not enough.
+pub fn epoch() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = if n == 8 {
+        u64::from_ne_bytes(bytes)
+    } else {
+        // getrandom(2) only fails on kernels older than 3.17: fall back to the seed.
+        seed()
+    };
+    random.max(1)
+}
+
+/// A seed for the NAT's port allocator, different at every start.
+pub fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,7 @@ impl KubeError {
     ];
 
     /// The label of `egret_gateway_kubernetes_apply_errors_total`.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             KubeError::Client(_) => "client",
             KubeError::Timeout(_) => "timeout",
@@ -313,10 +313,7 @@ impl Shell {
             }
             Err(error) => {
                 reporter.failed(now);
-                *status
-                    .errors
-                    .entry(error.metric_label().to_owned())
-                    .or_default() += 1;
+                *status.errors.entry(error.label().to_owned()).or_default() += 1;
                 tracing::warn!(object = %self.object, error = %error, "EgressGateway status not applied; retrying");
                 status.last_error = Some(error.to_string());
             }
@@ -354,7 +351,7 @@ pub fn failed_client(status: &SharedKubernetes, object: &str, name: &str, error:
         pending: true,
         errors: KubeError::LABELS
             .iter()
-            .map(|l| ((*l).to_owned(), u64::from(*l == error.metric_label())))
+            .map(|l| ((*l).to_owned(), u64::from(*l == error.label())))
             .collect(),
         last_error: Some(error.to_string()),
         ..KubernetesStatus::default()
@@ -679,7 +676,7 @@ mod tests {
                 ..kube::core::Status::default()
             }))
         };
-        let label = |e| KubeError::from_kube(e, "default").metric_label();
+        let label = |e| KubeError::from_kube(e, "default").label();
         assert_eq!(label(api(404)), "not_found");
         assert_eq!(label(api(403)), "forbidden");
         assert_eq!(label(api(401)), "forbidden");
@@ -690,12 +687,12 @@ mod tests {
             label(kube::Error::LinesCodecMaxLineLengthExceeded),
             "transport"
         );
-        assert_eq!(KubeError::Timeout(APPLY_TIMEOUT).metric_label(), "timeout");
+        assert_eq!(KubeError::Timeout(APPLY_TIMEOUT).label(), "timeout");
         for e in [
             KubeError::Client("x".into()),
             KubeError::NotFound("d".into()),
         ] {
-            assert!(KubeError::LABELS.contains(&e.metric_label()));
+            assert!(KubeError::LABELS.contains(&e.label()));
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod host;
 pub mod kube;
 pub mod packet;
+pub mod reload;
 pub mod sync;
 pub mod vnet;
 pub mod vrrp;
@@ -359,4 +360,11 @@ fn wait(fds: &[RawFd], timeout_ms: i32) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves once the workers have stopped by themselves (an I/O failure).
+pub async fn stopped(shell: &Shell) {
+    while !shell.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
 }

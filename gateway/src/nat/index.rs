@@ -8,7 +8,7 @@
 //!
 //! The zero bucket means empty: slab index 0 is a timer-wheel sentinel, never a flow.
 
-use super::NatError;
+use super::BuildError;
 use super::memory::HugeVec;
 
 pub(crate) struct Index {
@@ -24,12 +24,12 @@ fn bucket(hash: u64, slot: u32) -> u64 {
 
 impl Index {
     /// An index for up to `max` entries, at most half full.
-    pub(crate) fn new(max: usize) -> Result<Index, NatError> {
+    pub(crate) fn new(max: usize) -> Result<Index, BuildError> {
         let buckets = max
             .max(4)
             .checked_mul(2)
             .and_then(usize::checked_next_power_of_two)
-            .ok_or(NatError::OutOfMemory)?;
+            .ok_or(BuildError::OutOfMemory)?;
         Ok(Index {
             buckets: HugeVec::zeroed(buckets)?,
             mask: buckets - 1,

@@ -12,7 +12,7 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-use super::NatError;
+use super::BuildError;
 
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -29,11 +29,11 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps at least `bytes` of zeroed memory, aligned to a huge page.
-    fn new(bytes: usize) -> Result<(Mapping, NonNull<u8>), NatError> {
+    fn new(bytes: usize) -> Result<(Mapping, NonNull<u8>), BuildError> {
         let want = bytes
             .max(1)
             .checked_add(HUGE_PAGE)
-            .ok_or(NatError::OutOfMemory)?;
+            .ok_or(BuildError::OutOfMemory)?;
         // SAFETY: an anonymous private mapping with no address hint has no preconditions.
         let base = unsafe {
             libc::mmap(
@@ -46,9 +46,9 @@ impl Mapping {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(NatError::OutOfMemory);
+            return Err(BuildError::OutOfMemory);
         }
-        let base = NonNull::new(base.cast::<u8>()).ok_or(NatError::OutOfMemory)?;
+        let base = NonNull::new(base.cast::<u8>()).ok_or(BuildError::OutOfMemory)?;
         let mapping = Mapping { base, len: want };
         let offset = base.as_ptr().align_offset(HUGE_PAGE);
         // SAFETY: `offset < HUGE_PAGE`, and the mapping is `bytes + HUGE_PAGE` long.
@@ -87,10 +87,10 @@ unsafe impl<T: Sync> Sync for HugeVec<T> {}
 
 impl<T: Copy> HugeVec<T> {
     /// An empty vector with room for `capacity` elements.
-    pub(crate) fn with_capacity(capacity: usize) -> Result<HugeVec<T>, NatError> {
+    pub(crate) fn with_capacity(capacity: usize) -> Result<HugeVec<T>, BuildError> {
         let bytes = capacity
             .checked_mul(size_of::<T>())
-            .ok_or(NatError::OutOfMemory)?;
+            .ok_or(BuildError::OutOfMemory)?;
         let (mapping, start) = Mapping::new(bytes)?;
         debug_assert!(start.as_ptr().align_offset(align_of::<T>()) == 0);
         Ok(HugeVec {
@@ -121,7 +121,7 @@ impl<T: Copy> HugeVec<T> {
 
 impl HugeVec<u64> {
     /// `len` zeroed elements.
-    pub(crate) fn zeroed(len: usize) -> Result<HugeVec<u64>, NatError> {
+    pub(crate) fn zeroed(len: usize) -> Result<HugeVec<u64>, BuildError> {
         let mut v = HugeVec::with_capacity(len)?;
         // The kernel hands out zeroed pages, and zero is a valid u64.
         v.len = len;

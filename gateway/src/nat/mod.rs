@@ -92,9 +92,11 @@ mod translate;
 pub use checksum::ChecksumDelta;
 pub use flow::{Direction, Flow, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
 pub use table::{FlowId, FlowTable, MAX_FLOWS_LIMIT, Prefetch, TableCounters, WHEEL_SLOTS};
-pub use translate::{L4Checksum, Nat, OutboundPacket, Translated};
+pub use translate::{Ipv4Header, L4Checksum, Nat, OutboundPacket, Translated};
 
-/// Why the NAT refused a packet or a flow. Every variant is a drop reason in the metrics.
+/// Why the NAT refused a packet or the new flow it would open. Every variant can happen to
+/// any packet and is a drop reason in the metrics; what can only go wrong while building the
+/// table is a [`BuildError`], and a peer's flow that cannot be installed an [`InstallError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum NatError {
     #[error("truncated or inconsistent headers")]
@@ -119,17 +121,14 @@ pub enum NatError {
     TableFull,
     #[error("the pod holds its share of the flow table")]
     PodQuota,
-    #[error("flow clashes with a live flow")]
-    InstallConflict,
-    #[error("empty NAT port range")]
-    BadPortRange,
+    /// The table's memory for per-pod counts could not grow for a new pod.
     #[error("not enough memory for the flow table")]
     OutOfMemory,
 }
 
 impl NatError {
     /// Every variant, for metrics that list all reasons from the start.
-    pub const ALL: [NatError; 14] = [
+    pub const ALL: [NatError; 12] = [
         NatError::Malformed,
         NatError::NotIpv4,
         NatError::BadChecksum,
@@ -141,13 +140,11 @@ impl NatError {
         NatError::PortsExhausted,
         NatError::TableFull,
         NatError::PodQuota,
-        NatError::InstallConflict,
-        NatError::BadPortRange,
         NatError::OutOfMemory,
     ];
 
     /// The `reason` label of the drop counter.
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             NatError::Malformed => "malformed",
             NatError::NotIpv4 => "not_ipv4",
@@ -160,11 +157,32 @@ impl NatError {
             NatError::PortsExhausted => "ports_exhausted",
             NatError::TableFull => "table_full",
             NatError::PodQuota => "pod_quota",
-            NatError::InstallConflict => "install_conflict",
-            NatError::BadPortRange => "bad_port_range",
             NatError::OutOfMemory => "out_of_memory",
         }
     }
+}
+
+/// Why a flow table could not be made ([`Nat::new`], [`FlowTable::new`]): only at start,
+/// never for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum BuildError {
+    #[error("empty NAT port range")]
+    BadPortRange,
+    #[error("not enough memory for the flow table")]
+    OutOfMemory,
+}
+
+/// Why a flow a peer exported was not installed ([`FlowTable::install`]). Not a drop: the
+/// sync counts it as a refused change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum InstallError {
+    /// Its inside key is live here with another NAT port, or its outside key is taken.
+    #[error("flow clashes with a live flow")]
+    Conflict,
+    #[error("flow table full")]
+    TableFull,
+    #[error("not enough memory for the flow table")]
+    OutOfMemory,
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use smoltcp::time::{Duration, Instant};
 
 use super::checksum;
 use super::table::FlowId;
-use super::{Flow, FlowState, FlowTable, InsideKey, Nat, NatError, NatParams, Proto, Timeouts};
+use super::{
+    Flow, FlowState, FlowTable, InsideKey, InstallError, Nat, NatError, NatParams, Proto, Timeouts,
+};
 
 const PORTS: core::ops::RangeInclusive<u16> = 100..=103;
 const MAX_FLOWS: u32 = 24;
@@ -228,15 +230,15 @@ proptest! {
                             model[i].1.state = state;
                             model[i].2 = deadline;
                         }
-                        (Some(i), Err(NatError::InstallConflict)) => {
+                        (Some(i), Err(InstallError::Conflict)) => {
                             prop_assert_ne!(model[i].1.nat_port, nat_port);
                         }
                         (None, Ok(id)) => {
                             prop_assert!(!clash && model.len() < MAX_FLOWS as usize);
                             model.push((id, flow, deadline));
                         }
-                        (None, Err(NatError::InstallConflict)) => prop_assert!(clash),
-                        (None, Err(NatError::TableFull)) => {
+                        (None, Err(InstallError::Conflict)) => prop_assert!(clash),
+                        (None, Err(InstallError::TableFull)) => {
                             prop_assert!(!clash && model.len() >= MAX_FLOWS as usize);
                         }
                         (_, other) => prop_assert!(false, "install gave {other:?}"),

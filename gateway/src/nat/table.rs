@@ -44,7 +44,7 @@ use smoltcp::time::{Duration, Instant};
 use super::flow::{Flow, FlowState, InsideKey, OutsideKey, Proto};
 use super::index::{Index, prefetch};
 use super::memory::HugeVec;
-use super::{NatError, NatParams, Timeouts};
+use super::{BuildError, InstallError, NatError, NatParams, Timeouts};
 
 /// Slots of the timer wheel, one second each. Timeouts longer than this are handled by
 /// relinking when the wheel comes round; the defaults (up to 2 h 4 min) relink once.
@@ -207,11 +207,11 @@ impl core::fmt::Debug for FlowTable {
 impl FlowTable {
     /// Makes an empty table with room for `params.max_flows` flows, allocated up front.
     /// `seed` seeds the hash functions and the port allocator.
-    pub fn new(params: &NatParams, seed: u64) -> Result<FlowTable, NatError> {
+    pub fn new(params: &NatParams, seed: u64) -> Result<FlowTable, BuildError> {
         let max_flows = params.max_flows.clamp(1, MAX_FLOWS_LIMIT);
         let (lo, hi) = (*params.port_range.start(), *params.port_range.end());
         if lo > hi {
-            return Err(NatError::BadPortRange);
+            return Err(BuildError::BadPortRange);
         }
         let mut rng = Rng(seed);
         let hasher = FixedState::with_seed(rng.next_u64());
@@ -229,7 +229,7 @@ impl FlowTable {
         let outside = Index::new(max_flows as usize)?;
         let mut pods = HashMap::with_hasher(hasher.clone());
         pods.try_reserve(POD_MAP_START.min(max_flows) as usize)
-            .map_err(|_| NatError::OutOfMemory)?;
+            .map_err(|_| BuildError::OutOfMemory)?;
 
         Ok(FlowTable {
             entries,
@@ -416,12 +416,12 @@ impl FlowTable {
         now: Instant,
         flow: Flow,
         remaining: Duration,
-    ) -> Result<FlowId, NatError> {
+    ) -> Result<FlowId, InstallError> {
         let deadline =
             secs(now).saturating_add(u32::try_from(remaining.secs()).unwrap_or(u32::MAX));
         if let Some(id) = self.lookup_inside(&flow.inside_key()) {
             if self.flow(id).nat_port != flow.nat_port {
-                return Err(NatError::InstallConflict);
+                return Err(InstallError::Conflict);
             }
             let e = &mut self.entries[id.0 as usize];
             e.flow.state = flow.state;
@@ -431,13 +431,13 @@ impl FlowTable {
             return Ok(id);
         }
         if self.lookup_outside(&flow.outside_key()).is_some() {
-            return Err(NatError::InstallConflict);
+            return Err(InstallError::Conflict);
         }
         if self.live >= self.max_flows {
             self.counters.table_full += 1;
-            return Err(NatError::TableFull);
+            return Err(InstallError::TableFull);
         }
-        self.reserve_pod()?;
+        self.reserve_pod().map_err(|_| InstallError::OutOfMemory)?;
         let id = self.insert(flow, deadline);
         self.counters.installed += 1;
         Ok(id)
@@ -974,13 +974,13 @@ mod tests {
         other.pod_port = 40001; // another pod flow wanting the same outside mapping
         assert_eq!(
             t.install(at(0), other, Duration::from_secs(60)),
-            Err(NatError::InstallConflict)
+            Err(InstallError::Conflict)
         );
         let mut moved = *t.flow(id);
         moved.nat_port = 50000;
         assert_eq!(
             t.install(at(0), moved, Duration::from_secs(60)),
-            Err(NatError::InstallConflict)
+            Err(InstallError::Conflict)
         );
     }
 

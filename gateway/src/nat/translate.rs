@@ -7,7 +7,7 @@
 //! depend on the payload size.
 //!
 //! What is not translated is refused with a [`NatError`], never a panic: the caller counts
-//! it by [`NatError::metric_label`] and drops the packet.
+//! it by [`NatError::label`] and drops the packet.
 //!
 //! - The IPv4 header checksum is verified; transport checksums are not (a bad one stays bad
 //!   after the incremental update, and the receiver drops the segment).
@@ -24,7 +24,7 @@ use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPack
 use super::checksum::{ChecksumDelta, get16, set16};
 use super::flow::{Direction, FlowState, InsideKey, OutsideKey, Proto, TcpFlags};
 use super::table::{FlowId, FlowTable, Prefetch};
-use super::{NatError, NatParams};
+use super::{BuildError, NatError, NatParams};
 
 /// Offsets inside an IPv4 header, for the quoted header of an ICMP error.
 const IP_CHECKSUM: usize = 10;
@@ -60,33 +60,53 @@ pub struct Nat {
     table: FlowTable,
 }
 
-/// The parts of the IPv4 header the translation needs.
-struct Header {
-    ihl: usize,
-    total: usize,
-    proto: IpProtocol,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+/// An IPv4 header, checked once: version, lengths, header checksum, not a fragment.
+/// Bytes after the total length (Ethernet padding) are allowed. The data path parses each
+/// header once with [`Ipv4Header::parse`] and hands it to the translation with the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Header {
+    /// Header length in bytes.
+    pub ihl: usize,
+    /// Total length in bytes.
+    pub total: usize,
+    pub proto: IpProtocol,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    /// Don't Fragment.
+    pub dont_frag: bool,
 }
 
-fn parse_ipv4(packet: &[u8]) -> Result<Header, NatError> {
-    if packet.first().is_some_and(|b| b >> 4 != 4) {
-        return Err(NatError::NotIpv4);
+impl Ipv4Header {
+    pub fn parse(packet: &[u8]) -> Result<Ipv4Header, NatError> {
+        if packet.first().is_some_and(|b| b >> 4 != 4) {
+            return Err(NatError::NotIpv4);
+        }
+        let ip = Ipv4Packet::new_checked(packet).map_err(|_| NatError::Malformed)?;
+        if ip.header_len() < 20 {
+            return Err(NatError::Malformed);
+        }
+        if !ip.verify_checksum() {
+            return Err(NatError::BadChecksum);
+        }
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            return Err(NatError::Fragment);
+        }
+        Ok(Ipv4Header {
+            ihl: usize::from(ip.header_len()),
+            total: usize::from(ip.total_len()),
+            proto: ip.next_header(),
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            ttl: ip.hop_limit(),
+            dont_frag: ip.dont_frag(),
+        })
     }
-    let ip = Ipv4Packet::new_checked(packet).map_err(|_| NatError::Malformed)?;
-    if !ip.verify_checksum() {
-        return Err(NatError::BadChecksum);
+
+    /// IPv4 plus the smallest transport header: what a segment of a super-packet repeats.
+    pub fn headers(&self) -> usize {
+        self.ihl + if self.proto == IpProtocol::Tcp { 20 } else { 8 }
     }
-    if ip.more_frags() || ip.frag_offset() != 0 {
-        return Err(NatError::Fragment);
-    }
-    Ok(Header {
-        ihl: usize::from(ip.header_len()),
-        total: usize::from(ip.total_len()),
-        proto: ip.next_header(),
-        src: ip.src_addr(),
-        dst: ip.dst_addr(),
-    })
 }
 
 /// Which address of a packet the NAT rewrites.
@@ -231,7 +251,7 @@ fn peek_outside(packet: &[u8]) -> Option<OutsideKey> {
 
 impl Nat {
     /// A NAT with an empty flow table; `seed` seeds its hashes and port choices.
-    pub fn new(params: &NatParams, seed: u64) -> Result<Nat, NatError> {
+    pub fn new(params: &NatParams, seed: u64) -> Result<Nat, BuildError> {
         Ok(Nat {
             table: FlowTable::new(params, seed)?,
         })
@@ -268,7 +288,21 @@ impl Nat {
         packet: &mut [u8],
         l4sum: L4Checksum,
     ) -> Result<Translated, NatError> {
-        let h = parse_ipv4(packet)?;
+        let h = Ipv4Header::parse(packet)?;
+        self.outbound_parsed(now, node, egress, &h, packet, l4sum)
+    }
+
+    /// As [`outbound_with`](Self::outbound_with), for a packet whose header `h` the caller
+    /// already parsed (and so checked) with [`Ipv4Header::parse`].
+    pub fn outbound_parsed(
+        &mut self,
+        now: Instant,
+        node: Ipv4Addr,
+        egress: Ipv4Addr,
+        h: &Ipv4Header,
+        packet: &mut [u8],
+        l4sum: L4Checksum,
+    ) -> Result<Translated, NatError> {
         let (header, rest) = packet.split_at_mut(h.ihl);
         let l4 = &mut rest[..h.total - h.ihl];
         let mut key = InsideKey {
@@ -378,7 +412,19 @@ impl Nat {
         packet: &mut [u8],
         l4sum: L4Checksum,
     ) -> Result<Translated, NatError> {
-        let h = parse_ipv4(packet)?;
+        let h = Ipv4Header::parse(packet)?;
+        self.inbound_parsed(now, &h, packet, l4sum)
+    }
+
+    /// As [`inbound_with`](Self::inbound_with), for a packet whose header `h` the caller
+    /// already parsed (and so checked) with [`Ipv4Header::parse`].
+    pub fn inbound_parsed(
+        &mut self,
+        now: Instant,
+        h: &Ipv4Header,
+        packet: &mut [u8],
+        l4sum: L4Checksum,
+    ) -> Result<Translated, NatError> {
         let (header, rest) = packet.split_at_mut(h.ihl);
         let l4 = &mut rest[..h.total - h.ihl];
         let mut key = OutsideKey {

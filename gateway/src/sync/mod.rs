@@ -1571,7 +1571,7 @@ mod tests {
         b.handle_datagram(at(11), addr(11), &[], &mut applied);
         assert!(applied.is_empty());
         let c = b.counters();
-        let rejected: Vec<_> = c.rejected().map(|(e, n)| (e.metric_label(), n)).collect();
+        let rejected: Vec<_> = c.rejected().map(|(e, n)| (e.label(), n)).collect();
         assert_eq!(
             rejected,
             vec![

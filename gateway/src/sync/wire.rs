@@ -211,7 +211,7 @@ impl SyncWireError {
     ];
 
     /// The `reason` label of the rejected-datagrams counter.
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             SyncWireError::BadMagic => "bad_magic",
             SyncWireError::Version => "version",
@@ -1139,10 +1139,7 @@ mod tests {
 
     #[test]
     fn every_reason_has_its_own_label() {
-        let labels: Vec<_> = SyncWireError::ALL
-            .iter()
-            .map(|e| e.metric_label())
-            .collect();
+        let labels: Vec<_> = SyncWireError::ALL.iter().map(|e| e.label()).collect();
         assert_eq!(labels, ["bad_magic", "version", "kind", "length", "field"]);
         for (i, e) in SyncWireError::ALL.iter().enumerate() {
             assert_eq!(e.index(), i);

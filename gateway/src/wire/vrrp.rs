@@ -96,7 +96,7 @@ impl AdvertError {
     ];
 
     /// The `reason` label of the rejected-adverts counter.
-    pub fn metric_label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             AdvertError::NotVrrp => "not_vrrp",
             AdvertError::Ttl => "ttl",

@@ -36,7 +36,7 @@ impl ApiError {
 
     /// The label stats count failures by.
     #[must_use]
-    pub fn metric_label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         self.reason
     }
 

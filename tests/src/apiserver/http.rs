@@ -83,7 +83,7 @@ fn error_response(shared: &Shared, err: &ApiError) -> Response<Body> {
     *shared
         .stats()
         .errors
-        .entry(err.metric_label().to_owned())
+        .entry(err.label().to_owned())
         .or_default() += 1;
     let mut response = json_response(err.code, &err.status());
     if err.code == 503 {

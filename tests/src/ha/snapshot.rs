@@ -123,6 +123,56 @@ impl Snapshot {
             .into_iter()
             .find(|node| node.address == address)
     }
+
+    /// The first snapshot `read` returns for which `ready` holds, read every 50 ms; the
+    /// error names `whose` (a gateway) and `what`, and shows the last one.
+    ///
+    /// # Errors
+    ///
+    /// When `read` fails, or no snapshot is ready within `timeout`.
+    pub fn wait(
+        whose: &str,
+        what: &str,
+        timeout: Duration,
+        mut read: impl FnMut() -> Result<Snapshot>,
+        mut ready: impl FnMut(&Snapshot) -> bool,
+    ) -> Result<Snapshot> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = read()?;
+            if ready(&snapshot) {
+                return Ok(snapshot);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{whose}: {what}: not within {timeout:?}; its last /status: {}",
+                    snapshot.body
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first snapshot `read` returns that was taken [`COUNTERS_LAG`] after `after`, or
+    /// later: it shows everything counted up to `after`.
+    ///
+    /// # Errors
+    ///
+    /// When `read` fails, or the gateway publishes none within 5 s.
+    pub fn taken_after(
+        whose: &str,
+        after: SystemTime,
+        read: impl FnMut() -> Result<Snapshot>,
+    ) -> Result<Snapshot> {
+        let after = after + COUNTERS_LAG;
+        Snapshot::wait(
+            whose,
+            "a status snapshot newer than the action",
+            COUNTERS_LAG + Duration::from_secs(5),
+            read,
+            |s| s.taken > after,
+        )
+    }
 }
 
 impl HaLab {
@@ -146,23 +196,15 @@ impl HaLab {
         member: Member,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut(&Snapshot) -> bool,
+        ready: impl FnMut(&Snapshot) -> bool,
     ) -> Result<Snapshot> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let snapshot = self.snapshot(member)?;
-            if ready(&snapshot) {
-                return Ok(snapshot);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{}: {what}: not within {timeout:?}; its last /status: {}",
-                    member.name(),
-                    snapshot.body
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        Snapshot::wait(
+            member.name(),
+            what,
+            timeout,
+            || self.snapshot(member),
+            ready,
+        )
     }
 
     /// A snapshot of `member` taken [`COUNTERS_LAG`] after `after`, or later: it shows
@@ -172,13 +214,7 @@ impl HaLab {
     ///
     /// When the gateway publishes none within 5 s.
     pub fn snapshot_after(&self, member: Member, after: SystemTime) -> Result<Snapshot> {
-        let after = after + COUNTERS_LAG;
-        self.wait_snapshot(
-            member,
-            "a status snapshot newer than the attack",
-            COUNTERS_LAG + Duration::from_secs(5),
-            |s| s.taken > after,
-        )
+        Snapshot::taken_after(member.name(), after, || self.snapshot(member))
     }
 }
 

@@ -24,6 +24,7 @@
 //!   a new gateway forwards within a couple of milliseconds of its takeover.
 
 use std::{
+    collections::BTreeMap,
     io::{self, Read as _, Write as _},
     mem,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
@@ -579,6 +580,11 @@ pub struct FlowState {
     pub last_completed: Option<SystemTime>,
     /// The reset, close or number out of place that ended it.
     pub error: Option<String>,
+    /// When the last echo arrived.
+    pub last_echo: Option<SystemTime>,
+    /// The longest time between two echoes (the first counted from the first message)
+    /// since the start or the last [`FlowSet::take_longest_gaps`].
+    pub longest_gap: Duration,
 }
 
 impl FlowState {
@@ -617,6 +623,8 @@ impl FlowSet {
                         round_trips: 0,
                         last_completed: None,
                         error: None,
+                        last_echo: None,
+                        longest_gap: Duration::ZERO,
                     })
                 })
                 .collect(),
@@ -657,6 +665,25 @@ impl FlowSet {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Each flow's longest gap between echoes since the start or the last call, a gap
+    /// still open (no echo since) counted up to now; then starts counting afresh (an open
+    /// gap goes on counting from its last echo).
+    pub fn take_longest_gaps(&self) -> Vec<Duration> {
+        let now = SystemTime::now();
+        self.shared
+            .flows
+            .iter()
+            .map(|flow| {
+                let mut state = lock(flow);
+                let open = state
+                    .last_echo
+                    .and_then(|echo| now.duration_since(echo).ok())
+                    .unwrap_or_default();
+                mem::take(&mut state.longest_gap).max(open)
+            })
+            .collect()
     }
 
     /// Stops every flow and returns their final states.
@@ -707,6 +734,7 @@ fn ping_pong(
         return;
     }
     let mut number = 0_u64;
+    let started = SystemTime::now();
     loop {
         let sent = SystemTime::now();
         match write_message(&mut stream, number, &shared.stop) {
@@ -720,9 +748,15 @@ fn ping_pong(
         match read_message(&mut stream, &shared.stop) {
             Ok(Read::Stopped) => return,
             Ok(Read::Message(echo)) if echo == number => {
+                let now = SystemTime::now();
                 let mut state = lock(flow);
                 state.round_trips += 1;
                 state.last_completed = Some(sent);
+                let gap = now
+                    .duration_since(state.last_echo.unwrap_or(started))
+                    .unwrap_or_default();
+                state.longest_gap = state.longest_gap.max(gap);
+                state.last_echo = Some(now);
             }
             Ok(Read::Message(echo)) => {
                 fail(format!("echo {echo} arrived where {number} was due"));
@@ -958,6 +992,291 @@ impl Drop for Ticker {
     }
 }
 
+/// New flows from the pod at a steady rate, alternately UDP and TCP, each one message and
+/// its echo, then closed: the load of short connections that keeps the gateways creating
+/// and expiring NAT flows. The outside end is this struct's own: a UDP echo and a TCP echo
+/// (one short-lived thread per connection, detached) on two ports of the outside host.
+/// Stopped when dropped.
+pub struct Churn {
+    shared: Arc<ChurnShared>,
+    threads: Vec<thread::JoinHandle<Result<()>>>,
+}
+
+#[derive(Default)]
+struct ChurnShared {
+    stop: AtomicBool,
+    /// Every flow by when it began (or, left out, when it was due), and how it ended.
+    log: Mutex<Vec<(SystemTime, Outcome)>>,
+    /// When each worker's flow under way began.
+    under_way: Mutex<BTreeMap<u32, SystemTime>>,
+}
+
+/// How one flow of a [`Churn`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Completed,
+    Failed,
+    /// Left out: every worker was still waiting for a flow when it was due.
+    Skipped,
+}
+
+/// What a [`Churn`] did with the flows due within some time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChurnCounts {
+    /// Flows begun.
+    pub attempted: u64,
+    /// Flows whose echo came back within [`Churn::FLOW_TIMEOUT`].
+    pub completed: u64,
+    /// Flows refused, reset or unanswered within it.
+    pub failed: u64,
+    /// Flows left out because every worker was busy waiting (the rate dipped).
+    pub skipped: u64,
+}
+
+impl Churn {
+    /// How long a flow waits for its echo.
+    pub const FLOW_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Workers, each opening every sixteenth flow: a flow stalled by a failover holds up
+    /// only its own worker, so that flows go on beginning through the outage.
+    const WORKERS: u32 = 16;
+
+    /// Starts the echoes on `udp_server` and `tcp_server` in `outside`, then `rate` new
+    /// flows a second from `pod_address` (an ephemeral port each) in `pod` to them.
+    ///
+    /// # Errors
+    ///
+    /// When a server cannot bind or a thread cannot start.
+    pub fn start(
+        pod: &NetNs,
+        pod_address: Ipv4Addr,
+        outside: &NetNs,
+        udp_server: SocketAddrV4,
+        tcp_server: SocketAddrV4,
+        rate: u32,
+    ) -> Result<Self> {
+        ensure!(rate > 0, "a churn of 0 flows a second");
+        let shared = Arc::new(ChurnShared::default());
+        let udp = outside.run(|| UdpSocket::bind(udp_server))??;
+        udp.set_read_timeout(Some(POLL))?;
+        let tcp = outside.run(|| TcpListener::bind(tcp_server))??;
+        tcp.set_nonblocking(true)?;
+        let mut threads = Vec::new();
+        {
+            let shared = Arc::clone(&shared);
+            threads.push(thread::Builder::new().name("churn udp echo".into()).spawn(
+                move || {
+                    udp_echo(&udp, &shared);
+                    Ok::<_, anyhow::Error>(())
+                },
+            )?);
+        }
+        {
+            let shared = Arc::clone(&shared);
+            threads.push(
+                thread::Builder::new()
+                    .name("churn tcp echo".into())
+                    .spawn(move || tcp_echo(&tcp, &shared))?,
+            );
+        }
+        let period = Duration::from_secs(1) / rate;
+        let first = Instant::now();
+        for worker in 0..Self::WORKERS {
+            let shared = Arc::clone(&shared);
+            let local = SocketAddrV4::new(pod_address, 0);
+            let handle = pod.spawn(&format!("churn {worker}"), move || {
+                open_flows(
+                    worker,
+                    local,
+                    [udp_server, tcp_server],
+                    first + period * worker,
+                    period * Self::WORKERS,
+                    &shared,
+                );
+            })?;
+            threads.push(handle);
+        }
+        Ok(Self { shared, threads })
+    }
+
+    /// The flows due from `from` until `to`, by how they ended; those still under way
+    /// count as neither completed nor failed (see [`Churn::wait_ended`]).
+    pub fn counts(&self, from: SystemTime, to: SystemTime) -> ChurnCounts {
+        let mut counts = ChurnCounts::default();
+        for (_, outcome) in lock(&self.shared.log)
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+        {
+            match outcome {
+                Outcome::Completed => counts.completed += 1,
+                Outcome::Failed => counts.failed += 1,
+                Outcome::Skipped => counts.skipped += 1,
+            }
+        }
+        let under_way = lock(&self.shared.under_way)
+            .values()
+            .filter(|at| **at >= from && **at < to)
+            .count();
+        counts.attempted = counts.completed + counts.failed + under_way as u64;
+        counts
+    }
+
+    /// Waits until every flow begun before `before` has ended (within about
+    /// [`Churn::FLOW_TIMEOUT`]).
+    ///
+    /// # Errors
+    ///
+    /// When one is still under way after `timeout`.
+    pub fn wait_ended(&self, before: SystemTime, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while lock(&self.shared.under_way).values().any(|at| *at < before) {
+            ensure!(
+                Instant::now() < deadline,
+                "a new flow begun before the end of the window still runs after {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Stops opening flows, lets those under way finish, and returns the counts of all.
+    ///
+    /// # Errors
+    ///
+    /// When a thread could not enter its namespace or failed.
+    pub fn finish(mut self) -> Result<ChurnCounts> {
+        self.stop()?;
+        Ok(self.counts(SystemTime::UNIX_EPOCH, SystemTime::now()))
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let mut result = Ok(());
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => result = Err(err),
+                Err(_) => result = Err(anyhow::anyhow!("a churn thread panicked")),
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// One worker: a flow at `next`, then every `period`, alternately to each of `servers`
+/// (UDP, TCP), until stopped.
+fn open_flows(
+    worker: u32,
+    local: SocketAddrV4,
+    servers: [SocketAddrV4; 2],
+    mut next: Instant,
+    period: Duration,
+    shared: &ChurnShared,
+) {
+    let mut number = 0_u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            thread::sleep((next - now).min(POLL));
+            continue;
+        }
+        let begun = SystemTime::now();
+        lock(&shared.under_way).insert(worker, begun);
+        let done = if number.is_multiple_of(2) {
+            udp_flow(local, servers[0], number)
+        } else {
+            tcp_flow(local, servers[1])
+        };
+        let outcome = if done.is_ok() {
+            Outcome::Completed
+        } else {
+            Outcome::Failed
+        };
+        lock(&shared.log).push((begun, outcome));
+        lock(&shared.under_way).remove(&worker);
+        number += 1;
+        next += period;
+        // Late by more than a period (a flow waited for its timeout): leave the missed
+        // flows out rather than burst.
+        let now = Instant::now();
+        while next + period < now {
+            let due = SystemTime::now() - (now - next);
+            lock(&shared.log).push((due, Outcome::Skipped));
+            next += period;
+        }
+    }
+}
+
+/// One UDP flow: a datagram and its echo.
+fn udp_flow(local: SocketAddrV4, server: SocketAddrV4, number: u64) -> io::Result<()> {
+    let socket = UdpSocket::bind(local)?;
+    socket.set_read_timeout(Some(Churn::FLOW_TIMEOUT))?;
+    let message = number.to_be_bytes();
+    socket.send_to(&message, server)?;
+    let mut buffer = [0_u8; MESSAGE];
+    let (len, _) = socket.recv_from(&mut buffer)?;
+    if buffer[..len] == message {
+        Ok(())
+    } else {
+        Err(io::Error::other("a wrong echo"))
+    }
+}
+
+/// One TCP flow: connect, one message and its echo, close.
+fn tcp_flow(local: SocketAddrV4, server: SocketAddrV4) -> io::Result<()> {
+    let mut stream = connect_from(local, server, Churn::FLOW_TIMEOUT)?;
+    stream.set_read_timeout(Some(Churn::FLOW_TIMEOUT))?;
+    stream.set_write_timeout(Some(Churn::FLOW_TIMEOUT))?;
+    stream.write_all(&7_u64.to_be_bytes())?;
+    let mut buffer = [0_u8; MESSAGE];
+    stream.read_exact(&mut buffer)?;
+    if u64::from_be_bytes(buffer) == 7 {
+        Ok(())
+    } else {
+        Err(io::Error::other("a wrong echo"))
+    }
+}
+
+fn udp_echo(socket: &UdpSocket, shared: &ChurnShared) {
+    let mut buffer = [0_u8; 64];
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Ok((len, from)) = socket.recv_from(&mut buffer) {
+            let _ = socket.send_to(&buffer[..len], from);
+        }
+    }
+}
+
+/// Accepts until stopped; each connection echoes one message in a detached thread of its
+/// own, which ends with it.
+fn tcp_echo(listener: &TcpListener, shared: &ChurnShared) -> Result<()> {
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(Churn::FLOW_TIMEOUT))?;
+                stream.set_write_timeout(Some(Churn::FLOW_TIMEOUT))?;
+                thread::Builder::new()
+                    .name("churn echo".into())
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let mut buffer = [0_u8; MESSAGE];
+                        if stream.read_exact(&mut buffer).is_ok() {
+                            let _ = stream.write_all(&buffer);
+                        }
+                    })?;
+            }
+            Err(err) if idle(&err) => thread::sleep(Duration::from_millis(5)),
+            Err(err) => return Err(err).context("the churn's TCP echo"),
+        }
+    }
+    Ok(())
+}
+
 /// `address:port`, for building endpoints.
 pub fn endpoint(address: Ipv4Addr, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(address, port)
@@ -1021,6 +1340,8 @@ mod tests {
             round_trips: 3,
             last_completed: Some(at(100)),
             error: None,
+            last_echo: Some(at(101)),
+            longest_gap: Duration::ZERO,
         };
         assert!(state.alive_after(at(50)));
         assert!(!state.alive_after(at(100)));

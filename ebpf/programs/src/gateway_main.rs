@@ -1,9 +1,4 @@
-//! egret's eBPF object: entry points and maps only. Each entry point matches on its `try_*`
-//! function from the library and counts every outcome, errors included, in a per-CPU map.
-//!
-//! `egret_classify` (TC, ingress and egress) is a counting pass-through for now: it parses
-//! Ethernet + IPv4 and counts what it saw. It selects nothing and never changes, redirects or
-//! drops a packet; flow selection comes later.
+//! egret-gateway's eBPF object (`egret-gateway-ebpf`): entry points and maps only.
 //!
 //! `egret_gw_forward` (TC, ingress of the gateway interface) is egret-gateway's fast path for
 //! established flows; see `egret_ebpf_common::gateway` and `egret_ebpf_programs::gateway`.
@@ -29,37 +24,9 @@ use aya_ebpf::{
 use egret_ebpf_common::gateway::{
     Config, InKey, InValue, MAX_FLOWS, OutKey, OutValue, Stats as GwStats,
 };
-use egret_ebpf_common::{CLASSIFIER_STATS_INDEX, ClassifierStats};
-use egret_ebpf_programs::classify::{Classified, try_classify};
 use egret_ebpf_programs::gateway::{
     Candidate, ENCAP_LEN, INNER_IP, INNER_L4, IP, L4, PROTO_UDP, candidate, encap_headers,
 };
-
-/// The classifier's counters: one [`ClassifierStats`] per CPU, so that counting needs no atomics.
-/// The agent finds it by this name (`egret_ebpf_common::CLASSIFIER_STATS_MAP`).
-#[map]
-static EGRET_CLS_STATS: PerCpuArray<ClassifierStats> = PerCpuArray::with_max_entries(1, 0);
-
-/// Counts every frame crossing the interface by outcome, then hands it on unchanged.
-#[classifier]
-pub fn egret_classify(ctx: TcContext) -> i32 {
-    let outcome = try_classify(&ctx);
-    if let Some(stats) = EGRET_CLS_STATS.get_ptr_mut(CLASSIFIER_STATS_INDEX) {
-        // SAFETY: the pointer is this CPU's slot of a map that outlives the program run, and a
-        // run does not migrate between CPUs. Only a run preempted by another on the same CPU
-        // (PREEMPT_RT) could interleave with it, which may lose an increment, never memory.
-        let stats = unsafe { &mut *stats };
-        match outcome {
-            Ok(Classified::Ipv4(_)) => stats.record_ipv4(ctx.len()),
-            Ok(Classified::NotIpv4 { .. }) => stats.record_non_ipv4(),
-            Err(reason) => stats.record_error(reason),
-        }
-    }
-    // TC_ACT_PIPE is "no verdict": with tcx it means TCX_NEXT and with cls_bpf direct-action it
-    // maps to TC_ACT_UNSPEC, so the next program or filter still runs and the packet continues
-    // as if we were absent. TC_ACT_OK would end the chain and skip the programs after ours.
-    TC_ACT_PIPE
-}
 
 /// The gateway fast path's settings, written by egret-gateway.
 #[map]
@@ -73,7 +40,7 @@ static EGRET_GW_OUT: HashMap<OutKey, OutValue> = HashMap::with_max_entries(MAX_F
 #[map]
 static EGRET_GW_IN: HashMap<InKey, InValue> = HashMap::with_max_entries(MAX_FLOWS, 0);
 
-/// What the fast path forwarded, per CPU.
+/// What the fast path forwarded, per CPU, so that counting needs no atomics.
 #[map]
 static EGRET_GW_STATS: PerCpuArray<GwStats> = PerCpuArray::with_max_entries(1, 0);
 
@@ -99,7 +66,8 @@ fn wire_packets(skb: *mut __sk_buff) -> u64 {
     u64::from(segs.max(1))
 }
 
-/// Forwards the ordinary packets of established flows; passes every other frame on.
+/// Forwards the ordinary packets of established flows; passes every other frame on
+/// (`TC_ACT_PIPE`, no verdict: see `PASS` in node_main.rs).
 #[classifier]
 pub fn egret_gw_forward(ctx: TcContext) -> i32 {
     let Some(cfg) = EGRET_GW_CONFIG.get(0) else {
@@ -108,7 +76,7 @@ pub fn egret_gw_forward(ctx: TcContext) -> i32 {
     // Read before the rewrite, which resets the segment count of a super-packet.
     let packets = wire_packets(ctx.skb.skb);
     let forwarded = match candidate(&ctx, gso_size(ctx.skb.skb), cfg) {
-        Some(Candidate::Out { key, inner_len }) => match EGRET_GW_OUT.get_ptr_mut(&key) {
+        Some(Candidate::Out { key, inner_len }) => match EGRET_GW_OUT.get_ptr_mut(key) {
             Some(v) => {
                 // SAFETY: a value of a map that outlives the run; only `last_seen_ns` is
                 // written.
@@ -122,7 +90,7 @@ pub fn egret_gw_forward(ctx: TcContext) -> i32 {
             }
             None => return TC_ACT_PIPE,
         },
-        Some(Candidate::In { key, len }) => match EGRET_GW_IN.get_ptr_mut(&key) {
+        Some(Candidate::In { key, len }) => match EGRET_GW_IN.get_ptr_mut(key) {
             // SAFETY: as above.
             Some(v) => forward_in(&ctx, cfg, &key, unsafe { &mut *v }, len, packets),
             None => return TC_ACT_PIPE,
@@ -134,7 +102,7 @@ pub fn egret_gw_forward(ctx: TcContext) -> i32 {
         Ok(()) => unsafe { bpf_redirect(cfg.ifindex, 0) as i32 },
         Err(()) => {
             count(|s| s.errors = s.errors.wrapping_add(1));
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -158,7 +126,9 @@ fn from_mac(ctx: &TcContext, mac: &[u8; 6]) -> bool {
 #[inline(always)]
 fn count(f: impl FnOnce(&mut GwStats)) {
     if let Some(s) = EGRET_GW_STATS.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; see EGRET_CLS_STATS.
+        // SAFETY: the pointer is this CPU's slot of a map that outlives the program run, and a
+        // run does not migrate between CPUs. Only a run preempted by another on the same CPU
+        // (PREEMPT_RT) could interleave with it, which may lose an increment, never memory.
         f(unsafe { &mut *s });
     }
 }
@@ -311,22 +281,4 @@ fn forward_in(
     Ok(())
 }
 
-#[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // Nothing in the programs may panic: a reachable panic is an endless loop, which the
-    // verifier refuses to load.
-    loop {}
-}
-
-/// Host stub: the programs run in the kernel, loaded by egret-agent.
-#[cfg(not(target_arch = "bpf"))]
-fn main() -> std::process::ExitCode {
-    eprintln!("egret-ebpf is an eBPF object for egret-agent to load; it does not run on the host");
-    std::process::ExitCode::FAILURE
-}
-
-/// No GPL-only helper is used, so the object carries the workspace's own license.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 11] = *b"Apache-2.0\0";
+egret_ebpf_programs::object_root!("egret-gateway-ebpf", "egret-gateway");
