@@ -953,7 +953,11 @@ fn add_floating_ip(
                 "adverts for VRID {ADDED_VRID} do not settle on gw2: {}",
                 adverts.timeline(since)
             );
-            eprintln!("   adverts for VRID {ADDED_VRID}: {:?}", adverts.turns());
+            eprintln!(
+                "   adverts for VRID {ADDED_VRID} in turn {:?}: {}",
+                adverts.turns(),
+                adverts.timeline(since)
+            );
             Ok(())
         },
     )?;
