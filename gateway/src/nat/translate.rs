@@ -78,6 +78,7 @@ pub struct Ipv4Header {
 }
 
 impl Ipv4Header {
+    #[inline(always)]
     pub fn parse(packet: &[u8]) -> Result<Ipv4Header, NatError> {
         if packet.first().is_some_and(|b| b >> 4 != 4) {
             return Err(NatError::NotIpv4);
@@ -294,6 +295,7 @@ impl Nat {
 
     /// As [`outbound_with`](Self::outbound_with), for a packet whose header `h` the caller
     /// already parsed (and so checked) with [`Ipv4Header::parse`].
+    #[inline(always)]
     pub fn outbound_parsed(
         &mut self,
         now: Instant,
@@ -418,6 +420,7 @@ impl Nat {
 
     /// As [`inbound_with`](Self::inbound_with), for a packet whose header `h` the caller
     /// already parsed (and so checked) with [`Ipv4Header::parse`].
+    #[inline(always)]
     pub fn inbound_parsed(
         &mut self,
         now: Instant,
