@@ -14,11 +14,13 @@
 //! - [`error`]: why a config was not loaded, and the exit codes of both daemons ([`Exit`]);
 //! - [`duration`]: humane durations (`"2h4m"`);
 //! - [`effective`]: the line writer behind `check`'s effective config;
+//! - [`api`]: each daemon's default operations API port;
 //! - [`tunnel`]: what agents and gateways must agree on about the VXLAN tunnel (default
 //!   port and VNI, the 50 bytes of overhead and the MTU arithmetic).
 //!
 //! Each daemon keeps its own schema, its own cross-key rules and its defaults.
 
+pub mod api;
 pub mod check;
 pub mod diagnostic;
 pub mod document;

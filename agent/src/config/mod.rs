@@ -222,7 +222,10 @@ pub mod defaults {
     pub const NAMESPACE: &str = "egret-system";
     /// `[api].listen`: loopback, one port above the gateway's 9477 so that an agent and a
     /// gateway on one host do not collide.
-    pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9478));
+    pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::LOCALHOST,
+        egret_config::api::AGENT_PORT,
+    ));
     /// `[masquerade].masquerade_link_local`, as ip-masq-agent.
     pub const MASQUERADE_LINK_LOCAL: bool = false;
 

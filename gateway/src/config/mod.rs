@@ -235,7 +235,10 @@ pub mod defaults {
     pub const GARP_REFRESH: Duration = Duration::from_secs(60);
     /// The EgressGateway object a cluster usually has.
     pub const KUBERNETES_GATEWAY: &str = "default";
-    pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9477));
+    pub const API_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::LOCALHOST,
+        egret_config::api::GATEWAY_PORT,
+    ));
 }
 
 impl Config {

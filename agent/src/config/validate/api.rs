@@ -8,7 +8,7 @@ use crate::config::raw::RawApi;
 use crate::config::{Api, defaults};
 
 /// egret-gateway's default `[api].listen` port: an agent beside a gateway must not take it.
-const GATEWAY_API_PORT: u16 = 9477;
+const GATEWAY_API_PORT: u16 = egret_config::api::GATEWAY_PORT;
 
 impl Checker<'_, '_, '_> {
     /// `[api]`: `listen` an address with a port, or `""` for no API.
