@@ -113,8 +113,6 @@ struct Syncing {
 
 /// One gateway: election, packet path and sync.
 pub struct Gateway {
-    name: String,
-    primary: Ipv4Addr,
     election: Election,
     datapath: Datapath,
     sync: Option<Syncing>,
@@ -162,8 +160,6 @@ impl Gateway {
         let mut election = Election::new(instances, params.election_peers);
         election.start(now);
         Ok(Gateway {
-            name: params.setup.name.clone(),
-            primary: params.setup.address,
             election,
             datapath,
             sync,
@@ -349,7 +345,7 @@ impl Gateway {
             match action {
                 Action::Advertise(advert) => {
                     for &to in destinations {
-                        let packet = advert.emit_ipv4(self.primary, to);
+                        let packet = advert.emit_ipv4(self.params.setup.address, to);
                         self.out.adverts.push((to, packet));
                     }
                 }
@@ -391,7 +387,7 @@ impl Gateway {
                 None => self.masters.push((address, master)),
             }
             if let (Some(sync), Some(m)) = (&mut self.sync, master)
-                && m != self.primary
+                && m != self.params.setup.address
             {
                 sync.core.request_table(now, m);
             }
@@ -533,7 +529,7 @@ impl Gateway {
 
     /// The name this gateway reports.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.params.setup.name
     }
 }
 
