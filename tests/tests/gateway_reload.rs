@@ -742,15 +742,17 @@ impl Adverts {
         turns
     }
 
-    /// Whether they settle on `winner` alone: at least two of its adverts, and none from
-    /// anyone else after its second. A gateway yields at the first better advert it hears,
-    /// and one of its own may cross that one on the wire; any later is two masters.
+    /// Whether they settle on `winner` alone: at least two of its adverts, and no claim
+    /// from anyone else after its second. A gateway yields at the first better advert it
+    /// hears, and one of its own may cross that one on the wire; any later is two masters.
+    /// The priority-0 advert a yielding master sends is a resignation, not a claim, and may
+    /// reach the wire after the winner's answer to the crossed advert.
     fn settle_on(&self, winner: &str) -> bool {
         let mut won = 0;
-        for (_, from, _) in &self.0 {
+        for (_, from, priority) in &self.0 {
             if from == winner {
                 won += 1;
-            } else if won >= 2 {
+            } else if won >= 2 && *priority > 0 {
                 return false;
             }
         }
@@ -1299,6 +1301,25 @@ fn adverts_settle_on_one_master_that_the_other_yields_to_at_once() {
     ]);
     assert!(crossed.settle_on("gw2"));
     assert_eq!(crossed.turns(), ["gw2", "gw1", "gw2"]);
+    // gw1 claimed first; gw2 claimed and answered gw1's claim at once, then gw1's
+    // resignation (priority 0) reached the wire (a CI run).
+    let resigned = adverts(&[
+        (375, "gw1", 100),
+        (376, "gw2", 200),
+        (376, "gw2", 200),
+        (376, "gw1", 0),
+        (476, "gw2", 200),
+    ]);
+    assert!(resigned.settle_on("gw2"));
+    // A claim, not a resignation, after the winner's second advert is two masters.
+    let claimed = adverts(&[
+        (375, "gw1", 100),
+        (376, "gw2", 200),
+        (376, "gw2", 200),
+        (377, "gw1", 100),
+        (476, "gw2", 200),
+    ]);
+    assert!(!claimed.settle_on("gw2"));
     // A handover by priority: the old master until the new one's first advert.
     let handover = adverts(&[
         (37, "gw2", 200),
