@@ -134,6 +134,7 @@ impl Side {
 
 /// Rewrites one address of an IPv4 header and patches its checksum. Returns the change,
 /// which the transport checksum's pseudo-header also needs.
+#[inline(always)]
 fn rewrite_ip(header: &mut [u8], side: Side, new: Ipv4Addr) -> ChecksumDelta {
     let at = side.ip_offset();
     let mut old = [0; 4];
@@ -573,7 +574,7 @@ impl Nat {
     }
 
     /// Finds or creates the flow of an outbound packet and records the packet.
-    #[inline]
+    #[inline(always)]
     fn track_outbound(
         &mut self,
         now: Instant,
@@ -612,7 +613,7 @@ impl Nat {
 
     /// Finds the live flow of an inbound packet and records the packet. Returns the flow
     /// and where the packet goes: pod address and port.
-    #[inline]
+    #[inline(always)]
     fn track_inbound(
         &mut self,
         now: Instant,
