@@ -122,13 +122,10 @@ fn check_convergence(config: HaConfig, expected: Member) -> Result<()> {
     let router_mac = egret_lab::ha::parse_mac(&lab.base().mac_of(lab.base().router(), "eth0")?)?;
     let probe = arp_request(router_mac, ROUTER_LAN_ADDRESS, FLOATING_IP);
     let probed = SystemTime::now();
-    lab.base()
-        .router()
-        .send_frames("eth0", &[&probe, &probe, &probe])?;
-    thread::sleep(Duration::from_millis(300));
-    let router_frames = router_capture.stop()?;
-    let answers = |member: Member| {
-        router_frames
+    let probes: [&[u8]; 3] = [&probe, &probe, &probe];
+    lab.base().router().send_frames("eth0", &probes)?;
+    let answers = |frames: &[Frame], member: Member| {
+        frames
             .iter()
             .filter(|frame| !frame.outgoing && frame.at >= probed)
             .filter_map(Frame::arp)
@@ -137,13 +134,24 @@ fn check_convergence(config: HaConfig, expected: Member) -> Result<()> {
             })
             .count()
     };
+    // Until the master has answered every probe: a backup that answered at all would
+    // have answered by then, as both read the same probes.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while answers(&router_capture.frames(), master) < probes.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let router_frames = router_capture.stop()?;
+    let (from_master, from_backup) = (
+        answers(&router_frames, master),
+        answers(&router_frames, backup),
+    );
     ensure!(
-        answers(master) >= 1 && answers(backup) == 0,
-        "ARP answers for {FLOATING_IP}: master {} {}, backup {} {}",
+        from_master == probes.len() && from_backup == 0,
+        "ARP answers for {FLOATING_IP} to {} probes: master {} {from_master}, backup {} \
+         {from_backup}",
+        probes.len(),
         master.name(),
-        answers(master),
         backup.name(),
-        answers(backup)
     );
 
     // Adverts over the last stretch: about one per interval, from the master only.
@@ -319,9 +327,12 @@ fn ten_ms_adverts_hand_over_within_50ms_without_flapping_under_load() -> Result<
     let mut lab = converged_lab("fast", config)?;
 
     // The status is a snapshot the gateway publishes every 250 ms, and at 10 ms adverts
-    // the lab converges faster than that: let the last transition reach the snapshot
-    // before counting from it.
-    thread::sleep(Duration::from_millis(600));
+    // the lab converges faster than that: count from snapshots that show the last
+    // transition.
+    let converged = SystemTime::now();
+    for member in [Member::Gw1, Member::Gw2] {
+        lab.snapshot_after(member, converged)?;
+    }
     // Five seconds of a TCP stream through the gateway, as fast as it goes.
     let before = views(&lab)?;
     let server = Background::spawn(lab.base().outside().command("iperf3").args([
