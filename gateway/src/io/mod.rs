@@ -110,18 +110,20 @@ pub fn run(shell: &Shell, mut sockets: Sockets) -> std::io::Result<()> {
     let mut control_ready = true;
     let mut control_read = std::time::Instant::now();
     while !shell.stop.load(Ordering::Relaxed) {
-        if counted_losses.elapsed() >= PUBLISH_EVERY {
+        // One reading of the clock for the turn's periodic chores.
+        let started = std::time::Instant::now();
+        if started - counted_losses >= PUBLISH_EVERY {
             // Each worker counts its own sockets' losses.
             worker.counts.rx_buffer_drops += sockets.ipv4.take_drops()?;
             if let Some(arp) = &sockets.arp {
                 worker.counts.rx_buffer_drops += arp.take_drops()?;
             }
-            counted_losses = std::time::Instant::now();
+            counted_losses = started;
         }
         let mut received = false;
-        if leader && (control_ready || control_read.elapsed() >= CONTROL_EVERY) {
+        if leader && (control_ready || started - control_read >= CONTROL_EVERY) {
             received |= worker.read_control(shell)?;
-            control_read = std::time::Instant::now();
+            control_read = started;
             control_ready = false;
         }
         if let Some(arp) = sockets.arp.as_mut() {
@@ -129,9 +131,9 @@ pub fn run(shell: &Shell, mut sockets: Sockets) -> std::io::Result<()> {
         }
         received |= sockets.ipv4.frames(&mut worker.frames);
         let next = worker.turn(shell, &mut sockets.tx);
-        if leader && published.elapsed() >= PUBLISH_EVERY {
+        if leader && started - published >= PUBLISH_EVERY {
             publish(shell);
-            published = std::time::Instant::now();
+            published = started;
         }
         if !received {
             let now = shell.clock.now();
